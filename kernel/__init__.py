@@ -1,0 +1,53 @@
+"""microray: Ray's programming model for Python, as a plugin-based microkernel.
+
+``import microray as ray`` and use the Ray API.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import importlib
+from typing import Any
+
+# Public names resolved lazily so that ``import microray`` stays light (no grpc,
+# no backend dependency) until the runtime is used.
+_API = {
+    "init": "microray.api",
+    "shutdown": "microray.api",
+    "is_initialized": "microray.api",
+    "remote": "microray.api",
+    "get": "microray.api",
+    "put": "microray.api",
+    "wait": "microray.api",
+    "cancel": "microray.api",
+    "kill": "microray.api",
+    "get_actor": "microray.api",
+    "method": "microray.api",
+    "get_runtime_context": "microray.api",
+    "nodes": "microray.api",
+    "cluster_resources": "microray.api",
+    "available_resources": "microray.api",
+    "ObjectRef": "microray.core.object_ref",
+    "ObjectRefGenerator": "microray.core.object_ref",
+    "exceptions": None,
+    "util": None,
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'microray' has no attribute {name!r}")
+    module = _API[name]
+    if module is None:
+        value = importlib.import_module(f"microray.{name}")
+    else:
+        value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

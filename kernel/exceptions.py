@@ -1,0 +1,171 @@
+"""Exceptions with Ray's names, plus microray's own configuration errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "RayError",
+    "RayTaskError",
+    "RayActorError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "GetTimeoutError",
+    "TaskCancelledError",
+    "WorkerCrashedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "ObjectStoreFullError",
+    "RaySystemError",
+    "ConfigError",
+    "PluginError",
+    "GcsUnavailableError",
+    "SerializationError",
+]
+
+
+class RayError(Exception):
+    """Base of every error microray raises for a remote failure."""
+
+
+class ConfigError(RayError, ValueError):
+    """A config key or value is wrong; the message names key, value and what was expected."""
+
+
+class PluginError(RayError, LookupError):
+    """A backend name could not be resolved, or two plugins registered the same name."""
+
+
+class RaySystemError(RayError):
+    """The runtime itself failed (a lost connection to the cluster, a broken process)."""
+
+    def __init__(self, message: str, traceback_str: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback_str = traceback_str
+
+
+class GcsUnavailableError(RaySystemError):
+    """The GCS (or its store) could not be reached after a bounded retry."""
+
+
+class SerializationError(RayError, TypeError):
+    """A value could not be serialized; the message names the argument."""
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    """``get`` did not finish within ``timeout``."""
+
+
+class TaskCancelledError(RayError):
+    """The task was cancelled with ``microray.cancel``."""
+
+    def __init__(self, task_id: Any = None, message: str | None = None) -> None:
+        self.task_id = task_id
+        super().__init__(message or f"Task {task_id} was cancelled")
+
+
+class WorkerCrashedError(RayError):
+    """The worker running the task died before the task finished."""
+
+    def __init__(self, message: str = "The worker died unexpectedly while executing this task.") -> None:
+        super().__init__(message)
+
+
+class ObjectLostError(RayError):
+    """The object's value is gone from every store and cannot be rebuilt."""
+
+    def __init__(self, object_ref_hex: str = "", message: str | None = None) -> None:
+        self.object_ref_hex = object_ref_hex
+        super().__init__(message or f"Object {object_ref_hex} is lost")
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object died, so its value can no longer be found."""
+
+
+class ObjectStoreFullError(RayError, MemoryError):
+    """The object store has no room and nothing could be spilled or freed."""
+
+
+class RayActorError(RayError):
+    """The actor died or could not be created; the message says why."""
+
+    def __init__(self, actor_id: Any = None, message: str | None = None) -> None:
+        self.actor_id = actor_id
+        super().__init__(message or f"The actor {actor_id} died unexpectedly")
+
+
+class ActorDiedError(RayActorError):
+    """The actor is dead (killed, crashed past its restarts, or its owner died)."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor is temporarily unreachable (for example, restarting)."""
+
+
+class RayTaskError(RayError):
+    """A task or actor method raised. ``get`` raises an instance that is also an
+    instance of the user's exception class (see ``as_instanceof_cause``)."""
+
+    def __init__(
+        self,
+        function_name: str,
+        traceback_str: str,
+        cause: BaseException | None,
+        pid: int | None = None,
+        ip: str | None = None,
+    ) -> None:
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.ip = ip
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        cause = type(self.cause).__name__ if self.cause is not None else "Error"
+        return (
+            f"{cause} in {self.function_name}() (pid={self.pid}, ip={self.ip})\n"
+            f"{self.traceback_str.rstrip()}"
+        )
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self):  # keep subclasses picklable
+        return (
+            _rebuild_task_error,
+            (self.function_name, self.traceback_str, self.cause, self.pid, self.ip),
+        )
+
+    def as_instanceof_cause(self) -> "RayTaskError":
+        """Return an error that is both a ``RayTaskError`` and an instance of the cause's class."""
+        cause_cls = type(self.cause) if self.cause is not None else None
+        if cause_cls is None or isinstance(self, cause_cls) or issubclass(RayTaskError, cause_cls):
+            return self
+        try:
+            cls = _derived_classes.get(cause_cls)
+            if cls is None:
+                cls = type(
+                    f"RayTaskError({cause_cls.__name__})",
+                    (RayTaskError, cause_cls),
+                    {"__init__": _derived_init, "__str__": RayTaskError.__str__},
+                )
+                cls.__module__ = __name__
+                _derived_classes[cause_cls] = cls
+            err = cls(self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
+            return err
+        except TypeError:  # a cause class that cannot be subclassed (e.g. final builtins)
+            return self
+
+
+_derived_classes: dict[type, type] = {}
+
+
+def _derived_init(self, function_name, traceback_str, cause, pid=None, ip=None):
+    RayTaskError.__init__(self, function_name, traceback_str, cause, pid, ip)
+    self.args = (self._message(),)
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
+    return RayTaskError(function_name, traceback_str, cause, pid, ip)

@@ -1,0 +1,28 @@
+"""``Dashboard``: a web UI and API started on the head node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class DashboardContext:
+    """What a dashboard gets to start: where the GCS is, the session folder,
+    the cluster token (for guarding mutating endpoints) and its options."""
+
+    gcs_address: str
+    session_dir: str
+    token: str
+    host: str
+    port: int
+    options: dict[str, Any]
+
+
+@runtime_checkable
+class Dashboard(Protocol):
+    def start(self, context: DashboardContext) -> str:
+        """Start serving; return the URL a user opens. Must not block."""
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""

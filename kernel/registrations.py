@@ -1,0 +1,135 @@
+"""Registration records returned by the plugin registration hooks.
+
+Each plugin family has one frozen dataclass. A registration names a backend,
+says what it can do and carries a ``factory`` that builds it. The factory is
+where a backend imports its heavy dependency (redis, lmdb, pyetcd), so that
+``import microray`` never does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Registration",
+    "GcsStoreRegistration",
+    "ObjectStoreRegistration",
+    "SchedulingPolicyRegistration",
+    "DashboardRegistration",
+    "OptionSpec",
+]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option a backend accepts in its ``*_options`` table.
+
+    ``type`` is the Python type the value must have after parsing (str, int,
+    float, bool, list). ``parse`` may turn strings such as ``"64GiB"`` into the
+    final value; it raises ``ValueError`` with a message when it cannot.
+    """
+
+    type: type | tuple[type, ...]
+    description: str = ""
+    default: Any = None
+    parse: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Fields every family shares."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    capabilities: frozenset[str] = frozenset()
+    options: Mapping[str, OptionSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(
+                f"{type(self).__name__}: name {self.name!r} must be lower-case letters, "
+                "digits, '_' or '-', starting with a letter"
+            )
+        if not callable(self.factory):
+            raise TypeError(f"{type(self).__name__} {self.name!r}: factory must be callable")
+        if not isinstance(self.capabilities, frozenset):
+            object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+        for key, spec in self.options.items():
+            if not isinstance(spec, OptionSpec):
+                raise TypeError(
+                    f"{type(self).__name__} {self.name!r}: option {key!r} must be an OptionSpec"
+                )
+
+    def validate_options(self, family: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``given`` checked against ``options``, defaults filled in.
+
+        Raises ``microray.exceptions.ConfigError`` naming the unknown key or the
+        bad value and what was expected.
+        """
+        from microray.exceptions import ConfigError
+
+        out: dict[str, Any] = {}
+        for key, value in given.items():
+            spec = self.options.get(key)
+            if spec is None:
+                known = ", ".join(sorted(self.options)) or "(none)"
+                raise ConfigError(
+                    f"{family}_options: unknown option {key!r} for {family} {self.name!r}; "
+                    f"expected one of: {known}"
+                )
+            if spec.parse is not None:
+                try:
+                    value = spec.parse(value)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(
+                        f"{family}_options.{key}: bad value {value!r} for {family} "
+                        f"{self.name!r}: {exc}"
+                    ) from None
+            if not isinstance(value, spec.type):
+                want = (
+                    " or ".join(t.__name__ for t in spec.type)
+                    if isinstance(spec.type, tuple)
+                    else spec.type.__name__
+                )
+                raise ConfigError(
+                    f"{family}_options.{key}: bad value {value!r} for {family} "
+                    f"{self.name!r}; expected {want}"
+                )
+            out[key] = value
+        for key, spec in self.options.items():
+            out.setdefault(key, spec.default)
+        return out
+
+
+@dataclass(frozen=True)
+class GcsStoreRegistration(Registration):
+    """A GCS store backend. ``factory(**options) -> GcsStore``.
+
+    Capabilities: ``persistence`` (survives a head restart), ``watch``.
+    """
+
+
+@dataclass(frozen=True)
+class ObjectStoreRegistration(Registration):
+    """An object store backend.
+
+    ``factory(namespace: str, capacity: int, spill_dir: str, **options) -> ObjectStore``.
+    Every process of a node calls the factory with the same ``namespace`` and
+    must see the same objects. Capabilities: ``zero_copy``, ``persistence``.
+    """
+
+
+@dataclass(frozen=True)
+class SchedulingPolicyRegistration(Registration):
+    """A scheduling policy. ``factory(**options) -> SchedulingPolicy``."""
+
+
+@dataclass(frozen=True)
+class DashboardRegistration(Registration):
+    """A dashboard. ``factory(**options) -> Dashboard``."""

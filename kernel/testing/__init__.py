@@ -1,0 +1,1 @@
+"""Test support that third-party plugin authors can import (pytest is required)."""
