@@ -1,0 +1,135 @@
+"""``ObjectRef`` and ``ObjectRefGenerator``: handles to values that may not exist yet.
+
+A ref knows its object id and its owner's address. Creating and dropping refs
+tells the process's reference counter; pickling a ref (inside an argument or a
+value) records it so the owner can treat it as borrowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+from microray import serialization
+
+# Set by the core worker of this process (None when not connected).
+_worker: Any = None
+
+
+def _set_worker(worker: Any) -> None:
+    global _worker
+    _worker = worker
+
+
+class ObjectRef:
+    """A reference to an object in the cluster (Ray's ``ObjectRef``)."""
+
+    __slots__ = ("_id", "_owner", "_counted", "__weakref__")
+
+    def __init__(self, object_id: bytes, owner: str = "", *, _count: bool = True) -> None:
+        self._id = object_id
+        self._owner = owner
+        self._counted = False
+        if _count and _worker is not None:
+            _worker.refs.add_local(object_id)
+            self._counted = True
+
+    # -- identity --------------------------------------------------------
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self) -> bytes:
+        return self._id[:16]
+
+    @property
+    def owner_address(self) -> str:
+        return self._owner
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    # -- lifetime --------------------------------------------------------
+    def __del__(self) -> None:
+        if self._counted:
+            worker = _worker
+            if worker is not None:
+                try:
+                    worker.refs.remove_local(self._id)
+                except Exception:  # noqa: BLE001 -- interpreter shutdown
+                    pass
+
+    def __reduce__(self):
+        serialization.record_ref(self)
+        return (_rebuild_ref, (self._id, self._owner))
+
+    # -- futures ---------------------------------------------------------
+    def future(self) -> concurrent.futures.Future:
+        """A ``concurrent.futures.Future`` resolved with the value (or the error)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        worker = _worker
+        if worker is None:
+            raise RuntimeError("microray is not initialized")
+        worker.resolve_async(self, fut)
+        return fut
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
+    ref = ObjectRef(object_id, owner)
+    worker = _worker
+    if worker is not None:
+        worker.on_ref_deserialized(ref)
+    return ref
+
+
+class ObjectRefGenerator:
+    """What calling a generator task returns: yields an ``ObjectRef`` per value as the
+    task produces it (Ray's streaming generator)."""
+
+    def __init__(self, task_id: bytes, owner: str, worker: Any) -> None:
+        self._task_id = task_id
+        self._owner = owner
+        self._worker = worker
+        self._next_index = 1
+
+    def __iter__(self) -> "ObjectRefGenerator":
+        return self
+
+    def __next__(self) -> ObjectRef:
+        ref = self._worker.next_generator_item(self._task_id, self._next_index, self._owner, None)
+        if ref is None:
+            raise StopIteration
+        self._next_index += 1
+        return ref
+
+    def next(self, timeout: float | None = None) -> ObjectRef:
+        ref = self._worker.next_generator_item(self._task_id, self._next_index, self._owner, timeout)
+        if ref is None:
+            raise StopIteration
+        self._next_index += 1
+        return ref
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> ObjectRef:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, self.__next__)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def __repr__(self) -> str:
+        return f"ObjectRefGenerator({self._task_id.hex()})"

@@ -1,0 +1,64 @@
+"""What travels from an owner to a worker for one task, and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# task kinds
+NORMAL = 0
+ACTOR_CREATION = 1
+ACTOR_METHOD = 2
+
+# argument entries: (ARG_VALUE, value) | (ARG_SERIALIZED, bytes) | (ARG_REF, object_id, owner)
+ARG_VALUE = 0
+ARG_SERIALIZED = 1
+ARG_REF = 2
+
+# num_returns for a streaming generator
+STREAMING = -1
+
+# result statuses
+OK = 0
+APP_ERROR = 1       # the user's code raised; returns hold the error
+GEN_ITEM = 2        # one value of a streaming generator
+GEN_END = 3         # the generator finished; extra = number of items
+SYSTEM_ERROR = 4    # the worker could not run the task at all
+
+
+@dataclass(slots=True)
+class TaskSpec:
+    task_id: bytes
+    function_id: bytes
+    function_name: str
+    args: list = field(default_factory=list)
+    kwarg_names: tuple = ()
+    num_returns: int = 1
+    owner: str = ""
+    job_id: str = ""
+    kind: int = NORMAL
+    max_retries: int = 3
+    retry_exceptions: Any = False   # bool, or a tuple of exception classes (pickled by cloudpickle)
+    attempt: int = 0
+    runtime_env: dict | None = None
+    resources: dict = field(default_factory=dict)
+    name: str = ""
+    actor_id: str = ""
+    method_name: str = ""
+    seq_no: int = 0
+    caller_id: str = ""
+    parent_task_id: bytes = b""
+    actor_options: dict | None = None
+
+
+@dataclass(slots=True)
+class TaskResult:
+    """One message back from a worker. ``returns`` is a list of
+    ``(object_id, kind, payload)`` with memory-store kinds."""
+
+    task_id: bytes
+    status: int
+    returns: list
+    extra: Any = None
+    worker_pid: int = 0
+    retryable: bool = False

@@ -1,0 +1,311 @@
+"""The GCS service: the cluster's metadata, kept only through the GcsStore plugin.
+
+Run as its own process (``python -m microray.gcs.server``) so that it can be
+killed and restarted while raylets and workers keep running; with a durable
+store (Redis, etcd) a restarted GCS finds every node, job, actor and KV entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pickle
+import signal
+import sys
+import time
+from typing import Any
+
+import structlog
+
+from microray import config as config_mod
+from microray import log as log_setup
+from microray.plugin_manager import get_plugin_manager
+from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
+from microray.rpc import bind, make_server
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 1
+
+T_KV = "kv"
+T_NODES = "nodes"
+T_JOBS = "jobs"
+T_ACTORS = "actors"
+T_NAMED = "named_actors"
+T_META = "meta"
+
+
+def _kv_key(ns: str, key: bytes) -> bytes:
+    return ns.encode() + b"\x00" + key
+
+
+class GcsServicer(gcs_pb2_grpc.GcsServicer):
+    def __init__(self, store: Any, config: config_mod.Config, cluster_id: str) -> None:
+        self.store = store
+        self.config = config
+        self.cluster_id = cluster_id
+        self.config_json = config.to_json()
+        self.pm = get_plugin_manager()
+        self.last_heartbeat: dict[str, float] = {}
+        self.nodes: dict[str, common_pb2.NodeInfo] = {}
+        self._job_lock = asyncio.Lock()
+        self._named_lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Rebuild in-memory views after a (re)start from the store."""
+        now = time.time()
+        for key, raw in (await self.store.get_all(T_NODES)).items():
+            info = common_pb2.NodeInfo.FromString(raw)
+            self.nodes[info.node_id] = info
+            if info.state == "ALIVE":
+                # give live nodes a full grace period to heartbeat the new GCS
+                self.last_heartbeat[info.node_id] = now
+        if self.nodes:
+            log.info("gcs_state_recovered", nodes=len(self.nodes))
+
+    # -- KV ----------------------------------------------------------------
+    async def KvPut(self, request, context):
+        added = await self.store.put(T_KV, _kv_key(request.ns, request.key), request.value, request.overwrite)
+        return gcs_pb2.KvPutReply(added=added)
+
+    async def KvGet(self, request, context):
+        value = await self.store.get(T_KV, _kv_key(request.ns, request.key))
+        if value is None:
+            return gcs_pb2.KvGetReply(found=False)
+        return gcs_pb2.KvGetReply(found=True, value=value)
+
+    async def KvDel(self, request, context):
+        if request.by_prefix:
+            keys = list(await self.store.get_all(T_KV, _kv_key(request.ns, request.key)))
+            n = await self.store.batch_delete(T_KV, keys) if keys else 0
+        else:
+            n = int(await self.store.delete(T_KV, _kv_key(request.ns, request.key)))
+        return gcs_pb2.KvDelReply(deleted=n)
+
+    async def KvKeys(self, request, context):
+        prefix = _kv_key(request.ns, request.prefix)
+        strip = len(request.ns.encode()) + 1
+        keys = [k[strip:] for k in await self.store.get_all(T_KV, prefix)]
+        return gcs_pb2.KvKeysReply(keys=keys)
+
+    # -- nodes ---------------------------------------------------------------
+    async def GetClusterConfig(self, request, context):
+        return gcs_pb2.ClusterConfigReply(config_json=self.config_json, cluster_id=self.cluster_id)
+
+    async def RegisterNode(self, request, context):
+        info = common_pb2.NodeInfo()
+        info.CopyFrom(request)
+        info.state = "ALIVE"
+        info.last_heartbeat = time.time()
+        self.nodes[info.node_id] = info
+        self.last_heartbeat[info.node_id] = time.time()
+        await self.store.put(T_NODES, info.node_id.encode(), info.SerializeToString())
+        log.info("node_registered", node_id=info.node_id, address=f"{info.ip}:{info.raylet_port}")
+        self._notify("microray_node_added", node=_node_dict(info))
+        return gcs_pb2.RegisterNodeReply(config_json=self.config_json, cluster_id=self.cluster_id)
+
+    async def UnregisterNode(self, request, context):
+        await self._mark_dead(request.node_id, "unregistered")
+        return common_pb2.Empty()
+
+    async def Heartbeat(self, request, context):
+        info = self.nodes.get(request.node_id)
+        if info is None or info.state != "ALIVE":
+            return gcs_pb2.HeartbeatReply(reregister=True)
+        self.last_heartbeat[request.node_id] = time.time()
+        info.available.CopyFrom(request.available)
+        info.object_store_used = request.object_store_used
+        info.num_workers = request.num_workers
+        info.last_heartbeat = time.time()
+        return gcs_pb2.HeartbeatReply(reregister=False)
+
+    async def GetAllNodes(self, request, context):
+        return gcs_pb2.NodeList(nodes=list(self.nodes.values()))
+
+    async def _mark_dead(self, node_id: str, reason: str) -> None:
+        info = self.nodes.get(node_id)
+        if info is None or info.state == "DEAD":
+            return
+        info.state = "DEAD"
+        self.last_heartbeat.pop(node_id, None)
+        await self.store.put(T_NODES, node_id.encode(), info.SerializeToString())
+        log.warning("node_dead", node_id=node_id, reason=reason)
+        self._notify("microray_node_removed", node=_node_dict(info))
+
+    async def monitor_nodes(self) -> None:
+        timeout = self.config.node_dead_after_s
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = time.time()
+            for node_id, last in list(self.last_heartbeat.items()):
+                if now - last > timeout:
+                    await self._mark_dead(node_id, f"no heartbeat for {now - last:.1f}s")
+
+    # -- jobs ----------------------------------------------------------------
+    async def AddJob(self, request, context):
+        async with self._job_lock:
+            raw = await self.store.get(T_META, b"job_counter")
+            counter = int(raw or b"0") + 1
+            await self.store.put(T_META, b"job_counter", str(counter).encode())
+        job = gcs_pb2.JobInfo()
+        job.CopyFrom(request)
+        job.job_id = counter.to_bytes(4, "little").hex()
+        job.state = "RUNNING"
+        job.start_time = time.time()
+        await self.store.put(T_JOBS, job.job_id.encode(), job.SerializeToString())
+        return gcs_pb2.AddJobReply(job_id=job.job_id)
+
+    async def MarkJobFinished(self, request, context):
+        raw = await self.store.get(T_JOBS, request.job_id.encode())
+        if raw is not None:
+            job = gcs_pb2.JobInfo.FromString(raw)
+            job.state = "FINISHED"
+            job.end_time = time.time()
+            await self.store.put(T_JOBS, request.job_id.encode(), job.SerializeToString())
+        return common_pb2.Empty()
+
+    async def GetAllJobs(self, request, context):
+        jobs = [gcs_pb2.JobInfo.FromString(v) for v in (await self.store.get_all(T_JOBS)).values()]
+        return gcs_pb2.JobList(jobs=jobs)
+
+    # -- actors --------------------------------------------------------------
+    async def RegisterActor(self, request, context):
+        record = pickle.loads(request.record)
+        name = record.get("name")
+        if name:
+            key = f"{record.get('namespace', '')}\x00{name}".encode()
+            async with self._named_lock:
+                existing = await self.store.get(T_NAMED, key)
+                if existing is not None:
+                    prior = await self.store.get(T_ACTORS, existing)
+                    if prior is not None and pickle.loads(prior).get("state") != "DEAD":
+                        return gcs_pb2.RegisterActorReply(
+                            ok=False,
+                            error=f"Actor with name {name!r} already exists in the namespace "
+                            f"{record.get('namespace')!r}",
+                            existing=prior,
+                        )
+                await self.store.put(T_NAMED, key, record["actor_id"].encode())
+        await self.store.put(T_ACTORS, record["actor_id"].encode(), request.record)
+        self._notify("microray_actor_state_changed", actor=_actor_summary(record))
+        return gcs_pb2.RegisterActorReply(ok=True)
+
+    async def UpdateActor(self, request, context):
+        record = pickle.loads(request.record)
+        await self.store.put(T_ACTORS, record["actor_id"].encode(), request.record)
+        if record.get("state") == "DEAD" and record.get("name"):
+            key = f"{record.get('namespace', '')}\x00{record['name']}".encode()
+            async with self._named_lock:
+                if await self.store.get(T_NAMED, key) == record["actor_id"].encode():
+                    await self.store.delete(T_NAMED, key)
+        self._notify("microray_actor_state_changed", actor=_actor_summary(record))
+        return common_pb2.Empty()
+
+    async def GetActor(self, request, context):
+        actor_id = request.actor_id.encode()
+        if not actor_id:
+            actor_id = await self.store.get(T_NAMED, f"{request.namespace}\x00{request.name}".encode())
+            if actor_id is None:
+                return gcs_pb2.ActorRecordReply(found=False)
+        raw = await self.store.get(T_ACTORS, actor_id)
+        if raw is None:
+            return gcs_pb2.ActorRecordReply(found=False)
+        return gcs_pb2.ActorRecordReply(found=True, record=raw)
+
+    async def ListActors(self, request, context):
+        records = list((await self.store.get_all(T_ACTORS)).values())
+        return gcs_pb2.ActorListReply(records=records)
+
+    # -- observers -----------------------------------------------------------
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        if self.pm.has_observers(hook):
+            asyncio.get_running_loop().run_in_executor(None, lambda: self.pm.notify(hook, **kwargs))
+
+
+def _node_dict(info: common_pb2.NodeInfo) -> dict[str, Any]:
+    return {
+        "node_id": info.node_id,
+        "address": f"{info.ip}:{info.raylet_port}",
+        "resources": dict(info.total.amounts),
+        "state": info.state,
+    }
+
+
+def _actor_summary(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("actor_id", "name", "namespace", "state", "num_restarts", "pid", "node_id", "class_name")
+    return {k: record.get(k) for k in keys}
+
+
+async def open_store(cfg: config_mod.Config) -> Any:
+    """Select, build and check the configured GCS store (fails fast when unreachable)."""
+    pm = get_plugin_manager(cfg.plugins)
+    reg = pm.select("gcs_store", cfg.gcs_store)
+    options = reg.validate_options("gcs_store", cfg.gcs_store_options)
+    store = reg.factory(**options)
+    if hasattr(store, "ping"):
+        await store.ping()
+    if hasattr(store, "check_schema"):
+        await store.check_schema(SCHEMA_VERSION)
+    return store
+
+
+async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | None) -> None:
+    store = await open_store(cfg)
+    saved = await store.get(T_META, b"config")
+    if saved is not None and cfg.gcs_store != "memory":
+        # a restarted head runs the cluster's recorded config
+        cfg = config_mod.Config.from_json(saved.decode())
+    else:
+        await store.put(T_META, b"config", cfg.to_json().encode())
+    cluster_id_raw = await store.get(T_META, b"cluster_id")
+    if cluster_id_raw is None:
+        cluster_id_raw = os.urandom(8).hex().encode()
+        await store.put(T_META, b"cluster_id", cluster_id_raw)
+    servicer = GcsServicer(store, cfg, cluster_id_raw.decode())
+    await servicer.load()
+    server = make_server()
+    gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
+    bound = bind(server, host, port)
+    await server.start()
+    log.info("gcs_started", port=bound, store=cfg.gcs_store)
+    if ready_fd is not None:
+        os.write(ready_fd, f"{bound}\n".encode())
+        os.close(ready_fd)
+    monitor = asyncio.create_task(servicer.monitor_nodes())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    monitor.cancel()
+    await server.stop(grace=0.2)
+    await store.close()
+    log.info("gcs_stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="microray-gcs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--config-json", required=True)
+    parser.add_argument("--ready-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    cfg = config_mod.Config.from_json(args.config_json)
+    log_setup.configure(level=cfg.log_level, log_file=os.path.join(args.session_dir, "logs", "gcs.log"))
+    structlog.contextvars.bind_contextvars(component="gcs")
+    try:
+        asyncio.run(serve(cfg, args.host, args.port, args.ready_fd))
+    except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
+        log.error("gcs_failed", error=f"{type(exc).__name__}: {exc}")
+        if args.ready_fd is not None:
+            try:
+                os.write(args.ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
+            except OSError:
+                pass
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

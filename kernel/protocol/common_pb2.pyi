@@ -1,0 +1,77 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Address(_message.Message):
+    __slots__ = ("ip", "port", "node_id", "worker_id")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ip: str
+    port: int
+    node_id: str
+    worker_id: str
+    def __init__(self, ip: _Optional[str] = ..., port: _Optional[int] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class ResourceMap(_message.Message):
+    __slots__ = ("amounts",)
+    class AmountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AMOUNTS_FIELD_NUMBER: _ClassVar[int]
+    amounts: _containers.ScalarMap[str, float]
+    def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "ip", "raylet_port", "total", "available", "state", "is_head", "start_time", "last_heartbeat", "object_store_namespace", "object_store_used", "object_store_capacity", "labels", "pid", "num_workers")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    RAYLET_PORT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    IS_HEAD_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_STORE_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_STORE_USED_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_STORE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    ip: str
+    raylet_port: int
+    total: ResourceMap
+    available: ResourceMap
+    state: str
+    is_head: bool
+    start_time: float
+    last_heartbeat: float
+    object_store_namespace: str
+    object_store_used: int
+    object_store_capacity: int
+    labels: _containers.ScalarMap[str, str]
+    pid: int
+    num_workers: int
+    def __init__(self, node_id: _Optional[str] = ..., ip: _Optional[str] = ..., raylet_port: _Optional[int] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., state: _Optional[str] = ..., is_head: _Optional[bool] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., object_store_namespace: _Optional[str] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., num_workers: _Optional[int] = ...) -> None: ...
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

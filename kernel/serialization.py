@@ -1,0 +1,167 @@
+"""Values to bytes and back: cloudpickle, pickle protocol 5, out-of-band buffers.
+
+The serialized form (inline in a message, or in a node's object store) is::
+
+    header   <4s I Q>   magic, number of buffers, pickle length
+    lengths  <Q * n>    length of each out-of-band buffer
+    pickle   bytes
+    buffers  each starting on a 64-byte boundary
+
+so ``deserialize`` over a zero-copy view of the object store hands numpy the
+store's memory directly (read-only) and never copies a large array.
+
+While a value is pickled, the ``ObjectRef``s inside it are recorded, so the
+owner can learn that they escaped into another object (borrowing).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from microray.exceptions import SerializationError
+
+MAGIC = b"MRO1"
+MAGIC_ERROR = b"MRE1"  # the value is an exception that get() raises
+_HEADER = struct.Struct("<4sIQ")
+_ALIGN = 64
+
+_local = threading.local()
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+@dataclass
+class Serialized:
+    """A value ready to be written: the pickle, the out-of-band buffers, the refs inside."""
+
+    pickle_bytes: bytes
+    buffers: list[memoryview]
+    contained_refs: list[Any]
+    is_error: bool = False
+
+    @property
+    def total_size(self) -> int:
+        size = _HEADER.size + 8 * len(self.buffers) + len(self.pickle_bytes)
+        for buf in self.buffers:
+            size += _pad(size) + buf.nbytes
+        return size
+
+    def write_to(self, out: memoryview) -> None:
+        """Write the serialized form into ``out`` (exactly ``total_size`` bytes)."""
+        n = len(self.buffers)
+        _HEADER.pack_into(out, 0, MAGIC_ERROR if self.is_error else MAGIC, n, len(self.pickle_bytes))
+        pos = _HEADER.size
+        if n:
+            struct.pack_into(f"<{n}Q", out, pos, *(b.nbytes for b in self.buffers))
+            pos += 8 * n
+        end = pos + len(self.pickle_bytes)
+        out[pos:end] = self.pickle_bytes
+        pos = end
+        for buf in self.buffers:
+            pos += _pad(pos)
+            end = pos + buf.nbytes
+            out[pos:end] = buf
+            pos = end
+
+    def to_bytes(self) -> bytes:
+        if not self.buffers:
+            return _HEADER.pack(MAGIC_ERROR if self.is_error else MAGIC, 0, len(self.pickle_bytes)) + self.pickle_bytes
+        out = bytearray(self.total_size)
+        self.write_to(memoryview(out))
+        return bytes(out)
+
+
+def record_ref(ref: Any) -> None:
+    """Called by ``ObjectRef.__reduce__``: note a ref found inside the value being pickled."""
+    refs = getattr(_local, "refs", None)
+    if refs is not None:
+        refs.append(ref)
+
+
+def serialize(value: Any, *, what: str = "value") -> Serialized:
+    """Serialize ``value``; raise ``SerializationError`` naming ``what`` on failure."""
+    buffers: list[pickle.PickleBuffer] = []
+    outer = getattr(_local, "refs", None)
+    _local.refs = refs = []
+    try:
+        data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:  # noqa: BLE001 -- any pickling failure becomes one clear error
+        raise SerializationError(
+            f"could not serialize {what} of type {type(value).__name__}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        _local.refs = outer
+    views = [b.raw() for b in buffers]
+    return Serialized(data, views, refs)
+
+
+def serialize_error(exc: BaseException) -> Serialized:
+    try:
+        data = cloudpickle.dumps(exc, protocol=5)
+    except Exception as err:  # noqa: BLE001 -- an unpicklable exception still reports
+        from microray.exceptions import RaySystemError
+
+        data = cloudpickle.dumps(RaySystemError(f"{exc!r} (could not pickle the error: {err})"))
+    return Serialized(data, [], [], is_error=True)
+
+
+def deserialize(view: bytes | memoryview) -> tuple[Any, bool]:
+    """Rebuild a value from its serialized form; returns ``(value, is_error)``.
+
+    Buffers are slices of ``view``: with a read-only store view, numpy arrays come
+    back read-only and zero-copy."""
+    mv = view if isinstance(view, memoryview) else memoryview(view)
+    magic, n, plen = _HEADER.unpack_from(mv, 0)
+    if magic not in (MAGIC, MAGIC_ERROR):
+        raise SerializationError(f"not a microray object (magic {bytes(magic)!r})")
+    pos = _HEADER.size
+    lengths = struct.unpack_from(f"<{n}Q", mv, pos) if n else ()
+    pos += 8 * n
+    pickled = mv[pos:pos + plen]
+    pos += plen
+    bufs = []
+    for length in lengths:
+        pos += _pad(pos)
+        bufs.append(mv[pos:pos + length])
+        pos += length
+    value = pickle.loads(pickled, buffers=bufs)
+    return value, magic == MAGIC_ERROR
+
+
+def dumps_function(fn: Any) -> bytes:
+    """Pickle a function or class for export (by content hash)."""
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:  # noqa: BLE001
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise SerializationError(f"could not serialize remote function/class {name}: {exc}") from exc
+
+
+def loads_function(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def is_simple(value: Any) -> bool:
+    """Values that the plain pickle of a task spec can carry without cloudpickle."""
+    t = type(value)
+    if t in _SIMPLE:
+        return True
+    if t is str or t is bytes:
+        return len(value) < 4096
+    return False
+
+
+_SIMPLE = {type(None), bool, int, float}
+
+
+__all__ = ["Serialized", "serialize", "serialize_error", "deserialize", "record_ref",
+           "dumps_function", "loads_function", "is_simple"]
