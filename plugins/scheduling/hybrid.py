@@ -96,18 +96,20 @@ OPTIONS: Mapping[str, OptionSpec] = {
 
 
 def critical_utilization(node: NodeView, resources: Iterable[str] = CRITICAL_RESOURCES) -> float:
-    """The highest used fraction over ``resources`` that the node has (0.0 .. 1.0).
+    """The highest used fraction over ``resources`` that the node has.
 
-    A node with none of them (total 0) has utilization 0, as in Ray.
+    0.0 .. 1.0 (more if the node is over-committed). A node with none of them
+    (total 0) has utilization 0, as in Ray.
     """
     worst = 0.0
+    totals, available = node.total, node.available
     for key in resources:
-        total = node.total.get(key, 0.0)
+        total = totals.get(key, 0.0)
         if total > 0:
-            used = 1.0 - node.available.get(key, 0.0) / total
+            used = 1.0 - available.get(key, 0.0) / total
             if used > worst:
                 worst = used
-    return min(worst, 1.0)
+    return worst
 
 
 class HybridPolicy(StrategyAwarePolicy):
@@ -134,22 +136,37 @@ class HybridPolicy(StrategyAwarePolicy):
 
     def select_default(self, request: SchedulingRequest, cluster: ClusterView) -> str | None:
         """Ray's hybrid choice among the nodes where ``request`` fits now."""
-        candidates = fitting_nodes(request, cluster)
+        candidates = fitting_nodes(request, cluster, ordered=False)
         if self.avoid_gpu_nodes and request.resources.get("GPU", 0) <= 0:
             without_gpu = [n for n in candidates if n.total.get("GPU", 0) <= 0]
             if without_gpu:
                 candidates = without_gpu
         if not candidates:
             return None
-        best, best_score = candidates[0], self.score(candidates[0])
-        local: NodeView | None = None
-        local_score = 0.0
-        for node in candidates:  # in node-id order, so the first minimum wins ties
-            node_score = self.score(node) if node is not best else best_score
-            if node_score < best_score:
-                best, best_score = node, node_score
-            if node.node_id == cluster.local_node_id:
-                local, local_score = node, node_score
-        if local is not None and local_score <= best_score:
-            return local.node_id
-        return best.node_id
+        # The minimum of (score, node id) is the head of Ray's "sort by id, then
+        # stable sort by score", found without sorting. ``self.score`` is
+        # inlined: this loop is the policy's whole cost on a large cluster.
+        threshold, critical = self.spread_threshold, self.critical_resources
+        local_id = cluster.local_node_id
+        best_score = 0.0
+        best_id: str | None = None
+        local_score: float | None = None
+        for node in candidates:
+            totals, available = node.total, node.available
+            used = 0.0
+            for key in critical:
+                total = totals.get(key, 0.0)
+                if total > 0:
+                    fraction = 1.0 - available.get(key, 0.0) / total
+                    if fraction > used:
+                        used = fraction
+            if used < threshold:
+                used = 0.0
+            node_id = node.node_id
+            if best_id is None or used < best_score or (used == best_score and node_id < best_id):
+                best_score, best_id = used, node_id
+            if node_id == local_id:
+                local_score = used
+        if local_score is not None and local_score <= best_score:
+            return local_id
+        return best_id

@@ -38,17 +38,37 @@ __all__ = [
 ]
 
 
-def fitting_nodes(request: SchedulingRequest, cluster: ClusterView) -> list[NodeView]:
+def fitting_nodes(
+    request: SchedulingRequest, cluster: ClusterView, *, ordered: bool = True
+) -> list[NodeView]:
     """The alive nodes where ``request`` fits now, ordered by node id.
 
     The order is what makes the policies deterministic: it does not depend on
-    the order in which the cluster view's mapping was built.
+    the order in which the cluster view's mapping was built. ``ordered=False``
+    skips the sort for callers that impose their own total order.
+
+    The check is ``NodeView.fits`` unrolled (the demand's positive entries are
+    computed once instead of once per node); the contract suite checks every
+    choice against ``NodeView.fits`` itself, so the two cannot drift apart.
     """
-    demand = request.resources
-    return sorted(
-        (node for node in cluster.nodes.values() if node.alive and node.fits(demand)),
-        key=lambda node: node.node_id,
-    )
+    needs = [(key, amount - 1e-9) for key, amount in request.resources.items() if amount > 0]
+    out = []
+    for node in cluster.nodes.values():
+        if not node.alive:
+            continue
+        available = node.available
+        for key, need in needs:
+            if available.get(key, 0.0) < need:
+                break
+        else:
+            out.append(node)
+    if ordered:
+        out.sort(key=_node_id)
+    return out
+
+
+def _node_id(node: NodeView) -> str:
+    return node.node_id
 
 
 def node_fits_now(node_id: Any, request: SchedulingRequest, cluster: ClusterView) -> bool:
@@ -72,17 +92,19 @@ class RoundRobin:
 
     def choose(self, request: SchedulingRequest, cluster: ClusterView) -> str | None:
         """The next fitting node after the last one chosen, or None if none fits."""
-        candidates = fitting_nodes(request, cluster)
-        if not candidates:
-            return None
-        chosen = candidates[0]
-        if self.last is not None:
-            for node in candidates:
-                if node.node_id > self.last:
-                    chosen = node
-                    break
-        self.last = chosen.node_id
-        return chosen.node_id
+        first: str | None = None  # smallest fitting id: where the rotation wraps to
+        after: str | None = None  # smallest fitting id greater than the cursor
+        last = self.last
+        for node in fitting_nodes(request, cluster, ordered=False):
+            node_id = node.node_id
+            if first is None or node_id < first:
+                first = node_id
+            if last is not None and node_id > last and (after is None or node_id < after):
+                after = node_id
+        chosen = after if after is not None else first
+        if chosen is not None:
+            self.last = chosen
+        return chosen
 
 
 def normalize_strategy(strategy: Any) -> dict[str, Any]:
