@@ -69,8 +69,10 @@ class MicrorayPluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.failed: list[FailedPlugin] = []
         self.sources: dict[str, str] = {}  # plugin name -> "entry point x (dist y)"
+        self._third_party: set[str] = set()  # plugin names from third-party entry points
         if autoload is None:
-            autoload = os.environ.get("MICRORAY_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes")
+            disable = os.environ.get("MICRORAY_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower()
+            autoload = disable not in ("1", "true", "yes")
         self.autoload = autoload
         self._load_entry_points()
         for module in extra_modules:
@@ -82,14 +84,21 @@ class MicrorayPluginManager:
 
     # -- loading ---------------------------------------------------------
     def _load_entry_points(self) -> None:
+        seen: set[tuple[str, str, str]] = set()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist is not None else "?"
             builtin = dist == BUILTIN_DISTRIBUTION
             if not builtin and not self.autoload:
                 continue
             source = f"entry point {ep.name!r} ({dist}{' built-in' if builtin else ''})"
-            if self.pm.get_plugin(ep.name) is not None or ep.name in self.sources:
+            if (dist, ep.name, ep.value) in seen:
                 continue  # the same distribution can be visible twice (editable + path)
+            seen.add((dist, ep.name, ep.value))
+            # Entry-point names are only unique within one distribution: a
+            # third-party "scheduling" must not shadow (or be shadowed by) ours.
+            plugin_name = ep.name
+            if self.pm.get_plugin(plugin_name) is not None or plugin_name in self.sources:
+                plugin_name = f"{dist}:{ep.name}"
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 -- reported, not fatal for third parties
@@ -102,8 +111,12 @@ class MicrorayPluginManager:
                 self.failed.append(FailedPlugin(ep.name, source, f"{type(exc).__name__}: {exc}"))
                 log.warning("plugin_load_failed", plugin=ep.name, source=source, error=str(exc))
                 continue
-            self.pm.register(plugin, name=ep.name)
-            self.sources[ep.name] = source
+            if self.pm.is_registered(plugin):
+                continue  # two entry points naming one module: register it once
+            self.pm.register(plugin, name=plugin_name)
+            self.sources[plugin_name] = source
+            if not builtin:
+                self._third_party.add(plugin_name)
 
     def register_module(self, module_name: str) -> None:
         """Register a plugin module named in config (``plugins = ["pkg.mod"]``)."""
@@ -116,6 +129,8 @@ class MicrorayPluginManager:
                 f"plugin module {module_name!r} named in config failed to import: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if self.pm.is_registered(module):
+            return  # already loaded through its entry point
         self.pm.register(module, name=module_name)
         self.sources[module_name] = f"module {module_name!r} (config)"
         self._registry = None
@@ -136,11 +151,20 @@ class MicrorayPluginManager:
             hook = getattr(self.pm.hook, hook_name)
             by_name: dict[str, RegisteredBackend] = {}
             for impl in hook.get_hookimpls():
-                result = impl.function()
-                if result is None:
-                    continue
                 source = self.sources.get(impl.plugin_name, impl.plugin_name)
-                for reg in result:
+                try:
+                    result = impl.function()
+                    registrations = [] if result is None else list(result)
+                except Exception as exc:  # noqa: BLE001 -- a broken third party is skipped
+                    error = f"{hook_name}() raised {type(exc).__name__}: {exc}"
+                    if impl.plugin_name not in self._third_party:
+                        raise PluginError(f"plugin {source}: {error}") from exc
+                    failed = FailedPlugin(impl.plugin_name, source, error)
+                    if failed not in self.failed:  # the registry is rebuilt after register()
+                        self.failed.append(failed)
+                        log.warning("plugin_hook_failed", plugin=impl.plugin_name, source=source, error=error)
+                    continue
+                for reg in registrations:
                     if not isinstance(reg, Registration):
                         raise PluginError(
                             f"{hook_name}() of {source} returned {reg!r}; expected a Registration"
