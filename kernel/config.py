@@ -100,6 +100,8 @@ def parse_size(value: Any) -> int:
     """Parse ``1073741824``, ``"1GiB"``, ``"500MB"`` into bytes."""
     if isinstance(value, bool):
         raise ValueError("expected a size in bytes such as 1073741824 or '1GiB'")
+    if isinstance(value, (int, float)) and value < 0:
+        raise ValueError(f"expected a size >= 0 in bytes such as 1073741824 or '1GiB', got {value!r}")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -163,11 +165,13 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 if raw.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError
-            return want[0](raw)
+            parsed = want[0](raw)
         except ValueError:
             raise ConfigError(
                 f"config key {key!r} from {source}: bad value {value!r}; expected {want[0].__name__}"
             ) from None
+        # fall through to the range checks below with the parsed number
+        value = parsed
     if isinstance(value, bool) and want[0] is not bool:
         raise ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected {want[0].__name__}")
     if not isinstance(value, want):
@@ -229,7 +233,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         lowered = key.lower()
         if lowered not in names:
-            raise ConfigError(f"unknown config key {lowered!r} from environment variable {var}")
+            close = difflib.get_close_matches(lowered, sorted(names), n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+            raise ConfigError(f"unknown config key {lowered!r} from environment variable {var}{hint}")
         out[lowered] = value
     return out
 
@@ -244,6 +250,7 @@ def resolve(
     merged: dict[str, Any] = {}
     file_values, file_source = _from_files(Path(cwd or os.getcwd()))
     merged.update(_check_all(file_values, source=file_source or "file"))
-    merged.update(_check_all(_from_env(os.environ if environ is None else environ), source="environment"))
+    for key, value in _from_env(os.environ if environ is None else environ).items():
+        merged.update(_check_all({key: value}, source=f"environment variable {ENV_PREFIX}{key.upper()}"))
     merged.update(_check_all({k: v for k, v in (overrides or {}).items() if v is not None}, source="argument"))
     return Config(**merged)
