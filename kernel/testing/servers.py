@@ -29,7 +29,6 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -116,16 +115,15 @@ def _close_leftovers() -> None:
             server.close()
 
 
-def _die_with_parent() -> None:  # pragma: no cover -- runs in the child between fork and exec
-    """Ask Linux to SIGKILL the server if the process that started it dies."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+def _with_parent_death_signal(cmd: list[str]) -> list[str]:
+    """Prefix ``cmd`` so Linux SIGKILLs the server if the process that started it dies.
 
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except Exception:  # noqa: BLE001
-            pass
+    Uses util-linux ``setpriv --pdeathsig`` rather than a ``preexec_fn``, so no
+    ``fork()`` of a process that may hold gRPC threads is needed. Without
+    ``setpriv`` the atexit hook and the fixtures' finalizers still clean up.
+    """
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
 class ServerProcess:
@@ -191,12 +189,11 @@ class ServerProcess:
         cmd = self._command()
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
-                cmd,
+                _with_parent_death_signal(cmd),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 -- no threads touch the child
             )
         with _live_lock:
             _live.add(self)

@@ -1,0 +1,530 @@
+"""``etcd``: a durable GCS store in etcd v3.
+
+Client: the etcd v3 gRPC API, through the generated stubs that ship with
+``etcd-sdk-python`` (module ``pyetcd``), called on a ``grpc.aio`` channel.
+pyetcd's own client is synchronous (a thread per call with ``to_thread``), its
+watcher runs on a private thread that reports errors only to callbacks, and it
+marks an endpoint "failed" for 300 s after one error; using its protos on an
+asyncio channel gives native async calls with real deadlines and
+cancellation, and a watch stream we can resume ourselves.
+
+Layout: key ``/<namespace>/<table>/<key>`` (etcd keys are bytes, so binary
+keys work); the schema version lives in ``/<namespace>/!schema`` (``!`` is not
+allowed in table names). ``get_all`` is a paginated range read pinned to one
+revision, ascending by key; ``compare_and_set`` is one transaction (compare
+create-revision == 0 for "absent", the value for small expected values, or
+the mod-revision read just before for large ones); ``watch`` is an etcd watch
+that, after a lost connection or a server restart, is re-created with
+``start_revision`` = one past the last event delivered, so nothing is lost
+(unless etcd compacted that history: then ``GcsUnavailableError``).
+
+Large values: etcd's default ``--max-request-bytes`` is 1.5 MiB, so run etcd
+with a larger one (see docs/gcs-stores.md). etcd before 3.5.5 also cannot
+replay a WAL entry over 10 MiB on restart (etcd-io/etcd#14114), so this client
+refuses write requests over ``max_request_bytes`` (default just under 10 MiB)
+with ``EtcdRequestTooLargeError`` instead of letting them brick the member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import structlog
+
+from microray.exceptions import ConfigError, GcsUnavailableError
+from microray.hookspecs import hookimpl
+from microray.interfaces.gcs_store import WatchEvent
+from microray.registrations import GcsStoreRegistration, OptionSpec
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["EtcdGcsStore", "EtcdRequestTooLargeError", "microray_gcs_stores"]
+
+T = TypeVar("T")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
+_TXN_OPS = 128  # etcd's default --max-txn-ops
+_SMALL_COMPARE = 64 * 1024  # expected values above this are compared by mod revision
+_PAGE = 512  # keys per range page in get_all (halved when a page is too large)
+
+#: Largest write request sent by default: under etcd < 3.5.5's 10 MiB WAL entry limit.
+DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024 - 64 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class EtcdRequestTooLargeError(ValueError):
+    """A request is larger than this client or the etcd server accepts."""
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"GCS {kind} name {name!r} must be 1-200 ASCII letters, digits, '_', '.' or '-'"
+        )
+    return name
+
+
+def _as_bytes(value: Any, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"GCS {what} must be bytes, not {type(value).__name__}")
+
+
+def _range_end(prefix: bytes) -> bytes:
+    """The etcd ``range_end`` covering every key that starts with ``prefix``."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return b"\x00"  # every key >= prefix
+    end[-1] += 1
+    return bytes(end)
+
+
+def _dedupe(keys: Sequence[bytes]) -> list[bytes]:
+    return list(dict.fromkeys(_as_bytes(k, "key") for k in keys))
+
+
+class _Rpc:
+    """A ``grpc.aio`` channel and the etcd stubs on it, bound to one event loop."""
+
+    def __init__(self, target: str, options: list[tuple[str, Any]]) -> None:
+        import grpc.aio
+        from pyetcd import etcdrpc
+
+        self.loop = asyncio.get_running_loop()
+        self.channel = grpc.aio.insecure_channel(target, options=options)
+        self.kv = etcdrpc.KVStub(self.channel)
+        self.watch = etcdrpc.WatchStub(self.channel)
+
+
+class EtcdGcsStore:
+    """A ``GcsStore`` backed by an etcd v3 cluster. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:2379",
+        namespace: str = "default",
+        connect_timeout: float = 3.0,
+        request_timeout: float = 10.0,
+        retry_timeout: float = 5.0,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        import grpc  # noqa: F401 -- fail here, not at first use, when a dependency is missing
+        from pyetcd import etcdrpc
+
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+            raise ConfigError(
+                f"gcs_store_options.url: bad value {url!r} for gcs_store 'etcd'; expected "
+                "http://host:port (TLS and auth are not supported yet)"
+            )
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        self.url = url
+        self.target = f"{host}:{parts.port or 2379}"
+        self.namespace = _check_name("namespace", namespace)
+        self.connect_timeout = float(connect_timeout)
+        self.request_timeout = float(request_timeout)
+        self.retry_timeout = float(retry_timeout)
+        self.max_request_bytes = int(max_request_bytes)
+        self.max_message_bytes = int(max_message_bytes)
+        self._pb = etcdrpc
+        self._rpc_state: _Rpc | None = None
+        self._closed = False
+        self._watch_calls: set[Any] = set()
+        self._options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            # reconnect quickly after a restart; bound each connection attempt
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.min_reconnect_backoff_ms", int(self.connect_timeout * 1000)),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.enable_retries", 0),  # we retry ourselves, with a deadline
+        ]
+
+    def __repr__(self) -> str:
+        return f"<EtcdGcsStore {self.url} namespace={self.namespace!r}>"
+
+    # -- connection and retry ------------------------------------------------
+    def _rpc(self) -> _Rpc:
+        """The channel for the running event loop (a new one if the loop changed)."""
+        state = self._rpc_state
+        if state is None or state.loop is not asyncio.get_running_loop():
+            # A channel of another (finished) loop cannot be closed from here; drop it.
+            state = self._rpc_state = _Rpc(self.target, self._options)
+        return state
+
+    def _closed_error(self) -> GcsUnavailableError:
+        return GcsUnavailableError(f"etcd GCS store {self.url} is closed")
+
+    def _too_large(self, what: str, size: int) -> EtcdRequestTooLargeError:
+        return EtcdRequestTooLargeError(
+            f"etcd GCS store: {what} request of {size} bytes exceeds max_request_bytes="
+            f"{self.max_request_bytes}. etcd < 3.5.5 cannot restart with WAL entries over "
+            "10 MiB; with etcd >= 3.5.5 raise gcs_store_options.max_request_bytes together "
+            "with etcd's --max-request-bytes (see docs/gcs-stores.md)"
+        )
+
+    def _check_size(self, what: str, request: Any) -> None:
+        size = request.ByteSize()
+        if size > self.max_request_bytes:
+            raise self._too_large(what, size)
+
+    async def _run(self, what: str, call: Callable[[_Rpc], Awaitable[T]]) -> T:
+        """Run ``call(rpc)``, retrying unavailability until ``retry_timeout``."""
+        import grpc
+
+        retry_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        if self._closed:
+            raise self._closed_error()
+        start = time.monotonic()
+        delay = 0.05
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await call(self._rpc())
+            except grpc.aio.AioRpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED or (
+                    code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details
+                ):
+                    raise EtcdRequestTooLargeError(
+                        f"etcd GCS store at {self.url}: {what} was refused as too large "
+                        f"({code.name}: {details}); start etcd with a larger "
+                        "--max-request-bytes (see docs/gcs-stores.md)"
+                    ) from exc
+                if code not in retry_codes:
+                    raise GcsUnavailableError(
+                        f"etcd GCS store at {self.url}: {what} failed: {code.name}: {details}"
+                    ) from exc
+                if self._closed:
+                    raise self._closed_error() from exc
+                elapsed = time.monotonic() - start
+                if elapsed >= self.retry_timeout:
+                    raise GcsUnavailableError(
+                        f"etcd GCS store at {self.url} is unavailable: {what} failed "
+                        f"{attempts} times over {elapsed:.1f}s; last error: {code.name}: {details}"
+                    ) from exc
+                log.debug("gcs_store_retry", backend="etcd", op=what, attempt=attempts, error=details)
+                await asyncio.sleep(min(delay, self.retry_timeout - elapsed))
+                delay = min(delay * 2, 0.5)
+            except asyncio.CancelledError:
+                # close() cancels the calls on its channel; report that, not a cancellation
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    raise self._closed_error() from None
+                raise
+
+    def _key(self, table: str, key: bytes) -> bytes:
+        return self._base(table) + _as_bytes(key, "key")
+
+    def _base(self, table: str) -> bytes:
+        return f"/{self.namespace}/{_check_name('table', table)}/".encode()
+
+    def _compare(self, key: bytes, target: str, **value: Any) -> Any:
+        pb = self._pb
+        return pb.Compare(
+            key=key, result=pb.Compare.EQUAL, target=getattr(pb.Compare, target), **value
+        )
+
+    # -- GcsStore --------------------------------------------------------------
+    async def ping(self) -> None:
+        """Check that etcd answers a linearizable read; ``GcsUnavailableError`` (with the URL) if not."""
+        req = self._pb.RangeRequest(key=f"/{self.namespace}/!schema".encode(), count_only=True)
+        await self._run("ping", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+
+    async def check_schema(self, version: int) -> None:
+        """Record ``version`` on first use; raise ``ConfigError`` if another is stored."""
+        pb = self._pb
+        key = f"/{self.namespace}/!schema".encode()
+        req = pb.TxnRequest(
+            compare=[self._compare(key, "CREATE", create_revision=0)],
+            success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=str(int(version)).encode()))],
+            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key))],
+        )
+        resp = await self._run("check_schema", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+        if resp.succeeded:
+            return
+        stored = int(resp.responses[0].response_range.kvs[0].value)
+        if stored != int(version):
+            raise ConfigError(
+                f"etcd GCS store {self.url} namespace {self.namespace!r} holds GCS schema version "
+                f"{stored}, but this microray uses schema version {version}; upgrade/downgrade "
+                "microray to match, migrate the data, or use a fresh namespace "
+                "(gcs_store_options.namespace)"
+            )
+
+    async def put(self, table: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
+        pb = self._pb
+        full = self._key(table, key)
+        put = pb.RequestOp(request_put=pb.PutRequest(key=full, value=_as_bytes(value, "value")))
+        if overwrite:
+            # One txn, the value sent once: the count is read before the put applies.
+            count = pb.RequestOp(request_range=pb.RangeRequest(key=full, count_only=True))
+            req = pb.TxnRequest(success=[count, put])
+        else:
+            req = pb.TxnRequest(compare=[self._compare(full, "CREATE", create_revision=0)], success=[put])
+        self._check_size("put", req)
+        resp = await self._run("put", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+        if overwrite:
+            return resp.responses[0].response_range.count == 0
+        return bool(resp.succeeded)
+
+    async def get(self, table: str, key: bytes) -> bytes | None:
+        req = self._pb.RangeRequest(key=self._key(table, key))
+        resp = await self._run("get", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+        return resp.kvs[0].value if resp.kvs else None
+
+    async def multi_get(self, table: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        pb = self._pb
+        base = self._base(table)
+        wanted = _dedupe(keys)
+        found: dict[bytes, bytes] = {}
+        for i in range(0, len(wanted), _TXN_OPS):
+            chunk = wanted[i : i + _TXN_OPS]
+            req = pb.TxnRequest(
+                success=[pb.RequestOp(request_range=pb.RangeRequest(key=base + k)) for k in chunk]
+            )
+            resp = await self._run("multi_get", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+            for key, op in zip(chunk, resp.responses):
+                if op.response_range.kvs:
+                    found[key] = op.response_range.kvs[0].value
+        return found
+
+    async def get_all(self, table: str, prefix: bytes = b"") -> dict[bytes, bytes]:
+        pb = self._pb
+        base = self._base(table)
+        start = base + _as_bytes(prefix, "prefix")
+        end = _range_end(start)
+        found: dict[bytes, bytes] = {}
+        revision = 0  # pinned to the first page's revision: one consistent snapshot
+        limit = _PAGE
+        while True:
+            req = pb.RangeRequest(
+                key=start, range_end=end, limit=limit, revision=revision,
+                sort_order=pb.RangeRequest.ASCEND, sort_target=pb.RangeRequest.KEY,
+            )  # fmt: skip
+            try:
+                resp = await self._run("get_all", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+            except EtcdRequestTooLargeError:
+                if limit == 1:
+                    raise
+                limit = max(1, limit // 2)  # a page of large values: ask for fewer
+                continue
+            revision = revision or resp.header.revision
+            for kv in resp.kvs:
+                found[kv.key[len(base) :]] = kv.value
+            if not resp.more or not resp.kvs:
+                return found
+            start = resp.kvs[-1].key + b"\x00"
+
+    async def delete(self, table: str, key: bytes) -> bool:
+        req = self._pb.DeleteRangeRequest(key=self._key(table, key))
+        resp = await self._run("delete", lambda r: r.kv.DeleteRange(req, timeout=self.request_timeout))
+        return resp.deleted > 0
+
+    async def batch_delete(self, table: str, keys: Sequence[bytes]) -> int:
+        pb = self._pb
+        base = self._base(table)
+        wanted = _dedupe(keys)  # etcd refuses a txn naming one key twice
+        deleted = 0
+        for i in range(0, len(wanted), _TXN_OPS):
+            req = pb.TxnRequest(
+                success=[
+                    pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=base + k))
+                    for k in wanted[i : i + _TXN_OPS]
+                ]
+            )
+            resp = await self._run("batch_delete", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+            deleted += sum(op.response_delete_range.deleted for op in resp.responses)
+        return deleted
+
+    async def exists(self, table: str, key: bytes) -> bool:
+        req = self._pb.RangeRequest(key=self._key(table, key), count_only=True)
+        resp = await self._run("exists", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+        return resp.count > 0
+
+    async def compare_and_set(
+        self, table: str, key: bytes, expected: bytes | None, value: bytes
+    ) -> bool:
+        pb = self._pb
+        full = self._key(table, key)
+        value = _as_bytes(value, "value")
+        if expected is None:
+            compare = self._compare(full, "CREATE", create_revision=0)
+        else:
+            expected = _as_bytes(expected, "expected value")
+            if len(expected) <= _SMALL_COMPARE:
+                compare = self._compare(full, "VALUE", value=expected)
+            else:
+                # Don't ship a large expected value back: compare the revision we read.
+                current = await self._run(
+                    "compare_and_set", lambda r: r.kv.Range(pb.RangeRequest(key=full), timeout=self.request_timeout)
+                )
+                if not current.kvs or current.kvs[0].value != expected:
+                    return False
+                compare = self._compare(full, "MOD", mod_revision=current.kvs[0].mod_revision)
+        req = pb.TxnRequest(
+            compare=[compare], success=[pb.RequestOp(request_put=pb.PutRequest(key=full, value=value))]
+        )
+        self._check_size("compare_and_set", req)
+        resp = await self._run("compare_and_set", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+        return bool(resp.succeeded)
+
+    def watch(self, table: str, prefix: bytes = b"") -> AsyncIterator[WatchEvent]:
+        """Changes to ``table`` under ``prefix``, in order, from when iteration starts.
+
+        Survives reconnects and etcd restarts (resumes after the last event
+        delivered). Raises ``GcsUnavailableError`` when etcd stays unreachable
+        for ``retry_timeout`` or compacted the history the watch needs."""
+        start = self._base(table) + _as_bytes(prefix, "prefix")
+        if self._closed:
+            raise self._closed_error()
+        return self._watch(table, start)
+
+    async def _watch(self, table: str, start: bytes) -> AsyncIterator[WatchEvent]:
+        import grpc
+
+        pb = self._pb
+        base = self._base(table)
+        end = _range_end(start)
+        next_revision: int | None = None
+        failing_since: float | None = None
+        delay = 0.05
+        while not self._closed:
+            call = None
+            error: str | None = None
+            try:
+                rpc = self._rpc()
+                if next_revision is None:
+                    head = await rpc.kv.Range(
+                        pb.RangeRequest(key=start, range_end=end, count_only=True),
+                        timeout=self.request_timeout,
+                    )
+                    next_revision = head.header.revision + 1
+                call = rpc.watch.Watch()
+                self._watch_calls.add(call)
+                await call.write(
+                    pb.WatchRequest(
+                        create_request=pb.WatchCreateRequest(
+                            key=start, range_end=end, start_revision=next_revision
+                        )
+                    )
+                )
+                async for resp in call:
+                    if resp.compact_revision:
+                        raise GcsUnavailableError(
+                            f"etcd GCS store at {self.url}: watch of table {table!r} needs "
+                            f"revision {next_revision} but etcd compacted up to "
+                            f"{resp.compact_revision}; re-read the table and watch again"
+                        )
+                    if resp.canceled:
+                        error = f"watch canceled by etcd: {resp.cancel_reason or 'no reason given'}"
+                        break
+                    if resp.created:
+                        failing_since, delay = None, 0.05
+                    for ev in resp.events:
+                        next_revision = ev.kv.mod_revision + 1
+                        key = ev.kv.key[len(base) :]
+                        if ev.type == ev.DELETE:
+                            yield WatchEvent("delete", table, key, None)
+                        else:
+                            yield WatchEvent("put", table, key, ev.kv.value)
+                else:
+                    error = "watch stream ended"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise GcsUnavailableError(
+                        f"etcd GCS store at {self.url}: watch of table {table!r} failed: "
+                        f"{exc.code().name}: {exc.details()}"
+                    ) from exc
+                error = f"{exc.code().name}: {exc.details()}"
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    return  # close() cancelled the stream: the watch ends
+                raise
+            finally:
+                if call is not None:
+                    call.cancel()
+                    self._watch_calls.discard(call)
+            if self._closed:
+                return
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since >= self.retry_timeout:
+                raise GcsUnavailableError(
+                    f"etcd GCS store at {self.url} is unavailable: watch of table {table!r} "
+                    f"could not reconnect for {now - failing_since:.1f}s; last error: {error}"
+                )
+            log.debug("gcs_watch_reconnect", backend="etcd", table=table, error=error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def close(self) -> None:
+        """Close the channel; running watches end. Calling it twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        for call in list(self._watch_calls):
+            call.cancel()
+        state, self._rpc_state = self._rpc_state, None
+        if state is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is state.loop:
+            try:
+                await state.channel.close()
+            except Exception as exc:  # noqa: BLE001 -- closing a broken channel
+                log.debug("gcs_store_close_error", backend="etcd", error=str(exc))
+
+
+def _float(value: Any) -> float:
+    return float(value)
+
+
+@hookimpl
+def microray_gcs_stores() -> list[GcsStoreRegistration]:
+    """Register the ``etcd`` GCS store."""
+    return [
+        GcsStoreRegistration(
+            name="etcd",
+            factory=EtcdGcsStore,
+            description="etcd v3 (gRPC, asyncio); durable and replicated, survives a head restart.",
+            capabilities=frozenset({"persistence", "watch"}),
+            options={
+                "url": OptionSpec(str, "http://host:port of an etcd member", default="http://127.0.0.1:2379"),
+                "namespace": OptionSpec(
+                    str, "Cluster id; prefixes every key so clusters can share one etcd",
+                    default="default",
+                ),
+                "connect_timeout": OptionSpec(float, "Seconds to open a connection", default=3.0, parse=_float),
+                "request_timeout": OptionSpec(float, "Seconds one request may take", default=10.0, parse=_float),
+                "retry_timeout": OptionSpec(
+                    float, "Seconds to keep retrying before GcsUnavailableError", default=5.0, parse=_float
+                ),
+                "max_request_bytes": OptionSpec(
+                    int, "Largest write request sent (keep under etcd's --max-request-bytes)",
+                    default=DEFAULT_MAX_REQUEST_BYTES, parse=int,
+                ),
+                "max_message_bytes": OptionSpec(
+                    int, "gRPC message size limit of the client", default=DEFAULT_MAX_MESSAGE_BYTES, parse=int
+                ),
+            },
+        )
+    ]
