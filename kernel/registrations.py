@@ -91,7 +91,10 @@ class Registration:
                         f"{family}_options.{key}: bad value {value!r} for {family} "
                         f"{self.name!r}: {exc}"
                     ) from None
-            if not isinstance(value, spec.type):
+            types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+            if float in types and int not in types and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # TOML ``x = 1`` for a float option
+            if not isinstance(value, spec.type) or (isinstance(value, bool) and bool not in types):
                 want = (
                     " or ".join(t.__name__ for t in spec.type)
                     if isinstance(spec.type, tuple)
