@@ -110,12 +110,12 @@ def build_sites(root: Path) -> "Sites":
         for module, (ep_name, source) in DISTRIBUTIONS.items()
     }
     main, dup = root / "site", root / "site-dup"
-    _pip_install(main, [p for m, p in built.items() if m != "mr_dup_policy"])
-    _pip_install(dup, [built["mr_dup_policy"]])
+    pip_install(main, [p for m, p in built.items() if m != "mr_dup_policy"])
+    pip_install(dup, [built["mr_dup_policy"]])
     return Sites(main=main, dup=dup)
 
 
-def _pip_install(site: Path, packages: Sequence[Path]) -> None:
+def pip_install(site: Path, packages: Sequence[Path]) -> None:
     cmd = [
         sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
         "--no-build-isolation", "--disable-pip-version-check", "--target", str(site),
