@@ -49,7 +49,7 @@ def fitting_nodes(
 
     The check is ``NodeView.fits`` unrolled (the demand's positive entries are
     computed once instead of once per node); the contract suite checks every
-    choice against ``NodeView.fits`` itself, so the two cannot drift apart.
+    choice against ``NodeView.fits`` itself, so a drift between the two fails it.
     """
     needs = [(key, amount - 1e-9) for key, amount in request.resources.items() if amount > 0]
     out = []
@@ -85,6 +85,8 @@ class RoundRobin:
     rather than an index means a node joining or leaving the cluster does not
     make the rotation skip or repeat nodes. Like Ray's ``SpreadSchedulingPolicy``
     (which keeps ``spread_scheduling_next_index_`` over the sorted node ids).
+    Two threads calling at once may both pick the same node (the rotation is
+    then merely uneven); every answer is still a valid node.
     """
 
     def __init__(self) -> None:
