@@ -52,7 +52,7 @@ class Config:
     namespace: str | None = None
 
     # runtime
-    session_root: str = "/tmp/microray"
+    session_root: str = "/tmp/microray-sessions"  # not /tmp/microray: a folder named like the package in a cwd shadows it
     node_ip: str = "127.0.0.1"
     gcs_port: int = 0  # 0: any free port
     raylet_port: int = 0

@@ -41,7 +41,7 @@ def configure(
     def emit(logger, method_name, event_dict):
         lvl = _LEVELS.get(method_name, logging.INFO)
         if file_handle is not None and lvl >= file_level:
-            file_handle.write(json_renderer(logger, method_name, dict(event_dict, pid=pid)) + "\n")
+            file_handle.write(json_renderer(logger, method_name, {"process": pid, **event_dict}) + "\n")
         if console is not None and lvl >= con_level:
             try:
                 console.write(console_renderer(logger, method_name, dict(event_dict)) + "\n")

@@ -33,11 +33,35 @@ class MemoryStore:
         self.entries: dict[bytes, tuple[int, Any]] = {}
         self._lock = threading.Lock()
         self._requests: list[_Request] = []
+        self._callbacks: dict[bytes, list] = {}
 
     def put(self, object_id: bytes, kind: int, payload: Any) -> None:
         self.entries[object_id] = (kind, payload)
         if self._requests:
             self._wake((object_id,))
+        if self._callbacks:
+            self._run_callbacks((object_id,))
+
+    def on_ready(self, object_id: bytes, callback) -> bool:
+        """Call ``callback(object_id)`` once the object is present (from the thread that
+        puts it). Returns True, without calling, when it is present already."""
+        if object_id in self.entries:
+            return True
+        with self._lock:
+            self._callbacks.setdefault(object_id, []).append(callback)
+        if object_id in self.entries:  # landed while registering
+            self._run_callbacks((object_id,))
+        return False
+
+    def _run_callbacks(self, ids) -> None:
+        todo = []
+        with self._lock:
+            for object_id in ids:
+                cbs = self._callbacks.pop(object_id, None)
+                if cbs:
+                    todo.extend((cb, object_id) for cb in cbs)
+        for cb, object_id in todo:
+            cb(object_id)
 
     def put_many(self, items: Iterable[tuple[bytes, int, Any]]) -> None:
         ids = []
@@ -47,6 +71,8 @@ class MemoryStore:
             ids.append(object_id)
         if self._requests:
             self._wake(ids)
+        if self._callbacks:
+            self._run_callbacks(ids)
 
     def _wake(self, ids: Iterable[bytes]) -> None:
         with self._lock:

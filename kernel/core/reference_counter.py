@@ -5,7 +5,8 @@ held by tasks it submitted that are not finished. A ref that was pickled into
 another value or sent to another process *escaped*: it is kept until the owner
 exits (the borrower protocol that lets such objects be freed is the object
 store issue's work). When nothing holds an owned object, ``on_free`` is called
-once with its id.
+once with its id and whether this process owned it
+(a borrower only drops its cached copy).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 
 class ReferenceCounter:
-    def __init__(self, on_free: Callable[[bytes], None]) -> None:
+    def __init__(self, on_free: Callable[[bytes, bool], None]) -> None:
         self._local: dict[bytes, int] = {}
         self._submitted: dict[bytes, int] = {}
         self._escaped: set[bytes] = set()
@@ -79,8 +80,9 @@ class ReferenceCounter:
         )
 
     def _release(self, object_id: bytes) -> None:
+        owned = object_id in self._owned
         self._owned.discard(object_id)
-        self._on_free(object_id)
+        self._on_free(object_id, owned)
 
     def counts(self, object_id: bytes) -> dict[str, int | bool]:
         return {

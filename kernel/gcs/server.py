@@ -47,10 +47,14 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.cluster_id = cluster_id
         self.config_json = config.to_json()
         self.pm = get_plugin_manager()
+        self.host = "127.0.0.1"
         self.last_heartbeat: dict[str, float] = {}
         self.nodes: dict[str, common_pb2.NodeInfo] = {}
         self._job_lock = asyncio.Lock()
         self._named_lock = asyncio.Lock()
+        from microray.gcs.actor_manager import ActorManager
+
+        self.actors = ActorManager(self)
 
     async def load(self) -> None:
         """Rebuild in-memory views after a (re)start from the store."""
@@ -61,8 +65,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             if info.state == "ALIVE":
                 # give live nodes a full grace period to heartbeat the new GCS
                 self.last_heartbeat[info.node_id] = now
+        await self.actors.load()
         if self.nodes:
-            log.info("gcs_state_recovered", nodes=len(self.nodes))
+            log.info("gcs_state_recovered", nodes=len(self.nodes), actors=len(self.actors.records))
 
     # -- KV ----------------------------------------------------------------
     async def KvPut(self, request, context):
@@ -141,6 +146,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             for node_id, last in list(self.last_heartbeat.items()):
                 if now - last > timeout:
                     await self._mark_dead(node_id, f"no heartbeat for {now - last:.1f}s")
+            await self._check_drivers()
+
+    async def _check_drivers(self) -> None:
+        """A driver on this machine that died without saying so finishes its job."""
+        for raw in (await self.store.get_all(T_JOBS)).values():
+            job = gcs_pb2.JobInfo.FromString(raw)
+            if job.state == "RUNNING" and job.driver_ip == self.host and job.driver_pid and not _pid_alive(job.driver_pid):
+                log.info("driver_died", job_id=job.job_id, pid=job.driver_pid)
+                await self.MarkJobFinished(gcs_pb2.JobIdRequest(job_id=job.job_id), None)
 
     # -- jobs ----------------------------------------------------------------
     async def AddJob(self, request, context):
@@ -160,9 +174,11 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         raw = await self.store.get(T_JOBS, request.job_id.encode())
         if raw is not None:
             job = gcs_pb2.JobInfo.FromString(raw)
-            job.state = "FINISHED"
-            job.end_time = time.time()
-            await self.store.put(T_JOBS, request.job_id.encode(), job.SerializeToString())
+            if job.state != "FINISHED":
+                job.state = "FINISHED"
+                job.end_time = time.time()
+                await self.store.put(T_JOBS, request.job_id.encode(), job.SerializeToString())
+        await self.actors.job_finished(request.job_id)
         return common_pb2.Empty()
 
     async def GetAllJobs(self, request, context):
@@ -177,50 +193,79 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             key = f"{record.get('namespace', '')}\x00{name}".encode()
             async with self._named_lock:
                 existing = await self.store.get(T_NAMED, key)
-                if existing is not None:
-                    prior = await self.store.get(T_ACTORS, existing)
-                    if prior is not None and pickle.loads(prior).get("state") != "DEAD":
-                        return gcs_pb2.RegisterActorReply(
-                            ok=False,
-                            error=f"Actor with name {name!r} already exists in the namespace "
-                            f"{record.get('namespace')!r}",
-                            existing=prior,
-                        )
+                prior = self.actors.records.get(existing.decode()) if existing else None
+                if prior is not None and prior.get("state") != "DEAD":
+                    return gcs_pb2.RegisterActorReply(
+                        ok=False,
+                        error=f"Actor with name {name!r} already exists in the namespace "
+                        f"{record.get('namespace')!r}",
+                        existing=pickle.dumps(_public(prior)),
+                    )
                 await self.store.put(T_NAMED, key, record["actor_id"].encode())
-        await self.store.put(T_ACTORS, record["actor_id"].encode(), request.record)
-        self._notify("microray_actor_state_changed", actor=_actor_summary(record))
+        record.setdefault("state", "PENDING_CREATION")
+        record.setdefault("num_restarts", 0)
+        record["submit_time"] = time.time()
+        await self.store.put(T_ACTORS, record["actor_id"].encode(), pickle.dumps(record))
+        self.actors.register(record)
         return gcs_pb2.RegisterActorReply(ok=True)
 
     async def UpdateActor(self, request, context):
         record = pickle.loads(request.record)
-        await self.store.put(T_ACTORS, record["actor_id"].encode(), request.record)
-        if record.get("state") == "DEAD" and record.get("name"):
-            key = f"{record.get('namespace', '')}\x00{record['name']}".encode()
-            async with self._named_lock:
-                if await self.store.get(T_NAMED, key) == record["actor_id"].encode():
-                    await self.store.delete(T_NAMED, key)
-        self._notify("microray_actor_state_changed", actor=_actor_summary(record))
+        known = self.actors.records.get(record["actor_id"])
+        if known is not None:
+            known.update(record)
+            await self.actors.save(known)
         return common_pb2.Empty()
 
     async def GetActor(self, request, context):
-        actor_id = request.actor_id.encode()
+        actor_id = request.actor_id
         if not actor_id:
-            actor_id = await self.store.get(T_NAMED, f"{request.namespace}\x00{request.name}".encode())
-            if actor_id is None:
+            raw = await self.store.get(T_NAMED, f"{request.namespace}\x00{request.name}".encode())
+            if raw is None:
                 return gcs_pb2.ActorRecordReply(found=False)
-        raw = await self.store.get(T_ACTORS, actor_id)
-        if raw is None:
+            actor_id = raw.decode()
+        record = self.actors.records.get(actor_id)
+        if record is None:
             return gcs_pb2.ActorRecordReply(found=False)
-        return gcs_pb2.ActorRecordReply(found=True, record=raw)
+        return gcs_pb2.ActorRecordReply(found=True, record=pickle.dumps(_public(record)))
 
     async def ListActors(self, request, context):
-        records = list((await self.store.get_all(T_ACTORS)).values())
+        records = [pickle.dumps(_public(r)) for r in self.actors.records.values()]
         return gcs_pb2.ActorListReply(records=records)
+
+    async def KillActor(self, request, context):
+        await self.actors.kill(request.actor_id, request.no_restart, request.reason)
+        return common_pb2.Empty()
+
+    def actor_changed(self, record: dict[str, Any]) -> None:
+        if record.get("state") == "DEAD" and record.get("name"):
+            key = f"{record.get('namespace', '')}\x00{record['name']}".encode()
+            asyncio.get_running_loop().create_task(self._drop_name(key, record["actor_id"]))
+        self._notify("microray_actor_state_changed", actor=_actor_summary(record))
+
+    async def _drop_name(self, key: bytes, actor_id: str) -> None:
+        async with self._named_lock:
+            if await self.store.get(T_NAMED, key) == actor_id.encode():
+                await self.store.delete(T_NAMED, key)
 
     # -- observers -----------------------------------------------------------
     def _notify(self, hook: str, **kwargs: Any) -> None:
         if self.pm.has_observers(hook):
             asyncio.get_running_loop().run_in_executor(None, lambda: self.pm.notify(hook, **kwargs))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _node_dict(info: common_pb2.NodeInfo) -> dict[str, Any]:
@@ -230,6 +275,11 @@ def _node_dict(info: common_pb2.NodeInfo) -> dict[str, Any]:
         "resources": dict(info.total.amounts),
         "state": info.state,
     }
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """An actor record without the creation task (which can be large)."""
+    return {k: v for k, v in record.items() if k != "creation_spec"}
 
 
 def _actor_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +313,7 @@ async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | No
         cluster_id_raw = os.urandom(8).hex().encode()
         await store.put(T_META, b"cluster_id", cluster_id_raw)
     servicer = GcsServicer(store, cfg, cluster_id_raw.decode())
+    servicer.host = host
     await servicer.load()
     server = make_server()
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
@@ -279,6 +330,7 @@ async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | No
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     monitor.cancel()
+    await servicer.actors.close()
     await server.stop(grace=0.2)
     await store.close()
     log.info("gcs_stopped")

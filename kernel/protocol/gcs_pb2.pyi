@@ -204,3 +204,13 @@ class ActorListReply(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, records: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class KillActorRequest(_message.Message):
+    __slots__ = ("actor_id", "no_restart", "reason")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NO_RESTART_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    no_restart: bool
+    reason: str
+    def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -116,6 +116,11 @@ class GcsStub:
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.ListActorsRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_gcs__pb2.ActorListReply.FromString,
                 _registered_method=True)
+        self.KillActor = channel.unary_unary(
+                '/microray.Gcs/KillActor',
+                request_serializer=microray_dot_protocol_dot_gcs__pb2.KillActorRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class GcsServicer:
@@ -219,6 +224,12 @@ class GcsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KillActor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -301,6 +312,11 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.ListActors,
                     request_deserializer=microray_dot_protocol_dot_gcs__pb2.ListActorsRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_gcs__pb2.ActorListReply.SerializeToString,
+            ),
+            'KillActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillActor,
+                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.KillActorRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -736,6 +752,33 @@ class Gcs:
             '/microray.Gcs/ListActors',
             microray_dot_protocol_dot_gcs__pb2.ListActorsRequest.SerializeToString,
             microray_dot_protocol_dot_gcs__pb2.ActorListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillActor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/KillActor',
+            microray_dot_protocol_dot_gcs__pb2.KillActorRequest.SerializeToString,
+            microray_dot_protocol_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,22 @@
+"""Ray's ``util`` namespace: ActorPool, Queue, scheduling strategies, the state API."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ActorPool": "microray.util.actor_pool",
+    "scheduling_strategies": None,
+    "queue": None,
+    "state": None,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'microray.util' has no attribute {name!r}")
+    module = _LAZY[name]
+    if module is None:
+        return importlib.import_module(f"microray.util.{name}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,343 @@
+"""Actors: ``@remote`` classes, handles, method calls, names, ``kill``.
+
+Creating an actor registers it with the GCS, which leases a worker for it and
+runs the constructor there; method calls then go from each caller straight to
+the actor's worker over one stream per caller (see ``core.actor_connection``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import pickle
+from typing import Any
+
+from microray import ids, serialization
+from microray.core.object_ref import ObjectRef, ObjectRefGenerator
+from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec
+from microray.exceptions import ActorDiedError
+from microray.protocol import gcs_pb2
+from microray.remote_function import (
+    TASK_OPTIONS,
+    merged_runtime_env,
+    pack_args,
+    resource_shape,
+    validate_options,
+)
+from microray.util.scheduling_strategies import to_wire
+
+ACTOR_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime", "get_if_exists",
+    "max_restarts", "max_task_retries", "max_concurrency", "runtime_env", "scheduling_strategy",
+    "memory", "concurrency_groups", "max_pending_calls", "accelerator_type", "label_selector",
+    "enable_task_events", "_metadata",
+}
+METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions", "concurrency_group",
+                  "enable_task_events", "_metadata"}
+
+
+def _method_table(cls: type) -> dict[str, dict[str, Any]]:
+    table = {}
+    for name, member in inspect.getmembers(cls, predicate=callable):
+        if name.startswith("__") and name != "__call__":
+            continue
+        fn = inspect.unwrap(member)
+        num_returns = getattr(member, "__microray_num_returns__", None)
+        if num_returns is None and (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+            num_returns = STREAMING
+        table[name] = {
+            "num_returns": 1 if num_returns is None else num_returns,
+            "is_async": inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
+        }
+    return table
+
+
+class ActorClass:
+    """What ``@remote`` makes of a class."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._name = cls.__qualname__
+        self._options = validate_options(dict(options), ACTOR_OPTIONS, f"actor class {self._name}")
+        _check_actor_options(self._options, self._name)
+        self._methods = _method_table(cls)
+        self._pickled: bytes | None = None
+        self._class_id: bytes | None = None
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
+            f"use '{self.__name__}.remote()'."
+        )
+
+    def options(self, **options: Any) -> "_ActorOptions":
+        validate_options(options, ACTOR_OPTIONS, f"actor class {self._name}")
+        merged = {**self._options, **options}
+        _check_actor_options(merged, self._name)
+        return _ActorOptions(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> "ActorHandle":
+        from microray.api import _global_worker
+
+        worker = _global_worker()
+        if self._class_id is None:
+            self._pickled = serialization.dumps_function(self._cls)
+            self._class_id = hashlib.sha1(self._pickled).digest()
+        worker.export_function(self._class_id, self._pickled)
+        namespace = options.get("namespace") or worker.namespace
+        name = options.get("name")
+        if options.get("get_if_exists") and name:
+            existing = _lookup(worker, name, namespace)
+            if existing is not None and existing.get("state") != "DEAD":
+                return ActorHandle._from_record(existing)
+        entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, f"{self._name}.__init__")
+        if arg_refs:
+            worker.refs.mark_escaped(arg_refs)  # the GCS-driven constructor (and restarts) may read them
+        actor_id = ids.new_hex_id(16)
+        explicit_cpus = options.get("num_cpus")
+        schedule = resource_shape(options, 1)
+        hold = resource_shape(options, 0) if explicit_cpus is None else dict(schedule)
+        runtime_env = merged_runtime_env(worker, options)
+        is_async = any(m["is_async"] for m in self._methods.values())
+        spec = TaskSpec(
+            task_id=ids.new_task_id(),
+            function_id=self._class_id,
+            function_name=self._name,
+            args=entries,
+            kwarg_names=kwarg_names,
+            num_returns=0,
+            owner=worker.address,
+            job_id=worker.job_id,
+            kind=ACTOR_CREATION,
+            max_retries=0,
+            runtime_env=runtime_env,
+            resources=schedule,
+            actor_id=actor_id,
+            actor_options={"max_concurrency": options.get("max_concurrency"), "is_async": is_async, "name": name},
+        )
+        record = {
+            "actor_id": actor_id,
+            "class_name": self._name,
+            "name": name or "",
+            "namespace": namespace,
+            "lifetime": options.get("lifetime") or "non_detached",
+            "max_restarts": options.get("max_restarts", 0) or 0,
+            "max_task_retries": options.get("max_task_retries", 0) or 0,
+            "job_id": worker.job_id,
+            "owner": worker.address,
+            "resources": schedule,
+            "hold": hold,
+            "strategy": to_wire(options.get("scheduling_strategy")),
+            "env_key": json.dumps(runtime_env, sort_keys=True) if runtime_env else "",
+            "methods": self._methods,
+            "creation_spec": pickle.dumps(spec, protocol=5),
+            "state": "PENDING_CREATION",
+            "num_restarts": 0,
+        }
+        reply = worker.run(worker.gcs.RegisterActor(gcs_pb2.ActorRecordRequest(record=pickle.dumps(record))), 30)
+        if not reply.ok:
+            if options.get("get_if_exists") and reply.existing:
+                return ActorHandle._from_record(pickle.loads(reply.existing))
+            raise ValueError(reply.error)
+        handle = ActorHandle(actor_id, self._name, self._methods, record["max_task_retries"], original=True)
+        handle._detached = record["lifetime"] == "detached"
+        return handle
+
+
+class _ActorOptions:
+    def __init__(self, cls: ActorClass, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        return self._cls._remote(args, kwargs, self._options)
+
+
+def _check_actor_options(options: dict[str, Any], name: str) -> None:
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(f"actor {name}: lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError(f"actor {name}: get_if_exists=True needs a name")
+    for key in ("max_restarts", "max_task_retries"):
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or value < -1):
+            raise ValueError(f"actor {name}: {key}={value!r}; expected an int >= -1")
+    mc = options.get("max_concurrency")
+    if mc is not None and (not isinstance(mc, int) or mc < 1):
+        raise ValueError(f"actor {name}: max_concurrency={mc!r}; expected an int >= 1")
+    if options.get("name") is not None and not isinstance(options["name"], str):
+        raise ValueError(f"actor {name}: name must be a string")
+
+
+class ActorHandle:
+    """A handle to an actor; pass it to tasks and other actors freely."""
+
+    def __init__(self, actor_id: str, class_name: str, methods: dict, max_task_retries: int,
+                 original: bool = False) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+        self._max_task_retries = max_task_retries
+        self._original = original
+        self._escaped = False
+        self._detached = False
+
+    @classmethod
+    def _from_record(cls, record: dict) -> "ActorHandle":
+        return cls(record["actor_id"], record.get("class_name", ""), record.get("methods", {}),
+                   record.get("max_task_retries", 0))
+
+    def __getattr__(self, name: str) -> "ActorMethod":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._methods:
+            raise AttributeError(f"'{self._class_name}' actor has no method {name!r}")
+        return ActorMethod(self, name, self._methods[name])
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __reduce__(self):
+        self._escaped = True
+        return (_rebuild_handle, (self._actor_id, self._class_name, self._methods, self._max_task_retries))
+
+    def __del__(self) -> None:
+        # Ray: a non-detached actor dies when its original handle goes away and no
+        # copy was passed anywhere. (Escaped handles keep it until its job ends.)
+        if not self._original or self._escaped or self._detached:
+            return
+        from microray import api
+
+        worker = api._worker
+        if worker is None or not worker.connected:
+            return
+        try:
+            worker.spawn(worker.gcs.KillActor(gcs_pb2.KillActorRequest(
+                actor_id=self._actor_id, no_restart=True, reason="all references to the actor handle went out of scope")))
+        except Exception:  # noqa: BLE001 -- interpreter shutdown
+            pass
+
+    @property
+    def _ray_actor_id(self) -> str:
+        return self._actor_id
+
+    def _submit(self, method: str, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
+        from microray.api import _global_worker
+        from microray.core.actor_connection import ActorConnection
+
+        worker = _global_worker()
+        entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, f"{self._class_name}.{method}")
+        num_returns = options.get("num_returns", 1)
+        if num_returns in ("streaming", "dynamic"):
+            num_returns = STREAMING
+        task_id = ids.new_task_id()
+        retry = options.get("retry_exceptions", False)
+        if isinstance(retry, (list, tuple)):
+            retry = serialization.dumps_function(tuple(retry))
+        spec = TaskSpec(
+            task_id=task_id,
+            function_id=b"",
+            function_name=self._class_name,
+            args=entries,
+            kwarg_names=kwarg_names,
+            num_returns=num_returns,
+            owner=worker.address,
+            job_id=worker.job_id,
+            kind=ACTOR_METHOD,
+            max_retries=options.get("max_task_retries", 0) if retry else 0,
+            retry_exceptions=retry,
+            actor_id=self._actor_id,
+            method_name=method,
+            caller_id=worker.worker_id,
+        )
+        key = ("actor", self._actor_id)
+        conn = worker.actor_connections.get(self._actor_id)
+        if conn is None:
+            conn = worker.actor_connections.setdefault(
+                self._actor_id,
+                ActorConnection(worker.submitter, self._actor_id, options.get("max_task_retries", self._max_task_retries)),
+            )
+        if num_returns == STREAMING:
+            worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
+            worker.submitter.submit(spec, key, {}, conn, "", arg_refs)
+            return ObjectRefGenerator(task_id, worker.address, worker)
+        return_ids = [ids.object_id(task_id, i + 1) for i in range(num_returns)]
+        for oid in return_ids:
+            worker.refs.add_owned(oid)
+        refs = [ObjectRef(oid, worker.address) for oid in return_ids]
+        worker.submitter.submit(spec, key, {}, conn, "", arg_refs)
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+def _rebuild_handle(actor_id: str, class_name: str, methods: dict, max_task_retries: int) -> ActorHandle:
+    return ActorHandle(actor_id, class_name, methods, max_task_retries)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, info: dict, options: dict | None = None) -> None:
+        self._handle = handle
+        self._name = name
+        self._options = options if options is not None else {"num_returns": info.get("num_returns", 1)}
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._handle._submit(self._name, args, kwargs, self._options)
+
+    def options(self, **options: Any) -> "ActorMethod":
+        validate_options(options, METHOD_OPTIONS | TASK_OPTIONS, f"actor method {self._name}")
+        return ActorMethod(self._handle, self._name, {}, {**self._options, **options})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running 'object.{self._name}()', "
+            f"try 'object.{self._name}.remote()'."
+        )
+
+
+def _lookup(worker: Any, name: str, namespace: str | None) -> dict | None:
+    reply = worker.run(worker.gcs.GetActor(gcs_pb2.ActorLookupRequest(name=name, namespace=namespace or "")), 30)
+    return pickle.loads(reply.record) if reply.found else None
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor called ``name`` in ``namespace`` (default: this job's)."""
+    from microray.api import _global_worker
+
+    if not isinstance(name, str) or not name:
+        raise ValueError("get_actor() needs a non-empty actor name")
+    worker = _global_worker()
+    ns = namespace if namespace is not None else worker.namespace
+    record = _lookup(worker, name, ns)
+    if record is None or record.get("state") == "DEAD":
+        raise ValueError(f"Failed to look up actor with name {name!r} in namespace {ns!r}.")
+    return ActorHandle._from_record(record)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill an actor's process at once; with ``no_restart=False`` it may restart."""
+    from microray.api import _global_worker
+
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(f"kill() expects an actor handle, got {type(actor).__name__}")
+    worker = _global_worker()
+    worker.run(worker.gcs.KillActor(gcs_pb2.KillActorRequest(
+        actor_id=actor._actor_id, no_restart=no_restart, reason="killed by microray.kill()")), 30)
+
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "get_actor", "kill", "ActorDiedError"]

@@ -1,0 +1,363 @@
+"""The public API with Ray's names, signatures and semantics."""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from microray import config as config_mod
+from microray.core.object_ref import ObjectRef, ObjectRefGenerator
+from microray.exceptions import RaySystemError
+
+log = structlog.get_logger(__name__)
+
+_lock = threading.RLock()
+_worker: Any = None
+_head: Any = None  # the NodeHandle of an embedded head this driver started
+
+
+@dataclass
+class RayContext:
+    """What ``init`` returns (Ray's ``RayContext``)."""
+
+    address_info: dict[str, Any] = field(default_factory=dict)
+    dashboard_url: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.address_info[key]
+
+    def __enter__(self) -> "RayContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def _attach_worker(worker: Any) -> None:
+    """Used by worker processes: the API calls of a task go through this core worker."""
+    global _worker
+    _worker = worker
+
+
+def _global_worker() -> Any:
+    if _worker is None:
+        init()
+    return _worker
+
+
+def is_initialized() -> bool:
+    return _worker is not None
+
+
+_CONFIG_ALIASES = {"include_dashboard": None, "log_to_driver": "log_to_driver"}
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    dashboard_host: str | None = None,
+    dashboard_port: int | None = None,
+    logging_level: str | int | None = None,
+    log_to_driver: bool | None = None,
+    configure_logging: bool = True,
+    **config_overrides: Any,
+) -> RayContext:
+    """Connect this process to a cluster, starting an embedded one-node cluster when
+    no ``address`` is given (and ``MICRORAY_ADDRESS`` is unset).
+
+    Extra keyword arguments are config keys (``gcs_store="redis"``,
+    ``object_store="lmdb"``, ``scheduling_policy="spread"``, ...)."""
+    global _worker, _head
+    with _lock:
+        if _worker is not None:
+            if ignore_reinit_error:
+                return RayContext(_address_info())
+            raise RuntimeError(
+                "Maybe you called microray.init twice by accident? This error can be suppressed by "
+                "passing in 'ignore_reinit_error=True' or by calling 'microray.shutdown()' prior to "
+                "'microray.init()'."
+            )
+        from microray import log as log_setup
+        from microray.remote_function import validate_options
+
+        if runtime_env is not None:
+            validate_options({"runtime_env": runtime_env}, {"runtime_env"}, "init()")
+        overrides = dict(config_overrides)
+        overrides.update(
+            num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+            object_store_memory=object_store_memory, namespace=namespace,
+            dashboard_host=dashboard_host, dashboard_port=dashboard_port, log_to_driver=log_to_driver,
+        )
+        if include_dashboard is False:
+            overrides["dashboard"] = "none"
+        elif include_dashboard is True and config_overrides.get("dashboard") in (None, "none"):
+            overrides["dashboard"] = "web"
+        if logging_level is not None:
+            overrides["log_level"] = logging_level if isinstance(logging_level, str) else _level_name(logging_level)
+        cfg = config_mod.resolve(overrides)
+        if configure_logging:
+            log_setup.configure_for_console("warning")
+        _check_backends(cfg)
+        address = address or os.environ.get("MICRORAY_ADDRESS") or None
+        from microray import node
+
+        t0 = time.perf_counter()
+        if address is None:
+            handle = node.start_head(cfg, embedded=True)
+            _head = handle
+            raylet_address = handle.raylet_address
+        else:
+            if address == "auto":
+                handle = node.current_cluster(cfg.session_root)
+                if handle is None:
+                    raise ConnectionError(
+                        "init(address='auto') found no running microray cluster on this machine; "
+                        "start one with 'microray start --head'"
+                    )
+                gcs_address = handle.gcs_address
+            else:
+                gcs_address = address.removeprefix("microray://").removeprefix("ray://")
+            for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("resources", resources)):
+                if value is not None:
+                    raise ValueError(
+                        f"When connecting to an existing cluster, {key} must not be provided; "
+                        "set it with 'microray start' instead."
+                    )
+            raylet_address, _ = node.find_raylet(gcs_address, cfg.node_ip)
+        from microray.core.worker import DRIVER, CoreWorker
+
+        try:
+            worker = CoreWorker(
+                DRIVER, raylet_address, namespace=namespace or cfg.namespace or _random_namespace(),
+                entrypoint=" ".join(sys.argv),
+            )
+        except BaseException:
+            if _head is not None:
+                node.stop_node(_head)
+                _head = None
+            raise
+        worker.job_runtime_env = runtime_env or {}
+        _worker = worker
+        log.info("microray_started", seconds=round(time.perf_counter() - t0, 3), session=worker.session_dir)
+        return RayContext(_address_info())
+
+
+def _level_name(level: int) -> str:
+    import logging
+
+    return logging.getLevelName(level).lower()
+
+
+def _random_namespace() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def _check_backends(cfg: config_mod.Config) -> None:
+    """Fail in the driver, before any process starts, on a wrong backend name or option."""
+    from microray.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager(cfg.plugins)
+    for family in ("gcs_store", "object_store", "scheduling_policy", "dashboard"):
+        reg = pm.select(family, getattr(cfg, family))
+        reg.validate_options(family, getattr(cfg, f"{family}_options"))
+
+
+def _address_info() -> dict[str, Any]:
+    w = _worker
+    return {
+        "address": w.gcs_address,
+        "gcs_address": w.gcs_address,
+        "raylet_address": w.raylet_address,
+        "node_id": w.node_id,
+        "session_dir": w.session_dir,
+        "object_store_namespace": w.store_namespace,
+    }
+
+
+def shutdown() -> None:
+    """Disconnect; stop the embedded cluster if this driver started it."""
+    global _worker, _head
+    with _lock:
+        worker, _worker = _worker, None
+        if worker is not None:
+            worker.shutdown()
+        head, _head = _head, None
+        if head is not None:
+            from microray import node
+
+            node.stop_node(head)
+
+
+atexit.register(shutdown)
+
+
+# -- remote -------------------------------------------------------------------
+def remote(*args: Any, **options: Any) -> Any:
+    """``@remote`` / ``@remote(num_cpus=...)`` on a function or a class."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("The @remote decorator takes either no arguments or only keyword arguments")
+
+    def decorator(obj: Any) -> Any:
+        return _make_remote(obj, options)
+
+    return decorator
+
+
+def _make_remote(obj: Any, options: dict[str, Any]) -> Any:
+    if inspect.isclass(obj):
+        from microray.actor import ActorClass
+
+        return ActorClass(obj, options)
+    if not callable(obj):
+        raise TypeError(f"@remote expects a function or a class, got {obj!r}")
+    from microray.remote_function import RemoteFunction
+
+    return RemoteFunction(obj, options)
+
+
+def method(*, num_returns: int | None = None, concurrency_group: str | None = None, **kwargs: Any):
+    """Annotate an actor method (``@microray.method(num_returns=2)``)."""
+
+    def decorator(fn: Any) -> Any:
+        if num_returns is not None:
+            fn.__microray_num_returns__ = num_returns
+        return fn
+
+    return decorator
+
+
+# -- objects --------------------------------------------------------------------
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Store ``value`` in the cluster and return a reference to it."""
+    return _global_worker().put_object(value)
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value(s) of ``object_refs`` (an ObjectRef or a list of them), waiting for them."""
+    worker = _global_worker()
+    if isinstance(object_refs, ObjectRef):
+        return worker.get_objects([object_refs], timeout)[0]
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError("get() of an ObjectRefGenerator: iterate it and get() each ref instead")
+    if isinstance(object_refs, (list, tuple)):
+        for r in object_refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got an element {type(r).__name__}")
+        return worker.get_objects(list(object_refs), timeout)
+    raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
+
+
+def wait(
+    object_refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Return ``(ready, not_ready)`` once ``num_returns`` refs are ready or ``timeout`` passed."""
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError("wait() expects a list of ObjectRefs")
+    if len(set(r.binary() for r in object_refs)) != len(object_refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if num_returns <= 0:
+        raise ValueError("Invalid number of objects to return %d." % num_returns)
+    if num_returns > len(object_refs):
+        raise ValueError("num_returns cannot be greater than the number of objects provided to wait()")
+    return _global_worker().wait_objects(list(object_refs), num_returns, timeout)
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``ref``. ``get`` on it then raises TaskCancelledError."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
+    worker = _global_worker()
+    worker.call_in_loop(worker.submitter.cancel, ref.task_id(), force)
+
+
+# -- actors (see microray.actor) --------------------------------------------------
+def get_actor(name: str, namespace: str | None = None) -> Any:
+    from microray.actor import get_actor as _get_actor
+
+    return _get_actor(name, namespace)
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    from microray.actor import kill as _kill
+
+    _kill(actor, no_restart=no_restart)
+
+
+# -- cluster info -------------------------------------------------------------------
+def nodes() -> list[dict[str, Any]]:
+    """Every node the GCS knows, in Ray's format."""
+    out = []
+    for n in _global_worker().get_all_nodes():
+        out.append(
+            {
+                "NodeID": n.node_id,
+                "Alive": n.state == "ALIVE",
+                "NodeManagerAddress": n.ip,
+                "NodeManagerHostname": n.ip,
+                "NodeManagerPort": n.raylet_port,
+                "ObjectStoreSocketName": n.object_store_namespace,
+                "Resources": dict(n.total.amounts) if n.state == "ALIVE" else {},
+                "Labels": dict(n.labels),
+                "IsHead": n.is_head,
+            }
+        )
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in _global_worker().get_all_nodes():
+        if n.state == "ALIVE":
+            for k, v in n.total.amounts.items():
+                total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def available_resources() -> dict[str, float]:
+    avail: dict[str, float] = {}
+    for n in _global_worker().get_all_nodes():
+        if n.state == "ALIVE":
+            for k, v in n.available.amounts.items():
+                if v > 0:
+                    avail[k] = avail.get(k, 0.0) + v
+    return avail
+
+
+def get_runtime_context() -> Any:
+    from microray.runtime_context import RuntimeContext
+
+    return RuntimeContext(_global_worker())
+
+
+def _require_worker() -> Any:
+    if _worker is None:
+        raise RaySystemError("microray is not initialized; call microray.init() first")
+    return _worker

@@ -1,0 +1,191 @@
+"""The ``microray`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from microray import __version__
+
+
+def _parse_resources(text: str | None) -> dict[str, float]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise click.BadParameter(f"--resources must be JSON such as '{{\"GPU_X\": 2}}', got {text!r}") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"--resources must be a JSON object, got {text!r}")
+    return value
+
+
+def _parse_options(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{flag} expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="microray")
+def cli() -> None:
+    """microray: Ray's programming model as a plugin-based microkernel."""
+
+
+@cli.command()
+@click.option("--head", is_flag=True, help="Start a head node (GCS + raylet) on this machine.")
+@click.option("--address", default=None, help="Join the cluster whose GCS is at HOST:PORT (later issue).")
+@click.option("--port", type=int, default=None, help="GCS port of the head (default: any free port).")
+@click.option("--num-cpus", type=int, default=None)
+@click.option("--num-gpus", type=int, default=None)
+@click.option("--resources", default=None, help='Custom resources as JSON, e.g. \'{"disk": 2}\'.')
+@click.option("--object-store-memory", default=None, help="Object store capacity (bytes or e.g. 2GiB).")
+@click.option("--gcs-store", default=None, help="GCS store backend (memory, redis, etcd, ...).")
+@click.option("--gcs-store-option", multiple=True, help="key=value option of the GCS store.")
+@click.option("--object-store", default=None, help="Object store backend (shm, lmdb, ...).")
+@click.option("--object-store-option", multiple=True, help="key=value option of the object store.")
+@click.option("--scheduling-policy", default=None)
+@click.option("--dashboard", default=None)
+@click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
+def start(head, address, port, num_cpus, num_gpus, resources, object_store_memory, gcs_store,
+          gcs_store_option, object_store, object_store_option, scheduling_policy, dashboard, block) -> None:
+    """Start the processes of a node on this machine."""
+    from microray import config as config_mod
+    from microray import node
+    from microray.api import _check_backends
+    from microray.exceptions import ConfigError, PluginError, RaySystemError
+
+    if not head:
+        raise click.UsageError("only --head is supported so far (worker nodes joining come in a later release)")
+    overrides = dict(
+        gcs_port=port, num_cpus=num_cpus, num_gpus=num_gpus, resources=_parse_resources(resources) or None,
+        object_store_memory=object_store_memory, gcs_store=gcs_store, object_store=object_store,
+        scheduling_policy=scheduling_policy, dashboard=dashboard,
+    )
+    if gcs_store_option:
+        overrides["gcs_store_options"] = _parse_options(gcs_store_option, "--gcs-store-option")
+    if object_store_option:
+        overrides["object_store_options"] = _parse_options(object_store_option, "--object-store-option")
+    try:
+        cfg = config_mod.resolve(overrides)
+        _check_backends(cfg)
+        running = node.current_cluster(cfg.session_root)
+        if running is not None:
+            raise click.ClickException(
+                f"a microray cluster is already running here (GCS {running.gcs_address}); "
+                "run 'microray stop' first"
+            )
+        handle = node.start_head(cfg, embedded=False)
+    except (ConfigError, PluginError, RaySystemError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Started a microray head node.\n  GCS address: {handle.gcs_address}\n"
+               f"  Session:     {handle.session_dir}\n"
+               f"Connect a driver with microray.init(address=\"{handle.gcs_address}\") or address=\"auto\".\n"
+               "Stop it with: microray stop")
+    if block:
+        stop_flag = {"stop": False}
+
+        def _stop(*_a):
+            stop_flag["stop"] = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        while not stop_flag["stop"] and node._alive(handle.pids["gcs"]) and node._alive(handle.pids["raylet"]):
+            time.sleep(0.2)
+        node.stop_node(handle)
+        node.forget_current(cfg.session_root)
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="SIGKILL instead of SIGTERM.")
+def stop(force: bool) -> None:
+    """Stop the node processes that 'microray start' started on this machine."""
+    from microray import config as config_mod
+    from microray import node
+
+    cfg = config_mod.resolve({})
+    handle = node.current_cluster(cfg.session_root)
+    if handle is None:
+        node.forget_current(cfg.session_root)
+        click.echo("No running microray cluster found.")
+        return
+    if force:
+        for pid in handle.pids.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    node.stop_node(handle)
+    node.forget_current(cfg.session_root)
+    click.echo(f"Stopped the microray cluster (GCS {handle.gcs_address}).")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def plugins(fmt: str) -> None:
+    """List every plugin family, the registered backends, where each comes from, and the selected one."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from microray import config as config_mod
+    from microray.plugin_manager import get_plugin_manager
+
+    cfg = config_mod.resolve({})
+    pm = get_plugin_manager(cfg.plugins)
+    rows = pm.describe()
+    for row in rows:
+        row["selected"] = getattr(cfg, row["family"]) == row["name"]
+    if fmt == "json":
+        click.echo(json.dumps({"backends": rows, "failed": [f.__dict__ for f in pm.failed]}, indent=2))
+        return
+    table = Table(title="microray plugins")
+    for col in ("family", "name", "selected", "source", "capabilities", "description"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["family"], row["name"], "*" if row["selected"] else "", row["source"],
+                      ", ".join(row["capabilities"]), row["description"])
+    console = Console()
+    console.print(table)
+    for failed in pm.failed:
+        console.print(f"[red]failed to load[/red] {failed.name} from {failed.source}: {failed.error}")
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Fewer iterations.")
+@click.option("--only", default=None, help="Comma-separated figure names to run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def microbenchmark(quick: bool, only: str | None, as_json: bool) -> None:
+    """Ray-named throughput figures on a fresh embedded cluster."""
+    from microray.microbenchmark import run
+
+    run(quick=quick, only=set(only.split(",")) if only else None, as_json=as_json)
+
+
+def main() -> None:
+    try:
+        from microray.plugin_manager import get_plugin_manager
+
+        get_plugin_manager().pm.hook.microray_add_cli_commands(cli=cli)
+    except Exception as exc:  # noqa: BLE001 -- a broken plugin must not break the CLI
+        click.echo(f"warning: plugin CLI commands not loaded: {exc}", err=True)
+    try:
+        cli(prog_name="microray")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""A caller's connection to one actor: resolve its address through the GCS, stream
+calls to it in submission order, and ride out restarts.
+
+Runs on the core worker's io loop. Calls wait in their key's queue in
+submission order; only a prefix whose arguments are ready is sent, so calls
+from one caller start in the order they were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from typing import Any
+
+import grpc
+import structlog
+
+from microray import serialization
+from microray.exceptions import ActorDiedError, TaskCancelledError
+from microray.protocol import gcs_pb2
+
+log = structlog.get_logger(__name__)
+
+
+class ActorConnection:
+    def __init__(self, submitter: Any, actor_id: str, max_task_retries: int) -> None:
+        self.submitter = submitter
+        self.actor_id = actor_id
+        self.max_task_retries = max_task_retries
+        self.stream: Any = None
+        self.resolving = False
+        self.dead_error: BaseException | None = None
+        self.incarnation = -1  # num_restarts of the instance we last talked to
+        self.closed = False
+
+    # -- sending ---------------------------------------------------------------
+    def pump(self, state: Any) -> None:
+        if self.dead_error is not None:
+            self._fail_all(state)
+            return
+        if self.stream is None:
+            if not self.resolving and not self.closed:
+                self.resolving = True
+                self.submitter.loop.create_task(self._resolve(state))
+            return
+        batch = []
+        queue = state.queue
+        while queue and queue[0].unresolved == 0:
+            entry = queue.popleft()
+            if entry.cancelled and not entry.done:
+                self.submitter._fail(entry, _cancelled(entry))
+                continue
+            if entry.done:
+                continue
+            batch.append(entry)
+        if batch:
+            self.stream.send(batch)
+
+    async def _resolve(self, state: Any) -> None:
+        from microray.core.submitter import TaskStream
+
+        gcs = self.submitter.cw.gcs
+        delay = 0.002
+        try:
+            while not self.closed:
+                try:
+                    reply = await gcs.GetActor(gcs_pb2.ActorLookupRequest(actor_id=self.actor_id), timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("actor_lookup_failed", actor_id=self.actor_id, error=exc.code().name)
+                    await asyncio.sleep(min(delay := delay * 2, 1.0))
+                    continue
+                if not reply.found:
+                    self.dead_error = ActorDiedError(self.actor_id, f"The actor {self.actor_id} is not known to the GCS")
+                    break
+                record = pickle.loads(reply.record)
+                st = record.get("state")
+                if st == "DEAD":
+                    self.dead_error = death_error(record)
+                    break
+                if st == "ALIVE" and record.get("num_restarts", 0) > self.incarnation and record.get("address"):
+                    self.incarnation = record.get("num_restarts", 0)
+                    self.stream = TaskStream(self.submitter, ("actor", self.actor_id), record["address"])
+                    self.stream.pid = record.get("pid", 0)
+                    self.stream.start()
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        finally:
+            self.resolving = False
+        self.pump(state)
+
+    # -- failures --------------------------------------------------------------
+    def on_stream_lost(self, state: Any, stream: Any, error: BaseException | None) -> None:
+        if stream is not self.stream:
+            return
+        self.stream = None
+        lost = list(stream.inflight.values())
+        stream.inflight.clear()
+        retry = []
+        for entry in lost:
+            if entry.cancelled:
+                self.submitter._fail(entry, _cancelled(entry))
+            elif entry.spec.attempt < self.max_task_retries or self.max_task_retries == -1:
+                entry.spec.attempt += 1
+                retry.append(entry)
+            else:
+                err = ActorDiedError(
+                    self.actor_id,
+                    f"The actor {self.actor_id} died unexpectedly before finishing the call "
+                    f"{entry.spec.method_name}() (its process, pid {stream.pid}, exited). "
+                    f"The call was not retried (max_task_retries={self.max_task_retries}).",
+                )
+                self.submitter._fail(entry, serialization.serialize_error(err).to_bytes())
+        for entry in reversed(retry):
+            state.queue.appendleft(entry)
+        if not self.closed:
+            self.pump(state)
+
+    def _fail_all(self, state: Any) -> None:
+        err = serialization.serialize_error(self.dead_error).to_bytes()
+        while state.queue:
+            entry = state.queue.popleft()
+            if not entry.done:
+                self.submitter._fail(entry, err)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.stream is not None:
+            self.stream.close()
+            if self.stream.reader is not None:
+                self.stream.reader.cancel()
+
+
+def _cancelled(entry: Any) -> bytes:
+    return serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes()
+
+
+def death_error(record: dict) -> BaseException:
+    """The error calls to a dead actor raise: the creation error or the death cause."""
+    creation = record.get("creation_error")
+    if creation:
+        value, _ = serialization.deserialize(creation)
+        msg = str(value)
+        return ActorDiedError(
+            record["actor_id"],
+            f"The actor {record.get('class_name')} ({record['actor_id']}) died because its "
+            f"constructor raised an error:\n{msg}",
+        )
+    cause = record.get("death_cause") or "unknown cause"
+    return ActorDiedError(
+        record["actor_id"], f"The actor {record.get('class_name')} ({record['actor_id']}) is dead: {cause}"
+    )

@@ -1,0 +1,348 @@
+"""The worker's side of the task path: receive task batches, run them, stream results back.
+
+Normal tasks and calls of a plain actor run one at a time on the worker's main
+thread, in arrival order. An actor with ``max_concurrency > 1`` runs calls in a
+thread pool; an async actor (any ``async def`` method) runs them concurrently on
+one event loop. The io loop only moves bytes. A result is sent as soon as its
+task ends, several per message when they finish close together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import inspect
+import os
+import pickle
+import queue
+import threading
+import time
+import traceback
+from typing import Any
+
+import structlog
+
+from microray import ids, serialization
+from microray.core import worker as worker_mod
+from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
+from microray.core.object_ref import ObjectRef
+from microray.core.task_spec import (
+    ACTOR_CREATION,
+    ACTOR_METHOD,
+    APP_ERROR,
+    ARG_SERIALIZED,
+    ARG_VALUE,
+    GEN_END,
+    GEN_ITEM,
+    OK,
+    STREAMING,
+    SYSTEM_ERROR,
+    TaskResult,
+    TaskSpec,
+)
+from microray.exceptions import RayActorError, RayTaskError, TaskCancelledError
+from microray.protocol import core_worker_pb2
+
+log = structlog.get_logger(__name__)
+
+_FINAL = (OK, APP_ERROR, GEN_END, SYSTEM_ERROR)
+
+
+class _Sink:
+    """Thread-safe hand-off of result bytes to one stream, one loop wake per burst."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.out: asyncio.Queue = asyncio.Queue()
+        self.pending: list[tuple[bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.scheduled = False
+
+    def __call__(self, result: TaskResult) -> None:
+        item = (pickle.dumps(result, protocol=5), result.status in _FINAL)
+        with self.lock:
+            self.pending.append(item)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self.lock:
+            items, self.pending = self.pending, []
+            self.scheduled = False
+        self.out.put_nowait(items)
+
+
+class TaskExecutor:
+    def __init__(self, cw: Any) -> None:
+        self.cw = cw
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.cancelled: set[bytes] = set()
+        self.current: bytes | None = None
+        self.main_thread_id = threading.main_thread().ident
+        self.ip = cw.address.rsplit(":", 1)[0]
+        # actor state
+        self.actor: Any = None
+        self.actor_error: BaseException | None = None
+        self.mode = "sync"  # sync | threaded | async
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.aloop: asyncio.AbstractEventLoop | None = None
+        self.asem: asyncio.Semaphore | None = None
+
+    # -- io loop side --------------------------------------------------------------
+    async def push_stream(self, request_iterator):
+        sink = _Sink(asyncio.get_running_loop())
+        counts = {"received": 0, "sent": 0, "eof": False}
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    for raw in batch.specs:
+                        counts["received"] += 1
+                        self.queue.put((pickle.loads(raw), sink))
+            finally:
+                counts["eof"] = True
+                sink.out.put_nowait([])
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while not (counts["eof"] and counts["sent"] >= counts["received"]):
+                items = await sink.out.get()
+                while not sink.out.empty():
+                    items = items + sink.out.get_nowait()
+                if not items:
+                    continue
+                counts["sent"] += sum(1 for _, final in items if final)
+                yield core_worker_pb2.ResultBatch(results=[b for b, _ in items])
+        finally:
+            reader.cancel()
+
+    def cancel(self, task_id: bytes, force: bool) -> bool:
+        if self.current == task_id:
+            if force:
+                log.warning("task_force_cancelled", task_id=task_id.hex())
+                os._exit(1)
+            self.cancelled.add(task_id)
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.main_thread_id), ctypes.py_object(TaskCancelledError)
+            )
+            return True
+        self.cancelled.add(task_id)
+        return True
+
+    # -- main thread -----------------------------------------------------------------
+    def run_forever(self) -> None:
+        while True:
+            spec, sink = self.queue.get()
+            if spec is None:
+                return
+            if spec.kind == ACTOR_METHOD and self.mode != "sync":
+                if self.mode == "async":
+                    asyncio.run_coroutine_threadsafe(self._execute_async(spec, sink), self.aloop)
+                else:
+                    self.pool.submit(self.execute, spec, sink)
+                continue
+            if spec.kind == ACTOR_CREATION:
+                self._create_actor(spec, sink)
+                continue
+            self.execute(spec, sink)
+
+    def _target(self, spec: TaskSpec) -> Any:
+        if spec.kind == ACTOR_METHOD:
+            if self.actor_error is not None:
+                raise RayActorError(spec.actor_id, f"The actor's constructor failed: {self.actor_error}")
+            if spec.method_name == "__microray_terminate__":
+                self.cw.spawn(_exit_soon())
+                return lambda: None
+            return getattr(self.actor, spec.method_name)
+        return self.cw.load_function(spec.function_id)
+
+    def execute(self, spec: TaskSpec, sink: _Sink) -> None:
+        if spec.task_id in self.cancelled:
+            self.cancelled.discard(spec.task_id)
+            sink(self._error_result(spec, TaskCancelledError(spec.task_id.hex())))
+            return
+        t0 = time.perf_counter()
+        token = worker_mod._current_task.set(spec)
+        in_main = threading.get_ident() == self.main_thread_id
+        if in_main:
+            self.current = spec.task_id
+        try:
+            fn = self._target(spec)
+            args, kwargs = self._resolve_args(spec)
+            if spec.num_returns == STREAMING:
+                self._run_generator(spec, fn(*args, **kwargs), sink)
+                return
+            value = fn(*args, **kwargs)
+            if in_main:
+                self.current = None
+            result = TaskResult(spec.task_id, OK, self._store_returns(spec, value), time.perf_counter() - t0, os.getpid())
+        except BaseException as exc:  # noqa: BLE001 -- every failure goes back to the owner
+            if in_main:
+                self.current = None
+            if isinstance(exc, (TaskCancelledError, KeyboardInterrupt)) and spec.task_id in self.cancelled:
+                self.cancelled.discard(spec.task_id)
+                result = self._error_result(spec, TaskCancelledError(spec.task_id.hex()))
+            elif isinstance(exc, SystemExit):
+                raise
+            else:
+                result = self._app_error(spec, exc)
+        finally:
+            if in_main:
+                self.current = None
+            worker_mod._current_task.reset(token)
+        sink(result)
+
+    async def _execute_async(self, spec: TaskSpec, sink: _Sink) -> None:
+        async with self.asem:
+            t0 = time.perf_counter()
+            token = worker_mod._current_task.set(spec)
+            try:
+                fn = self._target(spec)
+                args, kwargs = self._resolve_args(spec)
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+                result = TaskResult(spec.task_id, OK, self._store_returns(spec, value), time.perf_counter() - t0, os.getpid())
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, SystemExit):
+                    raise
+                result = self._app_error(spec, exc)
+            finally:
+                worker_mod._current_task.reset(token)
+            sink(result)
+
+    # -- actors ----------------------------------------------------------------------
+    def _create_actor(self, spec: TaskSpec, sink: _Sink) -> None:
+        token = worker_mod._current_task.set(spec)
+        try:
+            cls = self.cw.load_function(spec.function_id)
+            args, kwargs = self._resolve_args(spec)
+            self.cw.actor_id = spec.actor_id
+            opts = spec.actor_options or {}
+            self.cw.actor_name = opts.get("name")
+            self.actor = cls(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 -- the constructor's error marks the actor dead
+            if isinstance(exc, SystemExit):
+                raise
+            self.actor_error = exc
+            err = self._task_error(spec, exc)
+            sink(TaskResult(spec.task_id, APP_ERROR, [], err, os.getpid()))
+            return
+        finally:
+            worker_mod._current_task.reset(token)
+        is_async = opts.get("is_async", False)
+        concurrency = opts.get("max_concurrency")
+        if is_async:
+            self.mode = "async"
+            self.aloop = asyncio.new_event_loop()
+            limit = concurrency or 1000
+
+            async def make_sem() -> asyncio.Semaphore:
+                return asyncio.Semaphore(limit)
+
+            threading.Thread(target=self.aloop.run_forever, name="microray-actor-async", daemon=True).start()
+            self.asem = asyncio.run_coroutine_threadsafe(make_sem(), self.aloop).result()
+        elif concurrency and concurrency > 1:
+            self.mode = "threaded"
+            self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="microray-actor")
+        log.info("actor_created", actor_id=spec.actor_id, mode=self.mode)
+        sink(TaskResult(spec.task_id, OK, [], None, os.getpid()))
+
+    # -- arguments and returns -------------------------------------------------------
+    def _resolve_args(self, spec: TaskSpec) -> tuple[list, dict]:
+        values = []
+        refs = []
+        for arg in spec.args:
+            kind = arg[0]
+            if kind == ARG_VALUE:
+                values.append(arg[1])
+            elif kind == ARG_SERIALIZED:
+                values.append(serialization.deserialize(arg[1])[0])
+            else:
+                refs.append((len(values), ObjectRef(arg[1], arg[2])))
+                values.append(None)
+        if refs:
+            got = self.cw.get_objects([r for _, r in refs])
+            for (i, _), v in zip(refs, got):
+                values[i] = v
+        nkw = len(spec.kwarg_names)
+        if nkw:
+            return values[:-nkw], dict(zip(spec.kwarg_names, values[-nkw:]))
+        return values, {}
+
+    def _store_value(self, oid: bytes, value: Any) -> tuple[bytes, int, Any]:
+        if serialization.is_simple(value):
+            return (oid, VALUE, value)
+        ser = serialization.serialize(value, what="return value")
+        if ser.contained_refs:
+            self.cw.refs.mark_escaped([r.binary() for r in ser.contained_refs])
+        if ser.total_size <= self.cw.config.max_inline_object_bytes:
+            return (oid, SERIALIZED, ser.to_bytes())
+        self.cw.write_to_store(oid, ser)
+        return (oid, IN_STORE, self.cw.node_id)
+
+    def _store_returns(self, spec: TaskSpec, value: Any) -> list:
+        n = spec.num_returns
+        if n == 1:
+            return [self._store_value(ids.object_id(spec.task_id, 1), value)]
+        if n == 0:
+            return []
+        values = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else None
+        if values is None or len(values) != n:
+            got = f"{type(value).__name__} of length {len(values)}" if values is not None else type(value).__name__
+            raise ValueError(f"Task {spec.function_name} declared num_returns={n} but returned {got}")
+        return [self._store_value(ids.object_id(spec.task_id, i + 1), v) for i, v in enumerate(values)]
+
+    def _run_generator(self, spec: TaskSpec, gen: Any, sink: _Sink) -> None:
+        if not inspect.isgenerator(gen):
+            gen = iter([gen])
+        index = 0
+        try:
+            for value in gen:
+                index += 1
+                item = self._store_value(ids.object_id(spec.task_id, index), value)
+                sink(TaskResult(spec.task_id, GEN_ITEM, [item]))
+        except BaseException as exc:  # noqa: BLE001 -- the error becomes the next item
+            if isinstance(exc, SystemExit):
+                raise
+            index += 1
+            err = self._task_error(spec, exc)
+            sink(TaskResult(spec.task_id, GEN_ITEM, [(ids.object_id(spec.task_id, index), SERIALIZED, err)]))
+        sink(TaskResult(spec.task_id, GEN_END, [], index))
+
+    # -- errors ------------------------------------------------------------------------
+    def _task_error(self, spec: TaskSpec, exc: BaseException) -> bytes:
+        if isinstance(exc, (RayTaskError, RayActorError)):
+            cause = exc
+        else:
+            name = spec.function_name if spec.kind != ACTOR_METHOD else f"{spec.function_name}.{spec.method_name}"
+            cause = RayTaskError(name, traceback.format_exc(), exc, os.getpid(), self.ip)
+        return serialization.serialize_error(cause).to_bytes()
+
+    def _app_error(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
+        retry = spec.retry_exceptions
+        if isinstance(retry, bytes):
+            retry = pickle.loads(retry)
+        retryable = retry is True or (isinstance(retry, (list, tuple)) and isinstance(exc, tuple(retry)))
+        err = self._task_error(spec, exc)
+        returns = [(oid, SERIALIZED, err) for oid in _return_ids(spec)]
+        return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), retryable)
+
+    def _error_result(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
+        err = serialization.serialize_error(exc).to_bytes()
+        returns = [(oid, SERIALIZED, err) for oid in _return_ids(spec)]
+        return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), False)
+
+
+async def _exit_soon() -> None:
+    await asyncio.sleep(0.05)
+    os._exit(0)
+
+
+def _return_ids(spec: TaskSpec) -> list[bytes]:
+    if spec.num_returns == STREAMING:
+        return [ids.object_id(spec.task_id, 1)]
+    return [ids.object_id(spec.task_id, i + 1) for i in range(max(spec.num_returns, 1))]

@@ -1,0 +1,66 @@
+"""The CoreWorker gRPC service: a thin shell over the core worker's parts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
+from microray.core.worker import ST_IN_STORE, ST_INLINE, ST_LOST, ST_TIMEOUT
+from microray import serialization
+from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc
+
+
+class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
+    def __init__(self, cw: Any) -> None:
+        self.cw = cw
+
+    async def PushTasks(self, request_iterator, context):
+        # a worker registers with its raylet before its executor exists; calls wait for it
+        await self.cw.ready.wait()
+        executor = self.cw.executor
+        if executor is None:
+            raise RuntimeError("this process does not run tasks")
+        async for batch in executor.push_stream(request_iterator):
+            yield batch
+
+    async def GetObject(self, request, context):
+        cw = self.cw
+        oid = request.object_id
+        entry = cw.memory.entries.get(oid)
+        if entry is None:
+            if not cw.refs.owns(oid):
+                return core_worker_pb2.GetObjectReply(status=ST_LOST)
+            fut = asyncio.get_running_loop().create_future()
+
+            def ready(_oid, fut=fut):
+                cw.call_in_loop(lambda: fut.done() or fut.set_result(True))
+
+            if cw.memory.on_ready(oid, ready):
+                fut.set_result(True)
+            try:
+                await asyncio.wait_for(fut, timeout=request.timeout or None)
+            except asyncio.TimeoutError:
+                return core_worker_pb2.GetObjectReply(status=ST_TIMEOUT)
+            entry = cw.memory.entries.get(oid)
+            if entry is None:
+                return core_worker_pb2.GetObjectReply(status=ST_LOST)
+        kind, payload = entry
+        if kind == VALUE:
+            return core_worker_pb2.GetObjectReply(status=ST_INLINE, data=serialization.serialize(payload).to_bytes())
+        if kind == SERIALIZED:
+            return core_worker_pb2.GetObjectReply(status=ST_INLINE, data=payload)
+        if kind == IN_STORE:
+            return core_worker_pb2.GetObjectReply(status=ST_IN_STORE, node_id=payload)
+        return core_worker_pb2.GetObjectReply(status=ST_INLINE, data=serialization.serialize_error(payload).to_bytes())
+
+    async def CancelTask(self, request, context):
+        found = False
+        if self.cw.executor is not None:
+            found = self.cw.executor.cancel(request.task_id, request.force)
+        return core_worker_pb2.CancelTaskReply(found=found)
+
+    async def Exit(self, request, context):
+        asyncio.get_running_loop().call_later(0.05, os._exit, 0)
+        return common_pb2.Empty()

@@ -1,0 +1,419 @@
+"""The core worker: the part of every driver and worker process that talks to the cluster.
+
+It owns the objects its process creates (their values, their reference
+counts), submits tasks, serves its objects to borrowers, and — in a worker
+process — runs the tasks pushed to it. gRPC runs on an asyncio loop in a
+background thread ("microray-io"); user code calls in from its own threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import structlog
+
+from microray import config as config_mod
+from microray import ids, serialization
+from microray.core import object_ref as object_ref_mod
+from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, MemoryStore
+from microray.core.object_ref import ObjectRef
+from microray.core.reference_counter import ReferenceCounter
+from microray.exceptions import (
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+    RaySystemError,
+    RayTaskError,
+)
+from microray.object_store_access import open_object_store
+from microray.protocol import (
+    common_pb2,
+    core_worker_pb2,
+    core_worker_pb2_grpc,
+    gcs_pb2,
+    gcs_pb2_grpc,
+    raylet_pb2,
+    raylet_pb2_grpc,
+)
+from microray.rpc import ChannelPool, bind, make_server
+
+log = structlog.get_logger(__name__)
+
+DRIVER = "driver"
+WORKER = "worker"
+
+# GetObject reply statuses
+ST_INLINE, ST_IN_STORE, ST_TIMEOUT, ST_LOST = 0, 1, 2, 3
+
+_current_task: contextvars.ContextVar = contextvars.ContextVar("microray_task", default=None)
+
+
+def current_task() -> Any:
+    """The task being executed in this thread or asyncio task, or None."""
+    return _current_task.get()
+
+
+async def _as_coroutine(awaitable):
+    return await awaitable
+
+
+class CoreWorker:
+    def __init__(
+        self,
+        mode: str,
+        raylet_address: str,
+        *,
+        worker_id: str | None = None,
+        namespace: str | None = None,
+        job_id: str | None = None,
+        entrypoint: str = "",
+    ) -> None:
+        self.mode = mode
+        self.worker_id = worker_id or ids.new_hex_id()
+        self.raylet_address = raylet_address
+        self.memory = MemoryStore()
+        self.refs = ReferenceCounter(self._free)
+        self.functions: dict[bytes, Any] = {}
+        self.exported: set[bytes] = set()
+        self.namespace = namespace
+        self.job_id = job_id or ""
+        self.connected = False
+        self._fetching: set[bytes] = set()
+        self.actor_connections: dict[str, Any] = {}
+        self.actor_id: str | None = None
+        self.actor_name: str | None = None
+        self.job_runtime_env: dict = {}
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="microray-io", daemon=True)
+        self._thread.start()
+        try:
+            self.run(self._connect(entrypoint), timeout=60)
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            raise
+        self.object_store = open_object_store(self.config, self.store_namespace, self.session_dir)
+        from microray.core.submitter import TaskSubmitter
+
+        self.submitter = TaskSubmitter(self)
+        self.executor = None
+        if mode == WORKER:
+            from microray.core.executor import TaskExecutor
+
+            self.executor = TaskExecutor(self)
+        self.connected = True
+        self.loop.call_soon_threadsafe(self.ready.set)
+        object_ref_mod._set_worker(self)
+        structlog.contextvars.bind_contextvars(worker_id=self.worker_id, node_id=self.node_id)
+
+    # -- the event loop thread ---------------------------------------------
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, awaitable, timeout: float | None = None) -> Any:
+        """Run a coroutine or gRPC call on the io loop from a user thread and wait for it."""
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop).result(timeout)
+
+    def spawn(self, awaitable) -> None:
+        """Start a coroutine or gRPC call on the io loop without waiting (from any thread)."""
+        if threading.current_thread() is self._thread:
+            self.loop.create_task(_as_coroutine(awaitable))
+        else:
+            asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop)
+
+    def call_in_loop(self, fn, *args) -> None:
+        if threading.current_thread() is self._thread:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    async def _connect(self, entrypoint: str) -> None:
+        self.ready = asyncio.Event()
+        self.channels = ChannelPool()
+        self.server = make_server()
+        from microray.core.service import CoreWorkerService
+
+        core_worker_pb2_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self.server)
+        raylet = raylet_pb2_grpc.RayletStub(self.channels.get(self.raylet_address))
+        ip = self.raylet_address.rsplit(":", 1)[0]
+        port = bind(self.server, ip, 0)
+        await self.server.start()
+        self.address = f"{ip}:{port}"
+        reply = await raylet.RegisterWorker(
+            raylet_pb2.RegisterWorkerRequest(
+                worker_id=self.worker_id, pid=os.getpid(), port=port, is_driver=self.mode == DRIVER
+            ),
+            timeout=30,
+        )
+        self.raylet = raylet
+        self.node_id = reply.node_id
+        self.config = config_mod.Config.from_json(reply.config_json)
+        self.store_namespace = reply.object_store_namespace
+        self.gcs_address = reply.gcs_address
+        self.session_dir = reply.session_dir
+        self.gcs = gcs_pb2_grpc.GcsStub(self.channels.get(self.gcs_address))
+        if self.mode == DRIVER:
+            job = await self.gcs.AddJob(
+                gcs_pb2.JobInfo(driver_ip=ip, driver_pid=os.getpid(), entrypoint=entrypoint,
+                                namespace=self.namespace or ""),
+                timeout=30,
+            )
+            self.job_id = job.job_id
+
+    # -- objects: put / get / wait ---------------------------------------------
+    def put_object(self, value: Any, *, what: str = "value") -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
+                "wrap the ObjectRef in a list and call 'put' on it."
+            )
+        oid = ids.object_id(ids.new_task_id(), 0)
+        self.refs.add_owned(oid)
+        if serialization.is_simple(value):
+            self.memory.put(oid, VALUE, value)
+            return ObjectRef(oid, self.address)
+        ser = serialization.serialize(value, what=what)
+        if ser.contained_refs:
+            self.refs.mark_escaped([r.binary() for r in ser.contained_refs])
+        self.store_serialized(oid, ser)
+        return ObjectRef(oid, self.address)
+
+    def store_serialized(self, oid: bytes, ser: serialization.Serialized) -> None:
+        """Keep a serialized value: inline in memory when small, else in the node's store."""
+        size = ser.total_size
+        if size <= self.config.max_inline_object_bytes:
+            self.memory.put(oid, SERIALIZED, ser.to_bytes())
+            return
+        self.write_to_store(oid, ser)
+        self.memory.put(oid, IN_STORE, self.node_id)
+
+    def write_to_store(self, oid: bytes, ser: serialization.Serialized) -> None:
+        buf = self.object_store.create(oid, ser.total_size)
+        try:
+            ser.write_to(buf)
+        except BaseException:
+            del buf
+            self.object_store.abort(oid)
+            raise
+        del buf
+        self.object_store.seal(oid)
+
+    def get_objects(self, refs: Sequence[ObjectRef], timeout: float | None = None) -> list[Any]:
+        ids_ = [r.binary() for r in refs]
+        entries = self.memory.entries
+        missing = [r for r in refs if r.binary() not in entries]
+        if missing:
+            self._fetch_borrowed(missing)
+            blocked = self._notify_blocked()
+            try:
+                still = self.memory.wait(ids_, len(set(ids_)), timeout)
+            finally:
+                if blocked:
+                    self._notify_unblocked()
+            if still:
+                raise GetTimeoutError(
+                    f"get timed out after {timeout}s: {len(still)} of {len(set(ids_))} objects not ready"
+                )
+        return [self._value_of(oid) for oid in ids_]
+
+    def _value_of(self, oid: bytes) -> Any:
+        entry = self.memory.entries.get(oid)
+        if entry is None:
+            raise ObjectLostError(oid.hex())
+        kind, payload = entry
+        if kind == VALUE:
+            return payload
+        if kind == SERIALIZED:
+            value, is_error = serialization.deserialize(payload)
+        elif kind == IN_STORE:
+            view = self.object_store.get(oid)
+            if view is None:
+                raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is not in the object store of node {payload}")
+            value, is_error = serialization.deserialize(view)
+        elif kind == ERROR:
+            value, is_error = payload, True
+        else:  # pragma: no cover
+            raise RaySystemError(f"unknown memory-store entry kind {kind}")
+        if is_error:
+            if isinstance(value, RayTaskError):
+                raise value.as_instanceof_cause()
+            raise value
+        return value
+
+    def wait_objects(
+        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        ids_ = [r.binary() for r in refs]
+        missing = [r for r in refs if r.binary() not in self.memory.entries]
+        if missing:
+            self._fetch_borrowed(missing)
+        blocked = bool(missing) and timeout != 0 and self._notify_blocked()
+        try:
+            still = self.memory.wait(ids_, num_returns, timeout)
+        finally:
+            if blocked:
+                self._notify_unblocked()
+        ready, not_ready = [], []
+        for r in refs:
+            if r.binary() not in still and len(ready) < num_returns:
+                ready.append(r)
+            else:
+                not_ready.append(r)
+        return ready, not_ready
+
+    def resolve_async(self, ref: ObjectRef, fut) -> None:
+        """Complete a concurrent future with the ref's value (``ObjectRef.future()``)."""
+
+        def done(_oid: bytes) -> None:
+            if fut.done():
+                return
+            try:
+                fut.set_result(self._value_of(ref.binary()))
+            except BaseException as exc:  # noqa: BLE001 -- the error is the result
+                fut.set_exception(exc)
+
+        self._fetch_borrowed([ref])
+        if self.memory.on_ready(ref.binary(), done):
+            done(ref.binary())
+
+    # -- borrowed objects ------------------------------------------------------
+    def _fetch_borrowed(self, refs: Sequence[ObjectRef]) -> None:
+        for ref in refs:
+            oid = ref.binary()
+            if self.refs.owns(oid) or ref.owner_address in ("", self.address) or oid in self._fetching:
+                continue
+            if self.object_store.contains(oid):
+                self.memory.put(oid, IN_STORE, self.node_id)
+                continue
+            self._fetching.add(oid)
+            self.spawn(self._fetch_from_owner(oid, ref.owner_address))
+
+    async def _fetch_from_owner(self, oid: bytes, owner: str) -> None:
+        stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(owner))
+        try:
+            while True:
+                try:
+                    reply = await stub.GetObject(core_worker_pb2.GetObjectRequest(object_id=oid, timeout=30))
+                except grpc.aio.AioRpcError as exc:
+                    err = OwnerDiedError(
+                        oid.hex(),
+                        f"The owner of object {oid.hex()} ({owner}) is unreachable, so the object "
+                        f"is lost: {exc.code().name}",
+                    )
+                    self.memory.put(oid, ERROR, err)
+                    return
+                if reply.status == ST_TIMEOUT:
+                    continue
+                if reply.status == ST_INLINE:
+                    self.memory.put(oid, SERIALIZED, reply.data)
+                elif reply.status == ST_IN_STORE:
+                    self.memory.put(oid, IN_STORE, reply.node_id)
+                else:
+                    self.memory.put(oid, ERROR, ObjectLostError(oid.hex()))
+                return
+        finally:
+            self._fetching.discard(oid)
+
+    def on_ref_deserialized(self, ref: ObjectRef) -> None:
+        """A ref arrived inside a value or argument: this process borrows it."""
+
+    # -- blocked-in-get notices (a worker lends its CPU back while it waits) -----
+    def _notify_blocked(self) -> bool:
+        if self.mode != WORKER or current_task() is None or self.in_loop_thread():
+            return False
+        req = raylet_pb2.WorkerIdRequest(worker_id=self.worker_id)
+        self.spawn(self.raylet.NotifyBlocked(req))
+        return True
+
+    def _notify_unblocked(self) -> None:
+        req = raylet_pb2.WorkerIdRequest(worker_id=self.worker_id)
+        self.spawn(self.raylet.NotifyUnblocked(req))
+
+    # -- freeing ---------------------------------------------------------------
+    def _free(self, oid: bytes, owned: bool) -> None:
+        entry = self.memory.entries.pop(oid, None)
+        if owned and entry is not None and entry[0] == IN_STORE and entry[1] == self.node_id:
+            try:
+                self.object_store.delete(oid)
+            except Exception as exc:  # noqa: BLE001 -- freeing must never raise into __del__
+                log.warning("object_free_failed", object_id=oid.hex(), error=repr(exc))
+
+    # -- functions -------------------------------------------------------------
+    def export_function(self, function_id: bytes, pickled: bytes) -> None:
+        if function_id in self.exported:
+            return
+        self.run(self.gcs.KvPut(gcs_pb2.KvPutRequest(ns="fn", key=function_id, value=pickled, overwrite=False)), 30)
+        self.exported.add(function_id)
+
+    def load_function(self, function_id: bytes) -> Any:
+        fn = self.functions.get(function_id)
+        if fn is None:
+            reply = self.run(self.gcs.KvGet(gcs_pb2.KvGetRequest(ns="fn", key=function_id)), 60)
+            if not reply.found:
+                raise RaySystemError(f"function {function_id.hex()} was not found in the GCS")
+            fn = serialization.loads_function(reply.value)
+            self.functions[function_id] = fn
+        return fn
+
+    # -- generators ------------------------------------------------------------
+    def next_generator_item(self, task_id: bytes, index: int, owner: str, timeout: float | None):
+        item = ids.object_id(task_id, index)
+        end = ids.object_id(task_id, 0xFFFFFFFF)
+        entries = self.memory.entries
+        while True:
+            if item in entries:
+                return ObjectRef(item, owner)
+            end_entry = entries.get(end)
+            if end_entry is not None:
+                kind, count = end_entry
+                if index > count:
+                    return None
+            missing = self.memory.wait([item, end], 1, timeout)
+            if len(missing) == 2:
+                raise GetTimeoutError(f"no generator item within {timeout}s")
+
+    # -- cluster info ----------------------------------------------------------
+    def get_all_nodes(self) -> list[common_pb2.NodeInfo]:
+        return list(self.run(self.gcs.GetAllNodes(common_pb2.Empty()), 30).nodes)
+
+    # -- shutdown --------------------------------------------------------------
+    def shutdown(self) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        object_ref_mod._set_worker(None)
+        try:
+            self.run(self._disconnect(), timeout=10)
+        except Exception as exc:  # noqa: BLE001 -- best effort at shutdown
+            log.warning("disconnect_failed", error=repr(exc))
+        for oid, (kind, node) in list(self.memory.entries.items()):
+            if kind == IN_STORE and node == self.node_id and self.refs.owns(oid):
+                try:
+                    self.object_store.delete(oid)
+                except Exception:  # noqa: BLE001
+                    pass
+        self.object_store.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _disconnect(self) -> None:
+        await self.submitter.close()
+        if self.mode == DRIVER and self.job_id:
+            try:
+                await self.gcs.MarkJobFinished(gcs_pb2.JobIdRequest(job_id=self.job_id), timeout=1)
+            except grpc.aio.AioRpcError:
+                pass
+        await self.server.stop(grace=0)
+        await self.channels.close()
+
+

@@ -1,0 +1,34 @@
+"""Entry point of a worker process (forked by the zygote)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import structlog
+
+from microray import log as log_setup
+
+
+def _redirect_output(logs: str, worker_id: str) -> None:
+    for fd, suffix in ((1, "out"), (2, "err")):
+        f = os.open(os.path.join(logs, f"worker-{worker_id[:12]}.{suffix}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+
+
+def run(worker_id: str, args: dict[str, Any]) -> None:
+    logs = os.path.join(args["session_dir"], "logs")
+    _redirect_output(logs, worker_id)
+    log_setup.configure(level="info", log_file=os.path.join(logs, f"worker-{worker_id[:12]}.log"))
+    structlog.contextvars.bind_contextvars(component="worker", worker_id=worker_id)
+    from microray import api
+    from microray.core.worker import WORKER, CoreWorker
+
+    cw = CoreWorker(WORKER, args["raylet_address"], worker_id=worker_id)
+    api._attach_worker(cw)
+    structlog.get_logger(__name__).info("worker_started", pid=os.getpid())
+    cw.executor.run_forever()

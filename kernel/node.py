@@ -1,0 +1,243 @@
+"""Starting and stopping the processes of a node, and finding a running cluster.
+
+``microray start --head`` and the embedded default of ``init()`` both call
+``start_head``: a GCS process and a raylet process (which starts the zygote and
+the workers). The embedded head dies with its driver; a started one records
+itself in the session folder and in ``/tmp/microray/current_cluster`` so that
+``init(address="auto")`` and ``microray stop`` find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import structlog
+
+from microray import config as config_mod
+from microray.exceptions import RaySystemError
+from microray.ids import new_hex_id
+from microray.raylet.zygote import die_with_parent
+
+log = structlog.get_logger(__name__)
+
+ADDRESS_FILE = "address.json"
+CURRENT = "current_cluster"
+
+
+@dataclass
+class NodeHandle:
+    """What ``start_head`` started: addresses, PIDs and the session folder."""
+
+    gcs_address: str
+    raylet_address: str
+    node_id: str
+    session_dir: str
+    store_namespace: str
+    pids: dict[str, int] = field(default_factory=dict)
+    embedded: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def new_session_dir(root: str) -> str:
+    Path(root).mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    path = Path(root) / f"session_{stamp}_{os.getpid()}_{os.urandom(3).hex()}"
+    (path / "logs").mkdir(parents=True)
+    latest = Path(root) / "session_latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(path)
+    except OSError:
+        pass
+    return str(path)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str], session_dir: str, name: str, embedded: bool) -> tuple[subprocess.Popen, int]:
+    r, w = os.pipe()
+    err = open(os.path.join(session_dir, "logs", f"{name}.err"), "ab")  # noqa: SIM115
+    env = dict(os.environ)
+    env.pop("MICRORAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, *args, "--ready-fd", str(w)],
+        pass_fds=(w,),
+        stdin=subprocess.DEVNULL,
+        stdout=err,
+        stderr=err,
+        start_new_session=not embedded,
+        env=env,
+        preexec_fn=die_with_parent if embedded else None,
+    )
+    os.close(w)
+    err.close()
+    return proc, r
+
+
+def _read_ready(fd: int, proc: subprocess.Popen, name: str, deadline: float, session_dir: str) -> str:
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RaySystemError(f"the {name} did not start within the deadline; see {session_dir}/logs/{name}*")
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(fd)
+    line = buf.decode().strip()
+    if not line or line.startswith("ERROR"):
+        detail = line[6:] if line else f"exited with code {proc.poll()}"
+        raise RaySystemError(f"the {name} failed to start: {detail} (logs: {session_dir}/logs)")
+    return line
+
+
+def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0) -> NodeHandle:
+    """Start a GCS and a head raylet; return when both are serving."""
+    session_dir = new_session_dir(cfg.session_root)
+    ip = cfg.node_ip
+    gcs_port = cfg.gcs_port or free_port(ip)
+    node_id = new_hex_id()
+    cfg_json = cfg.to_json()
+    gcs, gcs_fd = _spawn(
+        ["-m", "microray.gcs.server", "--host", ip, "--port", str(gcs_port),
+         "--session-dir", session_dir, "--config-json", cfg_json],
+        session_dir, "gcs", embedded,
+    )
+    gcs_address = f"{ip}:{gcs_port}"
+    raylet, raylet_fd = _spawn(
+        ["-m", "microray.raylet", "--gcs-address", gcs_address, "--session-dir", session_dir,
+         "--config-json", cfg_json, "--node-id", node_id, "--port", str(cfg.raylet_port), "--head"],
+        session_dir, "raylet", embedded,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        _read_ready(gcs_fd, gcs, "GCS", deadline, session_dir)
+        line = _read_ready(raylet_fd, raylet, "raylet", deadline, session_dir)
+    except BaseException:
+        for proc in (raylet, gcs):
+            proc.kill()
+            proc.wait()
+        raise
+    raylet_port, _node, store_ns = line.split()
+    handle = NodeHandle(
+        gcs_address=gcs_address,
+        raylet_address=f"{ip}:{raylet_port}",
+        node_id=node_id,
+        session_dir=session_dir,
+        store_namespace=store_ns,
+        pids={"gcs": gcs.pid, "raylet": raylet.pid},
+        embedded=embedded,
+    )
+    handle._procs = [raylet, gcs]  # type: ignore[attr-defined]
+    path = Path(session_dir) / ADDRESS_FILE
+    path.write_text(handle.to_json())
+    if not embedded:
+        current = Path(cfg.session_root) / CURRENT
+        current.write_text(handle.to_json())
+    return handle
+
+
+def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
+    """Stop the raylet (and its workers) and the GCS of ``handle``."""
+    procs = getattr(handle, "_procs", None)
+    pids = [handle.pids.get("raylet"), handle.pids.get("gcs")]
+    for pid in pids:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    if procs:
+        for proc in procs:
+            try:
+                proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return
+    for pid in pids:
+        if not pid:
+            continue
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def current_cluster(root: str) -> NodeHandle | None:
+    path = Path(root) / CURRENT
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    handle = NodeHandle(**data)
+    if not _alive(handle.pids.get("gcs", 0)):
+        return None
+    return handle
+
+
+def forget_current(root: str) -> None:
+    try:
+        (Path(root) / CURRENT).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def find_raylet(gcs_address: str, ip: str) -> tuple[str, str]:
+    """Ask the GCS at ``gcs_address`` for a live raylet on this machine (``ip``)."""
+    import grpc
+
+    from microray.protocol import common_pb2, gcs_pb2_grpc
+
+    with grpc.insecure_channel(gcs_address) as ch:
+        try:
+            nodes = gcs_pb2_grpc.GcsStub(ch).GetAllNodes(common_pb2.Empty(), timeout=10).nodes
+        except grpc.RpcError as exc:
+            raise ConnectionError(
+                f"could not reach a microray cluster at {gcs_address}: {exc.code().name} {exc.details()}"
+            ) from None
+    alive = [n for n in nodes if n.state == "ALIVE"]
+    local = [n for n in alive if n.ip == ip] or alive
+    if not local:
+        raise ConnectionError(f"the cluster at {gcs_address} has no live node")
+    node = local[0]
+    return f"{node.ip}:{node.raylet_port}", node.node_id

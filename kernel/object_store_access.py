@@ -1,0 +1,51 @@
+"""Opening the configured object store in any process of a node."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+from typing import Any
+
+import psutil
+
+from microray import config as config_mod
+from microray.plugin_manager import get_plugin_manager
+
+
+def default_capacity() -> int:
+    """Ray's default: 30% of the machine's memory, but never more than /dev/shm can hold."""
+    cap = int(psutil.virtual_memory().total * 0.3)
+    try:
+        cap = min(cap, int(shutil.disk_usage("/dev/shm").free * 0.9))
+    except OSError:
+        pass
+    return cap
+
+
+def open_object_store(cfg: config_mod.Config, namespace: str, session_dir: str) -> Any:
+    """Build this process's instance of the node's object store (same namespace: same objects)."""
+    pm = get_plugin_manager(cfg.plugins)
+    reg = pm.select("object_store", cfg.object_store)
+    options = reg.validate_options("object_store", cfg.object_store_options)
+    capacity = cfg.object_store_memory or default_capacity()
+    spill_dir = os.path.join(session_dir, "spill", namespace)
+    kwargs: dict[str, Any] = dict(options)
+    try:
+        params = inspect.signature(reg.factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "on_event" in params:
+        kwargs["on_event"] = _observer(pm)
+    return reg.factory(namespace, capacity, spill_dir, **kwargs)
+
+
+def _observer(pm):
+    hooks = {"spilled": "microray_object_spilled", "restored": "microray_object_restored"}
+
+    def on_event(kind: str, info: dict) -> None:
+        hook = hooks.get(kind)
+        if hook and pm.has_observers(hook):
+            pm.notify(hook, obj=info)
+
+    return on_event

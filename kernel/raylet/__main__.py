@@ -1,0 +1,60 @@
+"""``python -m microray.raylet``: start a raylet.
+
+The zygote is started first, before this process imports grpc or creates a
+thread, so the fork server never inherits gRPC state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="microray-raylet")
+    parser.add_argument("--gcs-address", required=True)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--config-json", required=True)
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--head", action="store_true")
+    parser.add_argument("--ready-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    logs = os.path.join(args.session_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    zygote_err = open(os.path.join(logs, f"zygote-{args.node_id[:8]}.err"), "ab")  # noqa: SIM115
+    zygote = subprocess.Popen(
+        [sys.executable, "-m", "microray.raylet.zygote",
+         json.dumps({"session_dir": args.session_dir, "node_id": args.node_id})],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=zygote_err,
+        close_fds=True,
+    )
+    from microray import config as config_mod
+    from microray import log as log_setup
+    import structlog
+
+    cfg = config_mod.Config.from_json(args.config_json)
+    log_setup.configure(level=cfg.log_level, log_file=os.path.join(logs, f"raylet-{args.node_id[:8]}.log"))
+    structlog.contextvars.bind_contextvars(component="raylet", node_id=args.node_id)
+    from microray.raylet import server
+
+    try:
+        server.run(args, zygote, args.ready_fd)
+    except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
+        structlog.get_logger("microray.raylet").error("raylet_failed", error=f"{type(exc).__name__}: {exc}")
+        zygote.kill()
+        if args.ready_fd is not None:
+            try:
+                os.write(args.ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
+            except OSError:
+                pass
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

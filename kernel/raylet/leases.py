@@ -1,0 +1,204 @@
+"""Lease bookkeeping of one raylet (pure: events in, decisions out, no I/O).
+
+The raylet feeds it lease requests, worker registrations and exits, returns,
+and blocked/unblocked notices; ``dispatch()`` answers which pending requests
+can be granted to which idle worker now, and how many workers of each runtime
+environment to start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+EPS = 1e-9
+
+
+@dataclass
+class WorkerState:
+    worker_id: str
+    pid: int
+    address: str = ""
+    env_hash: str = ""
+    state: str = "STARTING"   # STARTING | IDLE | LEASED | DEAD
+    lease_id: str = ""
+    held: dict[str, float] = field(default_factory=dict)
+    blocked: bool = False
+    is_actor: bool = False
+    idle_since: float = 0.0
+
+
+@dataclass
+class PendingLease:
+    lease_id: str
+    resources: dict[str, float]
+    env_hash: str = ""
+    hold: dict[str, float] | None = None  # what the worker keeps while leased (actors: 0 CPU)
+    is_actor: bool = False
+    owner: str = ""
+    lease_key: str = ""
+    created: float = field(default_factory=time.monotonic)
+    token: Any = None                     # the raylet's handle to answer the caller
+
+
+@dataclass(frozen=True)
+class Grant:
+    lease: PendingLease
+    worker: WorkerState
+
+
+class LeaseManager:
+    def __init__(self, total: Mapping[str, float]) -> None:
+        self.total = dict(total)
+        self.available = dict(total)
+        self.workers: dict[str, WorkerState] = {}
+        self.by_lease: dict[str, str] = {}  # lease id -> worker id
+        self.pending: deque[PendingLease] = deque()
+        self.starting: dict[str, int] = {}   # env hash -> workers being started
+        self._ids = itertools.count(1)
+
+    # -- resources -----------------------------------------------------------
+    def feasible(self, demand: Mapping[str, float]) -> bool:
+        return all(self.total.get(k, 0.0) + EPS >= v for k, v in demand.items() if v > 0)
+
+    def fits(self, demand: Mapping[str, float]) -> bool:
+        return all(self.available.get(k, 0.0) + EPS >= v for k, v in demand.items() if v > 0)
+
+    def _take(self, demand: Mapping[str, float]) -> None:
+        for k, v in demand.items():
+            if v:
+                self.available[k] = self.available.get(k, 0.0) - v
+
+    def _give(self, demand: Mapping[str, float]) -> None:
+        for k, v in demand.items():
+            if v:
+                self.available[k] = min(self.total.get(k, 0.0), self.available.get(k, 0.0) + v)
+
+    # -- requests --------------------------------------------------------------
+    def new_lease_id(self) -> str:
+        return f"L{next(self._ids)}"
+
+    def submit(self, lease: PendingLease) -> None:
+        self.pending.append(lease)
+
+    def cancel(self, predicate) -> list[PendingLease]:
+        """Drop pending requests matching ``predicate``; return them."""
+        dropped = [p for p in self.pending if predicate(p)]
+        if dropped:
+            self.pending = deque(p for p in self.pending if not predicate(p))
+        return dropped
+
+    def dispatch(self) -> tuple[list[Grant], dict[str, int]]:
+        """Grant what can be granted now; say how many workers to start per env."""
+        grants: list[Grant] = []
+        want_workers: dict[str, int] = {}
+        idle: dict[str, list[WorkerState]] = {}
+        for w in self.workers.values():
+            if w.state == "IDLE":
+                idle.setdefault(w.env_hash, []).append(w)
+        remaining: deque[PendingLease] = deque()
+        for lease in self.pending:
+            if not self.fits(lease.resources):
+                remaining.append(lease)
+                continue
+            pool = idle.get(lease.env_hash)
+            if pool:
+                worker = pool.pop()
+                self._grant(lease, worker)
+                grants.append(Grant(lease, worker))
+            else:
+                want_workers[lease.env_hash] = want_workers.get(lease.env_hash, 0) + 1
+                remaining.append(lease)
+        self.pending = remaining
+        to_start = {}
+        for env, wanted in want_workers.items():
+            missing = wanted - self.starting.get(env, 0)
+            if missing > 0:
+                to_start[env] = missing
+                self.starting[env] = self.starting.get(env, 0) + missing
+        return grants, to_start
+
+    def _grant(self, lease: PendingLease, worker: WorkerState) -> None:
+        hold = lease.resources if lease.hold is None else lease.hold
+        self._take(hold)
+        worker.state = "LEASED"
+        worker.lease_id = lease.lease_id
+        worker.held = dict(hold)
+        worker.is_actor = lease.is_actor
+        self.by_lease[lease.lease_id] = worker.worker_id
+
+    # -- workers ---------------------------------------------------------------
+    def worker_started(self, worker_id: str, pid: int, env_hash: str) -> None:
+        self.workers[worker_id] = WorkerState(worker_id, pid, env_hash=env_hash)
+
+    def worker_registered(self, worker_id: str, address: str) -> WorkerState | None:
+        w = self.workers.get(worker_id)
+        if w is None:
+            return None
+        if w.state == "STARTING":
+            self.starting[w.env_hash] = max(0, self.starting.get(w.env_hash, 0) - 1)
+        w.address = address
+        w.state = "IDLE"
+        w.idle_since = time.monotonic()
+        return w
+
+    def worker_exited(self, worker_id: str) -> WorkerState | None:
+        w = self.workers.pop(worker_id, None)
+        if w is None:
+            return None
+        if w.state == "STARTING":
+            self.starting[w.env_hash] = max(0, self.starting.get(w.env_hash, 0) - 1)
+        if w.state == "LEASED":
+            self.by_lease.pop(w.lease_id, None)
+            if not w.blocked:
+                self._give(w.held)
+        w.state = "DEAD"
+        return w
+
+    def worker_by_pid(self, pid: int) -> WorkerState | None:
+        for w in self.workers.values():
+            if w.pid == pid:
+                return w
+        return None
+
+    def release(self, lease_id: str) -> WorkerState | None:
+        """The lease holder returned the worker."""
+        worker_id = self.by_lease.pop(lease_id, None)
+        w = self.workers.get(worker_id) if worker_id else None
+        if w is None:
+            return None
+        if not w.blocked:
+            self._give(w.held)
+        w.held = {}
+        w.blocked = False
+        w.lease_id = ""
+        w.is_actor = False
+        w.state = "IDLE"
+        w.idle_since = time.monotonic()
+        return w
+
+    def set_blocked(self, worker_id: str, blocked: bool) -> bool:
+        """A leased worker blocked in get() lends its CPU back until it unblocks."""
+        w = self.workers.get(worker_id)
+        if w is None or w.state != "LEASED" or w.blocked == blocked:
+            return False
+        cpu = {k: v for k, v in w.held.items() if k == "CPU"}
+        if blocked:
+            self._give(cpu)
+        else:
+            self._take(cpu)  # may oversubscribe briefly, as Ray does
+        w.blocked = blocked
+        return True
+
+    def idle_workers(self, env_hash: str | None = None) -> list[WorkerState]:
+        return [w for w in self.workers.values() if w.state == "IDLE" and (env_hash is None or w.env_hash == env_hash)]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for w in self.workers.values():
+            out[w.state] = out.get(w.state, 0) + 1
+        return out

@@ -1,0 +1,363 @@
+"""The raylet: registers its node with the GCS, owns the node's resources, runs
+the worker pool (through the zygote) and grants worker leases, asking the
+scheduling policy plugin where each request should run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import signal
+import subprocess
+import time
+from typing import Any
+
+import grpc
+import structlog
+
+from microray import config as config_mod
+from microray.ids import new_hex_id
+from microray.interfaces.scheduling import ClusterView, NodeView, SchedulingRequest
+from microray.object_store_access import open_object_store
+from microray.plugin_manager import get_plugin_manager
+from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from microray.raylet.leases import LeaseManager, PendingLease
+from microray.rpc import bind, is_unavailable, make_server
+
+log = structlog.get_logger(__name__)
+
+
+def env_hash(runtime_env: dict | None) -> str:
+    if not runtime_env:
+        return ""
+    return json.dumps(runtime_env, sort_keys=True)
+
+
+class Raylet(raylet_pb2_grpc.RayletServicer):
+    def __init__(
+        self,
+        cfg: config_mod.Config,
+        node_id: str,
+        session_dir: str,
+        gcs_address: str,
+        zygote: subprocess.Popen,
+        is_head: bool,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.session_dir = session_dir
+        self.gcs_address = gcs_address
+        self.zygote = zygote
+        self.is_head = is_head
+        self.total = node_resources(cfg)
+        self.leases = LeaseManager(self.total)
+        pm = get_plugin_manager(cfg.plugins)
+        reg = pm.select("scheduling_policy", cfg.scheduling_policy)
+        self.policy = reg.factory(**reg.validate_options("scheduling_policy", cfg.scheduling_policy_options))
+        self.store_namespace = f"mr-{os.path.basename(session_dir)[-12:]}-{node_id[:8]}"
+        self.object_store = open_object_store(cfg, self.store_namespace, session_dir)
+        self.address = ""
+        self.port = 0
+        self.remote_nodes: dict[str, common_pb2.NodeInfo] = {}
+        self.gcs_channel: grpc.aio.Channel | None = None
+        self.gcs: gcs_pb2_grpc.GcsStub | None = None
+        self._answers: dict[str, asyncio.Future] = {}
+        self._warned_infeasible: set[tuple] = set()
+        self.stopped = asyncio.Event()
+        self.worker_env: dict[str, dict] = {}
+
+    # -- node info -------------------------------------------------------------
+    def node_info(self) -> common_pb2.NodeInfo:
+        usage = self.object_store.usage()
+        return common_pb2.NodeInfo(
+            node_id=self.node_id,
+            ip=self.cfg.node_ip,
+            raylet_port=self.port,
+            total=common_pb2.ResourceMap(amounts=self.total),
+            available=common_pb2.ResourceMap(amounts=self.leases.available),
+            state="ALIVE",
+            is_head=self.is_head,
+            start_time=time.time(),
+            object_store_namespace=self.store_namespace,
+            object_store_used=usage.used_bytes,
+            object_store_capacity=usage.capacity_bytes,
+            pid=os.getpid(),
+            num_workers=len(self.leases.workers),
+        )
+
+    async def register_with_gcs(self, deadline: float) -> None:
+        delay = 0.01
+        while True:
+            try:
+                reply = await self.gcs.RegisterNode(self.node_info(), timeout=2)
+                log.info("node_registered", node_id=self.node_id, cluster_id=reply.cluster_id)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not reach the GCS at {self.gcs_address}: {exc.details()}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def heartbeat_loop(self) -> None:
+        period = self.cfg.heartbeat_period_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                usage = self.object_store.usage()
+                reply = await self.gcs.Heartbeat(
+                    gcs_pb2.HeartbeatRequest(
+                        node_id=self.node_id,
+                        available=common_pb2.ResourceMap(amounts=self.leases.available),
+                        object_store_used=usage.used_bytes,
+                        num_workers=len(self.leases.workers),
+                    ),
+                    timeout=max(period, 1.0),
+                )
+                if reply.reregister:
+                    log.warning("gcs_asked_to_reregister", node_id=self.node_id)
+                    await self.gcs.RegisterNode(self.node_info(), timeout=2)
+                nodes = await self.gcs.GetAllNodes(common_pb2.Empty(), timeout=2)
+                self.remote_nodes = {n.node_id: n for n in nodes.nodes if n.node_id != self.node_id}
+            except grpc.aio.AioRpcError as exc:
+                log.warning("gcs_unreachable", error=exc.code().name)
+
+    # -- zygote / worker pool --------------------------------------------------
+    def start_workers(self, env: str, count: int) -> None:
+        env_vars = json.loads(env).get("env_vars", {}) if env else {}
+        for _ in range(count):
+            worker_id = new_hex_id()
+            req = {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.address}
+            self.worker_env[worker_id] = env
+            self.zygote.stdin.write((json.dumps(req) + "\n").encode())
+        self.zygote.stdin.flush()
+
+    def on_zygote_output(self) -> None:
+        line = self.zygote.stdout.readline()
+        if not line:
+            log.error("zygote_exited", node_id=self.node_id)
+            return
+        msg = json.loads(line)
+        if msg["op"] == "forked":
+            env = self.worker_env.pop(msg["worker_id"], "")
+            self.leases.worker_started(msg["worker_id"], msg["pid"], env)
+        elif msg["op"] == "exited":
+            w = self.leases.worker_by_pid(msg["pid"])
+            if w is not None:
+                self.leases.worker_exited(w.worker_id)
+                log.info("worker_exited", worker_id=w.worker_id, pid=msg["pid"], status=msg["status"], lease=w.lease_id)
+                self.dispatch()
+
+    def dispatch(self) -> None:
+        grants, to_start = self.leases.dispatch()
+        for grant in grants:
+            fut = self._answers.pop(grant.lease.lease_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(grant.worker)
+            else:  # the caller went away meanwhile
+                self.leases.release(grant.lease.lease_id)
+        for env, count in to_start.items():
+            self.start_workers(env, count)
+
+    # -- scheduling ------------------------------------------------------------
+    def cluster_view(self) -> ClusterView:
+        nodes = {
+            self.node_id: NodeView(self.node_id, dict(self.total), dict(self.leases.available), True)
+        }
+        for node_id, info in self.remote_nodes.items():
+            nodes[node_id] = NodeView(
+                node_id, dict(info.total.amounts), dict(info.available.amounts), info.state == "ALIVE"
+            )
+        return ClusterView(nodes=nodes, local_node_id=self.node_id)
+
+    # -- RPCs ------------------------------------------------------------------
+    async def RequestWorkerLease(self, request, context):
+        resources = dict(request.resources.amounts)
+        strategy = pickle.loads(request.strategy) if request.strategy else "DEFAULT"
+        if not request.grant_or_reject and self.remote_nodes:
+            view = self.cluster_view()
+            chosen = self.policy.select_node(SchedulingRequest(resources, strategy, request.task_name), view)
+            if chosen is None and not self.leases.feasible(resources):
+                chosen = next((n.node_id for n in view.nodes.values() if n.alive and n.feasible(resources)), None)
+            if chosen is not None and chosen != self.node_id:
+                info = self.remote_nodes[chosen]
+                return raylet_pb2.LeaseReply(
+                    spillback=common_pb2.Address(ip=info.ip, port=info.raylet_port, node_id=chosen)
+                )
+        if not self.leases.feasible(resources):
+            shape = tuple(sorted(resources.items()))
+            if shape not in self._warned_infeasible:
+                self._warned_infeasible.add(shape)
+                log.warning(
+                    "infeasible_task",
+                    resources=resources,
+                    node_total=self.total,
+                    task=request.task_name,
+                    hint="the task pends until a node with these resources joins",
+                )
+        hold = None
+        is_actor = bool(request.actor_spec)
+        if is_actor:
+            spec = pickle.loads(request.actor_spec)
+            hold = spec.get("hold", {})
+        lease = PendingLease(
+            lease_id=self.leases.new_lease_id(),
+            resources=resources,
+            env_hash=request.runtime_env_hash,
+            hold=hold,
+            is_actor=is_actor,
+            owner=request.owner_worker_id,
+            lease_key=request.lease_key,
+        )
+        fut = asyncio.get_running_loop().create_future()
+        self._answers[lease.lease_id] = fut
+        self.leases.submit(lease)
+        self.dispatch()
+        try:
+            worker = await fut
+        except asyncio.CancelledError:
+            self._answers.pop(lease.lease_id, None)
+            self.leases.cancel(lambda p: p.lease_id == lease.lease_id)
+            if lease.lease_id in self.leases.by_lease:
+                self.leases.release(lease.lease_id)
+                self.dispatch()
+            raise
+        if worker is None:
+            return raylet_pb2.LeaseReply(canceled=True)
+        host, port = worker.address.rsplit(":", 1)
+        return raylet_pb2.LeaseReply(
+            granted=True,
+            worker=common_pb2.Address(ip=host, port=int(port), node_id=self.node_id, worker_id=worker.worker_id),
+            lease_id=lease.lease_id,
+            worker_pid=worker.pid,
+        )
+
+    async def ReturnWorker(self, request, context):
+        w = self.leases.release(request.lease_id)
+        if w is not None and request.disconnect:
+            self._kill_worker(w.pid)
+        self.dispatch()
+        return common_pb2.Empty()
+
+    async def CancelLeaseRequests(self, request, context):
+        dropped = self.leases.cancel(
+            lambda p: p.owner == request.owner_worker_id
+            and (not request.lease_key or p.lease_key == request.lease_key)
+        )
+        for p in dropped:
+            fut = self._answers.pop(p.lease_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        return common_pb2.Empty()
+
+    async def RegisterWorker(self, request, context):
+        if not request.is_driver:
+            address = f"{self.cfg.node_ip}:{request.port}"
+            w = self.leases.worker_registered(request.worker_id, address)
+            if w is None:  # the zygote's "forked" line may come after the worker's call
+                self.leases.worker_started(request.worker_id, request.pid, self.worker_env.pop(request.worker_id, ""))
+                self.leases.worker_registered(request.worker_id, address)
+            self.dispatch()
+        return raylet_pb2.RegisterWorkerReply(
+            node_id=self.node_id,
+            config_json=self.cfg.to_json(),
+            object_store_namespace=self.store_namespace,
+            gcs_address=self.gcs_address,
+            session_dir=self.session_dir,
+        )
+
+    async def NotifyBlocked(self, request, context):
+        if self.leases.set_blocked(request.worker_id, True):
+            self.dispatch()
+        return common_pb2.Empty()
+
+    async def NotifyUnblocked(self, request, context):
+        self.leases.set_blocked(request.worker_id, False)
+        return common_pb2.Empty()
+
+    async def GetNodeStats(self, request, context):
+        workers = [
+            raylet_pb2.WorkerStats(worker_id=w.worker_id, pid=w.pid, state=w.state)
+            for w in self.leases.workers.values()
+        ]
+        return raylet_pb2.NodeStatsReply(node=self.node_info(), workers=workers)
+
+    async def Shutdown(self, request, context):
+        asyncio.get_running_loop().call_later(0.01, self.stopped.set)
+        return common_pb2.Empty()
+
+    def _kill_worker(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def node_resources(cfg: config_mod.Config) -> dict[str, float]:
+    cpus = cfg.num_cpus if cfg.num_cpus is not None else (os.cpu_count() or 1)
+    resources = {"CPU": float(cpus)}
+    gpus = cfg.num_gpus or 0
+    if gpus:
+        resources["GPU"] = float(gpus)
+    resources.update({k: float(v) for k, v in cfg.resources.items()})
+    return resources
+
+
+async def serve(
+    cfg: config_mod.Config,
+    node_id: str,
+    session_dir: str,
+    gcs_address: str,
+    port: int,
+    zygote: subprocess.Popen,
+    is_head: bool,
+    ready_fd: int | None,
+) -> None:
+    raylet = Raylet(cfg, node_id, session_dir, gcs_address, zygote, is_head)
+    loop = asyncio.get_running_loop()
+    loop.add_reader(zygote.stdout.fileno(), raylet.on_zygote_output)
+    server = make_server()
+    raylet_pb2_grpc.add_RayletServicer_to_server(raylet, server)
+    raylet.port = bind(server, cfg.node_ip, port)
+    raylet.address = f"{cfg.node_ip}:{raylet.port}"
+    await server.start()
+    if cfg.prestart_workers:
+        count = int(raylet.total.get("CPU", 1))
+        raylet.leases.starting[""] = count
+        raylet.start_workers("", count)
+    raylet.gcs_channel = grpc.aio.insecure_channel(gcs_address)
+    raylet.gcs = gcs_pb2_grpc.GcsStub(raylet.gcs_channel)
+    await raylet.register_with_gcs(time.monotonic() + 30)
+    if ready_fd is not None:
+        os.write(ready_fd, f"{raylet.port} {node_id} {raylet.store_namespace}\n".encode())
+        os.close(ready_fd)
+    log.info("raylet_started", node_id=node_id, port=raylet.port, resources=raylet.total)
+    heartbeats = asyncio.create_task(raylet.heartbeat_loop())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, raylet.stopped.set)
+    await raylet.stopped.wait()
+    heartbeats.cancel()
+    try:
+        await raylet.gcs.UnregisterNode(gcs_pb2.NodeIdRequest(node_id=node_id), timeout=0.5)
+    except grpc.aio.AioRpcError as exc:
+        if not is_unavailable(exc):
+            log.warning("unregister_failed", error=str(exc))
+    loop.remove_reader(zygote.stdout.fileno())
+    zygote.terminate()  # its workers die with it (PR_SET_PDEATHSIG)
+    for w in list(raylet.leases.workers.values()):
+        raylet._kill_worker(w.pid)
+    await server.stop(grace=0.1)
+    try:
+        zygote.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        zygote.kill()
+    raylet.object_store.destroy()
+    log.info("raylet_stopped", node_id=node_id)
+
+
+def run(args: Any, zygote: subprocess.Popen, ready_fd: int | None) -> None:
+    cfg = config_mod.Config.from_json(args.config_json)
+    asyncio.run(
+        serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd)
+    )

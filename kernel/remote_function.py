@@ -1,0 +1,197 @@
+"""``@remote`` functions: options, argument packing and submission."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import pickle
+from typing import Any
+
+from microray import ids, serialization
+from microray.core.object_ref import ObjectRef, ObjectRefGenerator
+from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec
+from microray.util.scheduling_strategies import to_wire
+
+TASK_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
+    "runtime_env", "scheduling_strategy", "name", "memory", "accelerator_type",
+    "max_calls", "label_selector", "enable_task_events", "_metadata",
+}
+
+
+def validate_options(options: dict[str, Any], allowed: set[str], what: str) -> dict[str, Any]:
+    for key, value in options.items():
+        if key not in allowed:
+            raise ValueError(f"Invalid option keyword {key!r} for {what}; valid ones are: {', '.join(sorted(allowed))}")
+        if key in ("num_cpus", "num_gpus", "memory") and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"option {key}={value!r} for {what}: expected a number >= 0")
+        if key == "resources" and value is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"option resources={value!r} for {what}: expected a dict")
+            for name in ("CPU", "GPU"):
+                if name in value:
+                    raise ValueError(f"Use the 'num_{name.lower()}s' option instead of resources['{name}'] for {what}")
+        if key == "max_retries" and value is not None and (not isinstance(value, int) or value < -1):
+            raise ValueError(f"option max_retries={value!r} for {what}: expected an int >= -1")
+        if key == "runtime_env" and value is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"option runtime_env={value!r} for {what}: expected a dict")
+            unknown = set(value) - {"env_vars", "working_dir", "py_modules", "pip", "conda", "config"}
+            if unknown:
+                raise ValueError(f"runtime_env for {what}: unsupported key(s) {sorted(unknown)}; supported: env_vars")
+            env_vars = value.get("env_vars", {})
+            if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+                raise ValueError(f"runtime_env['env_vars'] for {what}: expected a dict of str to str")
+    return options
+
+
+def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, float]:
+    cpus = options.get("num_cpus")
+    shape = {"CPU": float(default_cpus if cpus is None else cpus)}
+    if options.get("num_gpus"):
+        shape["GPU"] = float(options["num_gpus"])
+    for k, v in (options.get("resources") or {}).items():
+        shape[k] = float(v)
+    return {k: v for k, v in shape.items() if v > 0}
+
+
+def merged_runtime_env(worker: Any, options: dict[str, Any]) -> dict | None:
+    job_env = getattr(worker, "job_runtime_env", None) or {}
+    env = options.get("runtime_env") or {}
+    if not job_env and not env:
+        return None
+    env_vars = {**job_env.get("env_vars", {}), **env.get("env_vars", {})}
+    return {"env_vars": env_vars} if env_vars else None
+
+
+def pack_args(worker: Any, args: tuple, kwargs: dict, fn_name: str) -> tuple[list, tuple, list[bytes]]:
+    """Turn call arguments into task-spec entries; large values go to the object store."""
+    entries: list = []
+    arg_refs: list[bytes] = []
+    items = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
+    inline_limit = worker.config.max_inline_object_bytes
+    for name, value in items:
+        if isinstance(value, ObjectRef):
+            entries.append((ARG_REF, value.binary(), value.owner_address))
+            arg_refs.append(value.binary())
+            continue
+        if serialization.is_simple(value):
+            entries.append((ARG_VALUE, value))
+            continue
+        label = f"argument {name!r}" if isinstance(name, str) else f"argument {name}"
+        ser = serialization.serialize(value, what=f"{label} of {fn_name}()")
+        if ser.contained_refs:
+            worker.refs.mark_escaped([r.binary() for r in ser.contained_refs])
+        if ser.total_size <= inline_limit:
+            entries.append((ARG_SERIALIZED, ser.to_bytes()))
+        else:
+            oid = ids.object_id(ids.new_task_id(), 0)
+            worker.refs.add_owned(oid)
+            worker.store_serialized(oid, ser)
+            entries.append((ARG_REF, oid, worker.address))
+            arg_refs.append(oid)
+    return entries, tuple(kwargs), arg_refs
+
+
+class RemoteFunction:
+    """What ``@remote`` makes of a function."""
+
+    def __init__(self, function: Any, options: dict[str, Any]) -> None:
+        self._function = function
+        self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        self._options = validate_options(dict(options), TASK_OPTIONS, f"remote function {self._name}")
+        self._is_generator = inspect.isgeneratorfunction(function)
+        self._pickled: bytes | None = None
+        self._function_id: bytes | None = None
+        self.__doc__ = getattr(function, "__doc__", None)
+        self.__name__ = getattr(function, "__name__", "function")
+        self.__wrapped__ = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running '{self.__name__}()', "
+            f"try '{self.__name__}.remote()'."
+        )
+
+    def options(self, **options: Any) -> "_OptionsWrapper":
+        validate_options(options, TASK_OPTIONS, f"remote function {self._name}")
+        return _OptionsWrapper(self, {**self._options, **options})
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def _ensure_pickled(self) -> None:
+        if self._function_id is None:
+            self._pickled = serialization.dumps_function(self._function)
+            self._function_id = hashlib.sha1(self._pickled).digest()
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
+        from microray.api import _global_worker
+
+        worker = _global_worker()
+        self._ensure_pickled()
+        worker.export_function(self._function_id, self._pickled)
+        entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, self._name)
+        num_returns = options.get("num_returns")
+        if num_returns is None:
+            num_returns = STREAMING if self._is_generator else 1
+        elif num_returns in ("streaming", "dynamic"):
+            num_returns = STREAMING
+        elif not isinstance(num_returns, int) or num_returns < 0:
+            raise ValueError(f"num_returns={num_returns!r} for {self._name}: expected an int >= 0 or 'streaming'")
+        resources = resource_shape(options, 1)
+        runtime_env = merged_runtime_env(worker, options)
+        strategy = to_wire(options.get("scheduling_strategy"))
+        retry = options.get("retry_exceptions", False)
+        if isinstance(retry, (list, tuple)):
+            retry = serialization.dumps_function(tuple(retry))
+        max_retries = options.get("max_retries")
+        if max_retries is None:
+            max_retries = 3
+        elif max_retries == -1:
+            max_retries = 1 << 30
+        task_id = ids.new_task_id()
+        from microray.core.worker import current_task
+
+        parent = current_task()
+        spec = TaskSpec(
+            task_id=task_id,
+            function_id=self._function_id,
+            function_name=options.get("name") or self._name,
+            args=entries,
+            kwarg_names=kwarg_names,
+            num_returns=num_returns,
+            owner=worker.address,
+            job_id=worker.job_id,
+            max_retries=max_retries,
+            retry_exceptions=retry,
+            runtime_env=runtime_env,
+            resources=resources,
+            name=options.get("name") or "",
+            parent_task_id=parent.task_id if parent is not None else b"",
+        )
+        env_key = json.dumps(runtime_env, sort_keys=True) if runtime_env else ""
+        key = (tuple(sorted(resources.items())), env_key, pickle.dumps(strategy))
+        if num_returns == STREAMING:
+            worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
+            worker.submitter.submit(spec, key, resources, strategy, env_key, arg_refs)
+            return ObjectRefGenerator(task_id, worker.address, worker)
+        return_ids = [ids.object_id(task_id, i + 1) for i in range(num_returns)]
+        for oid in return_ids:
+            worker.refs.add_owned(oid)
+        refs = [ObjectRef(oid, worker.address) for oid in return_ids]
+        worker.submitter.submit(spec, key, resources, strategy, env_key, arg_refs)
+        if num_returns == 1:
+            return refs[0]
+        return refs
+
+
+class _OptionsWrapper:
+    def __init__(self, fn: RemoteFunction, options: dict[str, Any]) -> None:
+        self._fn = fn
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn._remote(args, kwargs, self._options)
