@@ -142,6 +142,19 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, plus the operating system's reason when redis-py hides it."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror and cause.strerror not in text:
+            return f"{text} ({cause.strerror})"
+        cause = cause.__cause__ or cause.__context__
+    if "Error 111 " in text:  # redis-py formats ECONNREFUSED without its text
+        text += " (Connection refused)"
+    return text
+
+
 def _glob_escape(prefix: bytes) -> bytes:
     return re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix)
 
@@ -231,8 +244,7 @@ class RedisGcsStore:
                 if elapsed >= self.retry_timeout:
                     raise GcsUnavailableError(
                         f"redis GCS store at {_redact(self.url)} is unavailable: {what} failed "
-                        f"{attempts} times over {elapsed:.1f}s; last error: "
-                        f"{type(exc).__name__}: {exc}"
+                        f"{attempts} times over {elapsed:.1f}s; last error: {_describe(exc)}"
                     ) from exc
                 log.debug("gcs_store_retry", backend="redis", op=what, attempt=attempts, error=str(exc))
                 await asyncio.sleep(min(delay, self.retry_timeout - elapsed))
@@ -367,7 +379,7 @@ class RedisGcsStore:
                     raise GcsUnavailableError(
                         f"redis GCS store at {_redact(self.url)} is unavailable: watch of table "
                         f"{table!r} could not reconnect for {now - failing_since:.1f}s; last "
-                        f"error: {type(exc).__name__}: {exc}"
+                        f"error: {_describe(exc)}"
                     ) from exc
                 log.debug("gcs_watch_reconnect", backend="redis", table=table, error=str(exc))
                 await asyncio.sleep(delay)

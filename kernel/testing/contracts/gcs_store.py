@@ -156,7 +156,7 @@ async def start_watch(
         attempt += 1
         want = str(attempt).encode()
         await store.put(table, marker, want)
-        wait_until = time.monotonic() + 0.5
+        wait_until = time.monotonic() + min(0.1 * 2 ** (attempt - 1), 0.5)
         while time.monotonic() < wait_until:
             try:
                 event = await reader.next(max(0.0, wait_until - time.monotonic()))

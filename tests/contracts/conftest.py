@@ -1,0 +1,8 @@
+"""Fixtures for the contract suites: real servers for the durable backends.
+
+``redis_server`` and ``etcd_server`` are session-scoped real processes from
+``microray.testing.servers`` (also usable elsewhere with
+``-p microray.testing.servers`` or by importing them into a conftest).
+"""
+
+from microray.testing.servers import etcd_server, redis_server  # noqa: F401 -- pytest fixtures
