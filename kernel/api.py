@@ -123,6 +123,17 @@ def init(
 
         t0 = time.perf_counter()
         if address is None:
+            from microray import process
+
+            if process.choose_start_method(cfg.start_method) == "fork":
+                # fork the launcher while this process has no gRPC threads yet, with
+                # the node processes' modules imported (they then start in milliseconds)
+                import microray.gcs.server  # noqa: F401
+                import microray.raylet.__main__  # noqa: F401
+                import microray.raylet.server  # noqa: F401
+                import microray.core.worker_main  # noqa: F401
+
+                process.launcher()
             handle = node.start_head(cfg, embedded=True)
             _head = handle
             raylet_address = handle.raylet_address

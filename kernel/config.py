@@ -61,6 +61,7 @@ class Config:
     idle_lease_keep_s: float = 0.5
     idle_worker_kill_s: float = 60.0
     prestart_workers: bool = True
+    start_method: str = "auto"  # fork | spawn | auto (fork when the starting process has one thread)
     heartbeat_period_s: float = 1.0
     node_dead_after_s: float = 10.0
     log_level: str = "info"

@@ -9,13 +9,13 @@ itself in the session folder and in ``/tmp/microray/current_cluster`` so that
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ import structlog
 from microray import config as config_mod
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
-from microray.raylet.zygote import die_with_parent
+from microray import process
 
 log = structlog.get_logger(__name__)
 
@@ -71,27 +71,42 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def _spawn(args: list[str], session_dir: str, name: str, embedded: bool) -> tuple[subprocess.Popen, int]:
+def _launch(name: str, module_main: str, argv: list[str], session_dir: str, embedded: bool, method: str):
+    """Start a node process running ``module_main`` (``pkg.mod:function``) with ``argv``."""
     r, w = os.pipe()
-    err = open(os.path.join(session_dir, "logs", f"{name}.err"), "ab")  # noqa: SIM115
-    env = dict(os.environ)
-    env.pop("MICRORAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [sys.executable, *args, "--ready-fd", str(w)],
-        pass_fds=(w,),
-        stdin=subprocess.DEVNULL,
-        stdout=err,
-        stderr=err,
-        start_new_session=not embedded,
-        env=env,
-        preexec_fn=die_with_parent if embedded else None,
-    )
+    argv = [*argv, "--ready-fd", str(w)]
+    log_path = os.path.join(session_dir, "logs", f"{name}.err")
+    kwargs = {"start_method": "fork"} if name == "raylet" else {}
+    if method == "fork" and embedded:
+        argv = [*argv[:-1], "{fd0}"]
+        child = process.launcher().launch(module_main, argv, kwargs, log_path, (w,))
+    elif method == "fork":
+        mod_name, func_name = module_main.split(":")
+        func = getattr(importlib.import_module(mod_name), func_name)
+        child = process.fork_child(
+            lambda: func(argv, **kwargs),
+            keep_fds=(w,),
+            log_path=log_path,
+            die_with_parent_=embedded,
+            new_session=not embedded,
+        )
+    else:
+        child = process.spawn_child(
+            ["-m", module_main.split(":")[0], *argv], pass_fds=(w,), log_path=log_path, embedded=embedded
+        )
     os.close(w)
-    err.close()
-    return proc, r
+    return child, r
 
 
-def _read_ready(fd: int, proc: subprocess.Popen, name: str, deadline: float, session_dir: str) -> str:
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _read_ready(fd: int, proc: "process.Child", name: str, deadline: float, session_dir: str) -> str:
     buf = b""
     while b"\n" not in buf:
         left = deadline - time.monotonic()
@@ -120,16 +135,18 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
     gcs_port = cfg.gcs_port or free_port(ip)
     node_id = new_hex_id()
     cfg_json = cfg.to_json()
-    gcs, gcs_fd = _spawn(
-        ["-m", "microray.gcs.server", "--host", ip, "--port", str(gcs_port),
-         "--session-dir", session_dir, "--config-json", cfg_json],
-        session_dir, "gcs", embedded,
+    method = process.choose_start_method(cfg.start_method)
+    gcs, gcs_fd = _launch(
+        "gcs", "microray.gcs.server:main",
+        ["--host", ip, "--port", str(gcs_port), "--session-dir", session_dir, "--config-json", cfg_json],
+        session_dir, embedded, method,
     )
     gcs_address = f"{ip}:{gcs_port}"
-    raylet, raylet_fd = _spawn(
-        ["-m", "microray.raylet", "--gcs-address", gcs_address, "--session-dir", session_dir,
-         "--config-json", cfg_json, "--node-id", node_id, "--port", str(cfg.raylet_port), "--head"],
-        session_dir, "raylet", embedded,
+    raylet, raylet_fd = _launch(
+        "raylet", "microray.raylet.__main__:main",
+        ["--gcs-address", gcs_address, "--session-dir", session_dir, "--config-json", cfg_json,
+         "--node-id", node_id, "--port", str(cfg.raylet_port), "--head"],
+        session_dir, embedded, method,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -139,6 +156,8 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
         for proc in (raylet, gcs):
             proc.kill()
             proc.wait()
+        os.close(gcs_fd) if _fd_open(gcs_fd) else None
+        os.close(raylet_fd) if _fd_open(raylet_fd) else None
         raise
     raylet_port, _node, store_ns = line.split()
     handle = NodeHandle(

@@ -1,19 +1,18 @@
 """``python -m microray.raylet``: start a raylet.
 
-The zygote is started first, before this process imports grpc or creates a
-thread, so the fork server never inherits gRPC state.
+The zygote is started first, before this process creates a thread or any gRPC
+object, so the fork server never inherits gRPC state. Spawned, it imports what
+workers need itself; forked (``start_method="fork"``), it already has it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     parser = argparse.ArgumentParser(prog="microray-raylet")
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--session-dir", required=True)
@@ -25,14 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logs = os.path.join(args.session_dir, "logs")
     os.makedirs(logs, exist_ok=True)
-    zygote_err = open(os.path.join(logs, f"zygote-{args.node_id[:8]}.err"), "ab")  # noqa: SIM115
-    zygote = subprocess.Popen(
-        [sys.executable, "-m", "microray.raylet.zygote",
-         json.dumps({"session_dir": args.session_dir, "node_id": args.node_id})],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=zygote_err,
-        close_fds=True,
+    from microray.raylet import zygote as zygote_mod
+
+    zygote = zygote_mod.start(
+        {"session_dir": args.session_dir, "node_id": args.node_id},
+        start_method,
+        os.path.join(logs, f"zygote-{args.node_id[:8]}.err"),
     )
     from microray import config as config_mod
     from microray import log as log_setup

@@ -42,7 +42,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         node_id: str,
         session_dir: str,
         gcs_address: str,
-        zygote: subprocess.Popen,
+        zygote: Any,
         is_head: bool,
     ) -> None:
         self.cfg = cfg
@@ -128,26 +128,28 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         env_vars = json.loads(env).get("env_vars", {}) if env else {}
         for _ in range(count):
             worker_id = new_hex_id()
-            req = {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.address}
             self.worker_env[worker_id] = env
-            self.zygote.stdin.write((json.dumps(req) + "\n").encode())
-        self.zygote.stdin.flush()
+            self.zygote.request(
+                {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.address}
+            )
 
     def on_zygote_output(self) -> None:
-        line = self.zygote.stdout.readline()
-        if not line:
+        events = self.zygote.read_events()
+        if events is None:
             log.error("zygote_exited", node_id=self.node_id)
+            asyncio.get_running_loop().remove_reader(self.zygote.fileno())
+            self.stopped.set()
             return
-        msg = json.loads(line)
-        if msg["op"] == "forked":
-            env = self.worker_env.pop(msg["worker_id"], "")
-            self.leases.worker_started(msg["worker_id"], msg["pid"], env)
-        elif msg["op"] == "exited":
-            w = self.leases.worker_by_pid(msg["pid"])
-            if w is not None:
-                self.leases.worker_exited(w.worker_id)
-                log.info("worker_exited", worker_id=w.worker_id, pid=msg["pid"], status=msg["status"], lease=w.lease_id)
-                self.dispatch()
+        for msg in events:
+            if msg["op"] == "forked":
+                if msg["worker_id"] in self.worker_env:  # not registered yet
+                    self.leases.worker_started(msg["worker_id"], msg["pid"], self.worker_env.pop(msg["worker_id"]))
+            elif msg["op"] == "exited":
+                w = self.leases.worker_by_pid(msg["pid"])
+                if w is not None:
+                    self.leases.worker_exited(w.worker_id)
+                    log.info("worker_exited", worker_id=w.worker_id, worker_pid=msg["pid"], status=msg["status"], lease=w.lease_id)
+                    self.dispatch()
 
     def dispatch(self) -> None:
         grants, to_start = self.leases.dispatch()
@@ -258,6 +260,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             if w is None:  # the zygote's "forked" line may come after the worker's call
                 self.leases.worker_started(request.worker_id, request.pid, self.worker_env.pop(request.worker_id, ""))
                 self.leases.worker_registered(request.worker_id, address)
+            else:
+                self.worker_env.pop(request.worker_id, None)
             self.dispatch()
         return raylet_pb2.RegisterWorkerReply(
             node_id=self.node_id,
@@ -310,13 +314,13 @@ async def serve(
     session_dir: str,
     gcs_address: str,
     port: int,
-    zygote: subprocess.Popen,
+    zygote: Any,
     is_head: bool,
     ready_fd: int | None,
 ) -> None:
     raylet = Raylet(cfg, node_id, session_dir, gcs_address, zygote, is_head)
     loop = asyncio.get_running_loop()
-    loop.add_reader(zygote.stdout.fileno(), raylet.on_zygote_output)
+    loop.add_reader(zygote.fileno(), raylet.on_zygote_output)
     server = make_server()
     raylet_pb2_grpc.add_RayletServicer_to_server(raylet, server)
     raylet.port = bind(server, cfg.node_ip, port)
@@ -343,7 +347,7 @@ async def serve(
     except grpc.aio.AioRpcError as exc:
         if not is_unavailable(exc):
             log.warning("unregister_failed", error=str(exc))
-    loop.remove_reader(zygote.stdout.fileno())
+    loop.remove_reader(zygote.fileno())
     zygote.terminate()  # its workers die with it (PR_SET_PDEATHSIG)
     for w in list(raylet.leases.workers.values()):
         raylet._kill_worker(w.pid)
@@ -356,7 +360,7 @@ async def serve(
     log.info("raylet_stopped", node_id=node_id)
 
 
-def run(args: Any, zygote: subprocess.Popen, ready_fd: int | None) -> None:
+def run(args: Any, zygote: Any, ready_fd: int | None) -> None:
     cfg = config_mod.Config.from_json(args.config_json)
     asyncio.run(
         serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd)

@@ -2,7 +2,7 @@
 
 Started by the raylet before it creates any thread or gRPC object. It imports
 what every worker needs once, then forks a worker per request in milliseconds
-(no interpreter start, shared pages). Protocol over its stdin/stdout, one JSON
+(no interpreter start, shared pages). Protocol over two pipes, one JSON
 object per line:
 
   raylet -> zygote  {"op": "fork", "worker_id": ..., "env": {...}}
@@ -42,14 +42,71 @@ def _preimport() -> None:
     import microray.api  # noqa: F401
 
 
-def main() -> None:
+class ZygoteHandle:
+    """The raylet's end of the zygote: send fork requests, read its event lines."""
+
+    def __init__(self, child, to_zygote: int, from_zygote: int) -> None:
+        self.child = child
+        self._to = to_zygote
+        self._from = os.fdopen(from_zygote, "rb", buffering=0)
+        self._buf = b""
+
+    def request(self, req: dict) -> None:
+        os.write(self._to, (json.dumps(req) + "\n").encode())
+
+    def fileno(self) -> int:
+        return self._from.fileno()
+
+    def read_events(self) -> list[dict] | None:
+        """Events available now; None when the zygote has exited."""
+        chunk = os.read(self._from.fileno(), 65536)
+        if not chunk:
+            return None
+        self._buf += chunk
+        events = []
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            events.append(json.loads(line))
+        return events
+
+    def terminate(self) -> None:
+        self.child.terminate()
+
+    def kill(self) -> None:
+        self.child.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.child.wait(timeout)
+
+
+def start(args: dict, method: str, log_path: str) -> ZygoteHandle:
+    """Start the zygote by fork (the caller has imported everything already) or spawn."""
+    from microray import process
+
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    if method == "fork":
+        child = process.fork_child(
+            lambda: serve(to_r, from_w, args, preimport=False),
+            keep_fds=(to_r, from_w),
+            log_path=log_path,
+        )
+    else:
+        child = process.spawn_child(
+            ["-m", "microray.raylet.zygote", json.dumps(args), str(to_r), str(from_w)],
+            pass_fds=(to_r, from_w),
+            log_path=log_path,
+            embedded=True,
+        )
+    os.close(to_r)
+    os.close(from_w)
+    return ZygoteHandle(child, to_w, from_r)
+
+
+def serve(in_fd: int, out_fd: int, args: dict, preimport: bool = True) -> None:
     die_with_parent()
-    args = json.loads(sys.argv[1])
-    _preimport()
-    cmd_in = sys.stdin.buffer
-    out_fd = os.dup(sys.stdout.fileno())
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
+    if preimport:
+        _preimport()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -60,9 +117,11 @@ def main() -> None:
         os.write(out_fd, (json.dumps(msg) + "\n").encode())
 
     buf = b""
-    in_fd = cmd_in.fileno()
     while True:
-        ready, _, _ = select.select([in_fd, wake_r], [], [])
+        try:
+            ready, _, _ = select.select([in_fd, wake_r], [], [])
+        except InterruptedError:
+            continue
         if wake_r in ready:
             os.read(wake_r, 512)
         while True:  # reap every exited child
@@ -85,29 +144,35 @@ def main() -> None:
                     continue
                 pid = os.fork()
                 if pid == 0:
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    os.close(out_fd)
-                    os.close(in_fd)
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    die_with_parent()
-                    os.environ.update(req.get("env") or {})
-                    from microray.core import worker_main
-
-                    code = 0
-                    try:
-                        worker_main.run(req["worker_id"], {**args, **req})
-                    except SystemExit as exc:
-                        code = exc.code if isinstance(exc.code, int) else 0
-                    except BaseException:  # noqa: BLE001
-                        import traceback
-
-                        traceback.print_exc()
-                        code = 1
-                    os._exit(code)
+                    for fd in (wake_r, wake_w, out_fd, in_fd):
+                        os.close(fd)
+                    _run_worker(req, args)
                 send({"op": "forked", "worker_id": req["worker_id"], "pid": pid})
+
+
+def _run_worker(req: dict, args: dict) -> None:
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+    os.environ.update(req.get("env") or {})
+    from microray.core import worker_main
+
+    code = 0
+    try:
+        worker_main.run(req["worker_id"], {**args, **req})
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    os._exit(code)
+
+
+def main() -> None:
+    serve(int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[1]))
 
 
 if __name__ == "__main__":

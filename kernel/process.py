@@ -1,0 +1,305 @@
+"""Starting the processes of a node: by fork (fast, shares imported modules) or by spawn.
+
+``fork`` is the default when the starting process has one thread: the GCS and
+raylet (and through the raylet, the zygote and workers) are forks of a process
+that already imported everything, so they are serving within milliseconds and
+share their module pages (a small summed PSS). With other threads alive a fork
+could inherit a lock held mid-operation, so ``spawn`` (a fresh interpreter) is
+used instead. Config key ``start_method`` forces either.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from microray.raylet.zygote import die_with_parent
+
+
+def choose_start_method(requested: str) -> str:
+    """``fork`` when asked, or (``auto``) when a clean launcher exists or this process
+    has a single thread; else ``spawn``."""
+    if requested in ("fork", "spawn"):
+        return requested
+    if _launcher is not None and _launcher.alive():
+        return "fork"
+    return "fork" if threading.active_count() == 1 else "spawn"
+
+
+class Child:
+    """A started process: ``pid``, ``poll``, ``wait``, ``terminate``, ``kill`` (like Popen)."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen | None = None) -> None:
+        self.pid = pid
+        self._popen = popen
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self._popen is not None:
+            self.returncode = self._popen.poll()
+            return self.returncode
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._popen is not None:
+            self.returncode = self._popen.wait(timeout)
+            return self.returncode
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return self.returncode
+
+    def _signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
+def fork_child(
+    target: Callable[[], object],
+    *,
+    keep_fds: Sequence[int] = (),
+    log_path: str | None = None,
+    die_with_parent_: bool = True,
+    new_session: bool = False,
+) -> Child:
+    """Fork and run ``target()`` in the child, which then exits (never returns)."""
+    pid = os.fork()
+    if pid:
+        return Child(pid)
+    code = 1
+    try:
+        if new_session:
+            os.setsid()
+        if die_with_parent_:
+            die_with_parent()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        if log_path is not None:
+            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.close(out)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        _close_fds_except(set(keep_fds))
+        result = target()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 -- report and exit, never return into the parent's code
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(code)
+    raise AssertionError("unreachable")
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    try:
+        fds = [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def spawn_child(argv: Sequence[str], *, pass_fds: Sequence[int] = (), log_path: str, embedded: bool) -> Child:
+    """Start a fresh interpreter running ``argv`` (after ``python``)."""
+    env = dict(os.environ)
+    env.pop("MICRORAY_ADDRESS", None)
+    with open(log_path, "ab") as err:
+        popen = subprocess.Popen(
+            [sys.executable, *argv],
+            pass_fds=tuple(pass_fds),
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            start_new_session=not embedded,
+            env=env,
+            preexec_fn=die_with_parent if embedded else None,
+        )
+    return Child(popen.pid, popen)
+
+
+class _LauncherChild:
+    """A process forked by the launcher: not our child, so poll through /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not pid_alive(self.pid):
+            self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return self.returncode
+
+    def terminate(self) -> None:
+        _kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        _kill(self.pid, signal.SIGKILL)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Launcher:
+    """A clean fork of the driver, made before it starts gRPC, that forks node processes.
+
+    Forking a process whose gRPC core already runs threads is unsafe, and a driver
+    that called ``init``/``shutdown`` once has such threads. The launcher is forked
+    at the first ``init`` while the driver is still clean; later inits ask it to fork
+    the GCS and raylet, so every init starts in milliseconds. It dies with the driver.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        parent, child = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            code = 0
+            try:
+                die_with_parent()
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+                self._serve(child)
+            except BaseException:  # noqa: BLE001
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        child.close()
+        self.pid = pid
+        self.sock = parent
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _serve(sock) -> None:
+        import pickle
+        import socket
+
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
+            except OSError:
+                return
+            if not msg:
+                return
+            req = pickle.loads(msg)
+            mod_name, func_name = req["target"].split(":")
+            import importlib
+
+            func = getattr(importlib.import_module(mod_name), func_name)
+            # fd numbers differ in this process: "{fd0}" in argv names the first passed fd
+            names = {f"{{fd{i}}}": str(fd) for i, fd in enumerate(fds)}
+            argv = [names.get(a, a) for a in req["argv"]]
+            kwargs = req["kwargs"]
+            child = fork_child(
+                lambda: func(argv, **kwargs),
+                keep_fds=tuple(fds),
+                log_path=req["log_path"],
+                die_with_parent_=True,
+            )
+            for fd in fds:
+                os.close(fd)
+            sock.sendall(str(child.pid).encode().ljust(16))
+
+    def launch(self, target: str, argv: list[str], kwargs: dict, log_path: str, fds: Sequence[int]) -> _LauncherChild:
+        import pickle
+        import socket
+
+        with self.lock:
+            socket.send_fds(self.sock, [pickle.dumps(dict(target=target, argv=argv, kwargs=kwargs, log_path=log_path))], list(fds))
+            reply = b""
+            while len(reply) < 16:
+                chunk = self.sock.recv(16 - len(reply))
+                if not chunk:
+                    raise OSError("the microray launcher process exited")
+                reply += chunk
+        return _LauncherChild(int(reply.strip()))
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+_launcher: Launcher | None = None
+
+
+def launcher() -> Launcher:
+    """The driver's launcher, made on first use (call it before gRPC starts threads)."""
+    global _launcher
+    if _launcher is None or not _launcher.alive():
+        _launcher = Launcher()
+    return _launcher
