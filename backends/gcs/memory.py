@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -58,14 +59,15 @@ class _MemoryServer:
         # namespace -> table -> key -> value
         self.data: dict[str, dict[str, dict[bytes, bytes]]] = {}
         self.schema: dict[str, int] = {}
-        self.watches: set[_MemoryWatch] = set()
+        # weak: a watch nobody iterates or references any more is dropped with its buffer
+        self.watches: weakref.WeakSet[_MemoryWatch] = weakref.WeakSet()
 
     def table(self, namespace: str, table: str) -> dict[bytes, bytes]:
         return self.data.setdefault(namespace, {}).setdefault(table, {})
 
     def publish(self, namespace: str, event: WatchEvent) -> None:
         """Hand ``event`` to every matching watch. Called with ``lock`` held."""
-        for watch in self.watches:
+        for watch in list(self.watches):
             if (
                 watch.namespace == namespace
                 and watch.table == event.table
@@ -148,7 +150,7 @@ class MemoryGcsStore:
         self.namespace = _check_name("namespace", namespace)
         self._server = _server or _MemoryServer()
         self._closed = False
-        self._watches: set[_MemoryWatch] = set()
+        self._watches: weakref.WeakSet[_MemoryWatch] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"<MemoryGcsStore namespace={self.namespace!r}{' closed' if self._closed else ''}>"
@@ -270,7 +272,7 @@ class MemoryGcsStore:
             if self._closed:
                 return
             self._closed = True
-            for watch in self._watches:
+            for watch in list(self._watches):
                 self._server.watches.discard(watch)
                 watch.end()
             self._watches.clear()
