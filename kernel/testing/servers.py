@@ -29,6 +29,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -221,6 +222,7 @@ class ServerProcess:
         if proc is None:
             return
         if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a paused server cannot handle SIGTERM
             proc.terminate()
             try:
                 proc.wait(timeout)
@@ -238,6 +240,18 @@ class ServerProcess:
             proc.kill()
             proc.wait(10)
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP the process: it keeps its connections open but answers nothing,
+        like a hung or partitioned server. ``resume()`` undoes it."""
+        if self.process is None or self.process.poll() is not None:
+            raise ServerError(f"{self.kind} server at {self.url} is not running")
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused process."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def restart(self) -> "ServerProcess":
         """Stop and start again on the same port with the same data directory."""

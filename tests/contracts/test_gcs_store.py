@@ -259,3 +259,18 @@ def test_importing_backends_does_not_import_clients_and_protos_coexist() -> None
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_entry_points_provide_the_three_stores() -> None:
+    """The built-in stores arrive through the same entry-point group as third-party ones."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group="microray")}
+    for ep_name, store_name, module in (
+        ("gcs_memory", "memory", memory_backend),
+        ("gcs_redis", "redis", redis_backend),
+        ("gcs_etcd", "etcd", etcd_backend),
+    ):
+        loaded = found[ep_name].load()
+        assert loaded is module
+        assert [r.name for r in loaded.microray_gcs_stores()] == [store_name]

@@ -609,6 +609,39 @@ class GcsStoreContract:
 
         run(body, client)
 
+    def test_hung_server_raises_unavailable_in_bounded_time(
+        self, store_factory: Callable[..., GcsStore] | None, gcs_server: Any
+    ) -> None:
+        if gcs_server is None or not hasattr(gcs_server, "pause"):
+            # Nothing can hang without a server process; test_ping_and_close and
+            # test_lost_server_raises_unavailable_in_bounded_time cover going away.
+            return
+        client = self._second(store_factory, retry_timeout=1.0, request_timeout=1.0)
+
+        async def body() -> None:
+            await client.put("hung", b"k", b"v")
+            gcs_server.pause()  # connections stay open; nothing answers
+            try:
+                for call in (lambda: client.get("hung", b"k"), lambda: client.put("hung", b"k", b"v2")):
+                    started = time.monotonic()
+                    with pytest.raises(GcsUnavailableError):
+                        await call()
+                    elapsed = time.monotonic() - started
+                    assert elapsed < UNAVAILABLE_BOUND, f"took {elapsed:.1f}s"
+            finally:
+                gcs_server.resume()
+            deadline = time.monotonic() + 15
+            while True:  # the same client recovers once the server answers again
+                try:
+                    await client.ping()
+                    break
+                except GcsUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+            assert await client.get("hung", b"k") in (b"v", b"v2")
+
+        run(body, client)
+
     # -- watch ---------------------------------------------------------------------------
     def test_watch_delivers_every_change_in_order(
         self,
