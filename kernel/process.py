@@ -244,6 +244,9 @@ class Launcher:
         self.pid = pid
         self.sock = parent
         self.lock = threading.Lock()
+        import atexit
+
+        atexit.register(stop_launcher)
 
     @staticmethod
     def _serve(sock) -> None:
@@ -295,6 +298,19 @@ class Launcher:
 
 
 _launcher: Launcher | None = None
+
+
+def stop_launcher() -> None:
+    """End the launcher (at interpreter exit; it also dies with its parent)."""
+    global _launcher
+    if _launcher is not None:
+        _kill(_launcher.pid, signal.SIGKILL)
+        try:
+            os.waitpid(_launcher.pid, 0)
+        except ChildProcessError:
+            pass
+        _launcher.sock.close()
+        _launcher = None
 
 
 def launcher() -> Launcher:

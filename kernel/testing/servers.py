@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -127,6 +128,33 @@ def _with_parent_death_signal(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
+_STALE = re.compile(r"^microray-(?:redis|etcd)-(\d+)-")
+_swept = False
+
+
+def _sweep_stale_dirs() -> None:
+    """Delete data dirs left by test processes that were killed (their pid is gone)."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    root = Path(tempfile.gettempdir())
+    for path in root.glob("microray-*-*-*"):
+        match = _STALE.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            log.debug("test_server_dir_swept", path=str(path))
+        except PermissionError:
+            pass  # a live process of another user
+
+
 class ServerProcess:
     """One server process on a fixed port and data directory.
 
@@ -150,7 +178,10 @@ class ServerProcess:
             raise ServerError(self._missing_message())
         self.binary: str = found
         self._own_dir = data_dir is None
-        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix=f"microray-{self.kind}-"))
+        if data_dir is None:
+            _sweep_stale_dirs()
+            data_dir = tempfile.mkdtemp(prefix=f"microray-{self.kind}-{os.getpid()}-")
+        self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port: int = port or free_port()
         self.start_timeout = start_timeout
