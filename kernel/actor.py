@@ -140,7 +140,7 @@ class ActorClass:
             "state": "PENDING_CREATION",
             "num_restarts": 0,
         }
-        reply = worker.run(worker.gcs.RegisterActor(gcs_pb2.ActorRecordRequest(record=pickle.dumps(record))), 30)
+        reply = worker.call(worker.gcs.RegisterActor, gcs_pb2.ActorRecordRequest(record=pickle.dumps(record)))
         if not reply.ok:
             if options.get("get_if_exists") and reply.existing:
                 return ActorHandle._from_record(pickle.loads(reply.existing))
@@ -219,14 +219,14 @@ class ActorHandle:
         # copy was passed anywhere. (Escaped handles keep it until its job ends.)
         if not self._original or self._escaped or self._detached:
             return
-        from microray import api
-
-        worker = api._worker
-        if worker is None or not worker.connected:
-            return
         try:
-            worker.spawn(worker.gcs.KillActor(gcs_pb2.KillActorRequest(
-                actor_id=self._actor_id, no_restart=True, reason="all references to the actor handle went out of scope")))
+            from microray import api
+
+            worker = api._worker
+            if worker is None or not worker.connected:
+                return
+            worker.call_nowait(worker.gcs.KillActor, gcs_pb2.KillActorRequest(
+                actor_id=self._actor_id, no_restart=True, reason="all references to the actor handle went out of scope"))
         except Exception:  # noqa: BLE001 -- interpreter shutdown
             pass
 
@@ -311,7 +311,7 @@ class ActorMethod:
 
 
 def _lookup(worker: Any, name: str, namespace: str | None) -> dict | None:
-    reply = worker.run(worker.gcs.GetActor(gcs_pb2.ActorLookupRequest(name=name, namespace=namespace or "")), 30)
+    reply = worker.call(worker.gcs.GetActor, gcs_pb2.ActorLookupRequest(name=name, namespace=namespace or ""))
     return pickle.loads(reply.record) if reply.found else None
 
 
@@ -336,8 +336,8 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"kill() expects an actor handle, got {type(actor).__name__}")
     worker = _global_worker()
-    worker.run(worker.gcs.KillActor(gcs_pb2.KillActorRequest(
-        actor_id=actor._actor_id, no_restart=no_restart, reason="killed by microray.kill()")), 30)
+    worker.call(worker.gcs.KillActor, gcs_pb2.KillActorRequest(
+        actor_id=actor._actor_id, no_restart=no_restart, reason="killed by microray.kill()"))
 
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "get_actor", "kill", "ActorDiedError"]

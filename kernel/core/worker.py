@@ -60,8 +60,15 @@ def current_task() -> Any:
     return _current_task.get()
 
 
-async def _as_coroutine(awaitable):
-    return await awaitable
+async def _invoke(method, request, timeout):
+    return await method(request, timeout=timeout)
+
+
+async def _invoke_logged(method, request, timeout):
+    try:
+        await method(request, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        log.debug("rpc_failed", error=exc.code().name)
 
 
 class CoreWorker:
@@ -117,16 +124,25 @@ class CoreWorker:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def run(self, awaitable, timeout: float | None = None) -> Any:
-        """Run a coroutine or gRPC call on the io loop from a user thread and wait for it."""
-        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop).result(timeout)
+    def run(self, coro, timeout: float | None = None) -> Any:
+        """Run a coroutine on the io loop from a user thread and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def spawn(self, awaitable) -> None:
-        """Start a coroutine or gRPC call on the io loop without waiting (from any thread)."""
+    def spawn(self, coro) -> None:
+        """Start a coroutine on the io loop without waiting (from any thread)."""
         if threading.current_thread() is self._thread:
-            self.loop.create_task(_as_coroutine(awaitable))
+            self.loop.create_task(coro)
         else:
-            asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop)
+            asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, method, request, timeout: float | None = 30) -> Any:
+        """A unary gRPC call from a user thread. The call object is created on the io
+        loop (gRPC's asyncio objects belong to the loop that runs them)."""
+        return self.run(_invoke(method, request, timeout))
+
+    def call_nowait(self, method, request, timeout: float | None = 30) -> None:
+        """Fire a unary gRPC call from any thread; errors are logged, not raised."""
+        self.spawn(_invoke_logged(method, request, timeout))
 
     def call_in_loop(self, fn, *args) -> None:
         if threading.current_thread() is self._thread:
@@ -213,7 +229,8 @@ class CoreWorker:
         entries = self.memory.entries
         missing = [r for r in refs if r.binary() not in entries]
         if missing:
-            self._fetch_borrowed(missing)
+            self._fetch_borrowed(missing)  # objects already in the local store land at once
+        if any(oid not in entries for oid in ids_):
             blocked = self._notify_blocked()
             try:
                 still = self.memory.wait(ids_, len(set(ids_)), timeout)
@@ -257,6 +274,7 @@ class CoreWorker:
         missing = [r for r in refs if r.binary() not in self.memory.entries]
         if missing:
             self._fetch_borrowed(missing)
+            missing = [r for r in missing if r.binary() not in self.memory.entries]
         blocked = bool(missing) and timeout != 0 and self._notify_blocked()
         try:
             still = self.memory.wait(ids_, num_returns, timeout)
@@ -332,12 +350,12 @@ class CoreWorker:
         if self.mode != WORKER or current_task() is None or self.in_loop_thread():
             return False
         req = raylet_pb2.WorkerIdRequest(worker_id=self.worker_id)
-        self.spawn(self.raylet.NotifyBlocked(req))
+        self.call_nowait(self.raylet.NotifyBlocked, req)
         return True
 
     def _notify_unblocked(self) -> None:
         req = raylet_pb2.WorkerIdRequest(worker_id=self.worker_id)
-        self.spawn(self.raylet.NotifyUnblocked(req))
+        self.call_nowait(self.raylet.NotifyUnblocked, req)
 
     # -- freeing ---------------------------------------------------------------
     def _free(self, oid: bytes, owned: bool) -> None:
@@ -352,13 +370,13 @@ class CoreWorker:
     def export_function(self, function_id: bytes, pickled: bytes) -> None:
         if function_id in self.exported:
             return
-        self.run(self.gcs.KvPut(gcs_pb2.KvPutRequest(ns="fn", key=function_id, value=pickled, overwrite=False)), 30)
+        self.call(self.gcs.KvPut, gcs_pb2.KvPutRequest(ns="fn", key=function_id, value=pickled, overwrite=False))
         self.exported.add(function_id)
 
     def load_function(self, function_id: bytes) -> Any:
         fn = self.functions.get(function_id)
         if fn is None:
-            reply = self.run(self.gcs.KvGet(gcs_pb2.KvGetRequest(ns="fn", key=function_id)), 60)
+            reply = self.call(self.gcs.KvGet, gcs_pb2.KvGetRequest(ns="fn", key=function_id), 60)
             if not reply.found:
                 raise RaySystemError(f"function {function_id.hex()} was not found in the GCS")
             fn = serialization.loads_function(reply.value)
@@ -384,7 +402,7 @@ class CoreWorker:
 
     # -- cluster info ----------------------------------------------------------
     def get_all_nodes(self) -> list[common_pb2.NodeInfo]:
-        return list(self.run(self.gcs.GetAllNodes(common_pb2.Empty()), 30).nodes)
+        return list(self.call(self.gcs.GetAllNodes, common_pb2.Empty()).nodes)
 
     # -- shutdown --------------------------------------------------------------
     def shutdown(self) -> None:
