@@ -246,10 +246,11 @@ class SharedEnv:
     def _grow(self, need: int, describe: Callable[[], str]) -> None:
         with self._rw.exclusive(), self._resize_locked():
             current = max(self.env.info()["map_size"], self._file_size())
-            if current >= self.cap:
-                raise ObjectStoreFullError(describe())
             target = min(self.cap, _round_up(max(2 * current, current + 2 * need)))
-            self._set_mapsize(target)
+            if current < self.cap:
+                self._set_mapsize(target)
+        if current >= self.cap:  # describe() reads: only once the exclusive lock is gone
+            raise ObjectStoreFullError(describe())
         log.info("lmdb_map_grown", path=self.path, map_size=target, cap=self.cap)
 
     def _adopt(self) -> None:
