@@ -172,16 +172,32 @@ class SharedEnv:
                     raise
 
     def write(self, fn: Callable[[Any], Any], need: int, describe: Callable[[], str]) -> Any:
-        """Run ``fn(txn)`` in a write transaction, growing the map up to the cap when full."""
+        """Run ``fn(txn)`` in a write transaction, growing the map up to the cap when full.
+
+        At the cap, one empty commit is made before giving up: LMDB reuses the
+        pages a transaction freed only from the transaction after next, so a
+        delete followed at once by a put would otherwise find no room.
+        """
+        flushed = False
         while True:
             try:
                 with self._rw.shared():
                     with self.env.begin(write=True, buffers=True) as txn:
                         return fn(txn)
             except self.lmdb.MapFullError:
-                self._grow(need, describe)
+                if self._grow(need):
+                    continue
+                if flushed:
+                    raise ObjectStoreFullError(describe()) from None
+                self._empty_commit()
+                flushed = True
             except self.lmdb.MapResizedError:
                 self._adopt()
+
+    def _empty_commit(self) -> None:
+        with self._rw.shared():
+            with self.env.begin(write=True, db=self.meta) as txn:
+                txn.put(b"generation", os.urandom(8), db=self.meta)
 
     def pin(self, key: bytes) -> tuple[_Pin, int, int] | None:
         """Open a read transaction holding ``key``: (pin, file offset, length) or None."""
@@ -243,15 +259,16 @@ class SharedEnv:
     def map_size(self) -> int:
         return self._map_size
 
-    def _grow(self, need: int, describe: Callable[[], str]) -> None:
+    def _grow(self, need: int) -> bool:
+        """Grow the map towards the cap; False when it is already there."""
         with self._rw.exclusive(), self._resize_locked():
             current = max(self.env.info()["map_size"], self._file_size())
+            if current >= self.cap:
+                return False
             target = min(self.cap, _round_up(max(2 * current, current + 2 * need)))
-            if current < self.cap:
-                self._set_mapsize(target)
-        if current >= self.cap:  # describe() reads: only once the exclusive lock is gone
-            raise ObjectStoreFullError(describe())
+            self._set_mapsize(target)
         log.info("lmdb_map_grown", path=self.path, map_size=target, cap=self.cap)
+        return True
 
     def _adopt(self) -> None:
         """Another process grew the map: map at least the current file size."""
