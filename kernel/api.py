@@ -169,6 +169,14 @@ def init(
             raise
         worker.job_runtime_env = runtime_env or {}
         _worker = worker
+        if configure_logging:
+            log_setup.configure(
+                level=cfg.log_level,
+                log_file=os.path.join(worker.session_dir, "logs", f"driver-{os.getpid()}.log"),
+                console=sys.stderr,
+                console_level="warning",
+            )
+            structlog.contextvars.bind_contextvars(job_id=worker.job_id, worker_id=worker.worker_id, node_id=worker.node_id)
         log.info("microray_started", seconds=round(time.perf_counter() - t0, 3), session=worker.session_dir)
         return RayContext(_address_info())
 

@@ -61,6 +61,14 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
             found = self.cw.executor.cancel(request.task_id, request.force)
         return core_worker_pb2.CancelTaskReply(found=found)
 
+    async def GetObjectsInfo(self, request, context):
+        import pickle
+
+        return core_worker_pb2.ObjectsInfoReply(
+            objects=pickle.dumps(self.cw.objects_info()), worker_id=self.cw.worker_id,
+            pid=os.getpid(), job_id=self.cw.job_id,
+        )
+
     async def Exit(self, request, context):
         asyncio.get_running_loop().call_later(0.05, os._exit, 0)
         return common_pb2.Empty()

@@ -117,10 +117,15 @@ class TaskStream:
 
     def send(self, entries: list[TaskEntry]) -> None:
         payload = []
+        record = self.submitter.events.state
+        worker_id = getattr(self, "worker_id", "")
+        node_id = getattr(self, "node_id", "")
         for e in entries:
             e.lease = self
             self.inflight[e.spec.task_id] = e
             payload.append(pickle.dumps(e.spec, protocol=5))
+            record(e.spec.task_id, "SUBMITTED_TO_WORKER", worker_id=worker_id, node_id=node_id,
+                   worker_pid=self.pid, attempt=e.spec.attempt)
         self.outbox.put_nowait(payload)
 
     def close(self) -> None:
@@ -153,6 +158,10 @@ class TaskSubmitter:
         self.max_in_flight = cw.config.max_tasks_in_flight_per_worker
         self.idle_keep = cw.config.idle_lease_keep_s
         self.inline_limit = cw.config.max_inline_object_bytes
+        from microray.core.task_events import TaskEventBuffer
+
+        self.events = TaskEventBuffer(cw)
+        cw.loop.call_soon_threadsafe(self.events.start)
 
     # -- from user threads -------------------------------------------------------
     def submit(self, spec: TaskSpec, key: tuple, resources: dict, strategy: Any, env: str, arg_refs: list[bytes]) -> None:
@@ -178,6 +187,7 @@ class TaskSubmitter:
                     state.actor = strategy
             entry = TaskEntry(spec, key, arg_refs)
             self.tasks[spec.task_id] = entry
+            self.events.submitted(spec, "PENDING_ARGS_AVAIL" if arg_refs else "PENDING_NODE_ASSIGNMENT")
             if arg_refs and not self._resolve(entry) and state.actor is None:
                 continue  # queued when its arguments are ready
             if entry.done:
@@ -356,14 +366,21 @@ class TaskSubmitter:
                 self._finish(entry)
                 err = serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes()
                 stored.extend((oid, SERIALIZED, err) for oid in self._return_ids(entry.spec))
+                self.events.state(res.task_id, "CANCELLED")
                 continue
             if status == APP_ERROR and res.retryable and entry.spec.attempt < entry.spec.max_retries:
                 entry.spec.attempt += 1
                 log.info("task_retry", task=entry.spec.function_name, attempt=entry.spec.attempt, reason="exception")
+                self.events.state(res.task_id, "PENDING_NODE_ASSIGNMENT", attempt=entry.spec.attempt)
                 state.queue.appendleft(entry)
                 continue
             self._finish(entry)
             stored.extend(res.returns)
+            if status == APP_ERROR:
+                err = res.returns[0][2] if res.returns else res.extra
+                self.events.state(res.task_id, "FAILED", error_bytes=err, worker_pid=res.worker_pid)
+            else:
+                self.events.state(res.task_id, "FINISHED", duration_s=res.extra)
         if stored:
             memory.put_many(stored)
         self._pump(lease.key)
@@ -382,6 +399,7 @@ class TaskSubmitter:
     def _fail(self, entry: TaskEntry, err: bytes) -> None:
         self._finish(entry)
         spec = entry.spec
+        self.events.state(spec.task_id, "CANCELLED" if entry.cancelled else "FAILED", error_bytes=err)
         items = [(oid, SERIALIZED, err) for oid in self._return_ids(spec)]
         if spec.num_returns == STREAMING:
             items = [(ids.object_id(spec.task_id, 1), SERIALIZED, err),
@@ -413,7 +431,8 @@ class TaskSubmitter:
             elif entry.spec.attempt < entry.spec.max_retries:
                 entry.spec.attempt += 1
                 log.warning("task_retry", task=entry.spec.function_name, attempt=entry.spec.attempt,
-                            reason="worker died", pid=lease.pid)
+                            reason="worker died", worker_pid=lease.pid)
+                self.events.state(entry.spec.task_id, "PENDING_NODE_ASSIGNMENT", attempt=entry.spec.attempt)
                 state.queue.appendleft(entry)
             else:
                 msg = (f"The worker (pid {lease.pid}) running task {entry.spec.function_name} died "
@@ -439,6 +458,7 @@ class TaskSubmitter:
     # -- shutdown ----------------------------------------------------------------
     async def close(self) -> None:
         self.closed = True
+        await self.events.close()
         returns = []
         for state in self.keys.values():
             if state.idle_timer is not None:

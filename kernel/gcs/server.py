@@ -55,6 +55,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         from microray.gcs.actor_manager import ActorManager
 
         self.actors = ActorManager(self)
+        from microray.gcs.task_store import TaskStore
+
+        self.task_store = TaskStore(config.task_history_cap)
 
     async def load(self) -> None:
         """Rebuild in-memory views after a (re)start from the store."""
@@ -236,6 +239,21 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     async def KillActor(self, request, context):
         await self.actors.kill(request.actor_id, request.no_restart, request.reason)
         return common_pb2.Empty()
+
+    # -- task history -----------------------------------------------------------
+    async def ReportTaskEvents(self, request, context):
+        self.task_store.add(pickle.loads(request.events))
+        return common_pb2.Empty()
+
+    async def GetTaskEvents(self, request, context):
+        filters = pickle.loads(request.filters) if request.filters else []
+        tasks, total = self.task_store.query(filters, request.limit or 100, request.offset)
+        if not request.detail:
+            tasks = [{k: v for k, v in t.items() if k != "events"} for t in tasks]
+        return gcs_pb2.GetTaskEventsReply(
+            tasks=pickle.dumps(tasks), total=total,
+            counts=pickle.dumps(self.task_store.counts), dropped=self.task_store.dropped,
+        )
 
     def actor_changed(self, record: dict[str, Any]) -> None:
         if record.get("state") == "DEAD" and record.get("name"):

@@ -68,3 +68,15 @@ class BorrowRequest(_message.Message):
     object_ids: _containers.RepeatedScalarFieldContainer[bytes]
     borrower: str
     def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., borrower: _Optional[str] = ...) -> None: ...
+
+class ObjectsInfoReply(_message.Message):
+    __slots__ = ("objects", "worker_id", "pid", "job_id")
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    objects: bytes
+    worker_id: str
+    pid: int
+    job_id: str
+    def __init__(self, objects: _Optional[bytes] = ..., worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...

@@ -66,6 +66,11 @@ class CoreWorkerStub:
                 request_serializer=microray_dot_protocol_dot_core__worker__pb2.BorrowRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.GetObjectsInfo = channel.unary_unary(
+                '/microray.CoreWorker/GetObjectsInfo',
+                request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectsInfoReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -111,6 +116,13 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetObjectsInfo(self, request, context):
+        """The objects this process owns, for the state API and `microray memory`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.RemoveBorrower,
                     request_deserializer=microray_dot_protocol_dot_core__worker__pb2.BorrowRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'GetObjectsInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetObjectsInfo,
+                    request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                    response_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectsInfoReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +325,33 @@ class CoreWorker:
             '/microray.CoreWorker/RemoveBorrower',
             microray_dot_protocol_dot_core__worker__pb2.BorrowRequest.SerializeToString,
             microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetObjectsInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.CoreWorker/GetObjectsInfo',
+            microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            microray_dot_protocol_dot_core__worker__pb2.ObjectsInfoReply.FromString,
             options,
             channel_credentials,
             insecure,

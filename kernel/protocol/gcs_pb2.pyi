@@ -214,3 +214,33 @@ class KillActorRequest(_message.Message):
     no_restart: bool
     reason: str
     def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class TaskEventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: bytes
+    def __init__(self, events: _Optional[bytes] = ...) -> None: ...
+
+class GetTaskEventsRequest(_message.Message):
+    __slots__ = ("filters", "limit", "offset", "detail")
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    filters: bytes
+    limit: int
+    offset: int
+    detail: bool
+    def __init__(self, filters: _Optional[bytes] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., detail: _Optional[bool] = ...) -> None: ...
+
+class GetTaskEventsReply(_message.Message):
+    __slots__ = ("tasks", "total", "counts", "dropped")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    tasks: bytes
+    total: int
+    counts: bytes
+    dropped: int
+    def __init__(self, tasks: _Optional[bytes] = ..., total: _Optional[int] = ..., counts: _Optional[bytes] = ..., dropped: _Optional[int] = ...) -> None: ...

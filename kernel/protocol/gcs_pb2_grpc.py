@@ -121,6 +121,16 @@ class GcsStub:
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.KillActorRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ReportTaskEvents = channel.unary_unary(
+                '/microray.Gcs/ReportTaskEvents',
+                request_serializer=microray_dot_protocol_dot_gcs__pb2.TaskEventBatch.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.GetTaskEvents = channel.unary_unary(
+                '/microray.Gcs/GetTaskEvents',
+                request_serializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
+                _registered_method=True)
 
 
 class GcsServicer:
@@ -230,6 +240,19 @@ class GcsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportTaskEvents(self, request, context):
+        """Task history for the state API: owners report batches; readers filter and page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +340,16 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.KillActor,
                     request_deserializer=microray_dot_protocol_dot_gcs__pb2.KillActorRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'ReportTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTaskEvents,
+                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.TaskEventBatch.FromString,
+                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'GetTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskEvents,
+                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -779,6 +812,60 @@ class Gcs:
             '/microray.Gcs/KillActor',
             microray_dot_protocol_dot_gcs__pb2.KillActorRequest.SerializeToString,
             microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/ReportTaskEvents',
+            microray_dot_protocol_dot_gcs__pb2.TaskEventBatch.SerializeToString,
+            microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/GetTaskEvents',
+            microray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
+            microray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,13 +104,19 @@ class NodeStatsReply(_message.Message):
     def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., workers: _Optional[_Iterable[_Union[WorkerStats, _Mapping]]] = ...) -> None: ...
 
 class WorkerStats(_message.Message):
-    __slots__ = ("worker_id", "pid", "state", "actor_id")
+    __slots__ = ("worker_id", "pid", "state", "actor_id", "address", "is_driver", "job_id")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IS_DRIVER_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     pid: int
     state: str
     actor_id: str
-    def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., actor_id: _Optional[str] = ...) -> None: ...
+    address: str
+    is_driver: bool
+    job_id: str
+    def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., actor_id: _Optional[str] = ..., address: _Optional[str] = ..., is_driver: _Optional[bool] = ..., job_id: _Optional[str] = ...) -> None: ...

@@ -67,6 +67,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self._warned_infeasible: set[tuple] = set()
         self.stopped = asyncio.Event()
         self.worker_env: dict[str, dict] = {}
+        self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -254,7 +255,9 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         return common_pb2.Empty()
 
     async def RegisterWorker(self, request, context):
-        if not request.is_driver:
+        if request.is_driver:
+            self.drivers[request.worker_id] = (request.pid, f"{self.cfg.node_ip}:{request.port}")
+        else:
             address = f"{self.cfg.node_ip}:{request.port}"
             w = self.leases.worker_registered(request.worker_id, address)
             if w is None:  # the zygote's "forked" line may come after the worker's call
@@ -282,9 +285,17 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
 
     async def GetNodeStats(self, request, context):
         workers = [
-            raylet_pb2.WorkerStats(worker_id=w.worker_id, pid=w.pid, state=w.state)
+            raylet_pb2.WorkerStats(
+                worker_id=w.worker_id, pid=w.pid, state=("ACTOR" if w.is_actor else w.state),
+                address=w.address, actor_id="",
+            )
             for w in self.leases.workers.values()
         ]
+        for worker_id, (pid, address) in list(self.drivers.items()):
+            if not _pid_alive(pid):
+                self.drivers.pop(worker_id, None)
+                continue
+            workers.append(raylet_pb2.WorkerStats(worker_id=worker_id, pid=pid, state="DRIVER", address=address, is_driver=True))
         return raylet_pb2.NodeStatsReply(node=self.node_info(), workers=workers)
 
     async def Shutdown(self, request, context):
@@ -296,6 +307,12 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _pid_alive(pid: int) -> bool:
+    from microray.process import pid_alive
+
+    return pid_alive(pid)
 
 
 def node_resources(cfg: config_mod.Config) -> dict[str, float]:

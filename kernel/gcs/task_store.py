@@ -1,0 +1,76 @@
+"""The GCS's bounded task history (pure; no I/O).
+
+Events are merged into one record per task. At most ``cap`` records are kept;
+past that the oldest *finished* records are evicted (running and pending ones
+are kept), while the per-state counts cover every task ever reported.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+TERMINAL = ("FINISHED", "FAILED", "CANCELLED")
+
+
+class TaskStore:
+    def __init__(self, cap: int) -> None:
+        self.cap = max(1, cap)
+        self.tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.counts: dict[str, int] = {}
+        self.dropped = 0
+        self._finished: OrderedDict[str, None] = OrderedDict()  # eviction order
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            task_id = row["task_id"]
+            rec = self.tasks.get(task_id)
+            state = row["state"]
+            if rec is None:
+                rec = self.tasks[task_id] = {"task_id": task_id, "events": []}
+            else:
+                old = rec.get("state")
+                if old in TERMINAL and state not in TERMINAL and row.get("attempt", 0) <= rec.get("attempt", 0):
+                    continue  # a late non-final event after the end
+                if old is not None:
+                    self.counts[old] -= 1
+            for key, value in row.items():
+                if key not in ("time",):
+                    rec[key] = value
+            rec["events"].append((state, row["time"]))
+            if state == "SUBMITTED_TO_WORKER":
+                rec["start_time"] = rec.get("start_time") or row["time"]
+            if state in TERMINAL:
+                rec["end_time"] = row.get("end_time") or row["time"]
+                self._finished[task_id] = None
+            else:
+                self._finished.pop(task_id, None)
+            self.counts[state] = self.counts.get(state, 0) + 1
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self.tasks) > self.cap and self._finished:
+            task_id, _ = self._finished.popitem(last=False)
+            self.tasks.pop(task_id, None)
+            self.dropped += 1
+
+    def query(self, filters: list[tuple[str, str, Any]], limit: int, offset: int = 0) -> tuple[list[dict], int]:
+        """Newest first; ``filters`` are ``(key, "=" | "!=", value)``."""
+        out = []
+        matched = 0
+        for rec in reversed(self.tasks.values()):
+            if not _matches(rec, filters):
+                continue
+            matched += 1
+            if matched > offset and len(out) < limit:
+                out.append(rec)
+        return out, matched
+
+
+def _matches(rec: dict[str, Any], filters: list[tuple[str, str, Any]]) -> bool:
+    for key, op, value in filters:
+        have = rec.get(key)
+        same = str(have) == str(value) if have is not None else value in (None, "", "None")
+        if (op == "=" and not same) or (op == "!=" and same):
+            return False
+    return True

@@ -1,0 +1,310 @@
+"""The state API (Ray's ``ray.util.state``): list, get and summarize cluster state.
+
+Works from a connected driver (no arguments needed) or from any process given
+the GCS address (``address="HOST:PORT"`` or ``"auto"``). Nodes, actors, jobs and
+tasks come from the GCS; workers from each node's raylet; objects from the
+processes that own them (asked through their raylets).
+
+Filters are ``(key, op, value)`` tuples with ``op`` ``"="`` or ``"!="``, as in Ray.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from microray.protocol import common_pb2, core_worker_pb2_grpc, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
+from microray.rpc import OPTIONS
+
+Filter = tuple[str, str, Any]
+DEFAULT_LIMIT = 100
+TIMEOUT = 10
+
+
+def _resolve_address(address: str | None) -> str:
+    if address and address != "auto":
+        return address.removeprefix("microray://")
+    from microray import api
+
+    if address is None and api._worker is not None:
+        return api._worker.gcs_address
+    from microray import config as config_mod
+    from microray import node
+
+    handle = node.current_cluster(config_mod.resolve({}).session_root)
+    if handle is None:
+        raise ConnectionError("no running microray cluster found; pass address='HOST:PORT'")
+    return handle.gcs_address
+
+
+class StateClient:
+    """A small synchronous client of the GCS, raylets and owners."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = _resolve_address(address)
+        self._channels: dict[str, grpc.Channel] = {}
+        self.gcs = gcs_pb2_grpc.GcsStub(self._channel(self.address))
+
+    def _channel(self, address: str) -> grpc.Channel:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = grpc.insecure_channel(address, options=OPTIONS)
+        return ch
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
+
+    def __enter__(self) -> "StateClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- raw reads ---------------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        out = []
+        for n in self.gcs.GetAllNodes(common_pb2.Empty(), timeout=TIMEOUT).nodes:
+            out.append({
+                "node_id": n.node_id,
+                "state": n.state,
+                "node_ip": n.ip,
+                "raylet_port": n.raylet_port,
+                "is_head_node": n.is_head,
+                "resources_total": dict(n.total.amounts),
+                "resources_available": dict(n.available.amounts),
+                "object_store_used": n.object_store_used,
+                "object_store_capacity": n.object_store_capacity,
+                "num_workers": n.num_workers,
+                "start_time": n.start_time,
+                "last_heartbeat": n.last_heartbeat,
+                "pid": n.pid,
+                "labels": dict(n.labels),
+            })
+        return out
+
+    def actors(self) -> list[dict[str, Any]]:
+        reply = self.gcs.ListActors(gcs_pb2.ListActorsRequest(all_namespaces=True), timeout=TIMEOUT)
+        out = []
+        for raw in reply.records:
+            r = pickle.loads(raw)
+            out.append({
+                "actor_id": r["actor_id"],
+                "class_name": r.get("class_name"),
+                "state": r.get("state"),
+                "name": r.get("name") or "",
+                "namespace": r.get("namespace"),
+                "job_id": r.get("job_id"),
+                "pid": r.get("pid"),
+                "node_id": r.get("node_id"),
+                "num_restarts": r.get("num_restarts", 0),
+                "max_restarts": r.get("max_restarts", 0),
+                "lifetime": r.get("lifetime"),
+                "death_cause": r.get("death_cause"),
+                "required_resources": r.get("resources", {}),
+                "start_time": r.get("start_time"),
+                "end_time": r.get("end_time"),
+            })
+        return out
+
+    def jobs(self) -> list[dict[str, Any]]:
+        reply = self.gcs.GetAllJobs(common_pb2.Empty(), timeout=TIMEOUT)
+        return [
+            {
+                "job_id": j.job_id, "status": j.state, "driver_ip": j.driver_ip, "driver_pid": j.driver_pid,
+                "start_time": j.start_time, "end_time": j.end_time or None, "entrypoint": j.entrypoint,
+                "namespace": j.namespace,
+            }
+            for j in reply.jobs
+        ]
+
+    def tasks(self, filters: list[Filter], limit: int, offset: int = 0, detail: bool = False) -> dict[str, Any]:
+        reply = self.gcs.GetTaskEvents(
+            gcs_pb2.GetTaskEventsRequest(filters=pickle.dumps(filters), limit=limit, offset=offset, detail=detail),
+            timeout=TIMEOUT,
+        )
+        return {
+            "tasks": pickle.loads(reply.tasks),
+            "total": reply.total,
+            "counts": pickle.loads(reply.counts),
+            "dropped": reply.dropped,
+        }
+
+    def workers(self) -> list[dict[str, Any]]:
+        out = []
+        for node in self.nodes():
+            if node["state"] != "ALIVE":
+                continue
+            stub = raylet_pb2_grpc.RayletStub(self._channel(f"{node['node_ip']}:{node['raylet_port']}"))
+            try:
+                stats = stub.GetNodeStats(common_pb2.Empty(), timeout=TIMEOUT)
+            except grpc.RpcError:
+                continue
+            for w in stats.workers:
+                out.append({
+                    "worker_id": w.worker_id, "pid": w.pid, "state": w.state, "node_id": node["node_id"],
+                    "ip": node["node_ip"], "address": w.address,
+                    "worker_type": "DRIVER" if w.is_driver else "WORKER", "is_alive": True,
+                })
+        return out
+
+    def objects(self) -> list[dict[str, Any]]:
+        out = []
+        for w in self.workers():
+            if not w["address"]:
+                continue
+            stub = core_worker_pb2_grpc.CoreWorkerStub(self._channel(w["address"]))
+            try:
+                reply = stub.GetObjectsInfo(common_pb2.Empty(), timeout=TIMEOUT)
+            except grpc.RpcError:
+                continue
+            out.extend(pickle.loads(reply.objects))
+        return out
+
+
+# -- Ray-named functions -------------------------------------------------------------------
+def _apply(rows: Iterable[dict[str, Any]], filters: list[Filter] | None, limit: int) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        ok = True
+        for key, op, value in filters or []:
+            if op not in ("=", "!="):
+                raise ValueError(f"filter operator {op!r} is not supported; use '=' or '!='")
+            same = str(row.get(key)) == str(value)
+            if (op == "=") != same:
+                ok = False
+                break
+        if ok:
+            out.append(row)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _client(address: str | None) -> StateClient:
+    return StateClient(address)
+
+
+def list_nodes(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    with _client(address) as c:
+        return _apply(c.nodes(), filters, limit)
+
+
+def list_actors(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    with _client(address) as c:
+        return _apply(c.actors(), filters, limit)
+
+
+def list_jobs(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    with _client(address) as c:
+        return _apply(c.jobs(), filters, limit)
+
+
+def list_tasks(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    with _client(address) as c:
+        return c.tasks(list(filters or []), limit, detail=detail)["tasks"]
+
+
+def list_workers(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    with _client(address) as c:
+        return _apply(c.workers(), filters, limit)
+
+
+def list_objects(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    with _client(address) as c:
+        return _apply(c.objects(), filters, limit)
+
+
+def list_placement_groups(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    """Placement groups arrive with the scheduling issue; none exist yet."""
+    return []
+
+
+def _get(rows: list[dict], key: str, value: str) -> dict | None:
+    for row in rows:
+        if row.get(key) == value:
+            return row
+    return None
+
+
+def get_node(id: str, address: str | None = None) -> dict | None:
+    with _client(address) as c:
+        return _get(c.nodes(), "node_id", id)
+
+
+def get_actor(id: str, address: str | None = None) -> dict | None:
+    with _client(address) as c:
+        return _get(c.actors(), "actor_id", id)
+
+
+def get_job(id: str, address: str | None = None) -> dict | None:
+    with _client(address) as c:
+        return _get(c.jobs(), "job_id", id)
+
+
+def get_worker(id: str, address: str | None = None) -> dict | None:
+    with _client(address) as c:
+        return _get(c.workers(), "worker_id", id)
+
+
+def get_task(id: str, address: str | None = None) -> dict | None:
+    with _client(address) as c:
+        tasks = c.tasks([("task_id", "=", id)], 1, detail=True)["tasks"]
+        return tasks[0] if tasks else None
+
+
+def get_objects(id: str, address: str | None = None) -> list[dict]:
+    with _client(address) as c:
+        return [o for o in c.objects() if o["object_id"] == id]
+
+
+def summarize_tasks(address: str | None = None, **_: Any) -> dict[str, Any]:
+    """Per function name: counts by state; plus totals over every task ever reported."""
+    with _client(address) as c:
+        data = c.tasks([], 1_000_000)
+    summary: dict[str, dict[str, Any]] = {}
+    for t in data["tasks"]:
+        name = t.get("func_or_class_name") or t.get("name") or "?"
+        entry = summary.setdefault(name, {"func_or_class_name": name, "type": t.get("type"), "state_counts": Counter()})
+        entry["state_counts"][t.get("state")] += 1
+    for entry in summary.values():
+        entry["state_counts"] = dict(entry["state_counts"])
+    return {"summary": summary, "total_counts": data["counts"], "dropped_from_history": data["dropped"]}
+
+
+def summarize_actors(address: str | None = None, **_: Any) -> dict[str, Any]:
+    with _client(address) as c:
+        actors = c.actors()
+    summary: dict[str, dict[str, Any]] = {}
+    for a in actors:
+        entry = summary.setdefault(a["class_name"], {"class_name": a["class_name"], "state_counts": Counter()})
+        entry["state_counts"][a["state"]] += 1
+    for entry in summary.values():
+        entry["state_counts"] = dict(entry["state_counts"])
+    return {"summary": summary, "total_actors": len(actors)}
+
+
+def summarize_objects(address: str | None = None, **_: Any) -> dict[str, Any]:
+    with _client(address) as c:
+        objects = c.objects()
+        nodes = c.nodes()
+    by_type: Counter = Counter()
+    size_by_location: Counter = Counter()
+    for o in objects:
+        by_type[o["reference_type"]] += 1
+        size_by_location[o["location"]] += max(o.get("object_size", 0), 0)
+    return {
+        "total_objects": len(objects),
+        "total_size_bytes": sum(max(o.get("object_size", 0), 0) for o in objects),
+        "by_reference_type": dict(by_type),
+        "size_by_location": dict(size_by_location),
+        "object_store": {
+            n["node_id"]: {"used": n["object_store_used"], "capacity": n["object_store_capacity"]}
+            for n in nodes if n["state"] == "ALIVE"
+        },
+    }
