@@ -189,12 +189,13 @@ class SharedEnv:
                     continue
                 if flushed:
                     raise ObjectStoreFullError(describe()) from None
-                self._empty_commit()
+                self.empty_commit()
                 flushed = True
             except self.lmdb.MapResizedError:
                 self._adopt()
 
-    def _empty_commit(self) -> None:
+    def empty_commit(self) -> None:
+        """Commit a transaction that changes nothing of substance (advances the txn id)."""
         with self._rw.shared():
             with self.env.begin(write=True, db=self.meta) as txn:
                 txn.put(b"generation", os.urandom(8), db=self.meta)

