@@ -13,6 +13,7 @@ wants to reuse, shrink or spill a segment must first get ``LOCK_EX | LOCK_NB``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -28,6 +29,16 @@ __all__ = [
     "try_lock_exclusive",
     "map_segment",
     "copy_file",
+    "copy_to_file",
+    "grow_or_shrink",
+    "take_segment",
+    "evict_segment",
+    "inode",
+    "is_pinned",
+    "touch",
+    "sizes",
+    "pool_entries",
+    "best_fit",
 ]
 
 
@@ -150,3 +161,109 @@ def grow_or_shrink(fd: int, old_size: int, new_size: int) -> None:
         os.posix_fallocate(fd, old_size, new_size - old_size)
     elif new_size < old_size:
         os.ftruncate(fd, new_size)
+
+
+def copy_to_file(src_fd: int, target: str, size: int) -> None:
+    """Copy a segment to ``target`` through ``<target>.<pid>.tmp`` + rename (no partial file)."""
+    part = f"{target}.{os.getpid()}.tmp"
+    try:
+        out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            copy_file(src_fd, out, size)
+        finally:
+            os.close(out)
+        os.rename(part, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+        raise
+
+
+def take_segment(path: str, old_size: int, tmp: str, size: int) -> int | None:
+    """Claim an unpinned pool segment: resize it, move it to ``tmp``, return its fd pinned
+    with ``LOCK_SH``. None when somebody still maps it or it is gone. Raises ``OSError``
+    when growing it fails (tmpfs full)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    if not try_lock_exclusive(fd):
+        os.close(fd)
+        return None
+    try:
+        grow_or_shrink(fd, old_size, size)
+        os.rename(path, tmp)
+    except BaseException:
+        os.close(fd)
+        raise
+    fcntl.flock(fd, fcntl.LOCK_SH)  # downgrade: the new object's writer is its one mapper
+    return fd
+
+
+def evict_segment(path: str) -> bool:
+    """Unlink a pool segment unless somebody maps it; True when it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        if not try_lock_exclusive(fd):
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def is_pinned(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        return not try_lock_exclusive(fd)
+    finally:
+        os.close(fd)
+
+
+def touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        pass
+
+
+def sizes(folder: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    out[entry.name] = entry.stat().st_size
+                except FileNotFoundError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def pool_entries(folder: str) -> list[tuple[int, str]]:
+    """Pool segments as (size, path), smallest first."""
+    return sorted((size, os.path.join(folder, name)) for name, size in sizes(folder).items())
+
+
+def best_fit(pool: list[tuple[int, str]], size: int) -> tuple[int, str] | None:
+    """The smallest segment holding ``size`` bytes, else the largest one (grown)."""
+    if size == 0 or not pool:
+        return None
+    for entry in pool:
+        if entry[0] >= size:
+            return entry
+    return pool[-1]

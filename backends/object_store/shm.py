@@ -58,7 +58,6 @@ Fork: locks and fds are shared with a forked child; open the store after fork.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import mmap
@@ -239,8 +238,8 @@ class ShmObjectStore:
         cached = self._maps.get(object_id)
         if cached is not None:
             mm = cached[0]()
-            if mm is not None and _inode(path) == cached[1]:
-                _touch(path)
+            if mm is not None and seg.inode(path) == cached[1]:
+                seg.touch(path)
                 return memoryview(mm).toreadonly()
         for _ in range(_GET_ATTEMPTS):
             try:
@@ -257,10 +256,10 @@ class ShmObjectStore:
                 return restored
             fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a spiller or recycler
             st = os.fstat(fd)
-            if _inode(path) != st.st_ino:  # spilled, deleted or replaced meanwhile
+            if seg.inode(path) != st.st_ino:  # spilled, deleted or replaced meanwhile
                 os.close(fd)
                 continue
-            _touch(path)
+            seg.touch(path)
             if st.st_size == 0:
                 os.close(fd)
                 return memoryview(b"")
@@ -301,10 +300,10 @@ class ShmObjectStore:
     def usage(self) -> ObjectStoreUsage:
         """Counted from the directories: sealed + pending bytes in memory, spilled-only bytes."""
         with self._lock.held():
-            objects = _sizes(self._objects)
-            pending = _sizes(self._tmp)
+            objects = seg.sizes(self._objects)
+            pending = seg.sizes(self._tmp)
             spilled = {
-                name: size for name, size in _sizes(self.spill_root).items()
+                name: size for name, size in seg.sizes(self.spill_root).items()
                 if name not in objects and not name.endswith(".tmp")
             }
         return ObjectStoreUsage(
@@ -388,8 +387,8 @@ class ShmObjectStore:
         recounted = False
         spill_error: str | None = None
         while True:
-            pool = [e for e in _pool_entries(self._free) if e[1] not in pinned_pool]
-            candidate = _best_fit(pool, size)
+            pool = [e for e in seg.pool_entries(self._free) if e[1] not in pinned_pool]
+            candidate = seg.best_fit(pool, size)
             need = size - (candidate[0] if candidate else 0)
             if resident + need > soft_limit:
                 if self._evict_one(pool, candidate, pinned_pool):
@@ -439,36 +438,16 @@ class ShmObjectStore:
 
     def _take_segment(self, entry: tuple[int, str], tmp: str, size: int) -> int | None:
         """Move an unpinned pool segment to ``tmp`` resized to ``size``; None when pinned."""
-        old_size, path = entry
         try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return None
-        if not seg.try_lock_exclusive(fd):
-            os.close(fd)
-            return None
-        try:
-            seg.grow_or_shrink(fd, old_size, size)
-        except OSError:
-            os.close(fd)
-            return None
-        os.rename(path, tmp)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # downgrade: we are now its one mapper
-        return fd
+            return seg.take_segment(entry[1], entry[0], tmp, size)
+        except OSError as exc:  # /dev/shm itself is full
+            self._recount()
+            raise self._full_error(os.path.basename(tmp), size, f"{self.root}: {exc.strerror}") from None
 
     def _evict_pool_segment(self, entry: tuple[int, str]) -> bool:
-        size, path = entry
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return True
-        try:
-            if not seg.try_lock_exclusive(fd):
-                return False
-            os.unlink(path)
-        finally:
-            os.close(fd)
-        self._lock.write_counter(self._lock.read_counter() - size)
+        if not seg.evict_segment(entry[1]):
+            return False
+        self._lock.write_counter(self._lock.read_counter() - entry[0])
         return True
 
     def _spill_one(self, spill_error: str | None) -> tuple[bool, str | None]:
@@ -514,17 +493,9 @@ class ShmObjectStore:
         free = shutil.disk_usage(self.spill_root).free
         if free < size:
             return f"spill folder {self.spill_root} has {free} bytes free, object needs {size}"
-        part = f"{target}.{os.getpid()}.tmp"
         try:
-            out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                seg.copy_file(fd, out, size)
-            finally:
-                os.close(out)
-            os.rename(part, target)
+            seg.copy_to_file(fd, target, size)
         except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(part)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 log.warning("object_spill_failed", object_id=hexid, size=size, error=str(exc))
                 return f"spill folder {self.spill_root} is full ({exc.strerror})"
@@ -584,17 +555,17 @@ class ShmObjectStore:
 
     def _recount(self) -> int:
         """Reclaim abandoned writes and recount the resident bytes from the folders (lock held)."""
-        for name in _sizes(self._tmp):
+        for name in seg.sizes(self._tmp):
             self._reclaim_if_abandoned(self._tmp_path(name))
-        total = sum(sum(_sizes(d).values()) for d in (self._objects, self._tmp, self._free))
+        total = sum(sum(seg.sizes(d).values()) for d in (self._objects, self._tmp, self._free))
         self._lock.write_counter(total)
         return total
 
     def _full_error(self, hexid: str, size: int, reason: str | None) -> ObjectStoreFullError:
         """The error for a create/restore that cannot fit, with every number that matters."""
-        objects = _sizes(self._objects)
-        used = sum(objects.values()) + sum(_sizes(self._tmp).values())
-        pinned = sum(size for name, size in objects.items() if _is_pinned(self._path(name)))
+        objects = seg.sizes(self._objects)
+        used = sum(objects.values()) + sum(seg.sizes(self._tmp).values())
+        pinned = sum(size for name, size in objects.items() if seg.is_pinned(self._path(name)))
         free = shutil.disk_usage(self.spill_root).free
         message = (
             f"object store {self.namespace!r} (shm) is full: cannot fit object {hexid} of "
@@ -608,60 +579,6 @@ class ShmObjectStore:
 
 
 # ---------------------------------------------------------------------- helpers
-def _inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        return None
-
-
-def _is_pinned(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        return not seg.try_lock_exclusive(fd)
-    finally:
-        os.close(fd)
-
-
-def _touch(path: str) -> None:
-    try:
-        os.utime(path)
-    except FileNotFoundError:
-        pass
-
-
-def _sizes(folder: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    try:
-        with os.scandir(folder) as it:
-            for entry in it:
-                try:
-                    out[entry.name] = entry.stat().st_size
-                except FileNotFoundError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def _pool_entries(folder: str) -> list[tuple[int, str]]:
-    """Pool segments as (size, path), smallest first."""
-    return sorted((size, os.path.join(folder, name)) for name, size in _sizes(folder).items())
-
-
-def _best_fit(pool: list[tuple[int, str]], size: int) -> tuple[int, str] | None:
-    """The smallest segment holding ``size`` bytes, else the largest one (grown)."""
-    if size == 0 or not pool:
-        return None
-    for entry in pool:
-        if entry[0] >= size:
-            return entry
-    return pool[-1]
-
-
 def _fraction(value: Any) -> float:
     value = float(value)
     if not 0.0 < value <= 1.0:

@@ -134,7 +134,7 @@ class TestShmBackend:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(_segments, "copy_file", disk_full)
-        with pytest.raises(ObjectStoreFullError, match="spill folder .* is full") as info:
+        with pytest.raises(ObjectStoreFullError, match=r"spill folder .* is full") as info:
             store.put(b"c", pattern(4 * MiB, 3))
         assert str(4 * MiB) in str(info.value) and str(8 * MiB) in str(info.value)
         monkeypatch.undo()
