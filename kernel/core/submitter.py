@@ -452,7 +452,7 @@ class TaskSubmitter:
             return True
         lease = entry.lease
         stub = core_worker_pb2_grpc.CoreWorkerStub(self.cw.channels.get(lease.address))
-        self.loop.create_task(stub.CancelTask(core_worker_pb2.CancelTaskRequest(task_id=task_id, force=force)))
+        self.cw.call_nowait(stub.CancelTask, core_worker_pb2.CancelTaskRequest(task_id=task_id, force=force))
         return True
 
     # -- shutdown ----------------------------------------------------------------
