@@ -26,6 +26,7 @@ from microray.testing.contracts.object_store import (
     crc,
     pattern,
     run_child,
+    start_child,
 )
 
 
@@ -181,6 +182,28 @@ class TestLmdbBackend:
             for i in range(6, 20):
                 store.put(b"obj-%d" % i, pattern(20 * MiB, i))
         assert str(256 * MiB) in str(info.value) and str(20 * MiB) in str(info.value)
+
+    def test_map_grows_while_several_processes_write(self, factory: StoreFactory) -> None:
+        """Growth by one process is adopted by the others (MapResizedError), views survive."""
+        store = factory(capacity=64 * MiB, map_size="1GiB")
+        store.put(b"early", pattern(8 * MiB, 7))
+        held = store.get(b"early")
+        spec = factory.spec(capacity=64 * MiB, map_size="1GiB")
+        children = [
+            start_child(spec, "put_many", object_id=(b"w%d" % w).hex(), count=8, size=8 * MiB, seed=10 * w)
+            for w in range(3)
+        ]
+        for child in children:
+            out, err = child.communicate(timeout=120)
+            assert child.returncode == 0, (out, err)
+        assert store._env.map_size < 192 * MiB  # this process has not adopted yet
+        for w in range(3):
+            for i in range(8):
+                assert crc(store.get(b"w%d-%d" % (w, i))) == crc(pattern(8 * MiB, 10 * w + i))
+        assert store._env.map_size >= 192 * MiB  # adopted the grown map on MapResizedError
+        store.put(b"late", pattern(8 * MiB, 8))  # writes beyond the old map
+        assert crc(held) == crc(pattern(8 * MiB, 7))
+        assert store.usage().num_objects == 26
 
     def test_explicit_path_persists(self, factory: StoreFactory, tmp_path: Any) -> None:
         path = str(tmp_path / "env")

@@ -47,6 +47,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -259,6 +260,17 @@ def _child_main(argv: list[str]) -> int:
         store.put(oid, pattern(args["size"], args["seed"]))
         store.close()
         return 0
+    if op == "put_many":  # object ids <object_id>-0 .. -<count-1>, seeds seed+i
+        for i in range(args["count"]):
+            data = pattern(args["size"], args["seed"] + i)
+            store.put(oid + b"-%d" % i, data)
+            back = store.get(oid + b"-%d" % i)
+            if back is None or crc(back) != crc(data):
+                print(json.dumps({"bad": i}))
+                return 3
+            del back
+        store.close()
+        return 0
     if op == "crash_writer":
         buf = store.create(oid, args["size"])
         half = args["size"] // 2
@@ -456,6 +468,57 @@ class ObjectStoreContract:
         done = run_child(store_factory.spec(), "put", object_id=b"theirs".hex(), size=3 * MiB, seed=9)
         assert done.returncode == 0, done.stderr
         assert crc(store.get(b"theirs")) == crc(pattern(3 * MiB, 9))
+
+    def test_concurrent_writers_in_processes(
+        self, store_factory: StoreFactory, capabilities: frozenset[str]
+    ) -> None:
+        """Three processes write at once; with ``spill`` they overflow a small store together."""
+        self.require(capabilities, "cross_process")
+        capacity = 24 * MiB if "spill" in capabilities else DEFAULT_CAPACITY
+        spec = store_factory.spec(capacity=capacity)
+        store = store_factory(capacity=capacity)
+        children = [
+            start_child(spec, "put_many", object_id=(b"w%d" % w).hex(), count=6, size=3 * MiB, seed=100 * w)
+            for w in range(3)
+        ]
+        for child in children:
+            out, err = child.communicate(timeout=CHILD_TIMEOUT)
+            assert child.returncode == 0, (out, err)
+        for w in range(3):
+            for i in range(6):
+                view = store.get(b"w%d-%d" % (w, i))
+                assert view is not None and crc(view) == crc(pattern(3 * MiB, 100 * w + i))
+                del view
+        assert store.usage().num_objects + store.usage().num_spilled == 18
+
+    def test_threads_share_an_instance(self, store: ObjectStore) -> None:
+        errors: list[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for i in range(20):
+                    oid = b"t%d-%d" % (t, i)
+                    data = pattern(64 * 1024 + i, t * 100 + i)
+                    if i % 2:
+                        buf = store.create(oid, len(data))
+                        buf[:] = data
+                        buf.release()
+                        store.seal(oid)
+                    else:
+                        store.put(oid, data)
+                    assert crc(store.get(oid)) == crc(data)
+                    if i % 3 == 0:
+                        assert store.delete(oid)
+            except BaseException as exc:  # noqa: BLE001 -- reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=CHILD_TIMEOUT)
+        assert not errors, errors
+        assert store.usage().num_objects == 4 * (20 - 7)
 
     def test_reader_exit_keeps_object(
         self, store: ObjectStore, store_factory: StoreFactory, capabilities: frozenset[str]
