@@ -70,8 +70,8 @@ class TaskEventBuffer:
     def _row(self, event: tuple) -> dict:
         task_id, state, ts, extra = event
         row: dict[str, Any] = {"task_id": task_id.hex(), "state": state, "time": ts}
-        if state in ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT"):
-            spec = extra
+        if state in ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT") and not isinstance(extra, dict):
+            spec = extra  # a submission carries the spec; a retry's re-queue carries fields
             row.update(
                 name=spec.name or (f"{spec.function_name}.{spec.method_name}" if spec.method_name else spec.function_name),
                 func_or_class_name=f"{spec.function_name}.{spec.method_name}" if spec.method_name else spec.function_name,
