@@ -122,6 +122,7 @@ def init(
         from microray import node
 
         t0 = time.perf_counter()
+        dashboard_url = None
         if address is None:
             from microray import process
 
@@ -137,6 +138,9 @@ def init(
             handle = node.start_head(cfg, embedded=True)
             _head = handle
             raylet_address = handle.raylet_address
+            dashboard_url = handle.dashboard_url or None
+            if dashboard_url:
+                print(f"Dashboard: {node.dashboard_login_url(handle)}", file=sys.stderr)
         else:
             if address == "auto":
                 handle = node.current_cluster(cfg.session_root)
@@ -146,6 +150,7 @@ def init(
                         "start one with 'microray start --head'"
                     )
                 gcs_address = handle.gcs_address
+                dashboard_url = handle.dashboard_url or None
             else:
                 gcs_address = address.removeprefix("microray://").removeprefix("ray://")
             for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("resources", resources)):
@@ -178,7 +183,7 @@ def init(
             )
             structlog.contextvars.bind_contextvars(job_id=worker.job_id, worker_id=worker.worker_id, node_id=worker.node_id)
         log.info("microray_started", seconds=round(time.perf_counter() - t0, 3), session=worker.session_dir)
-        return RayContext(_address_info())
+        return RayContext(_address_info(), dashboard_url=dashboard_url)
 
 
 def _level_name(level: int) -> str:

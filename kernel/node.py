@@ -9,13 +9,16 @@ itself in the session folder and in ``/tmp/microray/current_cluster`` so that
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
+import secrets
 import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +47,7 @@ class NodeHandle:
     store_namespace: str
     pids: dict[str, int] = field(default_factory=dict)
     embedded: bool = False
+    dashboard_url: str = ""  # without the token; see dashboard_login_url()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -71,28 +75,36 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def _launch(name: str, module_main: str, argv: list[str], session_dir: str, embedded: bool, method: str):
-    """Start a node process running ``module_main`` (``pkg.mod:function``) with ``argv``."""
+def _launch(name: str, module_main: str, argv: list[str], session_dir: str, embedded: bool, method: str,
+            extra_fds: tuple[int, ...] = ()):
+    """Start a node process running ``module_main`` (``pkg.mod:function``) with ``argv``.
+
+    ``extra_fds`` are handed to the child too; ``"{fd1}"``, ``"{fd2}"``... in ``argv``
+    name them (their numbers may differ in the child)."""
     r, w = os.pipe()
     argv = [*argv, "--ready-fd", str(w)]
     log_path = os.path.join(session_dir, "logs", f"{name}.err")
     kwargs = {"start_method": "fork"} if name == "raylet" else {}
     if method == "fork" and embedded:
         argv = [*argv[:-1], "{fd0}"]
-        child = process.launcher().launch(module_main, argv, kwargs, log_path, (w,))
-    elif method == "fork":
+        child = process.launcher().launch(module_main, argv, kwargs, log_path, (w, *extra_fds))
+        os.close(w)
+        return child, r
+    names = {f"{{fd{i + 1}}}": str(fd) for i, fd in enumerate(extra_fds)}
+    argv = [names.get(a, a) for a in argv]
+    if method == "fork":
         mod_name, func_name = module_main.split(":")
         func = getattr(importlib.import_module(mod_name), func_name)
         child = process.fork_child(
             lambda: func(argv, **kwargs),
-            keep_fds=(w,),
+            keep_fds=(w, *extra_fds),
             log_path=log_path,
             die_with_parent_=embedded,
             new_session=not embedded,
         )
     else:
         child = process.spawn_child(
-            ["-m", module_main.split(":")[0], *argv], pass_fds=(w,), log_path=log_path, embedded=embedded
+            ["-m", module_main.split(":")[0], *argv], pass_fds=(w, *extra_fds), log_path=log_path, embedded=embedded
         )
     os.close(w)
     return child, r
@@ -170,6 +182,12 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
         embedded=embedded,
     )
     handle._procs = [raylet, gcs]  # type: ignore[attr-defined]
+    if cfg.dashboard != "none":
+        try:
+            _start_dashboard(handle, cfg, cfg_json, method)
+        except BaseException:
+            stop_node(handle)
+            raise
     path = Path(session_dir) / ADDRESS_FILE
     path.write_text(handle.to_json())
     if not embedded:
@@ -178,10 +196,98 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
     return handle
 
 
+DASHBOARD_TOKEN = "dashboard_token"
+
+
+def _dashboard_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; when that port is taken, the next free one
+    above it (up to 100 further); port 0: any free port."""
+    family = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][0]
+    candidates = [0] if port == 0 else range(port, min(port + 101, 65536))
+    for candidate in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            raise RaySystemError(f"the dashboard cannot listen on {host}:{candidate}: {exc}") from None
+        sock.listen(128)
+        return sock
+    raise RaySystemError(
+        f"dashboard_port {port} and the 100 ports above it are taken on {host}; "
+        "set dashboard_port (0: any free port) or dashboard = \"none\""
+    )
+
+
+def _start_dashboard(handle: NodeHandle, cfg: config_mod.Config, cfg_json: str, method: str) -> None:
+    """Start the dashboard process on a socket bound here, so its URL is valid at once.
+
+    The session token goes to ``<session>/dashboard_token`` (mode 0600). An embedded
+    head does not wait for the dashboard to finish starting (that would delay the
+    driver's first task); its ready line is checked on a side thread."""
+    token_path = os.path.join(handle.session_dir, DASHBOARD_TOKEN)
+    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, secrets.token_urlsafe(32).encode())
+    finally:
+        os.close(fd)
+    sock = _dashboard_socket(cfg.dashboard_host, cfg.dashboard_port)
+    port = sock.getsockname()[1]
+    if cfg.dashboard_port not in (0, port):
+        log.warning("dashboard_port_taken", wanted=cfg.dashboard_port, port=port)
+    try:
+        dash, ready_fd = _launch(
+            "dashboard", "microray.dashboard_main:main",
+            ["--gcs-address", handle.gcs_address, "--session-dir", handle.session_dir, "--config-json", cfg_json,
+             "--token-file", token_path, "--host", cfg.dashboard_host, "--port", str(port), "--listen-fd", "{fd1}"],
+            handle.session_dir, handle.embedded, method, extra_fds=(sock.fileno(),),
+        )
+    finally:
+        sock.close()
+    host = cfg.node_ip if cfg.dashboard_host in ("0.0.0.0", "::") else cfg.dashboard_host
+    handle.dashboard_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    handle.pids["dashboard"] = dash.pid
+    handle._procs.insert(0, dash)  # type: ignore[attr-defined]
+    stopped = threading.Event()
+    handle._dashboard_stopped = stopped  # type: ignore[attr-defined]
+
+    def check_ready() -> None:
+        try:
+            _read_ready(ready_fd, dash, "dashboard", time.monotonic() + 60, handle.session_dir)
+        except RaySystemError as exc:
+            if not stopped.is_set():
+                log.warning("dashboard_failed", error=str(exc))
+                if not handle.embedded:
+                    handle.dashboard_url = ""
+
+    if handle.embedded:
+        threading.Thread(target=check_ready, name="microray-dashboard-ready", daemon=True).start()
+    else:
+        check_ready()
+
+
+def dashboard_login_url(handle: NodeHandle) -> str:
+    """The dashboard URL with the session token (what a user opens); "" without a dashboard."""
+    if not handle.dashboard_url:
+        return ""
+    try:
+        token = (Path(handle.session_dir) / DASHBOARD_TOKEN).read_text().strip()
+    except OSError:
+        return handle.dashboard_url
+    return f"{handle.dashboard_url}/?token={token}"
+
+
 def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
-    """Stop the raylet (and its workers) and the GCS of ``handle``."""
+    """Stop the dashboard, the raylet (and its workers) and the GCS of ``handle``."""
     procs = getattr(handle, "_procs", None)
-    pids = [handle.pids.get("raylet"), handle.pids.get("gcs")]
+    stopped = getattr(handle, "_dashboard_stopped", None)
+    if stopped is not None:
+        stopped.set()
+    pids = [handle.pids.get("dashboard"), handle.pids.get("raylet"), handle.pids.get("gcs")]
     for pid in pids:
         if pid:
             try:

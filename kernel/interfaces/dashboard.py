@@ -9,7 +9,11 @@ from typing import Any, Protocol, runtime_checkable
 @dataclass(frozen=True)
 class DashboardContext:
     """What a dashboard gets to start: where the GCS is, the session folder,
-    the cluster token (for guarding mutating endpoints) and its options."""
+    the cluster token (for guarding mutating endpoints) and its options.
+
+    ``listen_fd``, when not -1, is a socket the head already bound to ``host:port``
+    and put in listening state (so the URL it printed works at once): serve on it
+    rather than binding again, or close it."""
 
     gcs_address: str
     session_dir: str
@@ -17,6 +21,7 @@ class DashboardContext:
     host: str
     port: int
     options: dict[str, Any]
+    listen_fd: int = -1
 
 
 @runtime_checkable

@@ -1,0 +1,85 @@
+"""The dashboard process: runs the configured dashboard plugin on the head node.
+
+Started by ``start_head`` like the GCS and the raylet (``main(argv)`` with a
+``--ready-fd`` that gets the URL line once serving, or ``ERROR ...``). The head
+binds the listening socket itself and passes it as ``--listen-fd``, so the URL
+that ``init()`` prints is valid before this process has finished importing its
+web server. The session token is read from ``--token-file`` (never argv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import structlog
+
+from microray import config as config_mod
+from microray import log as log_setup
+
+log = structlog.get_logger(__name__)
+
+
+def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> None:
+    from microray.interfaces.dashboard import DashboardContext
+    from microray.plugin_manager import get_plugin_manager
+
+    reg = get_plugin_manager(cfg.plugins).select("dashboard", cfg.dashboard)
+    options = reg.validate_options("dashboard", cfg.dashboard_options)
+    with open(args.token_file) as f:
+        token = f.read().strip()
+    context = DashboardContext(
+        gcs_address=args.gcs_address,
+        session_dir=args.session_dir,
+        token=token,
+        host=args.host,
+        port=args.port,
+        options=options,
+        listen_fd=args.listen_fd,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    dashboard = reg.factory(**options)
+    url = dashboard.start(context)
+    log.info("dashboard_started", url=url, backend=cfg.dashboard)
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, f"{url or '-'}\n".encode())
+        os.close(args.ready_fd)
+        args.ready_fd = None
+    stop.wait()
+    dashboard.stop()
+    log.info("dashboard_stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="microray-dashboard")
+    parser.add_argument("--gcs-address", required=True)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--config-json", required=True)
+    parser.add_argument("--token-file", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8265)
+    parser.add_argument("--listen-fd", type=int, default=-1)
+    parser.add_argument("--ready-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    cfg = config_mod.Config.from_json(args.config_json)
+    log_setup.configure(level=cfg.log_level, log_file=os.path.join(args.session_dir, "logs", "dashboard.log"))
+    structlog.contextvars.bind_contextvars(component="dashboard")
+    try:
+        _serve(args, cfg)
+    except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
+        log.error("dashboard_failed", error=f"{type(exc).__name__}: {exc}")
+        if args.ready_fd is not None:
+            try:
+                os.write(args.ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
+            except OSError:
+                pass
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
