@@ -1,11 +1,12 @@
-"""Built-in dashboards: ``none`` (no web UI). The ``web`` dashboard registers here too
-once it exists (plugins/dashboard/web)."""
+"""Built-in dashboards: ``web`` (plugins/dashboard/web: web UI, JSON API, /metrics,
+jobs) and ``none`` (no web UI). The factory imports the web server (and aiohttp)
+only when called, in the dashboard process."""
 
 from __future__ import annotations
 
 from microray.hookspecs import hookimpl
 from microray.interfaces.dashboard import DashboardContext
-from microray.registrations import DashboardRegistration
+from microray.registrations import DashboardRegistration, OptionSpec
 
 
 class NoDashboard:
@@ -18,6 +19,30 @@ class NoDashboard:
         return None
 
 
+def _web_dashboard(**options):
+    from microray.plugins.dashboard.web.server import WebDashboard
+
+    return WebDashboard(**options)
+
+
+def _positive(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError("expected a number > 0")
+    return value
+
+
 @hookimpl
 def microray_dashboards():
-    return [DashboardRegistration(name="none", factory=NoDashboard, description="no dashboard")]
+    return [
+        DashboardRegistration(name="none", factory=NoDashboard, description="no dashboard"),
+        DashboardRegistration(
+            name="web",
+            factory=_web_dashboard,
+            description="web UI, JSON state API, Prometheus /metrics and job submission (aiohttp)",
+            capabilities=frozenset({"metrics", "jobs", "ui"}),
+            options={
+                "sample_period_s": OptionSpec(float, "seconds between the Overview's samples", 1.0, _positive),
+                "history_points": OptionSpec(int, "samples kept for the Overview charts", 600, _positive),
+            },
+        ),
+    ]

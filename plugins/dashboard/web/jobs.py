@@ -1,0 +1,219 @@
+"""Submitted jobs: an entrypoint run as a subprocess of the dashboard process.
+
+A job runs ``/bin/sh -c <entrypoint>`` in its working directory, in a new process
+group, with ``MICRORAY_ADDRESS`` set to the GCS address so that ``microray.init()``
+inside it joins this cluster. Its stdout and stderr go to
+``<session>/logs/job-<submission_id>.log``. The table lives in this process (and is
+mirrored to the GCS KV namespace ``job`` so other tools can read it); a job dies
+with the dashboard (parent-death signal) and is stopped when the dashboard stops.
+
+Statuses follow Ray's: PENDING -> RUNNING -> SUCCEEDED | FAILED | STOPPED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+MAX_LOG_CHUNK = 1024 * 1024
+STOP_GRACE_S = 3.0
+
+# Sets the parent-death signal, then becomes the shell: a job never outlives the dashboard.
+_BOOT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL('libc.so.6').prctl(1, signal.SIGTERM)\n"
+    "except OSError:\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(143)\n"
+    "os.execv('/bin/sh', ['/bin/sh', '-c', sys.argv[2]])\n"
+)
+
+
+class JobError(ValueError):
+    """A bad request about a job (unknown id, bad field); ``status`` is the HTTP code."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    submission_id: str
+    entrypoint: str
+    working_dir: str
+    status: str = "PENDING"
+    message: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    start_time: float = 0.0
+    end_time: float | None = None
+    driver_exit_code: int | None = None
+    driver_pid: int | None = None
+    log_file: str = ""
+    stop_requested: bool = False
+    stop_time: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["job_id"] = self.submission_id
+        d["type"] = "SUBMISSION"
+        return d
+
+
+class JobManager:
+    def __init__(self, session_dir: str, gcs_address: str, mirror: Any = None) -> None:
+        self.logs_dir = os.path.join(session_dir, "logs")
+        self.gcs_address = gcs_address
+        self.jobs: dict[str, Job] = {}
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._mirror = mirror  # callable(job_dict) that records it in the GCS KV, or None
+
+    # -- requests ---------------------------------------------------------------------
+    def submit(self, body: dict[str, Any]) -> Job:
+        entrypoint = body.get("entrypoint")
+        if not isinstance(entrypoint, str) or not entrypoint.strip():
+            raise JobError("'entrypoint' must be a non-empty string (a shell command)")
+        runtime_env = body.get("runtime_env") or {}
+        if not isinstance(runtime_env, dict):
+            raise JobError("'runtime_env' must be an object")
+        working_dir = runtime_env.get("working_dir") or body.get("working_dir") or os.getcwd()
+        if not isinstance(working_dir, str) or not os.path.isabs(working_dir) or not os.path.isdir(working_dir):
+            raise JobError(f"working_dir must be an existing absolute directory on the head node, got {working_dir!r}")
+        env_vars = runtime_env.get("env_vars") or {}
+        if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+            raise JobError("runtime_env.env_vars must map strings to strings")
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise JobError("'metadata' must be an object")
+        sid = body.get("submission_id") or f"mrsubmit_{secrets.token_hex(8)}"
+        if not isinstance(sid, str) or not _ID.match(sid):
+            raise JobError("'submission_id' must be 1-64 letters, digits, '_' or '-'")
+        if sid in self.jobs:
+            raise JobError(f"a job with submission_id {sid!r} already exists", status=409)
+        job = Job(sid, entrypoint, working_dir, metadata={str(k): str(v) for k, v in metadata.items()})
+        job.log_file = os.path.join(self.logs_dir, f"job-{sid}.log")
+        job.start_time = time.time()
+        self.jobs[sid] = job
+        env = dict(os.environ)
+        env.update(env_vars)
+        env["MICRORAY_ADDRESS"] = self.gcs_address
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            with open(job.log_file, "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT, str(os.getpid()), entrypoint],
+                    cwd=working_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True,
+                )
+        except OSError as exc:
+            job.status, job.message, job.end_time = "FAILED", f"could not start: {exc}", time.time()
+            self._record(job)
+            return job
+        self._procs[sid] = proc
+        job.driver_pid = proc.pid
+        job.status = "RUNNING"
+        job.message = "running"
+        log.info("job_started", submission_id=sid, pid=proc.pid, entrypoint=entrypoint[:200])
+        self._record(job)
+        return job
+
+    def get(self, sid: str) -> Job:
+        job = self.jobs.get(sid)
+        if job is None:
+            raise JobError(f"no job {sid!r}", status=404)
+        return job
+
+    def logs(self, sid: str, offset: int = 0) -> dict[str, Any]:
+        job = self.get(sid)
+        try:
+            with open(job.log_file, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                start = max(offset, size - MAX_LOG_CHUNK) if offset <= size else size
+                f.seek(start)
+                data = f.read(MAX_LOG_CHUNK)
+        except OSError:
+            data, start = b"", 0
+        return {"logs": data.decode("utf-8", errors="replace"), "offset": start + len(data),
+                "status": job.status}
+
+    def stop(self, sid: str) -> bool:
+        job = self.get(sid)
+        proc = self._procs.get(sid)
+        if job.status in TERMINAL or proc is None:
+            return False
+        job.stop_requested = True
+        job.stop_time = job.stop_time or time.time()
+        _killpg(proc.pid, signal.SIGTERM)
+        job.message = "stop requested"
+        return True
+
+    # -- upkeep (called periodically from the server loop) ----------------------------------
+    def poll(self) -> None:
+        now = time.time()
+        for sid, proc in list(self._procs.items()):
+            job = self.jobs[sid]
+            code = proc.poll()
+            if code is None:
+                if job.stop_time is not None and now - job.stop_time > STOP_GRACE_S:
+                    _killpg(proc.pid, signal.SIGKILL)
+                continue
+            del self._procs[sid]
+            _killpg(proc.pid, signal.SIGKILL)  # anything the entrypoint left behind in its group
+            job.driver_exit_code = code
+            job.end_time = now
+            if job.stop_requested:
+                job.status, job.message = "STOPPED", "stopped by request"
+            elif code == 0:
+                job.status, job.message = "SUCCEEDED", "finished"
+            else:
+                job.status, job.message = "FAILED", f"entrypoint exited with code {code}"
+            log.info("job_ended", submission_id=sid, status=job.status, code=code)
+            self._record(job)
+
+    def running(self) -> int:
+        return len(self._procs)
+
+    def stop_all(self) -> None:
+        for sid, proc in list(self._procs.items()):
+            self.jobs[sid].stop_requested = True
+            _killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in list(self._procs.values()):
+            try:
+                proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.poll()
+
+    def _record(self, job: Job) -> None:
+        if self._mirror is None:
+            return
+        try:
+            self._mirror(job.submission_id, json.dumps(job.public()).encode())
+        except Exception as exc:  # noqa: BLE001 -- the table here is the source of truth
+            log.debug("job_mirror_failed", submission_id=job.submission_id, error=repr(exc))
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
