@@ -260,7 +260,10 @@ class TaskExecutor:
             if kind == ARG_VALUE:
                 values.append(arg[1])
             elif kind == ARG_SERIALIZED:
-                values.append(serialization.deserialize(arg[1])[0])
+                value, is_error = serialization.deserialize(arg[1])
+                if is_error:  # a failed upstream task: its error is this task's error
+                    raise value
+                values.append(value)
             else:
                 refs.append((len(values), ObjectRef(arg[1], arg[2])))
                 values.append(None)
