@@ -257,7 +257,7 @@ class ActorHandle:
             owner=worker.address,
             job_id=worker.job_id,
             kind=ACTOR_METHOD,
-            max_retries=options.get("max_task_retries", 0) if retry else 0,
+            max_retries=_retries(options.get("max_task_retries", self._max_task_retries)),
             retry_exceptions=retry,
             actor_id=self._actor_id,
             method_name=method,
@@ -284,6 +284,10 @@ class ActorHandle:
         if num_returns == 0:
             return None
         return refs
+
+
+def _retries(value: int) -> int:
+    return 1 << 30 if value == -1 else value
 
 
 def _rebuild_handle(actor_id: str, class_name: str, methods: dict, max_task_retries: int) -> ActorHandle:

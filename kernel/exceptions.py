@@ -43,6 +43,9 @@ class RaySystemError(RayError):
         super().__init__(message)
         self.traceback_str = traceback_str
 
+    def __reduce__(self):
+        return (type(self), (str(self), self.traceback_str))
+
 
 class GcsUnavailableError(RaySystemError):
     """The GCS (or its store) could not be reached after a bounded retry."""
@@ -63,6 +66,9 @@ class TaskCancelledError(RayError):
         self.task_id = task_id
         super().__init__(message or f"Task {task_id} was cancelled")
 
+    def __reduce__(self):
+        return (type(self), (self.task_id, str(self)))
+
 
 class WorkerCrashedError(RayError):
     """The worker running the task died before the task finished."""
@@ -77,6 +83,9 @@ class ObjectLostError(RayError):
     def __init__(self, object_ref_hex: str = "", message: str | None = None) -> None:
         self.object_ref_hex = object_ref_hex
         super().__init__(message or f"Object {object_ref_hex} is lost")
+
+    def __reduce__(self):
+        return (type(self), (self.object_ref_hex, str(self)))
 
 
 class OwnerDiedError(ObjectLostError):
@@ -93,6 +102,9 @@ class RayActorError(RayError):
     def __init__(self, actor_id: Any = None, message: str | None = None) -> None:
         self.actor_id = actor_id
         super().__init__(message or f"The actor {actor_id} died unexpectedly")
+
+    def __reduce__(self):
+        return (type(self), (self.actor_id, str(self)))
 
 
 class ActorDiedError(RayActorError):

@@ -66,8 +66,11 @@ class ActorConnection:
                 try:
                     reply = await gcs.GetActor(gcs_pb2.ActorLookupRequest(actor_id=self.actor_id), timeout=10)
                 except grpc.aio.AioRpcError as exc:
+                    if self.closed or self.submitter.closed:
+                        return
                     log.warning("actor_lookup_failed", actor_id=self.actor_id, error=exc.code().name)
-                    await asyncio.sleep(min(delay := delay * 2, 1.0))
+                    delay = min(delay * 2, 1.0)
+                    await asyncio.sleep(delay)
                     continue
                 if not reply.found:
                     self.dead_error = ActorDiedError(self.actor_id, f"The actor {self.actor_id} is not known to the GCS")
@@ -100,7 +103,7 @@ class ActorConnection:
         for entry in lost:
             if entry.cancelled:
                 self.submitter._fail(entry, _cancelled(entry))
-            elif entry.spec.attempt < self.max_task_retries or self.max_task_retries == -1:
+            elif entry.spec.attempt < entry.spec.max_retries:
                 entry.spec.attempt += 1
                 retry.append(entry)
             else:
@@ -108,7 +111,7 @@ class ActorConnection:
                     self.actor_id,
                     f"The actor {self.actor_id} died unexpectedly before finishing the call "
                     f"{entry.spec.method_name}() (its process, pid {stream.pid}, exited). "
-                    f"The call was not retried (max_task_retries={self.max_task_retries}).",
+                    f"The call was not retried (max_task_retries={entry.spec.max_retries}).",
                 )
                 self.submitter._fail(entry, serialization.serialize_error(err).to_bytes())
         for entry in reversed(retry):

@@ -111,8 +111,10 @@ class TaskStream:
         except grpc.aio.AioRpcError as exc:
             error = exc
         except asyncio.CancelledError:
+            self.close()
             return
         self.dead = True
+        self.close()  # ends the request generator, so grpc's sending task finishes too
         self.submitter.on_stream_lost(self, error)
 
     def send(self, entries: list[TaskEntry]) -> None:

@@ -472,5 +472,10 @@ class CoreWorker:
                 pass
         await self.server.stop(grace=0)
         await self.channels.close()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)
 
 

@@ -71,5 +71,13 @@ class GcsStore(Protocol):
         they were made. Backends without the ``watch`` capability raise
         ``NotImplementedError``."""
 
+    async def ping(self) -> None:
+        """Check the server answers; raise ``GcsUnavailableError`` naming the URL and the
+        connection error within a few seconds when it does not. Called at GCS start."""
+
+    async def check_schema(self, version: int) -> None:
+        """Record ``version`` on first use; raise ``ConfigError`` naming both versions when
+        the store holds another one (never misread another version's data)."""
+
     async def close(self) -> None:
         """Release connections. Calling it twice is harmless."""
