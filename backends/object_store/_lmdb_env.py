@@ -127,6 +127,7 @@ class SharedEnv:
         import lmdb  # heavy optional dependency: imported only when an lmdb store opens
 
         self.lmdb = lmdb
+        self.pid = os.getpid()
         self.path = path
         self.cap = cap
         self.users = 0
@@ -158,8 +159,17 @@ class SharedEnv:
         self._refresh()
 
     # -- transactions ----------------------------------------------------
+    def check_process(self) -> None:
+        """LMDB environments must not be used across fork."""
+        if os.getpid() != self.pid:
+            raise RuntimeError(
+                f"the lmdb object store at {self.path} was opened before this process was "
+                "forked; LMDB cannot be used across fork: open the store after forking"
+            )
+
     def read(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn(txn)`` in a short read transaction (buffers=True: no value copies)."""
+        self.check_process()
         while True:
             try:
                 with self._rw.shared():
@@ -178,6 +188,7 @@ class SharedEnv:
         pages a transaction freed only from the transaction after next, so a
         delete followed at once by a put would otherwise find no room.
         """
+        self.check_process()
         flushed = False
         while True:
             try:
@@ -202,6 +213,7 @@ class SharedEnv:
 
     def pin(self, key: bytes) -> tuple[_Pin, int, int] | None:
         """Open a read transaction holding ``key``: (pin, file offset, length) or None."""
+        self.check_process()
         while True:
             try:
                 with self._rw.shared():
@@ -228,6 +240,8 @@ class SharedEnv:
 
     def unpin(self, pin: _Pin) -> None:
         """End a pin's transaction (called by the view's finalizer, from any thread)."""
+        if os.getpid() != self.pid:
+            return  # a forked child: aborting would free the *parent's* reader slot
         with self._pins_lock:
             self._pins.pop(id(pin), None)
             txn, pin.txn = pin.txn, None
@@ -320,6 +334,8 @@ class SharedEnv:
         Takes only the registry lock (never ``_pins_lock``), so a finalizer that
         runs while a resize holds ``_pins_lock`` cannot deadlock against it.
         """
+        if os.getpid() != self.pid:
+            return  # never close (and abort the parent's transactions) in a forked child
         with _ENVS_LOCK:
             if self.closed or self.users > 0 or self._pins:
                 return

@@ -70,12 +70,27 @@ class NamespaceLock:
     """
 
     def __init__(self, path: str) -> None:
+        self._path = path
+        self._pid = os.getpid()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._thread_lock = threading.RLock()
         self._depth = 0
 
+    def _after_fork(self) -> None:
+        """A forked child shares the parent's open file description, hence its lock:
+        give the child its own (closing the inherited fd does not release the
+        parent's lock, which still has its own reference)."""
+        inherited, self._fd = self._fd, os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        if inherited >= 0:
+            os.close(inherited)
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._pid = os.getpid()
+
     @contextmanager
     def held(self) -> Iterator[None]:
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._thread_lock:
             if self._depth == 0:
                 fcntl.flock(self._fd, fcntl.LOCK_EX)

@@ -151,6 +151,27 @@ class TestShmBackend:
         store.put(b"fits", pattern(6 * MiB, 4))
         assert crc(store.get(b"fits")) == crc(pattern(6 * MiB, 4))
 
+    def test_forked_child_gets_its_own_namespace_lock(self, factory: StoreFactory) -> None:
+        store = factory()
+        store.put(b"parent", pattern(MiB, 1))
+        view = store.get(b"parent")
+        pid = os.fork()
+        if pid == 0:  # child: use the inherited instance
+            code = 1
+            try:
+                parent_fd = store._lock._fd
+                store.put(b"child", pattern(MiB, 2))
+                if store._lock._fd == parent_fd or store._lock._pid != os.getpid():
+                    code = 3  # still flock()ing the parent's open file description
+                else:
+                    code = 0 if crc(store.get(b"parent")) == crc(pattern(MiB, 1)) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert crc(store.get(b"child")) == crc(pattern(MiB, 2))
+        assert crc(view) == crc(pattern(MiB, 1))
+
     def test_bad_options_rejected(self) -> None:
         registration = _registration("shm")
         with pytest.raises(ConfigError, match="spill_threshold"):
@@ -214,6 +235,33 @@ class TestLmdbBackend:
         assert crc(again.get(b"kept")) == crc(pattern(MiB, 5))
         again.destroy()
         assert not os.path.exists(path)
+
+    def test_forked_child_cannot_use_it_nor_release_parent_pins(self, factory: StoreFactory) -> None:
+        import gc
+
+        store = factory(capacity=64 * MiB)
+        data = pattern(8 * MiB, 1)
+        store.put(b"viewed", data)
+        view = store.get(b"viewed")
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                try:
+                    store.get(b"viewed")
+                except RuntimeError:
+                    code = 0
+                del view  # the child's finalizer must not abort the parent's read txn
+                gc.collect()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        store.delete(b"viewed")
+        for i in range(4):  # would reuse the viewed pages if its pin had been released
+            store.put(b"next-%d" % i, pattern(8 * MiB, 10 + i))
+            store.delete(b"next-%d" % i)
+        assert crc(view) == crc(data)
 
     def test_module_import_does_not_import_lmdb(self) -> None:
         code = (
