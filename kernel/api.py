@@ -305,6 +305,13 @@ def wait(
     """Return ``(ready, not_ready)`` once ``num_returns`` refs are ready or ``timeout`` passed."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError("wait() expects a list of ObjectRefs")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    for r in object_refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"wait() expects a list of ObjectRefs, got an element {type(r).__name__}")
+    if not object_refs:
+        return [], []
     if len(set(r.binary() for r in object_refs)) != len(object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if num_returns <= 0:
