@@ -171,7 +171,7 @@ class LmdbObjectStore:
         try:
             if self.contains(object_id):
                 raise FileExistsError(f"object {hexid} already exists")
-            if size > self.cap:
+            if size > self.cap or self.usage().used_bytes + size > self.cap:
                 raise ObjectStoreFullError(self._full_message(hexid, size))
             buffer = None
             if size:
@@ -185,7 +185,12 @@ class LmdbObjectStore:
         return memoryview(buffer).cast("B") if buffer is not None else memoryview(bytearray())
 
     def seal(self, object_id: bytes) -> None:
-        """Write the created buffer into LMDB in one transaction."""
+        """Write the created buffer into LMDB in one transaction.
+
+        ``create`` refuses what cannot fit by the byte count, but LMDB's page
+        overhead and pages pinned by old snapshots are only known here, so
+        ``seal`` can still raise ``ObjectStoreFullError`` (the object is then
+        dropped, as by ``abort``)."""
         hexid = object_id_hex(object_id)
         pending = self._pending.pop(object_id, None)
         if pending is None:
