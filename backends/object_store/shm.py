@@ -53,7 +53,10 @@ Protocol (every step that changes which files exist runs under the namespace loc
       (their disk copy is kept after a restore, so spilling them again is
       free). ``get`` restores a spilled object transparently.
 
-Fork: locks and fds are shared with a forked child; open the store after fork.
+``put`` takes the same path as ``create`` but writes with ``pwrite`` and maps
+nothing. Fork: an instance used in a forked child reopens its namespace lock
+(the inherited fd shares the parent's lock); inherited pins stay until both
+processes drop their views.
 """
 
 from __future__ import annotations
