@@ -63,6 +63,7 @@ class Config:
     prestart_workers: bool = True
     start_method: str = "auto"  # fork | spawn | auto (fork when the starting process has one thread)
     heartbeat_period_s: float = 1.0
+    gcs_rpc_timeout_s: float = 60.0  # how long calls wait for an unreachable GCS (a restart)
     node_dead_after_s: float = 10.0
     log_level: str = "info"
     log_to_driver: bool = True

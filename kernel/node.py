@@ -47,6 +47,7 @@ class NodeHandle:
     store_namespace: str
     pids: dict[str, int] = field(default_factory=dict)
     embedded: bool = False
+    gcs_argv: list[str] = field(default_factory=list)
     dashboard_url: str = ""  # without the token; see dashboard_login_url()
 
     def to_json(self) -> str:
@@ -148,11 +149,8 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
     node_id = new_hex_id()
     cfg_json = cfg.to_json()
     method = process.choose_start_method(cfg.start_method)
-    gcs, gcs_fd = _launch(
-        "gcs", "microray.gcs.server:main",
-        ["--host", ip, "--port", str(gcs_port), "--session-dir", session_dir, "--config-json", cfg_json],
-        session_dir, embedded, method,
-    )
+    gcs_argv = ["--host", ip, "--port", str(gcs_port), "--session-dir", session_dir, "--config-json", cfg_json]
+    gcs, gcs_fd = _launch("gcs", "microray.gcs.server:main", gcs_argv, session_dir, embedded, method)
     gcs_address = f"{ip}:{gcs_port}"
     raylet, raylet_fd = _launch(
         "raylet", "microray.raylet.__main__:main",
@@ -180,6 +178,7 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
         store_namespace=store_ns,
         pids={"gcs": gcs.pid, "raylet": raylet.pid},
         embedded=embedded,
+        gcs_argv=gcs_argv,
     )
     handle._procs = [raylet, gcs]  # type: ignore[attr-defined]
     if cfg.dashboard != "none":
@@ -281,6 +280,23 @@ def dashboard_login_url(handle: NodeHandle) -> str:
     return f"{handle.dashboard_url}/?token={token}"
 
 
+def restart_gcs(handle: NodeHandle, timeout: float = 60.0) -> NodeHandle:
+    """Start the GCS of ``handle`` again on its port (after it died or was killed), as a
+    detached process. With a durable store it recovers the cluster's state; raylets,
+    workers and drivers reconnect by themselves."""
+    if _alive(handle.pids.get("gcs", 0)):
+        raise RuntimeError(f"the GCS (pid {handle.pids['gcs']}) is still running")
+    child, fd = _launch("gcs", "microray.gcs.server:main", list(handle.gcs_argv), handle.session_dir, False, "spawn")
+    _read_ready(fd, child, "GCS", time.monotonic() + timeout, handle.session_dir)
+    handle.pids["gcs"] = child.pid
+    (Path(handle.session_dir) / ADDRESS_FILE).write_text(handle.to_json())
+    if not handle.embedded:
+        cfg_root = Path(handle.session_dir).parent
+        (cfg_root / CURRENT).write_text(handle.to_json())
+    log.info("gcs_restarted", pid=child.pid, address=handle.gcs_address)
+    return handle
+
+
 def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
     """Stop the dashboard, the raylet (and its workers) and the GCS of ``handle``."""
     procs = getattr(handle, "_procs", None)
@@ -334,8 +350,8 @@ def current_cluster(root: str) -> NodeHandle | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    handle = NodeHandle(**data)
-    if not _alive(handle.pids.get("gcs", 0)):
+    handle = NodeHandle(**{k: v for k, v in data.items() if k in NodeHandle.__dataclass_fields__})
+    if not any(_alive(pid) for pid in handle.pids.values()):
         return None
     return handle
 

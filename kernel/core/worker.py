@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import time
 import threading
 
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, Memor
 from microray.core.object_ref import ObjectRef
 from microray.core.reference_counter import ReferenceCounter
 from microray.exceptions import (
+    GcsUnavailableError,
     GetTimeoutError,
     ObjectLostError,
     OwnerDiedError,
@@ -61,7 +63,19 @@ def current_task() -> Any:
 
 
 async def _invoke(method, request, timeout):
-    return await method(request, timeout=timeout)
+    """One unary call that rides out a restarting peer: it waits for the channel to be
+    ready and retries calls cut off mid-flight, until ``timeout`` has passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        left = None if deadline is None else max(0.01, deadline - time.monotonic())
+        try:
+            return await method(request, timeout=left, wait_for_ready=True)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or (deadline is not None and time.monotonic() >= deadline):
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 async def _invoke_logged(method, request, timeout):
@@ -97,6 +111,8 @@ class CoreWorker:
         self.actor_id: str | None = None
         self.actor_name: str | None = None
         self.job_runtime_env: dict = {}
+        self.gcs_error: BaseException | None = None
+        self.cluster_id = ""
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="microray-io", daemon=True)
         self._thread.start()
@@ -116,6 +132,8 @@ class CoreWorker:
             self.executor = TaskExecutor(self)
         self.connected = True
         self.loop.call_soon_threadsafe(self.ready.set)
+        if mode == DRIVER:
+            self.run(self._start_gcs_monitor())
         object_ref_mod._set_worker(self)
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id, node_id=self.node_id)
 
@@ -135,10 +153,22 @@ class CoreWorker:
         else:
             asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def call(self, method, request, timeout: float | None = 30) -> Any:
+    def call(self, method, request, timeout: float | None = None) -> Any:
         """A unary gRPC call from a user thread. The call object is created on the io
-        loop (gRPC's asyncio objects belong to the loop that runs them)."""
-        return self.run(_invoke(method, request, timeout))
+        loop (gRPC's asyncio objects belong to the loop that runs them). It waits out a
+        restarting GCS for up to ``gcs_rpc_timeout_s``, then raises GcsUnavailableError."""
+        if self.gcs_error is not None:
+            raise self.gcs_error
+        limit = self.config.gcs_rpc_timeout_s if timeout is None else timeout
+        try:
+            return self.run(_invoke(method, request, limit))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise GcsUnavailableError(
+                    f"the GCS at {self.gcs_address} did not answer within {limit:.0f}s "
+                    f"({exc.code().name}: {exc.details()})"
+                ) from None
+            raise
 
     def call_nowait(self, method, request, timeout: float | None = 30) -> None:
         """Fire a unary gRPC call from any thread; errors are logged, not raised."""
@@ -178,6 +208,8 @@ class CoreWorker:
         self.gcs_address = reply.gcs_address
         self.session_dir = reply.session_dir
         self.gcs = gcs_pb2_grpc.GcsStub(self.channels.get(self.gcs_address))
+        cluster = await self.gcs.GetClusterConfig(common_pb2.Empty(), timeout=30, wait_for_ready=True)
+        self.cluster_id = cluster.cluster_id
         if self.mode == DRIVER:
             job = await self.gcs.AddJob(
                 gcs_pb2.JobInfo(driver_ip=ip, driver_pid=os.getpid(), entrypoint=entrypoint,
@@ -185,6 +217,47 @@ class CoreWorker:
                 timeout=30,
             )
             self.job_id = job.job_id
+
+    # -- GCS health (drivers) ---------------------------------------------------
+    async def _start_gcs_monitor(self) -> None:
+        self._gcs_monitor = self.loop.create_task(self._monitor_gcs())
+
+    async def _monitor_gcs(self) -> None:
+        """Tell the user, not hang, when the GCS is gone for good or came back empty."""
+        unreachable_since: float | None = None
+        while self.gcs_error is None:
+            await asyncio.sleep(1.0)
+            try:
+                reply = await self.gcs.GetClusterConfig(common_pb2.Empty(), timeout=2)
+            except grpc.aio.AioRpcError as exc:
+                now = time.monotonic()
+                if unreachable_since is None:
+                    unreachable_since = now
+                    log.warning("gcs_unreachable", gcs=self.gcs_address, error=exc.code().name)
+                elif now - unreachable_since > self.config.gcs_rpc_timeout_s:
+                    self._gcs_failed(GcsUnavailableError(
+                        f"the GCS at {self.gcs_address} has been unreachable for "
+                        f"{now - unreachable_since:.0f}s (gcs_rpc_timeout_s={self.config.gcs_rpc_timeout_s})"
+                    ))
+                continue
+            if unreachable_since is not None:
+                log.info("gcs_reachable_again", gcs=self.gcs_address, after_s=round(time.monotonic() - unreachable_since, 2))
+                unreachable_since = None
+            if reply.cluster_id != self.cluster_id:
+                self._gcs_failed(RaySystemError(
+                    f"the GCS at {self.gcs_address} restarted without the cluster's state "
+                    f"(cluster id {self.cluster_id} -> {reply.cluster_id}); with gcs_store="
+                    f"{self.config.gcs_store!r} nothing survives a GCS restart. Use a durable "
+                    "GCS store (redis, etcd) for a head that survives its own restart."
+                ))
+
+    def _gcs_failed(self, error: BaseException) -> None:
+        self.gcs_error = error
+        log.error("gcs_lost", error=str(error))
+        err = serialization.serialize_error(error).to_bytes()
+        for entry in list(self.submitter.tasks.values()):
+            if not entry.done:
+                self.submitter._fail(entry, err)
 
     # -- objects: put / get / wait ---------------------------------------------
     def put_object(self, value: Any, *, what: str = "value") -> ObjectRef:

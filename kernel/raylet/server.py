@@ -24,7 +24,7 @@ from microray.object_store_access import open_object_store
 from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
-from microray.rpc import bind, is_unavailable, make_server
+from microray.rpc import OPTIONS, bind, is_unavailable, make_server
 
 log = structlog.get_logger(__name__)
 
@@ -347,7 +347,7 @@ async def serve(
         count = int(raylet.total.get("CPU", 1))
         raylet.leases.starting[""] = count
         raylet.start_workers("", count)
-    raylet.gcs_channel = grpc.aio.insecure_channel(gcs_address)
+    raylet.gcs_channel = grpc.aio.insecure_channel(gcs_address, options=OPTIONS)
     raylet.gcs = gcs_pb2_grpc.GcsStub(raylet.gcs_channel)
     await raylet.register_with_gcs(time.monotonic() + 30)
     if ready_fd is not None:
