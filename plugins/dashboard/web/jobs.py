@@ -2,7 +2,7 @@
 
 A job runs ``/bin/sh -c <entrypoint>`` in its working directory, in a new process
 group, with ``MICRORAY_ADDRESS`` set to the GCS address so that ``microray.init()``
-inside it joins this cluster. Its stdout and stderr go to
+inside it joins this cluster, and the cluster's interpreter first on ``PATH``. Its stdout and stderr go to
 ``<session>/logs/job-<submission_id>.log``. The table lives in this process (and is
 mirrored to the GCS KV namespace ``job`` so other tools can read it); a job dies
 with the dashboard (parent-death signal) and is stopped when the dashboard stops.
@@ -113,6 +113,8 @@ class JobManager:
         env = dict(os.environ)
         env.update(env_vars)
         env["MICRORAY_ADDRESS"] = self.gcs_address
+        # ``python`` in the entrypoint is the interpreter the cluster runs on
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         env["PYTHONUNBUFFERED"] = "1"
         try:
             with open(job.log_file, "ab") as out:

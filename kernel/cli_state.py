@@ -1,0 +1,602 @@
+"""State commands of the ``microray`` CLI (Ray's ``ray list/summary/get/status/logs/
+timeline/memory`` and ``ray job ...``), registered on the ``cli`` group.
+
+The state commands read through ``microray.util.state`` (the GCS, raylets and owners)
+of the cluster at ``--address`` (GCS ``HOST:PORT``; default: the cluster that
+``microray start`` runs on this machine). ``logs`` reads the session folder of that
+cluster. The job commands talk to the dashboard's HTTP job API with the session token
+from the cluster's session folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from microray.cli import cli
+
+KINDS = ("nodes", "actors", "tasks", "objects", "jobs", "workers", "placement-groups")
+
+# columns of each kind's table: (header, key or callable)
+_COLUMNS: dict[str, list[tuple[str, Any]]] = {
+    "nodes": [("NODE_ID", "node_id"), ("STATE", "state"), ("IP", "node_ip"), ("HEAD", "is_head_node"),
+              ("CPU", lambda r: _used_total(r, "CPU")), ("OBJECT_STORE", lambda r: f"{_size(r['object_store_used'])} / "
+                                                                                  f"{_size(r['object_store_capacity'])}"),
+              ("WORKERS", "num_workers")],
+    "actors": [("ACTOR_ID", "actor_id"), ("CLASS_NAME", "class_name"), ("NAME", "name"), ("STATE", "state"),
+               ("PID", "pid"), ("NODE_ID", lambda r: (r.get("node_id") or "")[:8]), ("RESTARTS", "num_restarts")],
+    "tasks": [("TASK_ID", "task_id"), ("NAME", "name"), ("STATE", "state"), ("TYPE", "type"), ("JOB_ID", "job_id"),
+              ("NODE_ID", lambda r: (r.get("node_id") or "")[:8]), ("WORKER_PID", "worker_pid"), ("ATTEMPT", "attempt")],
+    "objects": [("OBJECT_ID", "object_id"), ("SIZE", lambda r: _size(r.get("object_size"))),
+                ("REFERENCE_TYPE", "reference_type"), ("LOCATION", "location"), ("OWNER_PID", "owner_pid"),
+                ("NODE_ID", lambda r: (r.get("node_id") or "")[:8])],
+    "jobs": [("JOB_ID", "job_id"), ("STATUS", "status"), ("DRIVER_PID", "driver_pid"), ("ENTRYPOINT", "entrypoint"),
+             ("START_TIME", lambda r: _when(r.get("start_time")))],
+    "workers": [("WORKER_ID", "worker_id"), ("TYPE", "worker_type"), ("STATE", "state"), ("PID", "pid"),
+                ("NODE_ID", lambda r: (r.get("node_id") or "")[:8])],
+    "placement-groups": [("PLACEMENT_GROUP_ID", "placement_group_id"), ("NAME", "name"), ("STATE", "state")],
+}
+
+
+def _size(n: Any) -> str:
+    if n is None or n < 0:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _when(t: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def _used_total(row: dict[str, Any], res: str) -> str:
+    total = row["resources_total"].get(res, 0.0)
+    used = total - row["resources_available"].get(res, 0.0)
+    return f"{used:g} / {total:g}"
+
+
+def _cell(row: dict[str, Any], col: Any) -> str:
+    value = col(row) if callable(col) else row.get(col)
+    return "" if value is None else str(value)
+
+
+def _table(title: str, kind: str, rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for header, _ in _COLUMNS[kind]:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row, col) for _, col in _COLUMNS[kind]))
+    Console(soft_wrap=False, width=max(120, _term_width())).print(table)
+
+
+def _term_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 160
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
+
+
+def _parse_filters(pairs: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    out = []
+    for pair in pairs:
+        op = "!=" if "!=" in pair else "="
+        if op not in pair:
+            raise click.BadParameter(f"--filter expects key=value or key!=value, got {pair!r}")
+        key, value = pair.split(op, 1)
+        if not key.strip():
+            raise click.BadParameter(f"--filter expects key=value or key!=value, got {pair!r}")
+        out.append((key.strip(), op, value.strip()))
+    return out
+
+
+def _state_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a state API function; turn 'no cluster' and RPC failures into clean CLI errors."""
+    import grpc
+
+    try:
+        return fn(*args, **kwargs)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    except grpc.RpcError as exc:
+        raise click.ClickException(f"the cluster did not answer: {exc.code().name} {exc.details()}") from None
+
+
+_ADDRESS = click.option("--address", default=None, help="GCS address HOST:PORT (default: the cluster running here).")
+
+
+def _address(address: str | None) -> str:
+    """A CLI has no connected driver: find the running cluster (``auto``) unless given."""
+    return address or "auto"
+
+
+# -- list / get / summary --------------------------------------------------------------------
+@cli.command("list")
+@click.argument("kind", type=click.Choice(KINDS))
+@click.option("--filter", "filters", multiple=True, help="key=value or key!=value; repeatable.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--detail", is_flag=True, help="Every field (implies --format json).")
+@_ADDRESS
+def list_cmd(kind: str, filters: tuple[str, ...], limit: int, fmt: str, detail: bool, address: str | None) -> None:
+    """List cluster state: nodes, actors, tasks, objects, jobs, workers or placement groups."""
+    from microray.util import state
+
+    fn = getattr(state, f"list_{kind.replace('-', '_')}")
+    rows = _state_call(fn, address=_address(address), filters=_parse_filters(filters), limit=limit, detail=detail)
+    if fmt == "json" or detail:
+        _echo_json(rows)
+        return
+    _table(f"{len(rows)} {kind}" + (f" (limit {limit})" if len(rows) >= limit else ""), kind, rows)
+
+
+@cli.command("get")
+@click.argument("kind", type=click.Choice(["nodes", "actors", "tasks", "objects", "jobs", "workers"]))
+@click.argument("id")
+@_ADDRESS
+def get_cmd(kind: str, id: str, address: str | None) -> None:
+    """Every field of one node, actor, task, object, job or worker (JSON)."""
+    from microray.util import state
+
+    if kind == "objects":
+        found: Any = _state_call(state.get_objects, id, address=_address(address)) or None
+    else:
+        found = _state_call(getattr(state, f"get_{kind[:-1]}"), id, address=_address(address))
+    if not found:
+        raise click.ClickException(f"no {kind[:-1]} with id {id!r}")
+    _echo_json(found)
+
+
+@cli.command("summary")
+@click.argument("kind", type=click.Choice(["tasks", "actors", "objects"]))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_ADDRESS
+def summary_cmd(kind: str, fmt: str, address: str | None) -> None:
+    """Tasks or actors counted by name and state; objects by reference type and location."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from microray.util import state
+
+    data = _state_call(getattr(state, f"summarize_{kind}"), address=_address(address))
+    if fmt == "json":
+        _echo_json(data)
+        return
+    console = Console(width=max(120, _term_width()))
+    if kind in ("tasks", "actors"):
+        key = "func_or_class_name" if kind == "tasks" else "class_name"
+        states = sorted({s for e in data["summary"].values() for s in e["state_counts"]})
+        table = Table(title=f"{kind} summary", title_justify="left")
+        table.add_column(key.upper())
+        if kind == "tasks":
+            table.add_column("TYPE")
+        for s in states:
+            table.add_column(s, justify="right")
+        for name, entry in sorted(data["summary"].items()):
+            cells = [name] + ([str(entry.get("type") or "")] if kind == "tasks" else [])
+            table.add_row(*cells, *(str(entry["state_counts"].get(s, 0)) for s in states))
+        console.print(table)
+        if kind == "tasks":
+            totals = ", ".join(f"{k}: {v}" for k, v in sorted(data["total_counts"].items()))
+            console.print(f"Totals over every task reported: {totals or 'none'}; "
+                          f"evicted from the history: {data['dropped_from_history']}")
+        else:
+            console.print(f"Total actors: {data['total_actors']}")
+        return
+    table = Table(title="objects summary", title_justify="left")
+    table.add_column("REFERENCE_TYPE")
+    table.add_column("COUNT", justify="right")
+    for ref, n in sorted(data["by_reference_type"].items()):
+        table.add_row(ref, str(n))
+    console.print(table)
+    console.print(f"Total objects: {data['total_objects']}, {_size(data['total_size_bytes'])}")
+    for node_id, u in data["object_store"].items():
+        console.print(f"Object store of node {node_id[:8]}: {_size(u['used'])} / {_size(u['capacity'])}")
+
+
+# -- status --------------------------------------------------------------------------------------
+@cli.command("status")
+@_ADDRESS
+def status_cmd(address: str | None) -> None:
+    """Nodes, resources used/total and pending resource demands (like ``ray status``)."""
+    from microray.util.state import StateClient
+
+    def read() -> tuple[list[dict], dict, list[dict]]:
+        with StateClient(_address(address)) as c:
+            pending = c.tasks([("state", "=", "PENDING_NODE_ASSIGNMENT")], 100_000)["tasks"]
+            return c.nodes(), c.tasks([], 1)["counts"], pending + [
+                a for a in c.actors() if a["state"] in ("PENDING_CREATION", "DEPENDENCIES_UNREADY")]
+
+    nodes, counts, pending = _state_call(read)
+    line = "-" * 64
+    out = [f"======== Cluster status: {_when(time.time())} ========", "Node status", line]
+    alive = [n for n in nodes if n["state"] == "ALIVE"]
+    dead = [n for n in nodes if n["state"] != "ALIVE"]
+    out.append("Alive:")
+    out += [f" {n['node_id'][:12]} {n['node_ip']}{' (head)' if n['is_head_node'] else ''}" for n in alive] or [" (none)"]
+    out.append("Dead:")
+    out += [f" {n['node_id'][:12]} {n['node_ip']}" for n in dead] or [" (none)"]
+    out += ["", "Resources", line, "Usage:"]
+    total: dict[str, float] = {}
+    avail: dict[str, float] = {}
+    for n in alive:
+        for k, v in n["resources_total"].items():
+            total[k] = total.get(k, 0.0) + v
+            avail[k] = avail.get(k, 0.0) + n["resources_available"].get(k, 0.0)
+    for k in sorted(total):
+        out.append(f" {total[k] - avail[k]:g}/{total[k]:g} {k}")
+    used = sum(n["object_store_used"] for n in alive)
+    cap = sum(n["object_store_capacity"] for n in alive)
+    out.append(f" {_size(used)}/{_size(cap)} object_store_memory")
+    out += ["", "Demands:"]
+    shapes: dict[str, int] = {}
+    for p in pending:
+        res = p.get("required_resources") or {}
+        kind = "actor" if "actor_id" in p and "task_id" not in p else "task"
+        key = json.dumps({k: v for k, v in sorted(res.items())}) + f" ({kind})"
+        shapes[key] = shapes.get(key, 0) + 1
+    out += [f" {shape}: {n}+ pending" for shape, n in sorted(shapes.items())] or [" (no resource demands)"]
+    out += ["", "Tasks", line]
+    out.append(" " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v) or "(none yet)"))
+    click.echo("\n".join(out))
+
+
+# -- memory ----------------------------------------------------------------------------------------
+@cli.command("memory")
+@click.option("--group-by", type=click.Choice(["owner", "node"]), default="owner", show_default=True)
+@click.option("--sort-by", type=click.Choice(["size", "id"]), default="size", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_ADDRESS
+def memory_cmd(group_by: str, sort_by: str, fmt: str, address: str | None) -> None:
+    """Objects by owner (or node): size, reference type, location; and object store use."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from microray.util.state import StateClient
+
+    def read() -> tuple[list[dict], list[dict]]:
+        with StateClient(_address(address)) as c:
+            return c.objects(), c.nodes()
+
+    objects, nodes = _state_call(read)
+    if fmt == "json":
+        _echo_json({"objects": objects, "nodes": nodes})
+        return
+    key = (lambda o: f"owner pid {o.get('owner_pid')} (worker {str(o.get('owner_worker_id'))[:12]})") \
+        if group_by == "owner" else (lambda o: f"node {str(o.get('node_id'))[:12]}")
+    groups: dict[str, list[dict]] = {}
+    for o in objects:
+        groups.setdefault(key(o), []).append(o)
+    console = Console(width=max(120, _term_width()))
+    for name, rows in sorted(groups.items()):
+        rows.sort(key=(lambda o: -max(o.get("object_size", 0), 0)) if sort_by == "size" else (lambda o: o["object_id"]))
+        table = Table(title=f"{name}: {len(rows)} objects, {_size(sum(max(o.get('object_size', 0), 0) for o in rows))}",
+                      title_justify="left")
+        for col in ("OBJECT_ID", "SIZE", "REFERENCE_TYPE", "LOCATION", "NODE_ID", "LOCAL_REFS", "PENDING_TASK_REFS"):
+            table.add_column(col)
+        for o in rows:
+            table.add_row(o["object_id"], _size(o.get("object_size")), str(o.get("reference_type")),
+                          str(o.get("location")), str(o.get("node_id") or "")[:12], str(o.get("local_refs", "")),
+                          str(o.get("pending_task_refs", "")))
+        console.print(table)
+    if not objects:
+        console.print("No objects are referenced right now.")
+    alive = [n for n in nodes if n["state"] == "ALIVE"]
+    used = sum(n["object_store_used"] for n in alive)
+    cap = sum(n["object_store_capacity"] for n in alive)
+    total = sum(max(o.get("object_size", 0), 0) for o in objects)
+    pct = 100 * used / cap if cap else 0.0
+    console.print(f"Object store: {_size(used)} used of {_size(cap)} ({pct:.1f}%) on {len(alive)} node(s); "
+                  f"{len(objects)} objects referenced, {_size(total)}")
+
+
+# -- timeline ------------------------------------------------------------------------------------
+def chrome_trace(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chrome trace events ("ph": "X") of ended tasks: pid = node, tid = worker."""
+    events = []
+    for t in tasks:
+        start, end = t.get("start_time"), t.get("end_time")
+        if t.get("state") not in ("FINISHED", "FAILED") or not start or not end:
+            continue
+        events.append({
+            "name": t.get("name") or t.get("func_or_class_name") or "?",
+            "cat": t.get("type") or "task",
+            "ph": "X",
+            "ts": start * 1e6,
+            "dur": max(0.0, (end - start) * 1e6),
+            "pid": f"node {str(t.get('node_id') or '?')[:8]}",
+            "tid": f"worker {t.get('worker_pid') or str(t.get('worker_id') or '?')[:8]}",
+            "args": {"task_id": t.get("task_id"), "state": t.get("state"), "attempt": t.get("attempt", 0),
+                     "job_id": t.get("job_id")},
+        })
+    events.sort(key=lambda e: e["ts"])
+    return events
+
+
+@cli.command("timeline")
+@click.option("--output", "-o", default=None, help="File to write (default: /tmp/microray-timeline-<time>.json).")
+@_ADDRESS
+def timeline_cmd(output: str | None, address: str | None) -> None:
+    """Write the task history as Chrome trace JSON (open in chrome://tracing or Perfetto)."""
+    from microray.util.state import StateClient
+
+    def read() -> list[dict]:
+        with StateClient(_address(address)) as c:
+            out = []
+            for state in ("FINISHED", "FAILED"):
+                out += c.tasks([("state", "=", state)], 2_000_000)["tasks"]
+            return out
+
+    events = chrome_trace(_state_call(read))
+    path = output or f"/tmp/microray-timeline-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    Path(path).write_text(json.dumps(events))
+    click.echo(f"Trace of {len(events)} tasks written to {path}")
+
+
+# -- logs ------------------------------------------------------------------------------------------
+def _session_dir(address: str | None) -> tuple[str, str | None]:
+    """(session folder, head node id) of the running cluster; the latest session otherwise."""
+    from microray import config as config_mod
+    from microray import node
+
+    cfg = config_mod.resolve({})
+    handle = node.current_cluster(cfg.session_root)
+    if handle is not None and (address is None or address == handle.gcs_address):
+        return handle.session_dir, handle.node_id
+    if address is not None:
+        raise click.ClickException(f"the logs of the cluster at {address} are not on this machine's session folder")
+    latest = Path(cfg.session_root) / "session_latest"
+    if latest.exists():
+        return str(latest.resolve()), None
+    raise click.ClickException("no running microray cluster and no session folder found")
+
+
+@cli.command("logs")
+@click.argument("file", required=False)
+@click.option("--node", "node_id", default=None, help="Node id (prefix); only this machine's nodes so far.")
+@click.option("--worker", "worker_id", default=None, help="A worker's id (prefix): its .log, .out and .err.")
+@click.option("--pid", type=int, default=None, help="A worker's or driver's PID.")
+@click.option("--tail", type=int, default=100, show_default=True, help="Lines from the end (0: all).")
+@_ADDRESS
+def logs_cmd(file: str | None, node_id: str | None, worker_id: str | None, pid: int | None, tail: int,
+             address: str | None) -> None:
+    """List the session's log files, or print the tail of one (or of a worker's)."""
+    session, head = _session_dir(address)
+    logs = Path(session) / "logs"
+    if node_id and head and not head.startswith(node_id):
+        raise click.ClickException(f"node {node_id} is not this machine's node ({head[:12]}); only local logs can be read")
+    names = sorted(p.name for p in logs.iterdir() if p.is_file()) if logs.is_dir() else []
+    if pid is not None and worker_id is None:
+        driver = f"driver-{pid}.log"
+        if driver in names:
+            file = driver
+        else:
+            from microray.util import state
+
+            found = _state_call(state.list_workers, address=_address(address), filters=[("pid", "=", str(pid))])
+            if not found:
+                raise click.ClickException(f"no worker or driver with pid {pid}")
+            worker_id = found[0]["worker_id"]
+    if worker_id:
+        picked = [n for n in names if n.startswith(f"worker-{worker_id[:12]}")]
+        if not picked:
+            raise click.ClickException(f"no log files of worker {worker_id}")
+        for name in picked:
+            click.echo(f"==> {name} <==")
+            _print_tail(logs / name, tail)
+        return
+    if file is None:
+        if node_id:
+            names = [n for n in names if not n.startswith(("raylet-", "zygote-")) or n.split("-", 1)[1].startswith(node_id[:8])]
+        click.echo(f"Log files in {logs}:")
+        for name in names:
+            click.echo(f"  {name}  ({_size((logs / name).stat().st_size)})")
+        return
+    if "/" in file or file.startswith(".") or file not in names:
+        raise click.ClickException(f"no log file {file!r} in {logs}")
+    _print_tail(logs / file, tail)
+
+
+def _print_tail(path: Path, lines: int) -> None:
+    with open(path, "rb") as f:
+        data = f.read()
+    text = data.decode("utf-8", errors="replace").splitlines()
+    for line in (text[-lines:] if lines > 0 else text):
+        click.echo(line)
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
+    """(dashboard URL, token): given, or those of the cluster running here."""
+    from microray import config as config_mod
+    from microray import node
+
+    if address is None or token is None:
+        cfg = config_mod.resolve({})
+        handle = node.current_cluster(cfg.session_root)
+        if handle is None and address is None:
+            raise click.ClickException("no running microray cluster here; pass --address http://HOST:PORT")
+        if handle is not None:
+            if address is None:
+                if not handle.dashboard_url:
+                    raise click.ClickException("the running cluster has no dashboard (dashboard = \"none\")")
+                address = handle.dashboard_url
+            if token is None:
+                try:
+                    token = (Path(handle.session_dir) / node.DASHBOARD_TOKEN).read_text().strip()
+                except OSError:
+                    token = None
+    return address.rstrip("/"), token or ""
+
+
+def _http(method: str, url: str, token: str = "", body: Any = None) -> Any:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Accept": "application/json"})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            msg = exc.reason
+        raise click.ClickException(f"{method} {url}: {exc.code} {msg}") from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach the dashboard at {url}: {exc.reason}") from None
+
+
+_DASH = click.option("--address", default=None, help="Dashboard URL http://HOST:PORT (default: the cluster here).")
+_TOKEN = click.option("--token", default=None, help="Session token (default: read from the cluster's session folder).")
+
+
+@cli.group("job")
+def job() -> None:
+    """Submit and manage jobs through the dashboard's job API."""
+
+
+def _follow(base: str, sid: str, token: str) -> str:
+    offset = 0
+    while True:
+        chunk = _http("GET", f"{base}/api/jobs/{sid}/logs?offset={offset}", token)
+        if chunk["logs"]:
+            sys.stdout.write(chunk["logs"])
+            sys.stdout.flush()
+        offset = chunk["offset"]
+        if chunk["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            rest = _http("GET", f"{base}/api/jobs/{sid}/logs?offset={offset}", token)
+            sys.stdout.write(rest["logs"])
+            return chunk["status"]
+        time.sleep(0.3)
+
+
+@job.command("submit", context_settings={"ignore_unknown_options": True})
+@click.option("--working-dir", default=".", show_default=True, help="Directory the entrypoint runs in (on this machine).")
+@click.option("--submission-id", default=None)
+@click.option("--metadata-json", default=None, help="JSON object of string metadata.")
+@click.option("--env", "env_pairs", multiple=True, help="KEY=VALUE environment variable for the job; repeatable.")
+@click.option("--no-wait", is_flag=True, help="Return after submitting instead of following the logs.")
+@_DASH
+@_TOKEN
+@click.argument("entrypoint", nargs=-1, required=True, type=click.UNPROCESSED)
+def job_submit(working_dir: str, submission_id: str | None, metadata_json: str | None, env_pairs: tuple[str, ...],
+               no_wait: bool, address: str | None, token: str | None, entrypoint: tuple[str, ...]) -> None:
+    """Run ENTRYPOINT (after --) as a job: ``microray job submit --working-dir . -- python script.py``."""
+    base, token = _dashboard(address, token)
+    command = entrypoint[0] if len(entrypoint) == 1 else shlex.join(entrypoint)
+    env = {}
+    for pair in env_pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"--env expects KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        env[k] = v
+    body: dict[str, Any] = {"entrypoint": command,
+                            "runtime_env": {"working_dir": os.path.abspath(working_dir), "env_vars": env}}
+    if submission_id:
+        body["submission_id"] = submission_id
+    if metadata_json:
+        body["metadata"] = json.loads(metadata_json)
+    reply = _http("POST", f"{base}/api/jobs/", token, body)
+    sid = reply["submission_id"]
+    click.echo(f"Job '{sid}' submitted successfully.", err=True)
+    if no_wait:
+        click.echo(f"Follow it with: microray job logs {sid} --follow", err=True)
+        click.echo(sid)
+        return
+    status = _follow(base, sid, token)
+    click.echo(f"Job '{sid}' {status.lower()}.", err=True)
+    sys.exit(0 if status == "SUCCEEDED" else 1)
+
+
+@job.command("status")
+@click.argument("submission_id")
+@_DASH
+@_TOKEN
+def job_status(submission_id: str, address: str | None, token: str | None) -> None:
+    """The status of a submitted job."""
+    base, token = _dashboard(address, token)
+    j = _http("GET", f"{base}/api/jobs/{submission_id}", token)
+    click.echo(f"Status for job '{submission_id}': {j['status']}")
+    if j.get("message"):
+        click.echo(f"Status message: {j['message']}")
+
+
+@job.command("logs")
+@click.argument("submission_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@_DASH
+@_TOKEN
+def job_logs(submission_id: str, follow: bool, address: str | None, token: str | None) -> None:
+    """The output of a submitted job."""
+    base, token = _dashboard(address, token)
+    if follow:
+        _follow(base, submission_id, token)
+        return
+    sys.stdout.write(_http("GET", f"{base}/api/jobs/{submission_id}/logs", token)["logs"])
+
+
+@job.command("stop")
+@click.argument("submission_id")
+@click.option("--no-wait", is_flag=True, help="Do not wait for the job to end.")
+@_DASH
+@_TOKEN
+def job_stop(submission_id: str, no_wait: bool, address: str | None, token: str | None) -> None:
+    """Stop a running job (SIGTERM to its process group, SIGKILL after 3 s)."""
+    base, token = _dashboard(address, token)
+    stopped = _http("POST", f"{base}/api/jobs/{submission_id}/stop", token, {})["stopped"]
+    if not stopped:
+        click.echo(f"Job '{submission_id}' is not running.")
+        return
+    click.echo(f"Stopping job '{submission_id}'.")
+    deadline = time.monotonic() + 15
+    while not no_wait and time.monotonic() < deadline:
+        j = _http("GET", f"{base}/api/jobs/{submission_id}", token)
+        if j["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            click.echo(f"Job '{submission_id}' {j['status'].lower()}.")
+            return
+        time.sleep(0.2)
+
+
+@job.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_DASH
+@_TOKEN
+def job_list(fmt: str, address: str | None, token: str | None) -> None:
+    """Jobs submitted through the dashboard."""
+    from rich.console import Console
+    from rich.table import Table
+
+    base, token = _dashboard(address, token)
+    jobs = _http("GET", f"{base}/api/jobs/", token)
+    if fmt == "json":
+        _echo_json(jobs)
+        return
+    table = Table(title=f"{len(jobs)} jobs", title_justify="left")
+    for col in ("SUBMISSION_ID", "STATUS", "ENTRYPOINT", "START_TIME", "END_TIME", "EXIT_CODE"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        table.add_row(j["submission_id"], j["status"], j["entrypoint"], _when(j["start_time"]), _when(j["end_time"]),
+                      "" if j["driver_exit_code"] is None else str(j["driver_exit_code"]))
+    Console(width=max(120, _term_width())).print(table)
