@@ -95,6 +95,8 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
                f"  Session:     {handle.session_dir}\n"
                f"Connect a driver with microray.init(address=\"{handle.gcs_address}\") or address=\"auto\".\n"
                "Stop it with: microray stop")
+    if handle.dashboard_url:
+        click.echo(f"Dashboard: {node.dashboard_login_url(handle)}")
     if block:
         stop_flag = {"stop": False}
 
@@ -172,6 +174,9 @@ def microbenchmark(quick: bool, only: str | None, as_json: bool) -> None:
     from microray.microbenchmark import run
 
     run(quick=quick, only=set(only.split(",")) if only else None, as_json=as_json)
+
+
+from microray import cli_state  # noqa: E402,F401 -- registers list/get/summary/status/logs/timeline/memory/job
 
 
 def main() -> None:
