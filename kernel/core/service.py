@@ -56,6 +56,9 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
         return core_worker_pb2.GetObjectReply(status=ST_INLINE, data=serialization.serialize_error(payload).to_bytes())
 
     async def CancelTask(self, request, context):
+        # the owner cancels through its submitter (queued or pushed; e.g. asked by the dashboard)
+        if self.cw.submitter.cancel(request.task_id, request.force):
+            return core_worker_pb2.CancelTaskReply(found=True)
         found = False
         if self.cw.executor is not None:
             found = self.cw.executor.cancel(request.task_id, request.force)
