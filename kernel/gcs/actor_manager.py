@@ -205,6 +205,8 @@ class ActorManager:
             task = self.tasks.pop(actor_id, None)
             if task is not None:
                 task.cancel()
+            # a worker may already be leased and running the constructor: end it too
+            await self._kill_worker(record)
             await self._mark_dead(record, record["death_cause"])
         return True
 
