@@ -98,7 +98,7 @@ class ActorClass:
                 return ActorHandle._from_record(existing)
         entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, f"{self._name}.__init__")
         if arg_refs:
-            worker.refs.mark_escaped(arg_refs)  # the GCS-driven constructor (and restarts) may read them
+            worker.refs.pin(arg_refs)  # the GCS-driven constructor (and restarts) may read them
         actor_id = ids.new_hex_id(16)
         explicit_cpus = options.get("num_cpus")
         schedule = resource_shape(options, 1)

@@ -82,8 +82,9 @@ def pack_args(worker: Any, args: tuple, kwargs: dict, fn_name: str) -> tuple[lis
             continue
         label = f"argument {name!r}" if isinstance(name, str) else f"argument {name}"
         ser = serialization.serialize(value, what=f"{label} of {fn_name}()")
-        if ser.contained_refs:
-            worker.refs.mark_escaped([r.binary() for r in ser.contained_refs])
+        # refs nested in an argument are held by the task until it ends; the worker
+        # registers as their borrower before the task runs
+        arg_refs.extend(r.binary() for r in ser.contained_refs)
         if ser.total_size <= inline_limit:
             entries.append((ARG_SERIALIZED, ser.to_bytes()))
         else:

@@ -178,7 +178,9 @@ class TaskExecutor:
             value = fn(*args, **kwargs)
             if in_main:
                 self.current = None
-            result = TaskResult(spec.task_id, OK, self._store_returns(spec, value), time.perf_counter() - t0, os.getpid())
+            contained: dict = {}
+            result = TaskResult(spec.task_id, OK, self._store_returns(spec, value, contained), time.perf_counter() - t0,
+                                os.getpid(), contained=contained or None)
         except BaseException as exc:  # noqa: BLE001 -- every failure goes back to the owner
             if in_main:
                 self.current = None
@@ -205,7 +207,9 @@ class TaskExecutor:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
                     value = await value
-                result = TaskResult(spec.task_id, OK, self._store_returns(spec, value), time.perf_counter() - t0, os.getpid())
+                contained: dict = {}
+                result = TaskResult(spec.task_id, OK, self._store_returns(spec, value, contained),
+                                    time.perf_counter() - t0, os.getpid(), contained=contained or None)
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, SystemExit):
                     raise
@@ -261,6 +265,7 @@ class TaskExecutor:
                 values.append(arg[1])
             elif kind == ARG_SERIALIZED:
                 value, is_error = serialization.deserialize(arg[1])
+                self.cw.register_borrowed()
                 if is_error:  # a failed upstream task: its error is this task's error
                     raise value
                 values.append(value)
@@ -276,28 +281,44 @@ class TaskExecutor:
             return values[:-nkw], dict(zip(spec.kwarg_names, values[-nkw:]))
         return values, {}
 
-    def _store_value(self, oid: bytes, value: Any) -> tuple[bytes, int, Any]:
+    def _store_value(self, oid: bytes, value: Any, spec: TaskSpec | None = None,
+                     contained: dict | None = None) -> tuple[bytes, int, Any]:
         if serialization.is_simple(value):
             return (oid, VALUE, value)
         ser = serialization.serialize(value, what="return value")
-        if ser.contained_refs:
-            self.cw.refs.mark_escaped([r.binary() for r in ser.contained_refs])
+        if ser.contained_refs and spec is not None and contained is not None:
+            self._hand_over(spec, oid, ser.contained_refs, contained)
         if ser.total_size <= self.cw.config.max_inline_object_bytes:
             return (oid, SERIALIZED, ser.to_bytes())
         self.cw.write_to_store(oid, ser)
         return (oid, IN_STORE, self.cw.node_id)
 
-    def _store_returns(self, spec: TaskSpec, value: Any) -> list:
+    def _hand_over(self, spec: TaskSpec, oid: bytes, refs: list, contained: dict) -> None:
+        """Refs inside a return value: the caller owns the value, so register the caller
+        as their borrower (with each ref's owner) before the result is sent."""
+        pairs = []
+        by_owner: dict[str, list[bytes]] = {}
+        for ref in refs:
+            rid = ref.binary()
+            owner = self.cw.address if self.cw.refs.owns(rid) else ref.owner_address
+            pairs.append((rid, owner))
+            if owner != spec.owner:
+                by_owner.setdefault(owner, []).append(rid)
+        for owner, rids in by_owner.items():
+            self.cw.add_borrower_at(owner, rids, spec.owner)
+        contained[oid] = pairs
+
+    def _store_returns(self, spec: TaskSpec, value: Any, contained: dict | None = None) -> list:
         n = spec.num_returns
         if n == 1:
-            return [self._store_value(ids.object_id(spec.task_id, 1), value)]
+            return [self._store_value(ids.object_id(spec.task_id, 1), value, spec, contained)]
         if n == 0:
             return []
         values = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else None
         if values is None or len(values) != n:
             got = f"{type(value).__name__} of length {len(values)}" if values is not None else type(value).__name__
             raise ValueError(f"Task {spec.function_name} declared num_returns={n} but returned {got}")
-        return [self._store_value(ids.object_id(spec.task_id, i + 1), v) for i, v in enumerate(values)]
+        return [self._store_value(ids.object_id(spec.task_id, i + 1), v, spec, contained) for i, v in enumerate(values)]
 
     def _run_generator(self, spec: TaskSpec, gen: Any, sink: _Sink) -> None:
         if not inspect.isgenerator(gen):
@@ -306,8 +327,9 @@ class TaskExecutor:
         try:
             for value in gen:
                 index += 1
-                item = self._store_value(ids.object_id(spec.task_id, index), value)
-                sink(TaskResult(spec.task_id, GEN_ITEM, [item]))
+                contained: dict = {}
+                item = self._store_value(ids.object_id(spec.task_id, index), value, spec, contained)
+                sink(TaskResult(spec.task_id, GEN_ITEM, [item], contained=contained or None))
         except BaseException as exc:  # noqa: BLE001 -- the error becomes the next item
             if isinstance(exc, SystemExit):
                 raise

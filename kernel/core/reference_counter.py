@@ -1,26 +1,37 @@
 """Reference counting for the objects a process knows of (pure: no I/O).
 
-The owner counts refs held in its own process (``ObjectRef`` objects) and refs
-held by tasks it submitted that are not finished. A ref that was pickled into
-another value or sent to another process *escaped*: it is kept until the owner
-exits (the borrower protocol that lets such objects be freed is the object
-store issue's work). When nothing holds an owned object, ``on_free`` is called
-once with its id and whether this process owned it
-(a borrower only drops its cached copy).
+An object is kept while any of these hold it (Ray's ownership model):
+
+- ``local``: ``ObjectRef`` objects alive in this process;
+- ``submitted``: tasks this process submitted that take the ref (top level or nested)
+  and have not finished;
+- ``contained``: live objects owned by this process whose value contains the ref
+  (``put([ref])``, a task's return value holding a ref);
+- ``borrowers`` (owner side): other processes that registered as holding the ref;
+- ``pinned``: refs that must live as long as this process (an actor's constructor
+  arguments, which a restart reads again).
+
+When nothing holds it, ``on_free(object_id, owned, owner)`` is called once: an
+owner deletes the value everywhere; a borrower drops its cached copy and, with
+``owner`` set, tells the owner it no longer borrows the object.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 class ReferenceCounter:
-    def __init__(self, on_free: Callable[[bytes, bool], None]) -> None:
+    def __init__(self, on_free: Callable[[bytes, bool, str | None], None]) -> None:
         self._local: dict[bytes, int] = {}
         self._submitted: dict[bytes, int] = {}
-        self._escaped: set[bytes] = set()
+        self._contained: dict[bytes, int] = {}
+        self._contains: dict[bytes, tuple[bytes, ...]] = {}
+        self._borrowers: dict[bytes, set[str]] = {}
+        self._pinned: set[bytes] = set()
         self._owned: set[bytes] = set()
+        self._borrowed: dict[bytes, str] = {}  # registered with its owner -> owner address
         self._lock = threading.Lock()
         self._on_free = on_free
 
@@ -31,66 +42,108 @@ class ReferenceCounter:
     def owns(self, object_id: bytes) -> bool:
         return object_id in self._owned
 
-    # -- local refs (ObjectRef lifetimes) --------------------------------
+    def is_borrowing(self, object_id: bytes) -> bool:
+        return object_id in self._borrowed
+
+    def mark_borrowed(self, object_id: bytes, owner: str) -> None:
+        """This process registered with ``owner`` as a borrower of the object."""
+        self._borrowed[object_id] = owner
+
+    # -- counts ----------------------------------------------------------
     def add_local(self, object_id: bytes) -> None:
         with self._lock:
             self._local[object_id] = self._local.get(object_id, 0) + 1
 
     def remove_local(self, object_id: bytes) -> None:
-        with self._lock:
-            n = self._local.get(object_id, 0) - 1
-            if n > 0:
-                self._local[object_id] = n
-                return
-            self._local.pop(object_id, None)
-            free = self._unreferenced(object_id)
-        if free:
-            self._release(object_id)
+        self._decrement(self._local, (object_id,))
 
-    # -- refs held by submitted tasks ------------------------------------
-    def add_submitted(self, object_ids: list[bytes]) -> None:
+    def add_submitted(self, object_ids: Iterable[bytes]) -> None:
         with self._lock:
             for object_id in object_ids:
                 self._submitted[object_id] = self._submitted.get(object_id, 0) + 1
 
-    def remove_submitted(self, object_ids: list[bytes]) -> None:
+    def remove_submitted(self, object_ids: Iterable[bytes]) -> None:
+        self._decrement(self._submitted, object_ids)
+
+    def add_contained(self, outer: bytes, inner_ids: Iterable[bytes]) -> None:
+        """The owned object ``outer`` holds these refs in its value: keep them while it lives."""
+        inner = tuple(inner_ids)
+        if not inner:
+            return
+        with self._lock:
+            self._contains[outer] = self._contains.get(outer, ()) + inner
+            for object_id in inner:
+                self._contained[object_id] = self._contained.get(object_id, 0) + 1
+
+    def pin(self, object_ids: Iterable[bytes]) -> None:
+        with self._lock:
+            self._pinned.update(object_ids)
+
+    def add_borrower(self, object_id: bytes, borrower: str) -> bool:
+        """Owner side. False when the object is not (or no longer) owned here."""
+        with self._lock:
+            if object_id not in self._owned:
+                return False
+            self._borrowers.setdefault(object_id, set()).add(borrower)
+            return True
+
+    def remove_borrower(self, object_id: bytes, borrower: str) -> None:
+        with self._lock:
+            holders = self._borrowers.get(object_id)
+            if holders is None:
+                return
+            holders.discard(borrower)
+            if holders:
+                return
+            del self._borrowers[object_id]
+            free = self._unreferenced(object_id)
+        if free:
+            self._release(object_id)
+
+    def _decrement(self, table: dict[bytes, int], object_ids: Iterable[bytes]) -> None:
         freed = []
         with self._lock:
             for object_id in object_ids:
-                n = self._submitted.get(object_id, 0) - 1
+                n = table.get(object_id, 0) - 1
                 if n > 0:
-                    self._submitted[object_id] = n
+                    table[object_id] = n
                     continue
-                self._submitted.pop(object_id, None)
+                table.pop(object_id, None)
                 if self._unreferenced(object_id):
                     freed.append(object_id)
         for object_id in freed:
             self._release(object_id)
 
-    def mark_escaped(self, object_ids: list[bytes]) -> None:
-        with self._lock:
-            self._escaped.update(object_ids)
-
-    # -- queries ---------------------------------------------------------
+    # -- freeing ---------------------------------------------------------
     def _unreferenced(self, object_id: bytes) -> bool:
         return (
             object_id not in self._local
             and object_id not in self._submitted
-            and object_id not in self._escaped
+            and object_id not in self._contained
+            and object_id not in self._borrowers
+            and object_id not in self._pinned
         )
 
     def _release(self, object_id: bytes) -> None:
-        owned = object_id in self._owned
-        self._owned.discard(object_id)
-        self._on_free(object_id, owned)
+        with self._lock:
+            owned = object_id in self._owned
+            self._owned.discard(object_id)
+            owner = self._borrowed.pop(object_id, None)
+            inner = self._contains.pop(object_id, ())
+        self._on_free(object_id, owned, owner)
+        if inner:
+            self._decrement(self._contained, inner)
 
+    # -- queries ---------------------------------------------------------
     def counts(self, object_id: bytes) -> dict[str, int | bool]:
         return {
             "local": self._local.get(object_id, 0),
             "submitted": self._submitted.get(object_id, 0),
-            "escaped": object_id in self._escaped,
+            "contained": self._contained.get(object_id, 0),
+            "borrowers": len(self._borrowers.get(object_id, ())),
+            "pinned": object_id in self._pinned,
             "owned": object_id in self._owned,
         }
 
     def num_tracked(self) -> int:
-        return len(self._local) + len(self._submitted)
+        return len(self._local) + len(self._submitted) + len(self._contained) + len(self._borrowers)

@@ -64,6 +64,16 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
             found = self.cw.executor.cancel(request.task_id, request.force)
         return core_worker_pb2.CancelTaskReply(found=found)
 
+    async def AddBorrower(self, request, context):
+        for oid in request.object_ids:
+            self.cw.refs.add_borrower(oid, request.borrower)
+        return common_pb2.Empty()
+
+    async def RemoveBorrower(self, request, context):
+        for oid in request.object_ids:
+            self.cw.refs.remove_borrower(oid, request.borrower)
+        return common_pb2.Empty()
+
     async def GetObjectsInfo(self, request, context):
         import pickle
 

@@ -350,8 +350,15 @@ class TaskSubmitter:
         memory = self.cw.memory
         state = self.keys[lease.key]
         stored = []
+        refs = self.cw.refs
         for res in results:
             status = res.status
+            if res.contained:
+                for outer, pairs in res.contained.items():
+                    refs.add_contained(outer, [rid for rid, _ in pairs])
+                    for rid, owner in pairs:
+                        if owner != self.cw.address:
+                            refs.mark_borrowed(rid, owner)
             if status == GEN_ITEM:
                 for item in res.returns:
                     self.cw.refs.add_owned(item[0])

@@ -62,3 +62,6 @@ class TaskResult:
     extra: Any = None
     worker_pid: int = 0
     retryable: bool = False
+    # refs inside return values: {return object id: [(ref id, its owner's address)]}.
+    # The worker registered the caller as their borrower before sending this.
+    contained: dict | None = None

@@ -113,6 +113,9 @@ class CoreWorker:
         self.job_runtime_env: dict = {}
         self.gcs_error: BaseException | None = None
         self.cluster_id = ""
+        self._gcs_suspect = False  # the GCS connection broke: check the cluster id before the next call
+        self._tls = threading.local()
+        self._remove_borrower_queue: dict[str, list[bytes]] = {}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="microray-io", daemon=True)
         self._thread.start()
@@ -122,6 +125,12 @@ class CoreWorker:
             self.loop.call_soon_threadsafe(self.loop.stop)
             raise
         self.object_store = open_object_store(self.config, self.store_namespace, self.session_dir)
+        from microray.plugin_manager import get_plugin_manager
+
+        self._pm = get_plugin_manager(self.config.plugins)
+        self._object_hooks = {
+            hook for hook in ("microray_object_created", "microray_object_freed") if self._pm.has_observers(hook)
+        }
         from microray.core.submitter import TaskSubmitter
 
         self.submitter = TaskSubmitter(self)
@@ -161,6 +170,8 @@ class CoreWorker:
             raise self.gcs_error
         limit = self.config.gcs_rpc_timeout_s if timeout is None else timeout
         try:
+            if self._gcs_suspect:
+                self.run(self._verify_gcs(limit))
             return self.run(_invoke(method, request, limit))
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -221,6 +232,26 @@ class CoreWorker:
     # -- GCS health (drivers) ---------------------------------------------------
     async def _start_gcs_monitor(self) -> None:
         self._gcs_monitor = self.loop.create_task(self._monitor_gcs())
+        self._gcs_channel_watch = self.loop.create_task(self._watch_gcs_channel())
+
+    async def _watch_gcs_channel(self) -> None:
+        """Mark the GCS suspect the moment its connection breaks, so that the first call
+        after a restart checks the cluster id instead of trusting an empty GCS's answer
+        (the 1 s monitor below may not have looked yet)."""
+        channel = self.channels.get(self.gcs_address)
+        state = channel.get_state(try_to_connect=False)
+        while self.gcs_error is None:
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=False)
+            if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.IDLE,
+                         grpc.ChannelConnectivity.SHUTDOWN):
+                self._gcs_suspect = True
+
+    async def _verify_gcs(self, timeout: float) -> None:
+        """Wait for the GCS (up to ``timeout``) and make sure it still runs our cluster."""
+        reply = await _invoke(self.gcs.GetClusterConfig, common_pb2.Empty(), timeout)
+        self._check_cluster_id(reply.cluster_id)
+        self._gcs_suspect = False
 
     async def _monitor_gcs(self) -> None:
         """Tell the user, not hang, when the GCS is gone for good or came back empty."""
@@ -243,13 +274,19 @@ class CoreWorker:
             if unreachable_since is not None:
                 log.info("gcs_reachable_again", gcs=self.gcs_address, after_s=round(time.monotonic() - unreachable_since, 2))
                 unreachable_since = None
-            if reply.cluster_id != self.cluster_id:
-                self._gcs_failed(RaySystemError(
-                    f"the GCS at {self.gcs_address} restarted without the cluster's state "
-                    f"(cluster id {self.cluster_id} -> {reply.cluster_id}); with gcs_store="
-                    f"{self.config.gcs_store!r} nothing survives a GCS restart. Use a durable "
-                    "GCS store (redis, etcd) for a head that survives its own restart."
-                ))
+            self._check_cluster_id(reply.cluster_id)
+
+    def _check_cluster_id(self, cluster_id: str) -> None:
+        """A GCS with another cluster id lost the cluster's state: fail, naming the cause."""
+        if cluster_id != self.cluster_id and self.gcs_error is None:
+            self._gcs_failed(RaySystemError(
+                f"the GCS at {self.gcs_address} restarted without the cluster's state "
+                f"(cluster id {self.cluster_id} -> {cluster_id}); with gcs_store="
+                f"{self.config.gcs_store!r} nothing survives a GCS restart. Use a durable "
+                "GCS store (redis, etcd) for a head that survives its own restart."
+            ))
+        if self.gcs_error is not None:
+            raise self.gcs_error
 
     def _gcs_failed(self, error: BaseException) -> None:
         self.gcs_error = error
@@ -273,7 +310,7 @@ class CoreWorker:
             return ObjectRef(oid, self.address)
         ser = serialization.serialize(value, what=what)
         if ser.contained_refs:
-            self.refs.mark_escaped([r.binary() for r in ser.contained_refs])
+            self.refs.add_contained(oid, [r.binary() for r in ser.contained_refs])
         self.store_serialized(oid, ser)
         return ObjectRef(oid, self.address)
 
@@ -295,7 +332,18 @@ class CoreWorker:
             self.object_store.abort(oid)
             raise
         del buf
-        self.object_store.seal(oid)
+        try:
+            self.object_store.seal(oid)
+        except BaseException:
+            self.object_store.abort(oid)
+            raise
+        if "microray_object_created" in self._object_hooks:
+            self._observe("microray_object_created", {"object_id": oid.hex(), "size": ser.total_size, "node_id": self.node_id})
+
+    def _observe(self, hook: str, info: dict) -> None:
+        """Tell observer plugins, off the caller's path (a thread of the io loop's executor)."""
+        self.loop.call_soon_threadsafe(
+            lambda: self.loop.run_in_executor(None, lambda: self._pm.notify(hook, obj=info)))
 
     def get_objects(self, refs: Sequence[ObjectRef], timeout: float | None = None) -> list[Any]:
         ids_ = [r.binary() for r in refs]
@@ -325,11 +373,13 @@ class CoreWorker:
             return payload
         if kind == SERIALIZED:
             value, is_error = serialization.deserialize(payload)
+            self.register_borrowed()
         elif kind == IN_STORE:
             view = self.object_store.get(oid)
             if view is None:
                 raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is not in the object store of node {payload}")
             value, is_error = serialization.deserialize(view)
+            self.register_borrowed()
         elif kind == ERROR:
             value, is_error = payload, True
         else:  # pragma: no cover
@@ -416,7 +466,69 @@ class CoreWorker:
             self._fetching.discard(oid)
 
     def on_ref_deserialized(self, ref: ObjectRef) -> None:
-        """A ref arrived inside a value or argument: this process borrows it."""
+        """A ref arrived inside a value or argument: note it, to register as its borrower."""
+        pending = getattr(self._tls, "new_refs", None)
+        if pending is None:
+            pending = self._tls.new_refs = []
+        pending.append(ref)
+
+    def register_borrowed(self) -> None:
+        """Tell the owners of refs just deserialized in this thread that we hold them.
+
+        Synchronous, so the owner knows before user code can drop the ref that brought
+        them (the outer object or the task argument)."""
+        pending = getattr(self._tls, "new_refs", None)
+        if not pending:
+            return
+        self._tls.new_refs = []
+        by_owner: dict[str, list[bytes]] = {}
+        for ref in pending:
+            oid = ref.binary()
+            if self.refs.owns(oid) or self.refs.is_borrowing(oid) or not ref.owner_address:
+                continue
+            if ref.owner_address == self.address:
+                continue
+            by_owner.setdefault(ref.owner_address, []).append(oid)
+        for owner, oids in by_owner.items():
+            self.add_borrower_at(owner, oids, self.address)
+            for oid in oids:
+                self.refs.mark_borrowed(oid, owner)
+
+    def add_borrower_at(self, owner: str, oids: list[bytes], borrower: str) -> None:
+        """Register ``borrower`` for ``oids`` with their owner (a dead owner is ignored:
+        fetching the object will then raise OwnerDiedError)."""
+        if owner == self.address:
+            for oid in oids:
+                self.refs.add_borrower(oid, borrower)
+            return
+        request = core_worker_pb2.BorrowRequest(object_ids=oids, borrower=borrower)
+        if self.in_loop_thread():  # cannot block the loop: best effort
+            self.loop.create_task(self._owner_call("AddBorrower", owner, request, log_only=True))
+            return
+        try:
+            self.run(self._owner_call("AddBorrower", owner, request))
+        except grpc.aio.AioRpcError as exc:
+            log.warning("add_borrower_failed", owner=owner, error=exc.code().name)
+
+    async def _owner_call(self, method: str, owner: str, request: Any, log_only: bool = False) -> Any:
+        """A call to another core worker; channels are made on the io loop only."""
+        stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(owner))
+        if log_only:
+            return await _invoke_logged(getattr(stub, method), request, 10)
+        return await _invoke(getattr(stub, method), request, 10)
+
+    def _send_remove_borrower(self, owner: str, oid: bytes) -> None:
+        pending = self._remove_borrower_queue.setdefault(owner, [])
+        pending.append(oid)
+        if len(pending) == 1:
+            self.call_in_loop(lambda: self.loop.call_later(0.01, self._flush_remove_borrower, owner))
+
+    def _flush_remove_borrower(self, owner: str) -> None:
+        oids = self._remove_borrower_queue.pop(owner, [])
+        if oids and self.connected:
+            stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(owner))
+            self.loop.create_task(_invoke_logged(
+                stub.RemoveBorrower, core_worker_pb2.BorrowRequest(object_ids=oids, borrower=self.address), 10))
 
     # -- blocked-in-get notices (a worker lends its CPU back while it waits) -----
     def _notify_blocked(self) -> bool:
@@ -431,8 +543,12 @@ class CoreWorker:
         self.call_nowait(self.raylet.NotifyUnblocked, req)
 
     # -- freeing ---------------------------------------------------------------
-    def _free(self, oid: bytes, owned: bool) -> None:
+    def _free(self, oid: bytes, owned: bool, owner: str | None = None) -> None:
+        if owner is not None and self.connected:
+            self._send_remove_borrower(owner, oid)
         entry = self.memory.entries.pop(oid, None)
+        if owned and entry is not None and "microray_object_freed" in self._object_hooks:
+            self._observe("microray_object_freed", {"object_id": oid.hex(), "in_store": entry[0] == IN_STORE})
         if owned and entry is not None and entry[0] == IN_STORE and entry[1] == self.node_id:
             try:
                 self.object_store.delete(oid)
@@ -460,8 +576,12 @@ class CoreWorker:
                 ref_types.append("LOCAL_REFERENCE")
             if counts["submitted"]:
                 ref_types.append("USED_BY_PENDING_TASK")
-            if counts["escaped"]:
+            if counts["borrowers"]:
                 ref_types.append("BORROWED")
+            if counts["contained"]:
+                ref_types.append("CAPTURED_IN_OBJECT")
+            if counts["pinned"]:
+                ref_types.append("ACTOR_HANDLE")
             if kind == IN_STORE:
                 ref_types.append("PINNED_IN_MEMORY")
             out.append({
