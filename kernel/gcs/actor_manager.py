@@ -67,6 +67,7 @@ class ActorManager:
             if ended == "created_failed" or record["state"] == "DEAD":
                 return
             # the actor's process is gone
+            await self._kill_owned(record)
             if record.get("killed"):
                 await self._mark_dead(record, record.get("death_cause") or "killed by microray.kill()")
                 return
@@ -173,6 +174,7 @@ class ActorManager:
                         log.info("actor_alive", actor_id=record["actor_id"], pid=record.get("pid"))
                     else:
                         record["creation_error"] = result.extra
+                        await self._kill_owned(record)
                         await self._mark_dead(record, "the actor's constructor raised an error")
                         outbox.put_nowait(None)
                         await self._kill_worker(record)
@@ -207,8 +209,20 @@ class ActorManager:
                 task.cancel()
             # a worker may already be leased and running the constructor: end it too
             await self._kill_worker(record)
+            await self._kill_owned(record)
             await self._mark_dead(record, record["death_cause"])
         return True
+
+    async def _kill_owned(self, record: dict) -> None:
+        """Fate sharing, as in Ray: the non-detached actors an actor created die with
+        the process that created them (called when that process is gone)."""
+        address = record.get("address")
+        if not address:
+            return
+        for other in list(self.records.values()):
+            if (other is not record and other.get("owner") == address and other["state"] != "DEAD"
+                    and other.get("lifetime") != "detached"):
+                await self.kill(other["actor_id"], True, f"its owner, the actor {record['actor_id']}, died")
 
     async def job_finished(self, job_id: str) -> None:
         """Non-detached actors die with the job that created them."""
