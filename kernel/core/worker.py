@@ -251,6 +251,8 @@ class CoreWorker:
         """Wait for the GCS (up to ``timeout``) and make sure it still runs our cluster."""
         reply = await _invoke(self.gcs.GetClusterConfig, common_pb2.Empty(), timeout)
         self._check_cluster_id(reply.cluster_id)
+        if self.gcs_error is not None:
+            raise self.gcs_error
         self._gcs_suspect = False
 
     async def _monitor_gcs(self) -> None:
@@ -285,8 +287,6 @@ class CoreWorker:
                 f"{self.config.gcs_store!r} nothing survives a GCS restart. Use a durable "
                 "GCS store (redis, etcd) for a head that survives its own restart."
             ))
-        if self.gcs_error is not None:
-            raise self.gcs_error
 
     def _gcs_failed(self, error: BaseException) -> None:
         self.gcs_error = error
