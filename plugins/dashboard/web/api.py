@@ -20,7 +20,7 @@ from microray.plugins.dashboard.web.keys import (
     K_CONTEXT, K_JOBS, K_METRICS, K_SOURCE, bad_request, error, json_response,
 )
 from microray.plugins.dashboard.web.metrics import CONTENT_TYPE, gather
-from microray.plugins.dashboard.web.source import TERMINAL, cluster_summary
+from microray.plugins.dashboard.web.source import TERMINAL, cluster_summary, snapshot
 
 MAX_LIMIT = 1000
 TASK_FILTER_KEYS = ("state", "name", "func_or_class_name", "job_id", "actor_id", "node_id", "worker_id", "type",
@@ -81,14 +81,9 @@ def _page(request: web.Request, rows: list[dict[str, Any]], key: str) -> web.Res
 
 # -- cluster -------------------------------------------------------------------------------
 async def cluster(request: web.Request) -> web.Response:
-    source = request.app[K_SOURCE]
-    if not source.latest:
-        try:
-            await source.sample_once()
-        except grpc.RpcError:
-            raise StateUnavailable("the cluster did not answer; is it running?") from None
+    snap = await _run(request, snapshot)
     actors = await _run(request, lambda c: c.actors())
-    data = cluster_summary(source.latest, actors)
+    data = cluster_summary(snap, actors)
     data["jobs"] = {"running_submissions": request.app[K_JOBS].running()}
     return json_response(data)
 

@@ -96,7 +96,7 @@ class StateSource:
             await asyncio.sleep(max(0.05, self.sample_period_s - (time.monotonic() - t0)))
 
     async def sample_once(self) -> dict[str, Any]:
-        snap = await self.run(_snapshot)
+        snap = await self.run(snapshot)
         done = sum(snap["counts"].get(s, 0) for s in TERMINAL)
         now = snap["time"]
         rate = 0.0
@@ -132,7 +132,7 @@ class StateSource:
             self._clients.clear()
 
 
-def _snapshot(client: StateClient) -> dict[str, Any]:
+def snapshot(client: StateClient) -> dict[str, Any]:
     tasks = client.tasks([], 1)
     return {
         "time": time.time(),
