@@ -1,0 +1,187 @@
+"""Fixtures for the integration tests: real embedded clusters, and leak checks.
+
+``cluster``       a shared ``init(num_cpus=2)`` cluster, started on first use in a
+                  module and stopped (with a leak check) at the end of the module
+                  or when a test needs a differently configured cluster.
+``make_cluster``  start a cluster with the test's own ``init`` arguments; it is
+                  stopped and leak-checked when the test ends.
+
+A leak check asserts, with a deadline, that after ``shutdown()`` no process started
+by microray is left below the test process (apart from the one launcher, which
+intentionally lives as long as the driver) and that no /dev/shm entry of the
+session's object-store namespace is left.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+import microray as ray
+
+SHM_DIR = "/dev/shm"
+
+
+# -- polling ------------------------------------------------------------------------
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})")
+        time.sleep(interval)
+
+
+# -- what a cluster leaves behind ------------------------------------------------------
+def launcher_pid() -> int | None:
+    from microray import process
+
+    launcher = process._launcher
+    return launcher.pid if launcher is not None else None
+
+
+def stray_processes() -> list[psutil.Process]:
+    """Live (non-zombie) descendants of this process, minus the launcher itself."""
+    keep = launcher_pid()
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        if child.pid == keep:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        out.append(child)
+    return out
+
+
+def describe(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            out.append(f"{p.pid} ppid={p.ppid()} {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:
+            out.append(f"{p.pid} (gone)")
+    return out
+
+
+def shm_entries(namespace: str) -> list[str]:
+    """/dev/shm entries that belong to an object-store namespace."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return [n for n in names if namespace in n]
+
+
+def assert_no_leaks(namespace: str | None, timeout: float = 15.0) -> None:
+    """After shutdown: no microray process below us (launcher excepted), no shm files."""
+    try:
+        wait_for(lambda: not stray_processes(), timeout=timeout, what="node processes to exit")
+    except AssertionError:
+        raise AssertionError(f"processes left after shutdown: {describe(stray_processes())}") from None
+    if namespace:
+        try:
+            wait_for(lambda: not shm_entries(namespace), timeout=timeout, what="shm entries to go")
+        except AssertionError:
+            raise AssertionError(
+                f"/dev/shm entries of namespace {namespace!r} left after shutdown: {shm_entries(namespace)}"
+            ) from None
+
+
+# -- clusters ---------------------------------------------------------------------------
+@dataclass
+class ClusterInfo:
+    """What a running test cluster is: ids, folders and the process that runs it."""
+
+    context: Any
+    namespace: str
+    session_dir: str
+    node_id: str
+    kwargs: dict
+
+    @property
+    def logs(self) -> Path:
+        return Path(self.session_dir) / "logs"
+
+    def raylet_log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("raylet-*.log")))
+
+
+_current: dict[str, ClusterInfo | None] = {"info": None}
+
+
+def _start(**kwargs: Any) -> ClusterInfo:
+    if ray.is_initialized():
+        _stop()
+    kwargs.setdefault("num_cpus", 2)
+    ctx = ray.init(**kwargs)
+    w = ray.api._worker
+    info = ClusterInfo(ctx, w.store_namespace, w.session_dir, w.node_id, kwargs)
+    _current["info"] = info
+    return info
+
+
+def _stop() -> None:
+    info = _current["info"]
+    _current["info"] = None
+    ns = info.namespace if info is not None else None
+    if ns is None and ray.is_initialized():
+        ns = ray.api._worker.store_namespace
+    ray.shutdown()
+    assert_no_leaks(ns)
+
+
+@pytest.fixture(scope="module")
+def _module_cluster_guard():
+    """Stops whatever cluster is left running when a module ends (with a leak check)."""
+    yield
+    if ray.is_initialized() or _current["info"] is not None:
+        _stop()
+
+
+@pytest.fixture
+def cluster(_module_cluster_guard) -> ClusterInfo:
+    """A shared 2-CPU embedded cluster (reused by the tests of a module)."""
+    info = _current["info"]
+    if info is None or info.kwargs != {"num_cpus": 2} or not ray.is_initialized():
+        info = _start(num_cpus=2)
+    return info
+
+
+@pytest.fixture
+def make_cluster(_module_cluster_guard):
+    """``make_cluster(**init_kwargs)``: a cluster of the test's own, stopped after it."""
+    started = []
+
+    def make(**kwargs: Any) -> ClusterInfo:
+        info = _start(**kwargs)
+        started.append(info)
+        return info
+
+    yield make
+    if started and (ray.is_initialized() or _current["info"] is not None):
+        _stop()
+
+
+@pytest.fixture
+def no_cluster(_module_cluster_guard):
+    """Makes sure no cluster is running (for tests of ``init`` errors); leak-checks after."""
+    if ray.is_initialized() or _current["info"] is not None:
+        _stop()
+    yield
+    if ray.is_initialized():
+        _stop()
+    else:
+        assert_no_leaks(None)
