@@ -8,6 +8,7 @@ are kept), while the per-state counts cover every task ever reported.
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 from typing import Any
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELLED")
@@ -56,6 +57,8 @@ class TaskStore:
 
     def query(self, filters: list[tuple[str, str, Any]], limit: int, offset: int = 0) -> tuple[list[dict], int]:
         """Newest first; ``filters`` are ``(key, "=" | "!=", value)``."""
+        if not filters:  # no scan: the total is the size, the page the newest records
+            return list(islice(reversed(self.tasks.values()), offset, offset + limit)), len(self.tasks)
         out = []
         matched = 0
         for rec in reversed(self.tasks.values()):
