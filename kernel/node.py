@@ -286,9 +286,22 @@ def restart_gcs(handle: NodeHandle, timeout: float = 60.0) -> NodeHandle:
     workers and drivers reconnect by themselves."""
     if _alive(handle.pids.get("gcs", 0)):
         raise RuntimeError(f"the GCS (pid {handle.pids['gcs']}) is still running")
-    child, fd = _launch("gcs", "microray.gcs.server:main", list(handle.gcs_argv), handle.session_dir, False, "spawn")
-    _read_ready(fd, child, "GCS", time.monotonic() + timeout, handle.session_dir)
+    # an embedded head's GCS dies with its driver, a restarted one too: forked by the
+    # driver's launcher (a clean fork) when there is one, else spawned with a death signal
+    launcher = process._launcher
+    method = "fork" if handle.embedded and launcher is not None and launcher.alive() else "spawn"
+    child, fd = _launch("gcs", "microray.gcs.server:main", list(handle.gcs_argv), handle.session_dir,
+                        handle.embedded, method)
+    try:
+        _read_ready(fd, child, "GCS", time.monotonic() + timeout, handle.session_dir)
+    except BaseException:
+        child.kill()
+        raise
+    old_pid = handle.pids.get("gcs")
     handle.pids["gcs"] = child.pid
+    procs = getattr(handle, "_procs", None)
+    if procs is not None:  # stop_node waits for the new GCS, not the dead one
+        handle._procs = [p for p in procs if p.pid != old_pid] + [child]  # type: ignore[attr-defined]
     (Path(handle.session_dir) / ADDRESS_FILE).write_text(handle.to_json())
     if not handle.embedded:
         cfg_root = Path(handle.session_dir).parent
