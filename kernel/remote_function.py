@@ -8,7 +8,11 @@ import json
 import pickle
 from typing import Any
 
+from dataclasses import dataclass
+
+from microray import api as _api
 from microray import ids, serialization
+from microray.core.worker import current_task as _current_task
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec
 from microray.util.scheduling_strategies import to_wire
@@ -106,6 +110,7 @@ class RemoteFunction:
         self._is_generator = inspect.isgeneratorfunction(function)
         self._pickled: bytes | None = None
         self._function_id: bytes | None = None
+        self._prepared: _Prepared | None = None
         self.__doc__ = getattr(function, "__doc__", None)
         self.__name__ = getattr(function, "__name__", "function")
         self.__wrapped__ = function
@@ -128,13 +133,8 @@ class RemoteFunction:
             self._pickled = serialization.dumps_function(self._function)
             self._function_id = hashlib.sha1(self._pickled).digest()
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
-        from microray.api import _global_worker
-
-        worker = _global_worker()
-        self._ensure_pickled()
-        worker.export_function(self._function_id, self._pickled)
-        entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, self._name)
+    def _prepare(self, worker: Any, options: dict[str, Any]) -> "_Prepared":
+        """What a call's options fix for every call (computed once per options and session)."""
         num_returns = options.get("num_returns")
         if num_returns is None:
             num_returns = STREAMING if self._is_generator else 1
@@ -153,46 +153,76 @@ class RemoteFunction:
             max_retries = 3
         elif max_retries == -1:
             max_retries = 1 << 30
-        task_id = ids.new_task_id()
-        from microray.core.worker import current_task
+        env_key = json.dumps(runtime_env, sort_keys=True) if runtime_env else ""
+        key = (tuple(sorted(resources.items())), env_key, pickle.dumps(strategy))
+        return _Prepared(worker, num_returns, resources, runtime_env, strategy, retry, max_retries,
+                         env_key, key, options.get("name") or self._name, options.get("name") or "")
 
-        parent = current_task()
+    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any], cache: Any = None) -> Any:
+        worker = _api._worker or _api._global_worker()
+        holder = cache if cache is not None else self
+        prep = holder._prepared
+        if prep is None or prep.worker is not worker:
+            self._ensure_pickled()
+            worker.export_function(self._function_id, self._pickled)
+            prep = holder._prepared = self._prepare(worker, options)
+        entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, self._name)
+        task_id = ids.new_task_id()
+        parent = _current_task()
+        num_returns = prep.num_returns
         spec = TaskSpec(
             task_id=task_id,
             function_id=self._function_id,
-            function_name=options.get("name") or self._name,
+            function_name=prep.function_name,
             args=entries,
             kwarg_names=kwarg_names,
             num_returns=num_returns,
             owner=worker.address,
             job_id=worker.job_id,
-            max_retries=max_retries,
-            retry_exceptions=retry,
-            runtime_env=runtime_env,
-            resources=resources,
-            name=options.get("name") or "",
+            max_retries=prep.max_retries,
+            retry_exceptions=prep.retry,
+            runtime_env=prep.runtime_env,
+            resources=prep.resources,
+            name=prep.name,
             parent_task_id=parent.task_id if parent is not None else b"",
         )
-        env_key = json.dumps(runtime_env, sort_keys=True) if runtime_env else ""
-        key = (tuple(sorted(resources.items())), env_key, pickle.dumps(strategy))
         if num_returns == STREAMING:
             worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
-            worker.submitter.submit(spec, key, resources, strategy, env_key, arg_refs)
+            worker.submitter.submit(spec, prep.key, prep.resources, prep.strategy, prep.env_key, arg_refs)
             return ObjectRefGenerator(task_id, worker.address, worker)
-        return_ids = [ids.object_id(task_id, i + 1) for i in range(num_returns)]
-        for oid in return_ids:
-            worker.refs.add_owned(oid)
-        refs = [ObjectRef(oid, worker.address) for oid in return_ids]
-        worker.submitter.submit(spec, key, resources, strategy, env_key, arg_refs)
+        add_owned = worker.refs.add_owned
+        owner = worker.address
+        refs = []
+        for i in range(num_returns):
+            oid = ids.object_id(task_id, i + 1)
+            add_owned(oid)
+            refs.append(ObjectRef(oid, owner))
+        worker.submitter.submit(spec, prep.key, prep.resources, prep.strategy, prep.env_key, arg_refs)
         if num_returns == 1:
             return refs[0]
         return refs
+
+
+@dataclass(slots=True)
+class _Prepared:
+    worker: Any
+    num_returns: int
+    resources: dict
+    runtime_env: dict | None
+    strategy: Any
+    retry: Any
+    max_retries: int
+    env_key: str
+    key: tuple
+    function_name: str
+    name: str
 
 
 class _OptionsWrapper:
     def __init__(self, fn: RemoteFunction, options: dict[str, Any]) -> None:
         self._fn = fn
         self._options = options
+        self._prepared: _Prepared | None = None
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._fn._remote(args, kwargs, self._options)
+        return self._fn._remote(args, kwargs, self._options, self)

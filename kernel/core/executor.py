@@ -42,7 +42,7 @@ from microray.core.task_spec import (
     TaskSpec,
 )
 from microray.exceptions import RayActorError, RayTaskError, TaskCancelledError
-from microray.protocol import core_worker_pb2
+from microray.protocol import common_pb2, core_worker_pb2
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +82,8 @@ class TaskExecutor:
         self.cancelled: set[bytes] = set()
         self.current: bytes | None = None
         self.main_thread_id = threading.main_thread().ident
+        self._queued: dict[bytes, Any] = {}  # task id -> its result sink, until it starts
+        self._queued_lock = threading.Lock()
         self.ip = cw.address.rsplit(":", 1)[0]
         # actor state
         self.actor: Any = None
@@ -90,6 +92,7 @@ class TaskExecutor:
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.asem: asyncio.Semaphore | None = None
+        self.namespace_job: str | None = None  # the job whose namespace cw.namespace holds
 
     # -- io loop side --------------------------------------------------------------
     async def push_stream(self, request_iterator):
@@ -101,7 +104,10 @@ class TaskExecutor:
                 async for batch in request_iterator:
                     for raw in batch.specs:
                         counts["received"] += 1
-                        self.queue.put((pickle.loads(raw), sink))
+                        spec = pickle.loads(raw)
+                        with self._queued_lock:
+                            self._queued[spec.task_id] = sink
+                        self.queue.put((spec, sink))
             finally:
                 counts["eof"] = True
                 sink.out.put_nowait([])
@@ -120,6 +126,11 @@ class TaskExecutor:
             reader.cancel()
 
     def cancel(self, task_id: bytes, force: bool) -> bool:
+        with self._queued_lock:
+            sink = self._queued.pop(task_id, None)
+        if sink is not None:  # still waiting here: answer at once, never run it
+            sink(self._error_result_for(task_id, TaskCancelledError(task_id.hex())))
+            return True
         if self.current == task_id:
             if force:
                 log.warning("task_force_cancelled", task_id=task_id.hex())
@@ -138,6 +149,9 @@ class TaskExecutor:
             spec, sink = self.queue.get()
             if spec is None:
                 return
+            with self._queued_lock:
+                if self._queued.pop(spec.task_id, None) is None:
+                    continue  # cancelled while waiting; already answered
             if spec.kind == ACTOR_METHOD and self.mode != "sync":
                 if self.mode == "async":
                     asyncio.run_coroutine_threadsafe(self._execute_async(spec, sink), self.aloop)
@@ -159,7 +173,25 @@ class TaskExecutor:
             return getattr(self.actor, spec.method_name)
         return self.cw.load_function(spec.function_id)
 
+    def _enter_job_namespace(self, job_id: str) -> None:
+        """Run user code in the namespace of the task's job, as Ray does: ``get_actor(name)``
+        and named actors created in a task or actor use the driver's namespace."""
+        if job_id == self.namespace_job or not job_id:
+            return
+        namespace = None
+        try:
+            for job in self.cw.call(self.cw.gcs.GetAllJobs, common_pb2.Empty()).jobs:
+                if job.job_id == job_id:
+                    namespace = job.namespace or None
+        except Exception as exc:  # noqa: BLE001 -- the task still runs, without a namespace
+            log.warning("job_namespace_lookup_failed", job_id=job_id, error=str(exc))
+            return
+        self.namespace_job = job_id
+        self.cw.namespace = namespace
+
     def execute(self, spec: TaskSpec, sink: _Sink) -> None:
+        if spec.kind != ACTOR_METHOD:
+            self._enter_job_namespace(spec.job_id)
         if spec.task_id in self.cancelled:
             self.cancelled.discard(spec.task_id)
             sink(self._error_result(spec, TaskCancelledError(spec.task_id.hex())))
@@ -220,6 +252,7 @@ class TaskExecutor:
 
     # -- actors ----------------------------------------------------------------------
     def _create_actor(self, spec: TaskSpec, sink: _Sink) -> None:
+        self._enter_job_namespace(spec.job_id)
         token = worker_mod._current_task.set(spec)
         try:
             cls = self.cw.load_function(spec.function_id)
@@ -355,6 +388,11 @@ class TaskExecutor:
         err = self._task_error(spec, exc)
         returns = [(oid, SERIALIZED, err) for oid in _return_ids(spec)]
         return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), retryable)
+
+    def _error_result_for(self, task_id: bytes, exc: BaseException) -> TaskResult:
+        """A cancelled task that never started: its owner knows its return ids by task id;
+        the result carries no returns and the owner fills them in (status APP_ERROR)."""
+        return TaskResult(task_id, APP_ERROR, [], serialization.serialize_error(exc).to_bytes(), os.getpid(), False)
 
     def _error_result(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
         err = serialization.serialize_error(exc).to_bytes()

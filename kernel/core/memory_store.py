@@ -9,6 +9,7 @@ threads (``put``); read by ``get``/``wait`` in user threads, which block on a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -111,7 +112,13 @@ class MemoryStore:
                 self._requests.remove(req)
                 return req.missing
         try:
-            req.event.wait(timeout)
+            # wait in slices: a cancel (an exception raised into this thread) is only
+            # noticed between bytecodes, never inside one long blocking wait
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+                if left <= 0 or req.event.wait(left):
+                    break
         finally:
             with self._lock:
                 self._requests.remove(req)
