@@ -135,6 +135,11 @@ def init(
                 import microray.core.worker_main  # noqa: F401
 
                 process.launcher()
+                # atexit runs the last registered hook first: stop this driver's node
+                # gracefully before stop_launcher ends the launcher (whose death
+                # SIGKILLs the node processes, leaving their shm store behind)
+                atexit.unregister(shutdown)
+                atexit.register(shutdown)
             handle = node.start_head(cfg, embedded=True)
             _head = handle
             raylet_address = handle.raylet_address
