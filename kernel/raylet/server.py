@@ -101,10 +101,28 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
+    def reap_idle_workers(self) -> None:
+        """Workers idle longer than ``idle_worker_kill_s`` go, keeping a pool of one
+        default-environment worker per CPU ready for the next lease."""
+        keep = int(self.total.get("CPU", 1))
+        now = time.monotonic()
+        idle = sorted(self.leases.idle_workers(), key=lambda w: w.idle_since)
+        default_idle = sum(1 for w in idle if not w.env_hash)
+        for w in idle:
+            if now - w.idle_since < self.cfg.idle_worker_kill_s:
+                continue
+            if not w.env_hash:
+                if default_idle <= keep:
+                    continue
+                default_idle -= 1
+            log.info("idle_worker_stopped", worker_id=w.worker_id, worker_pid=w.pid)
+            self._kill_worker(w.pid)
+
     async def heartbeat_loop(self) -> None:
         period = self.cfg.heartbeat_period_s
         while True:
             await asyncio.sleep(period)
+            self.reap_idle_workers()
             try:
                 usage = self.object_store.usage()
                 reply = await self.gcs.Heartbeat(
