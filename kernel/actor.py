@@ -344,4 +344,19 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
         actor_id=actor._actor_id, no_restart=no_restart, reason="killed by microray.kill()"))
 
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "get_actor", "kill", "ActorDiedError"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "get_actor", "kill", "exit_actor", "ActorDiedError"]
+
+
+def exit_actor() -> None:
+    """End the current actor from inside one of its methods, without a restart
+    (Ray's ``ray.actor.exit_actor``). Calls still queued fail with ActorDiedError."""
+    from microray.api import _global_worker
+
+    worker = _global_worker()
+    if not worker.actor_id:
+        raise TypeError("exit_actor() called outside an actor")
+    worker.call(worker.gcs.KillActor, gcs_pb2.KillActorRequest(
+        actor_id=worker.actor_id, no_restart=True, reason="the actor called exit_actor()"))
+    import os
+
+    os._exit(0)
