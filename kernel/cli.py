@@ -135,6 +135,64 @@ def stop(force: bool) -> None:
     click.echo(f"Stopped the microray cluster (GCS {handle.gcs_address}).")
 
 
+@cli.command("restart-gcs")
+@click.option("--force", is_flag=True, help="SIGKILL a running GCS instead of SIGTERM.")
+@click.option("--allow-state-loss", is_flag=True,
+              help="Restart even with gcs_store=memory (the new GCS starts empty; every driver fails).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the new GCS.")
+def restart_gcs(force: bool, allow_state_loss: bool, timeout: float) -> None:
+    """Restart the GCS of the head that 'microray start' started here (same port, same store).
+
+    A running GCS is stopped first; a GCS that died is just started again. With a durable
+    GCS store (redis, etcd) the new GCS recovers the cluster's nodes, actors, jobs and KV,
+    and raylets, workers and drivers reconnect by themselves."""
+    from microray import config as config_mod
+    from microray import node
+    from microray.exceptions import RaySystemError
+
+    cfg = config_mod.resolve({})
+    handle = node.current_cluster(cfg.session_root)
+    if handle is None:
+        raise click.ClickException("No running microray cluster found (start one with 'microray start --head').")
+    store = _cluster_gcs_store(handle)
+    if store == "memory" and not allow_state_loss:
+        raise click.ClickException(
+            "this cluster's GCS store is 'memory': a restarted GCS starts empty, the nodes re-register "
+            "but actors, jobs and the KV are lost and every connected driver fails. Pass "
+            "--allow-state-loss to do it anyway, or run the head on a durable store "
+            "(--gcs-store=redis/etcd)."
+        )
+    pid = handle.pids.get("gcs", 0)
+    if pid and node._alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while node._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if node._alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while node._alive(pid):
+                time.sleep(0.02)
+    t0 = time.monotonic()
+    try:
+        node.restart_gcs(handle, timeout=timeout)
+    except (RaySystemError, RuntimeError) as exc:
+        raise click.ClickException(f"the GCS did not restart: {exc}") from None
+    click.echo(f"Restarted the GCS at {handle.gcs_address} (pid {handle.pids['gcs']}, store {store}) "
+               f"in {time.monotonic() - t0:.1f}s.")
+
+
+def _cluster_gcs_store(handle: Any) -> str:
+    """The GCS store a started head runs on (from the GCS's command line)."""
+    argv = list(handle.gcs_argv)
+    try:
+        return json.loads(argv[argv.index("--config-json") + 1]).get("gcs_store", "memory")
+    except (ValueError, IndexError, json.JSONDecodeError):
+        return "memory"
+
+
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def plugins(fmt: str) -> None:
