@@ -105,10 +105,31 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        while not stop_flag["stop"] and node._alive(handle.pids["gcs"]) and node._alive(handle.pids["raylet"]):
+        while not stop_flag["stop"] and node._alive(handle.pids["raylet"]) and _gcs_running_or_restartable(
+                handle, cfg):
             time.sleep(0.2)
         node.stop_node(handle)
         node.forget_current(cfg.session_root)
+
+
+def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
+    """For ``start --block``: is the node's GCS running (``microray restart-gcs`` records a
+    new pid), or gone but recoverable (a durable store), so the node should keep running?"""
+    from microray import node
+
+    current = node.current_cluster(cfg.session_root)
+    if current is not None and current.node_id == handle.node_id:
+        handle.pids["gcs"] = current.pids.get("gcs", handle.pids["gcs"])
+    if node._alive(handle.pids["gcs"]):
+        handle._gcs_down_noted = False
+        return True
+    if cfg.gcs_store == "memory":
+        return False  # nothing to recover: stop the node as before
+    if not getattr(handle, "_gcs_down_noted", False):
+        handle._gcs_down_noted = True
+        click.echo(f"The GCS (pid {handle.pids['gcs']}) exited; the node keeps running. "
+                   "Start it again with: microray restart-gcs", err=True)
+    return True
 
 
 @cli.command()
