@@ -83,9 +83,13 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Any:
             return result.output
 
         info["run"] = run
-        wait_for(lambda: len(json.loads(run("list", "tasks", "--filter", "name=f", "--format", "json"))) >= 5
-                 and json.loads(run("list", "tasks", "--filter", "state=FAILED", "--format", "json")),
-                 what="the driver's tasks in the history")
+        def recorded() -> bool:
+            tasks = json.loads(run("list", "tasks", "--format", "json"))
+            states = [(t["name"], t["state"], t.get("required_resources", {}).get("GPU")) for t in tasks]
+            return (states.count(("f", "FINISHED", None)) == 5 and ("boom", "FAILED", None) in states
+                    and ("Holder.hold", "FINISHED", None) in states and ("f", "PENDING_NODE_ASSIGNMENT", 1.0) in states)
+
+        wait_for(recorded, what="the driver's tasks in the history")
         yield info
     finally:
         if driver is not None:
@@ -141,7 +145,7 @@ def test_status_shows_nodes_resources_and_demands(head: Any) -> None:
     out = head["run"]("status")
     assert "Alive:" in out and "(head)" in out
     assert "/2 CPU" in out and "object_store_memory" in out
-    assert '{"CPU": 1.0, "GPU": 1.0} (task): 1+ pending' in out or '"GPU": 1.0' in out
+    assert '{"CPU": 1.0, "GPU": 1.0} (task): 1+ pending' in out, out
 
 
 def test_memory_groups_objects_by_owner(head: Any) -> None:
