@@ -68,6 +68,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.stopped = asyncio.Event()
         self.worker_env: dict[str, dict] = {}
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
+        self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -231,6 +232,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             owner=request.owner_worker_id,
             lease_key=request.lease_key,
         )
+        if is_actor and request.lease_key:
+            self._stop_superseded_actor_worker(request.lease_key)
         fut = asyncio.get_running_loop().create_future()
         self._answers[lease.lease_id] = fut
         self.leases.submit(lease)
@@ -246,6 +249,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             raise
         if worker is None:
             return raylet_pb2.LeaseReply(canceled=True)
+        if is_actor and request.lease_key:
+            self.actor_leases[request.lease_key] = lease.lease_id
         host, port = worker.address.rsplit(":", 1)
         return raylet_pb2.LeaseReply(
             granted=True,
@@ -253,6 +258,19 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             lease_id=lease.lease_id,
             worker_pid=worker.pid,
         )
+
+    def _stop_superseded_actor_worker(self, lease_key: str) -> None:
+        """The GCS asks again for a worker for the same actor: a worker still leased for an
+        earlier attempt (a creation cut off by a GCS restart, whose result nobody will
+        collect) is not that actor any more. Stop it, so it does not live and hold its
+        resources for ever; its exit returns them."""
+        old = self.actor_leases.pop(lease_key, None)
+        worker_id = self.leases.by_lease.get(old) if old else None
+        w = self.leases.workers.get(worker_id) if worker_id else None
+        if w is None or not w.is_actor:
+            return
+        log.warning("actor_worker_superseded", lease_key=lease_key, worker_id=w.worker_id, worker_pid=w.pid)
+        self._kill_worker(w.pid)
 
     async def ReturnWorker(self, request, context):
         w = self.leases.release(request.lease_id)
