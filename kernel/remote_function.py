@@ -115,6 +115,10 @@ class RemoteFunction:
         self.__name__ = getattr(function, "__name__", "function")
         self.__wrapped__ = function
 
+    def __getstate__(self) -> dict[str, Any]:
+        # shipped inside another function: the per-session cache holds this process's worker
+        return {**self.__dict__, "_prepared": None}
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"Remote functions cannot be called directly. Instead of running '{self.__name__}()', "
@@ -223,6 +227,9 @@ class _OptionsWrapper:
         self._fn = fn
         self._options = options
         self._prepared: _Prepared | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_prepared": None}
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn._remote(args, kwargs, self._options, self)
