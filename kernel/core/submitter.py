@@ -210,10 +210,16 @@ class TaskSubmitter:
             oid = arg[1]
             got = memory.entries.get(oid)
             if got is None:
-                entry.unresolved += 1
+                # a borrowed object already in this node's store lands at once, before
+                # on_ready is registered (which then returns True and calls nothing)
                 self.cw._fetch_borrowed([_RefLike(oid, arg[2])])
-                memory.on_ready(oid, lambda _o, e=entry: self.cw.call_in_loop(self._dep_ready, e))
-                continue
+                entry.unresolved += 1  # before on_ready: it may call _dep_ready right away
+                if not memory.on_ready(oid, lambda _o, e=entry: self.cw.call_in_loop(self._dep_ready, e)):
+                    continue
+                entry.unresolved -= 1
+                got = memory.entries.get(oid)
+                if got is None:  # pragma: no cover -- freed in between: the worker reports it lost
+                    continue
             self._inline_arg(entry, i, got)
         return entry.unresolved == 0 and not entry.done
 
