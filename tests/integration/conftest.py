@@ -50,12 +50,20 @@ def launcher_pid() -> int | None:
     return launcher.pid if launcher is not None else None
 
 
-def stray_processes() -> list[psutil.Process]:
-    """Live (non-zombie) descendants of this process, minus the launcher itself."""
+def descendants() -> set[int]:
+    try:
+        return {c.pid for c in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def stray_processes(baseline: set[int] | frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """Live (non-zombie) descendants of this process that were not there at ``baseline``
+    time (e.g. a session-scoped redis server of another suite), minus the launcher."""
     keep = launcher_pid()
     out = []
     for child in psutil.Process().children(recursive=True):
-        if child.pid == keep:
+        if child.pid == keep or child.pid in baseline:
             continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
@@ -85,12 +93,14 @@ def shm_entries(namespace: str) -> list[str]:
     return [n for n in names if namespace in n]
 
 
-def assert_no_leaks(namespace: str | None, timeout: float = 15.0) -> None:
-    """After shutdown: no microray process below us (launcher excepted), no shm files."""
+def assert_no_leaks(namespace: str | None, baseline: set[int] | frozenset[int] = frozenset(),
+                    timeout: float = 15.0) -> None:
+    """After shutdown: no process below us that was not there before the cluster
+    started (the launcher excepted), and no shm entry of the namespace."""
     try:
-        wait_for(lambda: not stray_processes(), timeout=timeout, what="node processes to exit")
+        wait_for(lambda: not stray_processes(baseline), timeout=timeout, what="node processes to exit")
     except AssertionError:
-        raise AssertionError(f"processes left after shutdown: {describe(stray_processes())}") from None
+        raise AssertionError(f"processes left after shutdown: {describe(stray_processes(baseline))}") from None
     if namespace:
         try:
             wait_for(lambda: not shm_entries(namespace), timeout=timeout, what="shm entries to go")
@@ -103,13 +113,14 @@ def assert_no_leaks(namespace: str | None, timeout: float = 15.0) -> None:
 # -- clusters ---------------------------------------------------------------------------
 @dataclass
 class ClusterInfo:
-    """What a running test cluster is: ids, folders and the process that runs it."""
+    """A running test cluster: its context, ids, session folder and init arguments."""
 
     context: Any
     namespace: str
     session_dir: str
     node_id: str
     kwargs: dict
+    baseline: frozenset = frozenset()  # our descendants before the cluster started
 
     @property
     def logs(self) -> Path:
@@ -120,15 +131,24 @@ class ClusterInfo:
 
 
 _current: dict[str, ClusterInfo | None] = {"info": None}
+# processes that ran before this package's first test (other suites' servers)
+_outside_baseline: set[int] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_processes():
+    _outside_baseline.update(descendants())
+    yield
 
 
 def _start(**kwargs: Any) -> ClusterInfo:
     if ray.is_initialized():
         _stop()
     kwargs.setdefault("num_cpus", 2)
+    baseline = frozenset(descendants())
     ctx = ray.init(**kwargs)
     w = ray.api._worker
-    info = ClusterInfo(ctx, w.store_namespace, w.session_dir, w.node_id, kwargs)
+    info = ClusterInfo(ctx, w.store_namespace, w.session_dir, w.node_id, kwargs, baseline)
     _current["info"] = info
     return info
 
@@ -137,10 +157,11 @@ def _stop() -> None:
     info = _current["info"]
     _current["info"] = None
     ns = info.namespace if info is not None else None
+    baseline = info.baseline if info is not None else frozenset(_outside_baseline)
     if ns is None and ray.is_initialized():
         ns = ray.api._worker.store_namespace
     ray.shutdown()
-    assert_no_leaks(ns)
+    assert_no_leaks(ns, baseline)
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +197,13 @@ def make_cluster(_module_cluster_guard):
 
 
 @pytest.fixture
-def no_cluster(_module_cluster_guard):
-    """Makes sure no cluster is running (for tests of ``init`` errors); leak-checks after."""
+def no_cluster(_module_cluster_guard) -> frozenset:
+    """Makes sure no cluster is running (for tests of ``init`` errors); leak-checks after.
+    Yields our descendants at the start (pass it to ``stray_processes``)."""
     if ray.is_initialized() or _current["info"] is not None:
         _stop()
-    yield
+    baseline = frozenset(descendants())
+    yield baseline
     if ray.is_initialized():
         _stop()
-    else:
-        assert_no_leaks(None)
+    assert_no_leaks(None, baseline)

@@ -196,49 +196,49 @@ def test_cancel_requires_an_objectref(cluster):
         ray.cancel("not a ref")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.cancel interrupts the task with PyThreadState_SetAsyncExc, which is only "
-    "checked between bytecodes; a task blocked in get() sits in threading.Event.wait "
-    "(MemoryStore.wait) and is never interrupted",
-)
-def test_cancel_task_blocked_in_get(make_cluster, tmp_path):
-    make_cluster(num_cpus=2)
-
+def test_cancel_task_blocked_in_get(cluster, tmp_path):
     @ray.remote
     def waits_for(refs, started):
-        Path(started).touch()
+        Path(started).write_text(str(os.getpid()))
         return ray.get(refs[0])
 
     never = double.options(num_cpus=64).remote(1)  # infeasible: never runs
-    started = tmp_path / "started"
-    ref = waits_for.remote([never], str(started))
-    wait_for(started.exists, timeout=30, what="the task to start")
-    ray.cancel(ref)
-    with pytest.raises(TaskCancelledError):
-        ray.get(ref, timeout=5)
+    try:
+        started = tmp_path / "started"
+        ref = waits_for.remote([never], str(started))
+        pid = _started_pid(started)
+        ray.cancel(ref)
+        with pytest.raises(TaskCancelledError):
+            ray.get(ref, timeout=10)
+        assert not _pid_gone(pid)  # interrupted, not killed
+    finally:
+        ray.cancel(never)
+    assert ray.get(double.remote(6), timeout=30) == 12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="submitter pipelines tasks onto a leased worker (max_tasks_in_flight_per_worker=16); "
-    "executor.cancel of a task waiting in that worker's queue only marks it, so get() waits "
-    "until the task ahead of it finishes",
-)
+@ray.remote
+def touch(path):
+    Path(path).touch()
+    return "ran"
+
+
 def test_cancel_task_queued_behind_a_running_task_on_one_worker(make_cluster, tmp_path):
     make_cluster(num_cpus=2)
     ray.get([double.remote(i) for i in range(50)], timeout=60)  # fast tasks: deep pipelining
-    started, release = tmp_path / "started", tmp_path / "release"
+    started, release, ran = tmp_path / "started", tmp_path / "release", tmp_path / "ran"
     blocker = run_until_released.remote(str(started), str(release), 30.0)
-    behind = double.remote(1)
+    behind = touch.remote(str(ran))
     try:
         _started_pid(started)
         ray.cancel(behind)
         with pytest.raises(TaskCancelledError):
-            ray.get(behind, timeout=5)
+            ray.get(behind, timeout=10)
+        ready, _ = ray.wait([blocker], timeout=0)
+        assert ready == []  # answered while the task ahead still runs
     finally:
         release.touch()
-        ray.get(blocker, timeout=60)
+    assert ray.get(blocker, timeout=60) == "released"
+    assert not ran.exists(), "the cancelled task ran anyway"
 
 
 # -- worker death and retries ---------------------------------------------------------------------
@@ -455,7 +455,7 @@ def test_unknown_backend_name_at_init(no_cluster):
     # one clear error, raised before anything started
     assert info.value.__cause__ is None
     assert not ray.is_initialized()
-    assert stray_processes() == []
+    assert stray_processes(no_cluster) == []
 
 
 @pytest.mark.parametrize(
@@ -477,7 +477,7 @@ def test_bad_config_value_at_init(no_cluster):
     assert "'x'" in msg
     assert isinstance(info.value, ValueError)
     assert not ray.is_initialized()
-    assert stray_processes() == []
+    assert stray_processes(no_cluster) == []
 
 
 def test_unknown_config_key_at_init(no_cluster):

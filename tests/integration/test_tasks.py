@@ -11,7 +11,7 @@ import pytest
 import microray as ray
 from microray.exceptions import RayTaskError
 
-from .conftest import wait_for
+from .conftest import shm_entries, stray_processes, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,6 +113,14 @@ def test_slow_tasks_submitted_together_run_in_parallel(make_cluster, tmp_path, h
         assert ray.get([double.remote(i) for i in range(100)], timeout=60)[-1] == 198
     refs = [rendezvous.remote("a", "b", str(tmp_path)), rendezvous.remote("b", "a", str(tmp_path))]
     assert ray.get(refs, timeout=60) == [True, True]
+
+
+def test_the_leak_check_sees_a_running_cluster(cluster):
+    # the teardown check (no process, no shm entry left) is only worth something if it
+    # sees the cluster while it runs: GCS, raylet, zygote and workers, and the namespace
+    ray.get(double.remote(1), timeout=30)
+    assert len(stray_processes(cluster.baseline)) >= 4
+    assert shm_entries(cluster.namespace)
 
 
 # -- multiple returns ---------------------------------------------------------------
@@ -248,6 +256,20 @@ def test_nested_tasks_after_a_burst_of_tasks(make_cluster):
     # a burst leaves the driver with lease requests still pending at the raylet
     assert ray.get([double.remote(i) for i in range(1000)], timeout=60)[-1] == 1998
     assert ray.get(parent.remote(5), timeout=10) == 30
+
+
+def test_task_calls_a_remote_function_the_driver_already_called(cluster):
+    # a function defined here is shipped by value, with the remote functions it uses;
+    # those must still pickle after the driver has called them
+    assert ray.get(child.remote(3), timeout=30) == 9
+    child_opts = child.options(num_cpus=1)
+    assert ray.get(child_opts.remote(2), timeout=30) == 4
+
+    @ray.remote
+    def caller(x):
+        return ray.get(child.remote(x)) + ray.get(child_opts.remote(x))
+
+    assert ray.get(caller.remote(4), timeout=60) == 32
 
 
 # -- generators ----------------------------------------------------------------------------
