@@ -556,47 +556,10 @@ class CoreWorker:
                 log.warning("object_free_failed", object_id=oid.hex(), error=repr(exc))
 
     def objects_info(self) -> list[dict[str, Any]]:
-        """What this process owns, for the state API: id, size, where, reference types."""
-        out = []
-        kinds = {VALUE: "INLINE", SERIALIZED: "INLINE", IN_STORE: "IN_STORE", ERROR: "ERROR"}
-        for oid, (kind, payload) in list(self.memory.entries.items()):
-            if not self.refs.owns(oid):
-                continue
-            counts = self.refs.counts(oid)
-            if kind == SERIALIZED:
-                size = len(payload)
-            elif kind == IN_STORE:
-                view = self.object_store.get(oid)
-                size = view.nbytes if view is not None else -1
-                del view
-            else:
-                size = 0
-            ref_types = []
-            if counts["local"]:
-                ref_types.append("LOCAL_REFERENCE")
-            if counts["submitted"]:
-                ref_types.append("USED_BY_PENDING_TASK")
-            if counts["borrowers"]:
-                ref_types.append("BORROWED")
-            if counts["contained"]:
-                ref_types.append("CAPTURED_IN_OBJECT")
-            if counts["pinned"]:
-                ref_types.append("ACTOR_HANDLE")
-            if kind == IN_STORE:
-                ref_types.append("PINNED_IN_MEMORY")
-            out.append({
-                "object_id": oid.hex(),
-                "object_size": size,
-                "location": kinds[kind],
-                "node_id": payload if kind == IN_STORE else self.node_id,
-                "owner_worker_id": self.worker_id,
-                "owner_pid": os.getpid(),
-                "job_id": self.job_id,
-                "reference_type": ",".join(ref_types) or "UNREFERENCED",
-                "local_refs": counts["local"],
-                "pending_task_refs": counts["submitted"],
-            })
-        return out
+        """What this process owns, for the state API (see ``core.objects_info``)."""
+        from microray.core.objects_info import objects_info
+
+        return objects_info(self)
 
     # -- functions -------------------------------------------------------------
     def export_function(self, function_id: bytes, pickled: bytes) -> None:
