@@ -123,6 +123,40 @@ def test_task_can_put_and_return_a_ref(cluster):
     assert np.array_equal(ray.get(refs[1], timeout=30), np.arange(200_000))
 
 
+def test_ref_put_by_one_task_read_by_another(cluster):
+    @ray.remote
+    def producer():
+        return [ray.put("from the producer"), ray.put(np.arange(300_000))]
+
+    @ray.remote
+    def consumer(refs):
+        return ray.get(refs[0]) + "!", int(ray.get(refs[1]).sum())
+
+    assert ray.get(consumer.remote(ray.get(producer.remote(), timeout=30)), timeout=60) == (
+        "from the producer!", int(np.arange(300_000).sum()))
+
+
+def test_objectref_future_and_await(cluster):
+    import asyncio
+
+    ref = identity.remote({"k": 1})
+    assert ref.future().result(timeout=30) == {"k": 1}
+
+    @ray.remote
+    def fails():
+        raise KeyError("missing")
+
+    with pytest.raises(KeyError):
+        fails.remote().future().result(timeout=30)
+
+    async def main():
+        one = await identity.remote(1)
+        many = await asyncio.gather(identity.remote(2), identity.remote(3))
+        return one, many
+
+    assert asyncio.run(main()) == (1, [2, 3])
+
+
 # -- large objects: zero-copy, read-only -----------------------------------------------------
 def test_large_array_is_zero_copy_and_read_only(cluster):
     original = np.random.default_rng(0).random(50 * MB // 8)
@@ -246,6 +280,75 @@ def test_put_and_drop_many_large_objects_never_fills_the_store(make_cluster):
     usage = store.usage()
     assert usage.num_spilled == 0
     assert usage.num_objects == base.num_objects
+
+
+def test_object_passed_nested_in_a_list_survives_the_drivers_del(cluster, tmp_path):
+    # the task borrows the ref: the object must outlive the driver's last reference
+    @ray.remote
+    def sum_later(refs, release):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        value = ray.get(refs[0])
+        return int(value.sum()), bool(value.flags.writeable)
+
+    release = tmp_path / "release"
+    ref = ray.put(np.ones(10 * MB, dtype=np.uint8))
+    oid = ref.binary()
+    out = sum_later.remote([ref], str(release))
+    del ref
+    try:
+        assert _store().contains(oid)
+    finally:
+        release.touch()
+    assert ray.get(out, timeout=60) == (10 * MB, False)
+    # once the borrower is done, the object goes
+    wait_for(lambda: not _store().contains(oid), timeout=15, what="the borrowed object to be freed")
+
+
+# -- a small store: spilling and full errors ------------------------------------------------------
+def test_objects_beyond_capacity_spill_and_come_back(make_cluster):
+    make_cluster(num_cpus=2, object_store_memory=100 * MB)
+    refs = [ray.put(np.full(40 * MB, i, dtype=np.uint8)) for i in range(5)]  # 200 MB
+    usage = _store().usage()
+    assert usage.num_spilled >= 3
+    assert usage.used_bytes <= 100 * MB
+    for i, ref in enumerate(refs):
+        value = ray.get(ref)
+        assert value[0] == i and value[-1] == i
+        del value
+    # tasks read spilled objects too
+    assert ray.get([array_info.remote(r) for r in refs], timeout=120) == [
+        (float(i * 40 * MB), False, True) for i in range(5)
+    ]
+
+
+def test_object_larger_than_the_store_is_object_store_full_error(make_cluster):
+    from microray.exceptions import ObjectStoreFullError
+
+    make_cluster(num_cpus=2, object_store_memory=100 * MB)
+    with pytest.raises(ObjectStoreFullError) as info:
+        ray.put(np.ones(150 * MB, dtype=np.uint8))
+    assert isinstance(info.value, MemoryError)
+    assert "capacity" in str(info.value)
+    # nothing half-written is left, and the store still works
+    assert _store().usage().used_bytes < MB
+    assert ray.get(ray.put(np.ones(10 * MB, dtype=np.uint8))).sum() == 10 * MB
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ray.exceptions.ObjectStoreFullError,
+    reason="shm store: a get() of a spilled object must restore it into memory; when values "
+    "still held by the reader fill the store nothing can be spilled and get() raises "
+    "ObjectStoreFullError (Ray falls back to a disk-backed allocation; the shm backend could "
+    "map the spill file read-only instead)",
+)
+def test_holding_more_values_than_the_store_holds(make_cluster):
+    make_cluster(num_cpus=2, object_store_memory=100 * MB)
+    refs = [ray.put(np.full(40 * MB, i, dtype=np.uint8)) for i in range(4)]  # 160 MB
+    values = [ray.get(r) for r in refs]
+    assert [int(v[0]) for v in values] == [0, 1, 2, 3]
 
 
 # -- wait ----------------------------------------------------------------------------------------

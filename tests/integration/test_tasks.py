@@ -9,7 +9,7 @@ import time
 import pytest
 
 import microray as ray
-from microray.exceptions import RayTaskError
+from microray.exceptions import GetTimeoutError, RayTaskError
 
 from .conftest import shm_entries, stray_processes, wait_for
 
@@ -327,6 +327,29 @@ def test_generator_error_surfaces_on_next_get(cluster):
         next(gen)
 
 
+def test_generator_next_with_timeout(cluster, tmp_path):
+    release = tmp_path / "release"
+
+    @ray.remote
+    def gated(path):
+        yield "first"
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield "second"
+
+    gen = gated.remote(str(release))
+    assert ray.get(next(gen), timeout=30) == "first"
+    try:
+        with pytest.raises(GetTimeoutError):
+            gen.next(timeout=0.2)
+    finally:
+        release.touch()
+    assert ray.get(gen.next(timeout=30), timeout=30) == "second"
+    with pytest.raises(StopIteration):
+        gen.next(timeout=30)
+
+
 def test_get_of_a_generator_is_a_type_error(cluster):
     gen = count_to.remote(1)
     with pytest.raises(TypeError):
@@ -383,6 +406,17 @@ def test_decorator_with_options(cluster):
         return x + 1
 
     assert ray.get(f.remote(1)) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="max_calls is accepted (remote_function.TASK_OPTIONS) but nothing implements it: the "
+    "worker is never retired after max_calls tasks, so max_calls=1 still reuses one worker",
+)
+def test_max_calls_one_gives_each_call_a_fresh_worker(cluster):
+    once = task_info.options(max_calls=1)
+    pids = [ray.get(once.remote(), timeout=60)["pid"] for _ in range(3)]
+    assert len(set(pids)) == 3
 
 
 def _worker_processes() -> list:
