@@ -317,13 +317,18 @@ def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
     if stopped is not None:
         stopped.set()
     pids = [handle.pids.get("dashboard"), handle.pids.get("raylet"), handle.pids.get("gcs")]
-    for pid in pids:
+    deadline = time.monotonic() + timeout
+    for i, pid in enumerate(pids):
+        if i == 2 and pids[1]:
+            # the raylet unregisters its node on the way out: stop the GCS after it, or a
+            # durable store keeps the stopped node ALIVE for the next head on that namespace
+            while time.monotonic() < deadline and _alive(pids[1]):
+                time.sleep(0.005)
         if pid:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-    deadline = time.monotonic() + timeout
     if procs:
         for proc in procs:
             try:
