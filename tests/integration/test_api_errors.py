@@ -99,6 +99,25 @@ def test_custom_exception_class_is_preserved(cluster):
     assert "custom failure code=7" in str(info.value)
 
 
+class UnpicklableError(Exception):
+    def __init__(self):
+        super().__init__("an error holding a lock")
+        self.lock = threading.Lock()
+
+
+def test_unpicklable_exception_still_reports(cluster):
+    @ray.remote
+    def raises_unpicklable():
+        raise UnpicklableError()
+
+    with pytest.raises(RayError) as info:
+        ray.get(raises_unpicklable.remote(), timeout=30)
+    text = str(info.value)
+    assert "an error holding a lock" in text
+    assert "raises_unpicklable" in text
+    assert ray.get(double.remote(1), timeout=30) == 2
+
+
 def test_error_in_a_list_get(cluster):
     refs = [double.remote(1), raises_value_error.remote("in a list"), double.remote(2)]
     with pytest.raises(ValueError, match="in a list"):
