@@ -16,12 +16,13 @@ import sys
 import time
 from typing import Any
 
+import grpc
 import structlog
 
 from microray import config as config_mod
 from microray import log as log_setup
 from microray.plugin_manager import get_plugin_manager
-from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
+from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
 from microray.rpc import bind, make_server
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             if info.state == "ALIVE":
                 # give live nodes a full grace period to heartbeat the new GCS
                 self.last_heartbeat[info.node_id] = now
+                asyncio.get_running_loop().create_task(self._probe_recovered_node(info))
         await self.actors.load()
         if self.nodes:
             log.info("gcs_state_recovered", nodes=len(self.nodes), actors=len(self.actors.records))
@@ -140,6 +142,23 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         await self.store.put(T_NODES, node_id.encode(), info.SerializeToString())
         log.warning("node_dead", node_id=node_id, reason=reason)
         self._notify("microray_node_removed", node=_node_dict(info))
+
+    async def _probe_recovered_node(self, info: common_pb2.NodeInfo) -> None:
+        """A node recorded ALIVE before this GCS started: when nothing listens at its raylet's
+        address any more (the head machine crashed and came back as a new node), or another
+        node does, it is gone — mark it DEAD now, not after node_dead_after_s, so that no
+        raylet sends work to it meanwhile. A live but slow raylet is left to the heartbeats
+        (and one marked DEAD by mistake re-registers on its next heartbeat)."""
+        address = f"{info.ip}:{info.raylet_port}"
+        stub = raylet_pb2_grpc.RayletStub(self.actors.channels.get(address))
+        try:
+            reply = await stub.GetNodeStats(common_pb2.Empty(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                await self._mark_dead(info.node_id, f"its raylet at {address} is unreachable ({exc.details()})")
+            return
+        if reply.node.node_id != info.node_id:
+            await self._mark_dead(info.node_id, f"another node ({reply.node.node_id}) runs at {address}")
 
     async def monitor_nodes(self) -> None:
         timeout = self.config.node_dead_after_s
