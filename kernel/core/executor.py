@@ -92,7 +92,7 @@ class TaskExecutor:
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.asem: asyncio.Semaphore | None = None
-        self.namespace_job: str | None = None  # the job whose namespace cw.namespace holds
+        self.job: str | None = None  # the job whose tasks run here (cw.job_id, cw.namespace)
 
     # -- io loop side --------------------------------------------------------------
     async def push_stream(self, request_iterator):
@@ -173,25 +173,24 @@ class TaskExecutor:
             return getattr(self.actor, spec.method_name)
         return self.cw.load_function(spec.function_id)
 
-    def _enter_job_namespace(self, job_id: str) -> None:
-        """Run user code in the namespace of the task's job, as Ray does: ``get_actor(name)``
-        and named actors created in a task or actor use the driver's namespace."""
-        if job_id == self.namespace_job or not job_id:
+    def _enter_job(self, job_id: str) -> None:
+        """Run user code as part of the task's job, as Ray does: actors and tasks it
+        creates belong to that job (so they end with it), and ``get_actor(name)`` and
+        named actors created there use the job's namespace, not none."""
+        if job_id == self.job or not job_id:
             return
-        namespace = None
+        self.job = self.cw.job_id = job_id
+        self.cw.namespace = None
         try:
             for job in self.cw.call(self.cw.gcs.GetAllJobs, common_pb2.Empty()).jobs:
                 if job.job_id == job_id:
-                    namespace = job.namespace or None
+                    self.cw.namespace = job.namespace or None
         except Exception as exc:  # noqa: BLE001 -- the task still runs, without a namespace
             log.warning("job_namespace_lookup_failed", job_id=job_id, error=str(exc))
-            return
-        self.namespace_job = job_id
-        self.cw.namespace = namespace
 
     def execute(self, spec: TaskSpec, sink: _Sink) -> None:
         if spec.kind != ACTOR_METHOD:
-            self._enter_job_namespace(spec.job_id)
+            self._enter_job(spec.job_id)
         if spec.task_id in self.cancelled:
             self.cancelled.discard(spec.task_id)
             sink(self._error_result(spec, TaskCancelledError(spec.task_id.hex())))
@@ -252,7 +251,7 @@ class TaskExecutor:
 
     # -- actors ----------------------------------------------------------------------
     def _create_actor(self, spec: TaskSpec, sink: _Sink) -> None:
-        self._enter_job_namespace(spec.job_id)
+        self._enter_job(spec.job_id)
         token = worker_mod._current_task.set(spec)
         try:
             cls = self.cw.load_function(spec.function_id)
