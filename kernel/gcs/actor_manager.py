@@ -34,6 +34,7 @@ class ActorManager:
         self.channels = ChannelPool()
         self.records: dict[str, dict] = {}
         self.tasks: dict[str, asyncio.Task] = {}
+        self.notified: dict[str, tuple] = {}  # actor id -> (state, num_restarts) last reported
 
     async def load(self) -> None:
         for raw in (await self.gcs.store.get_all(T_ACTORS)).values():
@@ -46,7 +47,11 @@ class ActorManager:
 
     async def save(self, record: dict) -> None:
         await self.gcs.store.put(T_ACTORS, record["actor_id"].encode(), pickle.dumps(record))
-        self.gcs.actor_changed(record)
+        # observers hear of state changes, not of every write (kill() persists a flag first)
+        seen = (record["state"], record.get("num_restarts", 0))
+        if self.notified.get(record["actor_id"]) != seen:
+            self.notified[record["actor_id"]] = seen
+            self.gcs.actor_changed(record)
 
     def register(self, record: dict) -> None:
         self.records[record["actor_id"]] = record
