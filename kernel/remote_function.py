@@ -37,6 +37,8 @@ def validate_options(options: dict[str, Any], allowed: set[str], what: str) -> d
             for name in ("CPU", "GPU"):
                 if name in value:
                     raise ValueError(f"Use the 'num_{name.lower()}s' option instead of resources['{name}'] for {what}")
+        if key == "max_calls" and value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"option max_calls={value!r} for {what}: expected an int >= 0")
         if key == "max_retries" and value is not None and (not isinstance(value, int) or value < -1):
             raise ValueError(f"option max_retries={value!r} for {what}: expected an int >= -1")
         if key == "runtime_env" and value is not None:
@@ -108,6 +110,10 @@ class RemoteFunction:
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._options = validate_options(dict(options), TASK_OPTIONS, f"remote function {self._name}")
         self._is_generator = inspect.isgeneratorfunction(function)
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(function)
+        except (TypeError, ValueError):  # some builtins have none
+            self._signature = None
         self._pickled: bytes | None = None
         self._function_id: bytes | None = None
         self._prepared: _Prepared | None = None
@@ -159,8 +165,11 @@ class RemoteFunction:
             max_retries = 1 << 30
         env_key = json.dumps(runtime_env, sort_keys=True) if runtime_env else ""
         key = (tuple(sorted(resources.items())), env_key, pickle.dumps(strategy))
+        max_calls = options.get("max_calls") or 0
+        if max_calls:
+            key = key + (("max_calls", max_calls),)  # such workers are not shared with other tasks
         return _Prepared(worker, num_returns, resources, runtime_env, strategy, retry, max_retries,
-                         env_key, key, options.get("name") or self._name, options.get("name") or "")
+                         env_key, key, options.get("name") or self._name, options.get("name") or "", max_calls)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any], cache: Any = None) -> Any:
         worker = _api._worker or _api._global_worker()
@@ -170,6 +179,11 @@ class RemoteFunction:
             self._ensure_pickled()
             worker.export_function(self._function_id, self._pickled)
             prep = holder._prepared = self._prepare(worker, options)
+        if self._signature is not None:
+            try:
+                self._signature.bind(*args, **kwargs)
+            except TypeError as exc:  # as Ray: a call that cannot bind fails at .remote()
+                raise TypeError(f"{self._name}.remote(): {exc}") from None
         entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, self._name)
         task_id = ids.new_task_id()
         parent = _current_task()
@@ -189,6 +203,7 @@ class RemoteFunction:
             resources=prep.resources,
             name=prep.name,
             parent_task_id=parent.task_id if parent is not None else b"",
+            max_calls=prep.max_calls,
         )
         if num_returns == STREAMING:
             worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
@@ -220,6 +235,7 @@ class _Prepared:
     key: tuple
     function_name: str
     name: str
+    max_calls: int = 0
 
 
 class _OptionsWrapper:

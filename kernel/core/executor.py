@@ -82,6 +82,7 @@ class TaskExecutor:
         self.cancelled: set[bytes] = set()
         self.current: bytes | None = None
         self.main_thread_id = threading.main_thread().ident
+        self._calls: dict[bytes, int] = {}  # function id -> tasks run, for max_calls
         self._queued: dict[bytes, Any] = {}  # task id -> its result sink, until it starts
         self._queued_lock = threading.Lock()
         self.ip = cw.address.rsplit(":", 1)[0]
@@ -162,6 +163,12 @@ class TaskExecutor:
                 self._create_actor(spec, sink)
                 continue
             self.execute(spec, sink)
+            if spec.max_calls:
+                n = self._calls[spec.function_id] = self._calls.get(spec.function_id, 0) + 1
+                if n >= spec.max_calls:
+                    log.info("worker_retired", reason="max_calls", max_calls=spec.max_calls)
+                    self.cw.spawn(_exit_soon())  # after the result is flushed
+                    return
 
     def _target(self, spec: TaskSpec) -> Any:
         if spec.kind == ACTOR_METHOD:

@@ -66,7 +66,6 @@ class KeyState:
     leases: list = field(default_factory=list)
     requesting: int = 0
     avg_task_s: float = 0.0
-    idle_timer: Any = None
     actor: Any = None  # an ActorConnection for an actor's calls (in order, one stream)
 
 
@@ -146,6 +145,7 @@ class Lease(TaskStream):
         self.node_id = reply.worker.node_id
         self.pid = reply.worker_pid
         self.raylet = raylet
+        self.idle_timer: asyncio.TimerHandle | None = None
 
 
 class TaskSubmitter:
@@ -256,11 +256,15 @@ class TaskSubmitter:
             state.actor.pump(state)
             return
         queue = state.queue
-        depth = 1 if state.avg_task_s > LONG_TASK_S else self.max_in_flight
+        live = [lease for lease in state.leases if not lease.dead and not lease.closing]
+        # Pipeline only short tasks, and only when there is more work than workers we
+        # hold or have asked for: a few tasks submitted together each get a worker.
+        if state.avg_task_s > LONG_TASK_S or len(queue) <= len(live) + state.requesting:
+            depth = 1
+        else:
+            depth = self.max_in_flight
         if queue:
-            for lease in state.leases:
-                if lease.dead or lease.closing:
-                    continue
+            for lease in live:
                 room = depth - len(lease.inflight)
                 if room <= 0:
                     continue
@@ -272,19 +276,31 @@ class TaskSubmitter:
                     batch.append(e)
                     room -= 1
                 if batch:
+                    if lease.idle_timer is not None:
+                        lease.idle_timer.cancel()
+                        lease.idle_timer = None
                     lease.send(batch)
                 if not queue:
                     break
         if queue:
-            if state.idle_timer is not None:
-                state.idle_timer.cancel()
-                state.idle_timer = None
             wanted = min(len(queue), MAX_LEASE_REQUESTS_PER_KEY)
             while state.requesting < wanted and not self.closed:
                 state.requesting += 1
                 self.loop.create_task(self._request_lease(key, state))
-        elif all(not lease.inflight for lease in state.leases) and state.leases and state.idle_timer is None:
-            state.idle_timer = self.loop.call_later(self.idle_keep, self._return_idle, key)
+            return
+        if state.requesting and not self.closed:
+            # nothing left to run: the raylet should not grant the requests still waiting
+            self.loop.create_task(self._cancel_lease_requests(key))
+        for lease in live:  # each idle lease goes back on its own after idle_lease_keep_s
+            if not lease.inflight and lease.idle_timer is None:
+                lease.idle_timer = self.loop.call_later(self.idle_keep, self._return_idle, key, lease)
+
+    async def _cancel_lease_requests(self, key: tuple) -> None:
+        try:
+            await self.cw.raylet.CancelLeaseRequests(
+                raylet_pb2.CancelLeasesRequest(lease_key=repr(key), owner_worker_id=self.cw.worker_id), timeout=5)
+        except grpc.aio.AioRpcError:
+            pass
 
     async def _request_lease(self, key: tuple, state: KeyState) -> None:
         raylet = self.cw.raylet
@@ -312,7 +328,9 @@ class TaskSubmitter:
                     grant_or_reject = True
                     continue
                 break
-            if not reply.granted:
+            if not reply.granted:  # cancelled: ask again if work arrived meanwhile
+                if state.queue and not self.closed:
+                    self.loop.call_soon(self._pump, key)
                 return
             lease = Lease(self, key, reply, raylet)
             if self.closed:
@@ -324,20 +342,16 @@ class TaskSubmitter:
             state.requesting -= 1
         self._pump(key)
 
-    def _return_idle(self, key: tuple) -> None:
+    def _return_idle(self, key: tuple, lease: "Lease") -> None:
+        lease.idle_timer = None
         state = self.keys.get(key)
-        if state is None:
+        if state is None or lease.inflight or lease.dead or lease.closing:
             return
-        state.idle_timer = None
         if state.queue:
+            self._pump(key)
             return
-        keep = []
-        for lease in state.leases:
-            if lease.inflight or lease.dead:
-                keep.append(lease) if not lease.dead else None
-                continue
-            self._release(lease, disconnect=False)
-        state.leases = keep
+        state.leases.remove(lease)
+        self._release(lease, disconnect=False)
 
     def _release(self, lease: Lease, disconnect: bool) -> None:
         lease.close()
@@ -476,12 +490,12 @@ class TaskSubmitter:
         await self.events.close()
         returns = []
         for state in self.keys.values():
-            if state.idle_timer is not None:
-                state.idle_timer.cancel()
             if state.actor is not None:
                 state.actor.close()
                 continue
             for lease in state.leases:
+                if lease.idle_timer is not None:
+                    lease.idle_timer.cancel()
                 lease.close()
                 if lease.reader is not None:
                     lease.reader.cancel()

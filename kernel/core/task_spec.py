@@ -49,6 +49,7 @@ class TaskSpec:
     caller_id: str = ""
     parent_task_id: bytes = b""
     actor_options: dict | None = None
+    max_calls: int = 0  # the worker exits after running this many tasks of the function
 
 
 @dataclass(slots=True)

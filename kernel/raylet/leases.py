@@ -101,6 +101,9 @@ class LeaseManager:
             if w.state == "IDLE":
                 idle.setdefault(w.env_hash, []).append(w)
         remaining: deque[PendingLease] = deque()
+        # resources left once the leases waiting for a new worker are served: a worker is
+        # only started for a lease that could be granted when it arrives
+        spare = dict(self.available)
         for lease in self.pending:
             if not self.fits(lease.resources):
                 remaining.append(lease)
@@ -110,8 +113,11 @@ class LeaseManager:
                 worker = pool.pop()
                 self._grant(lease, worker)
                 grants.append(Grant(lease, worker))
+                spare = _minus(spare, lease.resources if lease.hold is None else lease.hold)
             else:
-                want_workers[lease.env_hash] = want_workers.get(lease.env_hash, 0) + 1
+                if _fits(spare, lease.resources):
+                    want_workers[lease.env_hash] = want_workers.get(lease.env_hash, 0) + 1
+                    spare = _minus(spare, lease.resources)
                 remaining.append(lease)
         self.pending = remaining
         to_start = {}
@@ -202,3 +208,15 @@ class LeaseManager:
         for w in self.workers.values():
             out[w.state] = out.get(w.state, 0) + 1
         return out
+
+
+def _fits(available: Mapping[str, float], demand: Mapping[str, float]) -> bool:
+    return all(available.get(k, 0.0) + EPS >= v for k, v in demand.items() if v > 0)
+
+
+def _minus(available: Mapping[str, float], demand: Mapping[str, float]) -> dict[str, float]:
+    out = dict(available)
+    for k, v in demand.items():
+        if v:
+            out[k] = out.get(k, 0.0) - v
+    return out
