@@ -82,9 +82,18 @@ EXPECTED_BACKENDS = {
     "gcs_store": {"memory", "redis", "etcd"},
     "object_store": {"shm", "lmdb"},
     "scheduling_policy": {"hybrid", "spread", "random"},
-    "dashboard": {"none"},
+    "dashboard": {"none", "web"},
 }
-DEFAULTS = {"gcs_store": "memory", "object_store": "shm", "scheduling_policy": "hybrid", "dashboard": "none"}
+
+def _config_defaults() -> dict[str, str]:
+    """The backend each family selects with no config: the Config dataclass's defaults."""
+    from microray.config import Config
+
+    cfg = Config()
+    return {family: getattr(cfg, family) for family in EXPECTED_BACKENDS}
+
+
+DEFAULTS = _config_defaults()
 
 
 def _plugins_json(env, cwd) -> dict:
