@@ -36,7 +36,7 @@ class Config:
     object_store_options: dict = field(default_factory=dict)
     scheduling_policy: str = "hybrid"
     scheduling_policy_options: dict = field(default_factory=dict)
-    dashboard: str = "none"
+    dashboard: str = "web"
     dashboard_options: dict = field(default_factory=dict)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
