@@ -7,7 +7,7 @@ import os
 
 import microray as ray
 
-from .support import N_TASKS, Dash, wait_for
+from .support import N_TASKS, Dash, square, wait_for
 
 
 def test_init_returns_the_dashboard_url(dash: Dash) -> None:
@@ -211,3 +211,21 @@ def test_cancel_a_running_task_with_the_token(dash: Dash) -> None:
              what="the task to end")
     again = dash.post(f"/api/v0/tasks/{task_id}/cancel", token=dash.token)
     assert again.status == 409
+
+
+def test_cancel_a_pending_task_through_its_owner(dash: Dash) -> None:
+    from microray.exceptions import TaskCancelledError
+
+    ref = square.options(num_gpus=1).remote(3)  # no GPU here: it pends in its owner
+    task_id = ref.task_id().hex()
+    wait_for(lambda: dash.get_json(f"/api/v0/tasks?task_id={task_id}&state=PENDING_NODE_ASSIGNMENT")["total"] == 1,
+             what="the pending task in the history")
+    reply = dash.post(f"/api/v0/tasks/{task_id}/cancel", token=dash.token)
+    assert reply.status == 200 and reply.json()["cancelled"] is True
+    try:
+        ray.get(ref, timeout=30)
+    except TaskCancelledError:
+        pass
+    else:
+        raise AssertionError("the cancelled task returned a value")
+    wait_for(lambda: dash.get_json(f"/api/v0/tasks/{task_id}")["state"] == "CANCELLED", what="CANCELLED recorded")
