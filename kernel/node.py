@@ -166,6 +166,9 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
         for proc in (raylet, gcs):
             proc.kill()
             proc.wait()
+        from microray.object_store_access import destroy_namespace, node_namespace
+
+        destroy_namespace(cfg, node_namespace(raylet.pid, node_id), session_dir)
         os.close(gcs_fd) if _fd_open(gcs_fd) else None
         os.close(raylet_fd) if _fd_open(raylet_fd) else None
         raise

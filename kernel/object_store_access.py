@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import shutil
 from typing import Any
 
@@ -49,3 +50,41 @@ def _observer(pm):
             pm.notify(hook, obj=info)
 
     return on_event
+
+
+_NAMESPACE = re.compile(r"^mr-(\d+)-[0-9a-f]{8}$")
+
+
+def node_namespace(raylet_pid: int, node_id: str) -> str:
+    """The object-store namespace of a node: it names the raylet that owns it, so a
+    namespace whose raylet is gone can be recognised and swept."""
+    return f"mr-{raylet_pid}-{node_id[:8]}"
+
+
+def namespace_in_use(namespace: str) -> bool:
+    """False only for a node namespace whose raylet process no longer runs."""
+    m = _NAMESPACE.match(namespace)
+    if m is None:
+        return True  # not ours to judge
+    from microray.process import pid_alive
+
+    return pid_alive(int(m.group(1)))
+
+
+def sweep_stale_namespaces(cfg: config_mod.Config) -> list[str]:
+    """Ask the configured backend to remove namespaces of raylets that died without
+    destroying their store (killed drivers' embedded nodes, failed starts)."""
+    reg = get_plugin_manager(cfg.plugins).select("object_store", cfg.object_store)
+    sweep = getattr(reg, "sweep", None)
+    if sweep is None:
+        return []
+    options = reg.validate_options("object_store", cfg.object_store_options)
+    return sweep(namespace_in_use, **options)
+
+
+def destroy_namespace(cfg: config_mod.Config, namespace: str, session_dir: str) -> None:
+    """Remove a node's store after its raylet failed to start (best effort)."""
+    try:
+        open_object_store(cfg, namespace, session_dir).destroy()
+    except Exception:  # noqa: BLE001 -- cleanup after a failure must not hide it
+        pass

@@ -124,8 +124,16 @@ class ObjectStoreRegistration(Registration):
 
     ``factory(namespace: str, capacity: int, spill_dir: str, **options) -> ObjectStore``.
     Every process of a node calls the factory with the same ``namespace`` and
-    must see the same objects. Capabilities: ``zero_copy``, ``persistence``.
+    must see the same objects. Capabilities: ``zero_copy``, ``persistence``,
+    ``spill``, ``cross_process``.
+
+    ``sweep(in_use, **options) -> list[str]``, optional: remove the storage of every
+    namespace this backend finds on the machine for which ``in_use(namespace)`` is
+    False, and return their names. A raylet calls it at start, so a node whose raylet
+    was killed (no ``destroy()``) leaves nothing behind for long.
     """
+
+    sweep: Callable[..., list[str]] | None = None
 
 
 @dataclass(frozen=True)

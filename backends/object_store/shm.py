@@ -589,6 +589,29 @@ def _fraction(value: Any) -> float:
     return value
 
 
+def sweep_stale_namespaces(in_use: Callable[[str], bool], shm_dir: str = "/dev/shm", **_options: Any) -> list[str]:
+    """Remove the segment folders of namespaces no longer in use (their raylet is gone)."""
+    removed = []
+    try:
+        names = os.listdir(shm_dir)
+    except OSError:
+        return removed
+    for entry in names:
+        if not entry.startswith("microray-"):
+            continue
+        namespace = entry[len("microray-"):]
+        try:
+            if in_use(namespace):
+                continue
+        except Exception:  # noqa: BLE001 -- a namespace we cannot judge is left alone
+            continue
+        shutil.rmtree(os.path.join(shm_dir, entry), ignore_errors=True)
+        removed.append(namespace)
+    if removed:
+        log.info("stale_namespaces_removed", backend="shm", count=len(removed))
+    return removed
+
+
 @hookimpl
 def microray_object_stores() -> list[ObjectStoreRegistration]:
     """The ``shm`` backend (default): per-object shared-memory files with disk spilling."""
@@ -596,6 +619,7 @@ def microray_object_stores() -> list[ObjectStoreRegistration]:
         ObjectStoreRegistration(
             name="shm",
             factory=ShmObjectStore,
+            sweep=sweep_stale_namespaces,
             description="shared memory under /dev/shm, one file per object; spills LRU objects to disk",
             capabilities=frozenset({"zero_copy", "spill", "cross_process"}),
             options={

@@ -20,7 +20,7 @@ import structlog
 from microray import config as config_mod
 from microray.ids import new_hex_id
 from microray.interfaces.scheduling import ClusterView, NodeView, SchedulingRequest
-from microray.object_store_access import open_object_store
+from microray.object_store_access import node_namespace, open_object_store, sweep_stale_namespaces
 from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
@@ -56,8 +56,12 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         pm = get_plugin_manager(cfg.plugins)
         reg = pm.select("scheduling_policy", cfg.scheduling_policy)
         self.policy = reg.factory(**reg.validate_options("scheduling_policy", cfg.scheduling_policy_options))
-        self.store_namespace = f"mr-{os.path.basename(session_dir)[-12:]}-{node_id[:8]}"
+        self.store_namespace = node_namespace(os.getpid(), node_id)
         self.object_store = open_object_store(cfg, self.store_namespace, session_dir)
+        try:
+            sweep_stale_namespaces(cfg)
+        except Exception as exc:  # noqa: BLE001 -- housekeeping must not stop a node
+            log.warning("stale_namespace_sweep_failed", error=repr(exc))
         self.address = ""
         self.port = 0
         self.remote_nodes: dict[str, common_pb2.NodeInfo] = {}
