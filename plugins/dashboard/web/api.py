@@ -8,11 +8,19 @@ docs/dashboard.md for each endpoint's parameters and response.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
+import time
 from typing import Any
 
 import grpc
 from aiohttp import web
+
+from microray.plugin_manager import get_plugin_manager
+from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, gcs_pb2
+from microray.util import state as state_api
 
 from microray.plugins.dashboard.web import logs as logs_mod
 from microray.plugins.dashboard.web.jobs import JobError
@@ -90,7 +98,10 @@ async def cluster(request: web.Request) -> web.Response:
 
 async def timeseries(request: web.Request) -> web.Response:
     source = request.app[K_SOURCE]
-    since = float(request.query.get("since", 0) or 0)
+    try:
+        since = float(request.query.get("since", 0) or 0)
+    except ValueError:
+        raise bad_request("since must be a unix time") from None
     samples = [s for s in source.samples if s["time"] > since]
     return json_response({"period_s": source.sample_period_s, "capacity": source.samples.maxlen, "samples": samples})
 
@@ -99,8 +110,6 @@ async def nodes(request: web.Request) -> web.Response:
     def read(c: Any) -> list[dict[str, Any]]:
         rows = c.nodes()
         workers = c.workers()
-        import time
-
         now = time.time()
         for n in rows:
             n["workers"] = [w for w in workers if w["node_id"] == n["node_id"]]
@@ -133,7 +142,7 @@ async def tasks(request: web.Request) -> web.Response:
     filters = _filters(request, TASK_FILTER_KEYS)
     data = await _run(request, lambda c: c.tasks(filters, limit, offset, detail))
     return json_response({"tasks": data["tasks"], "total": data["total"], "counts": data["counts"],
-                  "dropped_from_history": data["dropped"], "limit": limit, "offset": offset})
+                          "dropped_from_history": data["dropped"], "limit": limit, "offset": offset})
 
 
 async def task(request: web.Request) -> web.Response:
@@ -151,15 +160,11 @@ async def task(request: web.Request) -> web.Response:
 
 
 async def tasks_summary(request: web.Request) -> web.Response:
-    from microray.util import state
-
     source = request.app[K_SOURCE]
-    return json_response(await _run(request, lambda c: state.summarize_tasks(address=source.gcs_address)))
+    return json_response(await _run(request, lambda c: state_api.summarize_tasks(address=source.gcs_address)))
 
 
 async def cancel_task(request: web.Request) -> web.Response:
-    from microray.protocol import core_worker_pb2, core_worker_pb2_grpc
-
     task_id = request.match_info["task_id"]
     body = await _body(request)
     force = bool(body.get("force", False))
@@ -201,8 +206,6 @@ async def actor(request: web.Request) -> web.Response:
 
 
 async def kill_actor(request: web.Request) -> web.Response:
-    from microray.protocol import gcs_pb2
-
     actor_id = request.match_info["actor_id"]
     body = await _body(request)
     no_restart = bool(body.get("no_restart", True))
@@ -228,10 +231,8 @@ async def objects(request: web.Request) -> web.Response:
 
 
 async def objects_summary(request: web.Request) -> web.Response:
-    from microray.util import state
-
     source = request.app[K_SOURCE]
-    return json_response(await _run(request, lambda c: state.summarize_objects(address=source.gcs_address)))
+    return json_response(await _run(request, lambda c: state_api.summarize_objects(address=source.gcs_address)))
 
 
 async def placement_groups(request: web.Request) -> web.Response:
@@ -249,8 +250,6 @@ async def jobs_v0(request: web.Request) -> web.Response:
 
 # -- logs ----------------------------------------------------------------------------------------
 def _logs_dir(request: web.Request) -> str:
-    import os
-
     return os.path.join(request.app[K_CONTEXT].session_dir, "logs")
 
 
@@ -281,8 +280,6 @@ async def log_file(request: web.Request) -> web.Response:
         path = logs_mod.resolve(_logs_dir(request), name)
     except logs_mod.LogAccessError as exc:
         return error(404 if "no log file" in str(exc) else 400, str(exc))
-    import asyncio
-
     text, cut = await asyncio.get_running_loop().run_in_executor(None, logs_mod.tail, path, lines)
     return json_response({"name": name, "lines": text, "truncated": cut})
 
@@ -302,11 +299,6 @@ def redact(value: Any, key: str = "") -> Any:
 
 
 async def plugins(request: web.Request) -> web.Response:
-    import json
-
-    from microray.plugin_manager import get_plugin_manager
-    from microray.protocol import common_pb2
-
     def read(c: Any) -> dict[str, Any]:
         reply = c.gcs.GetClusterConfig(common_pb2.Empty(), timeout=10)
         cfg = json.loads(reply.config_json)
@@ -317,8 +309,7 @@ async def plugins(request: web.Request) -> web.Response:
                                                       "options": redact(cfg.get(f"{row['family']}_options", {})),
                                                       "backends": []})
             row["selected"] = cfg.get(row["family"]) == row["name"]
-            fams = fam["backends"]
-            fams.append(row)
+            fam["backends"].append(row)
         failed = [{"name": f.name, "source": f.source, "error": str(f.error)} for f in pm.failed]
         return {"cluster_id": reply.cluster_id, "families": list(families.values()), "failed": failed,
                 "config": redact(cfg)}

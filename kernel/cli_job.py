@@ -1,0 +1,198 @@
+"""``microray job submit/status/logs/stop/list`` (Ray's job CLI), through the web
+dashboard's HTTP job API (``/api/jobs/``) with the session token read from the running
+cluster's session folder (or ``--address`` / ``--token``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from microray.cli import cli
+from microray.cli_state import _echo_json, _term_width, _when
+
+
+def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
+    """(dashboard URL, token): given, or those of the cluster running here."""
+    from microray import config as config_mod
+    from microray import node
+
+    if address is None or token is None:
+        cfg = config_mod.resolve({})
+        handle = node.current_cluster(cfg.session_root)
+        if handle is None and address is None:
+            raise click.ClickException("no running microray cluster here; pass --address http://HOST:PORT")
+        if handle is not None:
+            if address is None:
+                if not handle.dashboard_url:
+                    raise click.ClickException("the running cluster has no dashboard (dashboard = \"none\")")
+                address = handle.dashboard_url
+            if token is None:
+                try:
+                    token = (Path(handle.session_dir) / node.DASHBOARD_TOKEN).read_text().strip()
+                except OSError:
+                    token = None
+    return address.rstrip("/"), token or ""
+
+
+def _http(method: str, url: str, token: str = "", body: Any = None) -> Any:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Accept": "application/json"})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            msg = exc.reason
+        raise click.ClickException(f"{method} {url}: {exc.code} {msg}") from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach the dashboard at {url}: {exc.reason}") from None
+
+
+_DASH = click.option("--address", default=None, help="Dashboard URL http://HOST:PORT (default: the cluster here).")
+_TOKEN = click.option("--token", default=None, help="Session token (default: read from the cluster's session folder).")
+
+
+@cli.group("job")
+def job() -> None:
+    """Submit and manage jobs through the dashboard's job API."""
+
+
+def _follow(base: str, sid: str, token: str) -> str:
+    offset = 0
+    while True:
+        chunk = _http("GET", f"{base}/api/jobs/{sid}/logs?offset={offset}", token)
+        if chunk["logs"]:
+            sys.stdout.write(chunk["logs"])
+            sys.stdout.flush()
+        offset = chunk["offset"]
+        if chunk["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            rest = _http("GET", f"{base}/api/jobs/{sid}/logs?offset={offset}", token)
+            sys.stdout.write(rest["logs"])
+            return chunk["status"]
+        time.sleep(0.3)
+
+
+@job.command("submit", context_settings={"ignore_unknown_options": True})
+@click.option("--working-dir", default=".", show_default=True, help="Directory the entrypoint runs in (on this machine).")
+@click.option("--submission-id", default=None)
+@click.option("--metadata-json", default=None, help="JSON object of string metadata.")
+@click.option("--env", "env_pairs", multiple=True, help="KEY=VALUE environment variable for the job; repeatable.")
+@click.option("--no-wait", is_flag=True, help="Return after submitting instead of following the logs.")
+@_DASH
+@_TOKEN
+@click.argument("entrypoint", nargs=-1, required=True, type=click.UNPROCESSED)
+def job_submit(working_dir: str, submission_id: str | None, metadata_json: str | None, env_pairs: tuple[str, ...],
+               no_wait: bool, address: str | None, token: str | None, entrypoint: tuple[str, ...]) -> None:
+    """Run ENTRYPOINT (after --) as a job: ``microray job submit --working-dir . -- python script.py``."""
+    base, token = _dashboard(address, token)
+    command = entrypoint[0] if len(entrypoint) == 1 else shlex.join(entrypoint)
+    env = {}
+    for pair in env_pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"--env expects KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        env[k] = v
+    body: dict[str, Any] = {"entrypoint": command,
+                            "runtime_env": {"working_dir": os.path.abspath(working_dir), "env_vars": env}}
+    if submission_id:
+        body["submission_id"] = submission_id
+    if metadata_json:
+        body["metadata"] = json.loads(metadata_json)
+    reply = _http("POST", f"{base}/api/jobs/", token, body)
+    sid = reply["submission_id"]
+    click.echo(f"Job '{sid}' submitted successfully.", err=True)
+    if no_wait:
+        click.echo(f"Follow it with: microray job logs {sid} --follow", err=True)
+        click.echo(sid)
+        return
+    status = _follow(base, sid, token)
+    click.echo(f"Job '{sid}' {status.lower()}.", err=True)
+    sys.exit(0 if status == "SUCCEEDED" else 1)
+
+
+@job.command("status")
+@click.argument("submission_id")
+@_DASH
+@_TOKEN
+def job_status(submission_id: str, address: str | None, token: str | None) -> None:
+    """The status of a submitted job."""
+    base, token = _dashboard(address, token)
+    j = _http("GET", f"{base}/api/jobs/{submission_id}", token)
+    click.echo(f"Status for job '{submission_id}': {j['status']}")
+    if j.get("message"):
+        click.echo(f"Status message: {j['message']}")
+
+
+@job.command("logs")
+@click.argument("submission_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@_DASH
+@_TOKEN
+def job_logs(submission_id: str, follow: bool, address: str | None, token: str | None) -> None:
+    """The output of a submitted job."""
+    base, token = _dashboard(address, token)
+    if follow:
+        _follow(base, submission_id, token)
+        return
+    sys.stdout.write(_http("GET", f"{base}/api/jobs/{submission_id}/logs", token)["logs"])
+
+
+@job.command("stop")
+@click.argument("submission_id")
+@click.option("--no-wait", is_flag=True, help="Do not wait for the job to end.")
+@_DASH
+@_TOKEN
+def job_stop(submission_id: str, no_wait: bool, address: str | None, token: str | None) -> None:
+    """Stop a running job (SIGTERM to its process group, SIGKILL after 3 s)."""
+    base, token = _dashboard(address, token)
+    stopped = _http("POST", f"{base}/api/jobs/{submission_id}/stop", token, {})["stopped"]
+    if not stopped:
+        click.echo(f"Job '{submission_id}' is not running.")
+        return
+    click.echo(f"Stopping job '{submission_id}'.")
+    deadline = time.monotonic() + 15
+    while not no_wait and time.monotonic() < deadline:
+        j = _http("GET", f"{base}/api/jobs/{submission_id}", token)
+        if j["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            click.echo(f"Job '{submission_id}' {j['status'].lower()}.")
+            return
+        time.sleep(0.2)
+
+
+@job.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_DASH
+@_TOKEN
+def job_list(fmt: str, address: str | None, token: str | None) -> None:
+    """Jobs submitted through the dashboard."""
+    from rich.console import Console
+    from rich.table import Table
+
+    base, token = _dashboard(address, token)
+    jobs = _http("GET", f"{base}/api/jobs/", token)
+    if fmt == "json":
+        _echo_json(jobs)
+        return
+    table = Table(title=f"{len(jobs)} jobs", title_justify="left")
+    for col in ("SUBMISSION_ID", "STATUS", "ENTRYPOINT", "START_TIME", "END_TIME", "EXIT_CODE"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        table.add_row(j["submission_id"], j["status"], j["entrypoint"], _when(j["start_time"]), _when(j["end_time"]),
+                      "" if j["driver_exit_code"] is None else str(j["driver_exit_code"]))
+    Console(width=max(120, _term_width())).print(table)
