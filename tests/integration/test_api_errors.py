@@ -528,13 +528,6 @@ def test_gcs_that_cannot_start_fails_init_cleanly(no_cluster):
         ray.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.start_head's failure path SIGKILLs the raylet, which had already created its "
-    "object store (Raylet.__init__ opens it before registering with the GCS); nobody destroys "
-    "it, so every failed start leaves /dev/shm/microray-<namespace> behind (the raylet's own "
-    "startup-failure path in raylet/__main__.py does not destroy it either)",
-)
 def test_gcs_that_cannot_start_leaves_no_shared_memory(no_cluster):
     import re
     import shutil

@@ -68,12 +68,6 @@ def test_wrong_arguments_surface_as_type_error(cluster):
         ray.get(with_defaults.remote(1, nope=2), timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RemoteFunction._remote does not bind the arguments to the function's signature; "
-    "Ray does (signature.flatten_args -> inspect.Signature.bind) and raises TypeError at "
-    ".remote(), here the task is submitted and fails in the worker",
-)
 def test_wrong_arguments_raise_at_submission(cluster):
     with pytest.raises(TypeError):
         with_defaults.remote()
@@ -112,13 +106,6 @@ def test_tasks_run_in_parallel_on_two_cpus(cluster, tmp_path):
     assert ray.get(refs, timeout=60) == [True, True]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="submitter pipelines up to 16 tasks onto one leased worker whenever the shape's average "
-    "task time is under 2 ms -- which it is for a new shape (avg starts at 0) and after fast "
-    "tasks; two slow tasks submitted together then run one after the other on one worker "
-    "while the second CPU idles",
-)
 @pytest.mark.parametrize("history", ["fresh cluster", "after fast tasks"])
 def test_slow_tasks_submitted_together_run_in_parallel(make_cluster, tmp_path, history):
     make_cluster(num_cpus=2)
@@ -258,12 +245,6 @@ def test_three_levels_of_nesting(make_cluster):
     assert ray.get(grandparent.remote(3), timeout=90) == 2 * (0 + 1 + 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="submitter keeps surplus lease requests after its queue drains; the raylet grants a "
-    "blocked parent's lent CPU to one of them and the driver holds that idle lease for as long "
-    "as any lease of the same shape runs a task (the parent) -> the children never get a CPU",
-)
 def test_nested_tasks_after_a_burst_of_tasks(make_cluster):
     make_cluster(num_cpus=2)
     # a burst leaves the driver with lease requests still pending at the raylet
@@ -421,11 +402,6 @@ def test_decorator_with_options(cluster):
     assert ray.get(f.remote(1)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="max_calls is accepted (remote_function.TASK_OPTIONS) but nothing implements it: the "
-    "worker is never retired after max_calls tasks, so max_calls=1 still reuses one worker",
-)
 def test_max_calls_one_gives_each_call_a_fresh_worker(cluster):
     once = task_info.options(max_calls=1)
     pids = [ray.get(once.remote(), timeout=60)["pid"] for _ in range(3)]
@@ -451,12 +427,6 @@ def test_runtime_env_tasks_run_in_workers_of_their_own(make_cluster):
     assert plain.isdisjoint(with_env)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="raylet LeaseManager.dispatch() counts every pending lease that fits the free resources "
-    "as wanting a new worker without reserving those resources, so N queued requests start N "
-    "workers even though only num_cpus can ever be leased",
-)
 def test_runtime_env_burst_starts_no_more_workers_than_cpus(make_cluster):
     make_cluster(num_cpus=2)
 
