@@ -12,7 +12,9 @@ import pytest
 
 from microray import node
 
-from .helpers import MICRORAY_CLI, cli, pid_alive, read_marker, run_driver, wait_for
+from microray.util.state import list_actors, list_jobs
+
+from .helpers import MICRORAY_CLI, cli, pid_alive, read_marker, run_driver, start_driver, wait_for
 
 FIRST_DRIVER = """
 from microray.protocol import gcs_pb2
@@ -53,8 +55,23 @@ print("JOBS", " ".join(sorted(j["job_id"] for j in list_jobs())), flush=True)
 """
 
 
-def _start_head(cli_root, store_name: str, options: dict) -> None:
+ORPHAN_DRIVER = """
+ray.init(address="auto", namespace="ops")
+@ray.remote
+class Owned:
+    def ping(self):
+        return "pong"
+o = Owned.options(name="owned-by-orphan").remote()
+assert ray.get(o.ping.remote(), timeout=60) == "pong"
+print("READY", ray.api._worker.job_id, o._actor_id, flush=True)
+time.sleep(600)
+"""
+
+
+def _start_head(cli_root, store_name: str, options: dict, dashboard: bool = False) -> None:
     args = ["start", "--head", "--num-cpus", "2", f"--gcs-store={store_name}"]
+    if not dashboard:
+        args += ["--dashboard", "none"]
     for key, value in options.items():
         args += ["--gcs-store-option", f"{key}={value}"]
     result = cli(args, cli_root.env)
@@ -65,22 +82,49 @@ def _start_head(cli_root, store_name: str, options: dict) -> None:
 @pytest.mark.slow
 def test_cli_head_on_redis_survives_restart_gcs(cli_root, redis_server):
     options = {"url": redis_server.url, "namespace": f"cli-{os.urandom(4).hex()}"}
-    _start_head(cli_root, "redis", options)
+    _start_head(cli_root, "redis", options, dashboard=True)  # the default head, dashboard included
     handle = cli_root.handle()
     first = run_driver(FIRST_DRIVER, env=cli_root.env)
     job = first.stdout.split("JOB", 1)[1].split()[0]
 
-    old_gcs = handle.pids["gcs"]
-    result = cli(["restart-gcs"], cli_root.env)
+    # a driver that dies while the GCS is down: its job and its (non-detached) actor end
+    # once the GCS is back
+    orphan = start_driver(ORPHAN_DRIVER, env=cli_root.env)
+    try:
+        orphan_job, owned = read_marker(orphan, "READY", timeout=90).split()
+        old_gcs = handle.pids["gcs"]
+        os.kill(old_gcs, signal.SIGKILL)
+        orphan.kill()
+        orphan.wait(10)
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait(10)
+        for stream in (orphan.stdout, orphan.stderr, orphan.stdin):
+            stream.close()
+
+    result = cli(["restart-gcs"], cli_root.env)  # the GCS is dead: just started again
     assert result.returncode == 0, f"restart-gcs failed:\n{result.stdout}\n{result.stderr}"
     assert "Restarted the GCS" in result.stdout and "store redis" in result.stdout, result.stdout
     assert not pid_alive(old_gcs)
     handle = cli_root.handle()
     assert handle is not None and handle.pids["gcs"] != old_gcs and pid_alive(handle.pids["gcs"])
+    address = handle.gcs_address
+    wait_for(lambda: {j["job_id"]: j["status"] for j in list_jobs(address=address)}[orphan_job] == "FINISHED",
+             timeout=30, what="the dead driver's job to be FINISHED")
+    wait_for(lambda: {a["actor_id"]: a["state"] for a in list_actors(address=address)}[owned] == "DEAD",
+             timeout=30, what="the dead driver's actor to be DEAD")
+
+    # a planned restart of a running GCS
+    running_gcs = handle.pids["gcs"]
+    result = cli(["restart-gcs"], cli_root.env)
+    assert result.returncode == 0, f"restart-gcs failed:\n{result.stdout}\n{result.stderr}"
+    assert not pid_alive(running_gcs)
+    handle = cli_root.handle()
 
     second = run_driver(SECOND_DRIVER, env=cli_root.env)
     jobs = second.stdout.split("JOBS", 1)[1].split()
-    assert job in jobs and len(jobs) == 2, jobs
+    assert job in jobs and orphan_job in jobs and len(jobs) == 3, jobs
 
     pids = [p for p in handle.pids.values() if p]
     result = cli(["stop"], cli_root.env)
@@ -105,7 +149,7 @@ def test_blocking_head_keeps_running_through_restart_gcs(cli_root, redis_server)
     """``microray start --head --block`` supervises its node; a GCS restarted by
     ``microray restart-gcs`` (or killed and not yet restarted) must not stop the node."""
     options = {"url": redis_server.url, "namespace": f"blk-{os.urandom(4).hex()}"}
-    args = [MICRORAY_CLI, "start", "--head", "--block", "--num-cpus", "1", "--gcs-store=redis",
+    args = [MICRORAY_CLI, "start", "--head", "--block", "--num-cpus", "1", "--dashboard", "none", "--gcs-store=redis",
             "--gcs-store-option", f"url={options['url']}", "--gcs-store-option", f"namespace={options['namespace']}"]
     blocker = subprocess.Popen(args, env=cli_root.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -357,3 +357,34 @@ def test_a_new_head_after_a_crashed_one_marks_the_lost_node_dead_at_once(make_cl
     assert time.monotonic() - started < 5  # node_dead_after_s is 10
     while time.monotonic() < started + 3:  # past the new raylet's first heartbeats (node table)
         assert ray.get([inc.remote(i) for i in range(50)], timeout=120) == list(range(1, 51))
+
+
+def test_detached_actors_of_a_crashed_head_restart_on_the_new_one(make_cluster, store):
+    """The head crashed with everything on it; a new head on the same namespace recovers the
+    detached actors' records: one that may restart comes back (a fresh instance, same name
+    and id), one that may not is DEAD with the cause, and its name is free again."""
+    import os
+    import signal
+
+    options = dict(gcs_store=store.name, gcs_store_options=store.options, namespace="ft")
+    make_cluster(**options)
+    head = ray.api._head
+    phoenix = Counter.options(name="phoenix", lifetime="detached", max_restarts=1).remote(40)
+    mortal = Counter.options(name="mortal", lifetime="detached").remote()
+    assert ray.get([phoenix.incr.remote(), mortal.incr.remote()], timeout=60) == [41, 1]
+    for name in ("raylet", "gcs"):
+        os.kill(head.pids[name], signal.SIGKILL)
+    ray.shutdown()
+
+    make_cluster(**options)
+    again = ray.get_actor("phoenix")
+    assert again._actor_id == phoenix._actor_id
+    assert ray.get(again.incr.remote(), timeout=60) == 41  # the constructor ran again
+    rows = {a["actor_id"]: a for a in list_actors()}
+    assert rows[phoenix._actor_id]["num_restarts"] == 1
+    wait_for(lambda: {a["actor_id"]: a for a in list_actors()}[mortal._actor_id]["state"] == "DEAD", timeout=30,
+             what="the actor that may not restart to be DEAD")
+    with pytest.raises(ValueError):
+        ray.get_actor("mortal")
+    fresh = Counter.options(name="mortal", lifetime="detached").remote(5)
+    assert ray.get(fresh.incr.remote(), timeout=60) == 6
