@@ -218,7 +218,8 @@ class TaskExecutor:
                 self.current = None
             contained: dict = {}
             result = TaskResult(spec.task_id, OK, self._store_returns(spec, value, contained), time.perf_counter() - t0,
-                                os.getpid(), contained=contained or None)
+                                os.getpid())
+            _split_sizes(result, contained)
         except BaseException as exc:  # noqa: BLE001 -- every failure goes back to the owner
             if in_main:
                 self.current = None
@@ -247,7 +248,8 @@ class TaskExecutor:
                     value = await value
                 contained: dict = {}
                 result = TaskResult(spec.task_id, OK, self._store_returns(spec, value, contained),
-                                    time.perf_counter() - t0, os.getpid(), contained=contained or None)
+                                    time.perf_counter() - t0, os.getpid())
+                _split_sizes(result, contained)
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, SystemExit):
                     raise
@@ -330,6 +332,9 @@ class TaskExecutor:
         if ser.total_size <= self.cw.config.max_inline_object_bytes:
             return (oid, SERIALIZED, ser.to_bytes())
         self.cw.write_to_store(oid, ser)
+        self.cw.object_sizes.pop(oid, None)  # the caller owns it and keeps its size
+        if contained is not None:
+            contained.setdefault("__sizes__", {})[oid] = ser.total_size
         return (oid, IN_STORE, self.cw.node_id)
 
     def _hand_over(self, spec: TaskSpec, oid: bytes, refs: list, contained: dict) -> None:
@@ -368,7 +373,9 @@ class TaskExecutor:
                 index += 1
                 contained: dict = {}
                 item = self._store_value(ids.object_id(spec.task_id, index), value, spec, contained)
-                sink(TaskResult(spec.task_id, GEN_ITEM, [item], contained=contained or None))
+                result = TaskResult(spec.task_id, GEN_ITEM, [item])
+                _split_sizes(result, contained)
+                sink(result)
         except BaseException as exc:  # noqa: BLE001 -- the error becomes the next item
             if isinstance(exc, SystemExit):
                 raise
@@ -404,6 +411,12 @@ class TaskExecutor:
         err = serialization.serialize_error(exc).to_bytes()
         returns = [(oid, SERIALIZED, err) for oid in _return_ids(spec)]
         return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), False)
+
+
+def _split_sizes(result: TaskResult, contained: dict) -> None:
+    sizes = contained.pop("__sizes__", None)
+    result.sizes = sizes
+    result.contained = contained or None
 
 
 async def _exit_soon() -> None:

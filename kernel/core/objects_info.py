@@ -19,9 +19,8 @@ def objects_info(cw: Any) -> list[dict[str, Any]]:
         if kind == SERIALIZED:
             size = len(payload)
         elif kind == IN_STORE:
-            view = cw.object_store.get(oid)
-            size = view.nbytes if view is not None else -1
-            del view
+            # never read the object to learn its size: that would restore a spilled one
+            size = cw.object_sizes.get(oid, -1)
         else:
             size = 0
         ref_types = []

@@ -100,6 +100,19 @@ class ReferenceCounter:
         if free:
             self._release(object_id)
 
+    def remove_borrower_everywhere(self, borrower: str) -> int:
+        """A borrower process died: it holds nothing any more. Returns how many objects it held."""
+        with self._lock:
+            held = [oid for oid, holders in self._borrowers.items() if borrower in holders]
+        for oid in held:
+            self.remove_borrower(oid, borrower)
+        return len(held)
+
+    def disown(self, object_id: bytes) -> None:
+        """Forget an owned id that never had a value to free (a generator's end marker)."""
+        with self._lock:
+            self._owned.discard(object_id)
+
     def _decrement(self, table: dict[bytes, int], object_ids: Iterable[bytes]) -> None:
         freed = []
         with self._lock:

@@ -65,9 +65,16 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
         return core_worker_pb2.CancelTaskReply(found=found)
 
     async def AddBorrower(self, request, context):
+        added = False
         for oid in request.object_ids:
-            self.cw.refs.add_borrower(oid, request.borrower)
+            added = self.cw.refs.add_borrower(oid, request.borrower) or added
+        if added:
+            self.cw.watch_borrower(request.borrower)
         return common_pb2.Empty()
+
+    async def Watch(self, request, context):
+        await asyncio.Event().wait()  # until this process exits
+        yield common_pb2.Empty()
 
     async def RemoveBorrower(self, request, context):
         for oid in request.object_ids:

@@ -373,6 +373,8 @@ class TaskSubmitter:
         refs = self.cw.refs
         for res in results:
             status = res.status
+            if res.sizes:
+                self.cw.object_sizes.update(res.sizes)
             if res.contained:
                 for outer, pairs in res.contained.items():
                     refs.add_contained(outer, [rid for rid, _ in pairs])

@@ -66,3 +66,4 @@ class TaskResult:
     # refs inside return values: {return object id: [(ref id, its owner's address)]}.
     # The worker registered the caller as their borrower before sending this.
     contained: dict | None = None
+    sizes: dict | None = None  # sizes of returns written to the node's store: {object id: bytes}

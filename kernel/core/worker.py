@@ -116,6 +116,9 @@ class CoreWorker:
         self._gcs_suspect = False  # the GCS connection broke: check the cluster id before the next call
         self._tls = threading.local()
         self._remove_borrower_queue: dict[str, list[bytes]] = {}
+        self._remove_borrower_lock = threading.Lock()
+        self._watched_borrowers: set[str] = set()
+        self.object_sizes: dict[bytes, int] = {}  # sizes of objects in the store, for the state API
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="microray-io", daemon=True)
         self._thread.start()
@@ -324,6 +327,7 @@ class CoreWorker:
         self.memory.put(oid, IN_STORE, self.node_id)
 
     def write_to_store(self, oid: bytes, ser: serialization.Serialized) -> None:
+        self.object_sizes[oid] = ser.total_size
         buf = self.object_store.create(oid, ser.total_size)
         try:
             ser.write_to(buf)
@@ -518,13 +522,38 @@ class CoreWorker:
         return await _invoke(getattr(stub, method), request, 10)
 
     def _send_remove_borrower(self, owner: str, oid: bytes) -> None:
-        pending = self._remove_borrower_queue.setdefault(owner, [])
-        pending.append(oid)
-        if len(pending) == 1:
+        with self._remove_borrower_lock:
+            pending = self._remove_borrower_queue.setdefault(owner, [])
+            pending.append(oid)
+            first = len(pending) == 1
+        if first:
             self.call_in_loop(lambda: self.loop.call_later(0.01, self._flush_remove_borrower, owner))
 
+    def watch_borrower(self, borrower: str) -> None:
+        """Owner side (io loop): when a borrower process dies, it holds nothing any more."""
+        if borrower in self._watched_borrowers or borrower == self.address:
+            return
+        self._watched_borrowers.add(borrower)
+        self.loop.create_task(self._watch_borrower(borrower))
+
+    async def _watch_borrower(self, borrower: str) -> None:
+        stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(borrower))
+        try:
+            async for _ in stub.Watch(common_pb2.Empty()):
+                pass
+        except grpc.aio.AioRpcError:
+            pass
+        except asyncio.CancelledError:
+            return
+        self._watched_borrowers.discard(borrower)
+        if self.connected:
+            n = self.refs.remove_borrower_everywhere(borrower)
+            if n:
+                log.info("borrower_gone", borrower=borrower, objects=n)
+
     def _flush_remove_borrower(self, owner: str) -> None:
-        oids = self._remove_borrower_queue.pop(owner, [])
+        with self._remove_borrower_lock:
+            oids = self._remove_borrower_queue.pop(owner, [])
         if oids and self.connected:
             stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(owner))
             self.loop.create_task(_invoke_logged(
@@ -547,6 +576,7 @@ class CoreWorker:
         if owner is not None and self.connected:
             self._send_remove_borrower(owner, oid)
         entry = self.memory.entries.pop(oid, None)
+        self.object_sizes.pop(oid, None)
         if owned and entry is not None and "microray_object_freed" in self._object_hooks:
             self._observe("microray_object_freed", {"object_id": oid.hex(), "in_store": entry[0] == IN_STORE})
         if owned and entry is not None and entry[0] == IN_STORE and entry[1] == self.node_id:
@@ -590,6 +620,8 @@ class CoreWorker:
             if end_entry is not None:
                 kind, count = end_entry
                 if index > count:
+                    self.memory.delete(end)  # the generator is used up: forget its marker
+                    self.refs.disown(end)
                     return None
             missing = self.memory.wait([item, end], 1, timeout)
             if len(missing) == 2:

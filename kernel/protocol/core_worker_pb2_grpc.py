@@ -71,6 +71,11 @@ class CoreWorkerStub:
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectsInfoReply.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/microray.CoreWorker/Watch',
+                request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -123,6 +128,13 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Never answers: the stream breaks when this process exits (owners watch borrowers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +172,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.GetObjectsInfo,
                     request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                     response_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectsInfoReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +369,33 @@ class CoreWorker:
             '/microray.CoreWorker/GetObjectsInfo',
             microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             microray_dot_protocol_dot_core__worker__pb2.ObjectsInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/microray.CoreWorker/Watch',
+            microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            microray_dot_protocol_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

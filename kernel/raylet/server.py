@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import time
@@ -414,6 +415,7 @@ async def serve(
     except subprocess.TimeoutExpired:
         zygote.kill()
     raylet.object_store.destroy()
+    shutil.rmtree(os.path.join(session_dir, "spill", raylet.store_namespace), ignore_errors=True)
     log.info("raylet_stopped", node_id=node_id)
 
 
