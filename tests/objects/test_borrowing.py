@@ -263,12 +263,6 @@ def test_top_level_task_argument_held_until_task_ends(cluster, gate):
 
 
 # -- the known limit ------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "known limit: a borrower that dies without telling the owner keeps the object until "
-    "the owner exits. An actor ends by a forced exit (Exit(force=True) -> os._exit) both "
-    "on ray.kill and when its last handle goes out of scope, so it never sends "
-    "RemoveBorrower; the owner has no borrower-death detection (Ray's owner long-polls "
-    "each borrower with WaitForRefRemoved and drops it when that call fails)"))
 def test_borrower_actor_exiting_releases_its_borrow(cluster):
     baseline = store_used()
     holder = Holder.remote()

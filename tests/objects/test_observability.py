@@ -174,12 +174,6 @@ def test_summarize_objects_totals(cluster):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "listing objects restores spilled ones: core/objects_info.py takes an IN_STORE "
-    "object's size from object_store.get(oid), and a shm get() of a spilled object "
-    "restores it (spilling another to make room), so every list_objects() / "
-    "'microray memory' moves each spilled object back into memory. The owner should "
-    "keep the size it wrote (put) or was told (task returns) instead"))
 def test_listing_objects_does_not_restore_spilled_ones(make_cluster):
     make_cluster(plugins=[PLUGIN], object_store_memory=300 * MB)
     refs = [ray.put(np.full(OBJ, i, dtype=np.uint8)) for i in range(5)]

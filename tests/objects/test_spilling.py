@@ -205,11 +205,6 @@ def test_shutdown_with_spilled_objects_alive_leaves_nothing(backend, _module_gua
     assert not files_under(os.path.join(session, "spill"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the raylet's shutdown destroys the store (shm removes its segments and its "
-    "shm-<ns> spill subfolder, lmdb its lmdb-<ns> environment) but nobody removes the "
-    "now empty <session>/spill/<namespace> folder itself; fix belongs in "
-    "kernel/raylet/server.py after object_store.destroy()"))
 def test_shutdown_removes_the_spill_folder_itself(_module_guard):
     if ray.is_initialized():
         ray.shutdown()
