@@ -126,8 +126,8 @@ def test_gcs_kill9_and_restart_loses_nothing(make_cluster, store):
 
     submitter = threading.Thread(target=submit_new, name="submit-during-outage", daemon=True)
     submitter.start()
-    time.sleep(0.2)  # let it block on the unreachable GCS (it must still be waiting below)
-    assert "ref" not in submitted and "error" not in submitted, submitted
+    submitter.join(timeout=0.3)
+    assert submitter.is_alive() and not submitted, f"the export did not wait for the GCS: {submitted}"
 
     # -- restart on the same store --------------------------------------------------------------
     node.restart_gcs(head)
