@@ -97,7 +97,7 @@ def test_overview_shows_counts_and_draws_the_chart(page: Any, dash: Dash) -> Non
 def test_nodes_view(page: Any, dash: Dash) -> None:
     goto(page, dash, "nodes")
     node = page.locator("article.node")
-    assert node.count() == 1
+    wait_for(lambda: node.count() == 1, what="the node card")
     text = node.inner_text()
     assert "ALIVE" in text and "head" in text and "DRIVER" in text
     assert page.locator("meter").count() >= 2

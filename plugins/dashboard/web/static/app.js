@@ -48,6 +48,7 @@
       const on = a.dataset.view === view || (view === "task" && a.dataset.view === "tasks");
       if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
+    MR.flash("loading…", false); // "live" again once this view's first refresh landed
     const refresh = def.render(main, arg, query);
     current = { refresh };
     const my = gen;
