@@ -39,6 +39,13 @@ _source = _IdSource()
 _lock = threading.Lock()
 
 
+def process_prefix() -> bytes:
+    """The 8 bytes every task and object id made by this process starts with."""
+    if os.getpid() != _source.pid:
+        _source.reset()
+    return _source.prefix
+
+
 def new_task_id() -> bytes:
     """A fresh, process-unique task id."""
     return _source.task_id()

@@ -265,6 +265,23 @@ class LmdbObjectStore:
         env = self._env
         return env.read(lambda txn: txn.get(object_id, db=env.objects) is not None)
 
+    def object_ids(self, prefix: bytes = b"") -> list[bytes]:
+        """Ids of the sealed objects starting with ``prefix``."""
+        env = self._env
+
+        def scan(txn: Any) -> list[bytes]:
+            out = []
+            cursor = txn.cursor(db=env.objects)
+            if not cursor.set_range(prefix):
+                return out
+            for key in cursor.iternext(keys=True, values=False):
+                if not bytes(key).startswith(prefix):
+                    break
+                out.append(bytes(key))
+            return out
+
+        return env.read(scan)
+
     def delete(self, object_id: bytes) -> bool:
         """Delete the object; views already handed out keep their snapshot."""
         object_id_hex(object_id)

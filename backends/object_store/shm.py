@@ -279,6 +279,23 @@ class ShmObjectStore:
         hexid = object_id_hex(object_id)
         return os.path.exists(self._path(hexid)) or os.path.exists(self._spill_path(hexid))
 
+    def object_ids(self, prefix: bytes = b"") -> list[bytes]:
+        """Ids of the sealed objects (in memory or spilled) starting with ``prefix``."""
+        hex_prefix = prefix.hex()
+        found: set[str] = set()
+        for folder in (self._objects, self.spill_root):
+            try:
+                found.update(n for n in os.listdir(folder) if n.startswith(hex_prefix))
+            except FileNotFoundError:
+                continue
+        out = []
+        for name in found:
+            try:
+                out.append(bytes.fromhex(name))
+            except ValueError:
+                continue
+        return out
+
     def delete(self, object_id: bytes) -> bool:
         """Remove the object and its spill copy; current readers keep valid data."""
         hexid = object_id_hex(object_id)

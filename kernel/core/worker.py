@@ -211,7 +211,8 @@ class CoreWorker:
         self.address = f"{ip}:{port}"
         reply = await raylet.RegisterWorker(
             raylet_pb2.RegisterWorkerRequest(
-                worker_id=self.worker_id, pid=os.getpid(), port=port, is_driver=self.mode == DRIVER
+                worker_id=self.worker_id, pid=os.getpid(), port=port, is_driver=self.mode == DRIVER,
+                id_prefix=ids.process_prefix(),
             ),
             timeout=30,
         )

@@ -61,6 +61,10 @@ class ObjectStore(Protocol):
         """Delete a sealed object (memory and spill copy). Returns True when it existed.
         Readers holding a view keep reading valid data."""
 
+    def object_ids(self, prefix: bytes = b"") -> list[bytes]:
+        """Ids of the sealed objects starting with ``prefix`` (the raylet frees a dead
+        owner's objects by the id prefix of that process)."""
+
     def usage(self) -> ObjectStoreUsage:
         """Current usage of the whole node's store."""
 

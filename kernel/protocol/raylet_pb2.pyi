@@ -62,18 +62,20 @@ class CancelLeasesRequest(_message.Message):
     def __init__(self, lease_key: _Optional[str] = ..., owner_worker_id: _Optional[str] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker_id", "pid", "port", "is_driver", "job_id")
+    __slots__ = ("worker_id", "pid", "port", "is_driver", "job_id", "id_prefix")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     IS_DRIVER_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     pid: int
     port: int
     is_driver: bool
     job_id: str
-    def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., is_driver: _Optional[bool] = ..., job_id: _Optional[str] = ...) -> None: ...
+    id_prefix: bytes
+    def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., port: _Optional[int] = ..., is_driver: _Optional[bool] = ..., job_id: _Optional[str] = ..., id_prefix: _Optional[bytes] = ...) -> None: ...
 
 class RegisterWorkerReply(_message.Message):
     __slots__ = ("node_id", "config_json", "object_store_namespace", "gcs_address", "session_dir")

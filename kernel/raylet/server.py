@@ -73,6 +73,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.stopped = asyncio.Event()
         self.worker_env: dict[str, dict] = {}
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
+        self.id_prefixes: dict[str, bytes] = {}  # worker id -> id prefix of the objects it owns
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
 
     # -- node info -------------------------------------------------------------
@@ -107,6 +108,27 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
+    def free_objects_of(self, worker_id: str) -> None:
+        """A process died: its objects are lost (their owner is gone); free their memory."""
+        prefix = self.id_prefixes.pop(worker_id, None)
+        if not prefix or not hasattr(self.object_store, "object_ids"):
+            return
+        try:
+            dead = self.object_store.object_ids(prefix)
+            for oid in dead:
+                self.object_store.delete(oid)
+        except Exception as exc:  # noqa: BLE001 -- housekeeping must not stop the raylet
+            log.warning("dead_owner_cleanup_failed", worker_id=worker_id, error=repr(exc))
+            return
+        if dead:
+            log.info("dead_owner_objects_freed", worker_id=worker_id, objects=len(dead))
+
+    def check_drivers(self) -> None:
+        for worker_id, (pid, _address) in list(self.drivers.items()):
+            if not _pid_alive(pid):
+                self.drivers.pop(worker_id, None)
+                self.free_objects_of(worker_id)
+
     def reap_idle_workers(self) -> None:
         """Workers idle longer than ``idle_worker_kill_s`` go, keeping a pool of one
         default-environment worker per CPU ready for the next lease."""
@@ -129,6 +151,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         while True:
             await asyncio.sleep(period)
             self.reap_idle_workers()
+            self.check_drivers()
             try:
                 usage = self.object_store.usage()
                 reply = await self.gcs.Heartbeat(
@@ -173,6 +196,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                 w = self.leases.worker_by_pid(msg["pid"])
                 if w is not None:
                     self.leases.worker_exited(w.worker_id)
+                    self.free_objects_of(w.worker_id)
                     log.info("worker_exited", worker_id=w.worker_id, worker_pid=msg["pid"], status=msg["status"], lease=w.lease_id)
                     self.dispatch()
 
@@ -296,6 +320,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         return common_pb2.Empty()
 
     async def RegisterWorker(self, request, context):
+        if request.id_prefix:
+            self.id_prefixes[request.worker_id] = bytes(request.id_prefix)
         if request.is_driver:
             self.drivers[request.worker_id] = (request.pid, f"{self.cfg.node_ip}:{request.port}")
         else:
