@@ -233,6 +233,10 @@ class Launcher:
                 die_with_parent()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+                import gc
+
+                gc.collect()
+                gc.freeze()  # forks share these objects' pages; a collection would dirty them
                 self._serve(child)
             except BaseException:  # noqa: BLE001
                 import traceback

@@ -107,6 +107,10 @@ def serve(in_fd: int, out_fd: int, args: dict, preimport: bool = True) -> None:
     die_with_parent()
     if preimport:
         _preimport()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # workers share these objects' pages; a collection would dirty them
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
