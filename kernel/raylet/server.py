@@ -411,7 +411,9 @@ async def serve(
     raylet.address = f"{cfg.node_ip}:{raylet.port}"
     await server.start()
     if cfg.prestart_workers:
-        count = int(raylet.total.get("CPU", 1))
+        # one worker ready for the first task; the zygote forks more in milliseconds when
+        # work needs them (an idle node stays small)
+        count = 1
         raylet.leases.starting[""] = count
         raylet.start_workers("", count)
     raylet.gcs_channel = grpc.aio.insecure_channel(gcs_address, options=OPTIONS)
