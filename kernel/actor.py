@@ -225,8 +225,13 @@ class ActorHandle:
             worker = api._worker
             if worker is None or not worker.connected:
                 return
-            worker.call_nowait(worker.gcs.KillActor, gcs_pb2.KillActorRequest(
-                actor_id=self._actor_id, no_restart=True, reason="all references to the actor handle went out of scope"))
+            request = gcs_pb2.KillActorRequest(
+                actor_id=self._actor_id, no_restart=True, reason="all references to the actor handle went out of scope")
+            conn = worker.actor_connections.get(self._actor_id)
+            if conn is not None:  # calls made through the handle still run first, as in Ray
+                conn.kill_when_idle(request)
+            else:
+                worker.call_nowait(worker.gcs.KillActor, request)
         except Exception:  # noqa: BLE001 -- interpreter shutdown
             pass
 

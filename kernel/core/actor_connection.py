@@ -126,6 +126,24 @@ class ActorConnection:
             if not entry.done:
                 self.submitter._fail(entry, err)
 
+    # -- the handle went out of scope -------------------------------------------
+    def kill_when_idle(self, request: Any) -> None:
+        """Send ``request`` (KillActor) once none of this caller's calls waits or is in
+        flight (any thread): ``ray.get(A.remote().f.remote())`` gets its result."""
+        self.submitter.cw.call_in_loop(self._kill_when_idle, request)
+
+    def _kill_when_idle(self, request: Any) -> None:
+        key = ("actor", self.actor_id)
+        state = self.submitter.keys.get(key)
+        busy = (bool(state is not None and state.queue) or bool(self.stream is not None and self.stream.inflight)
+                or any(item[1] == key for item in self.submitter.incoming))
+        if busy and not self.closed and self.dead_error is None and not self.submitter.closed:
+            self.submitter.loop.call_later(0.02, self._kill_when_idle, request)
+            return
+        cw = self.submitter.cw
+        if cw.connected:
+            cw.call_nowait(cw.gcs.KillActor, request)
+
     def close(self) -> None:
         self.closed = True
         if self.stream is not None:
