@@ -168,12 +168,32 @@ def _prepare_state(actors: int) -> list[Any]:
     return [holder, *extra]
 
 
-def measure_throughput(store: str, options: dict[str, Any], args: argparse.Namespace) -> tuple[float, float]:
-    """One round: a fresh embedded cluster on ``store``, warm-up, one sync and one async figure."""
+def store_requests(store: str, options: dict[str, Any]) -> int | None:
+    """Requests the store's server has handled so far (a server-wide counter), or None."""
+    if store == "redis":
+        import redis
+
+        with redis.Redis.from_url(options["url"]) as client:
+            return int(client.info("stats")["total_commands_processed"])
+    if store == "etcd":
+        import urllib.request
+
+        with urllib.request.urlopen(options["url"] + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("grpc_server_started_total") and 'grpc_service="etcdserverpb.KV"' in line)
+    return None
+
+
+def measure_throughput(store: str, options: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
+    """One round: a fresh embedded cluster on ``store``, warm-up, one sync and one async
+    figure, and how many requests the store served meanwhile (the GCS's own background
+    reads included)."""
     _init_embedded(store, options)
     try:
         ray.get([noop.remote() for _ in range(200)])
-        t = time.perf_counter()
+        before = store_requests(store, options)
+        t0 = t = time.perf_counter()
         for _ in range(args.tasks_sync):
             ray.get(noop.remote())
         sync = args.tasks_sync / (time.perf_counter() - t)
@@ -181,8 +201,13 @@ def measure_throughput(store: str, options: dict[str, Any], args: argparse.Names
         refs = [noop.remote() for _ in range(args.tasks_async)]
         ray.get(refs)
         async_ = args.tasks_async / (time.perf_counter() - t)
+        elapsed = time.perf_counter() - t0
+        after = store_requests(store, options)
         del refs
-        return sync, async_
+        out = {"sync": sync, "async": async_, "seconds": elapsed}
+        if before is not None and after is not None:
+            out["store_requests"] = after - before - (1 if store == "redis" else 0)  # minus our INFO
+        return out
     finally:
         ray.shutdown()
 
@@ -262,26 +287,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--keep-sessions", action="store_true", help="keep the started head's session folder")
     args = parser.parse_args(argv)
+    from microray import log as log_setup
+
+    log_setup.configure_for_console("warning")  # stdout is for the figures (--json)
 
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     results: dict[str, Any] = {store: {} for store in stores}
-    throughput: dict[str, dict[str, list[float]]] = {store: {"sync": [], "async": []} for store in stores}
+    throughput: dict[str, dict[str, list[float]]] = {
+        store: {"sync": [], "async": [], "store_requests": [], "seconds": []} for store in stores}
     with contextlib.ExitStack() as servers:
         all_options = {store: servers.enter_context(store_options(store)) for store in stores}
         # task throughput: rounds that go through the stores in turn, so that a noisy
         # machine's drift hits every store alike
         for round_ in range(args.rounds):
             for store in stores:
-                sync, async_ = measure_throughput(store, fresh(all_options[store]), args)
-                throughput[store]["sync"].append(sync)
-                throughput[store]["async"].append(async_)
-                log(store, f"round {round_ + 1} throughput sync {sync:.0f}/s async {async_:.0f}/s")
+                figures = measure_throughput(store, fresh(all_options[store]), args)
+                for key, value in figures.items():
+                    throughput[store][key].append(value)
+                log(store, f"round {round_ + 1} throughput", {k: round(v) for k, v in figures.items()})
         for store in stores:
             results[store]["tasks_sync_per_s"] = round(median(throughput[store]["sync"]))
             results[store]["tasks_async_per_s"] = round(median(throughput[store]["async"]))
             results[store]["tasks_sync_rounds"] = [round(v) for v in throughput[store]["sync"]]
             results[store]["tasks_async_rounds"] = [round(v) for v in throughput[store]["async"]]
+            if throughput[store]["store_requests"]:
+                results[store]["store_requests_rounds"] = throughput[store]["store_requests"]
+                results[store]["loop_seconds_rounds"] = [round(v, 2) for v in throughput[store]["seconds"]]
             if "embedded" in heads:
                 results[store]["embedded"] = bench_embedded(store, fresh(all_options[store]), args)
             if "started" in heads:
@@ -302,11 +334,14 @@ def main(argv: list[str] | None = None) -> None:
                      for k in ("restart_s", "first_call_s", "heartbeat_s")]
             print(f"{store:8} {head:9} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20}")
     print(f"\ntask throughput (embedded head, median [min-max] of {args.rounds} interleaved rounds)")
-    print(f"{'store':8} {'tasks_sync/s':>22} {'tasks_async/s':>22}")
+    print(f"{'store':8} {'tasks_sync/s':>22} {'tasks_async/s':>22}   store requests during the "
+          f"{args.tasks_sync + args.tasks_async} tasks (loop seconds)")
     for store, f in results.items():
         cells = [f"{f[k + '_per_s']} [{min(f[k + '_rounds'])}-{max(f[k + '_rounds'])}]"
                  for k in ("tasks_sync", "tasks_async")]
-        print(f"{store:8} {cells[0]:>22} {cells[1]:>22}")
+        requests = ", ".join(f"{n} ({sec}s)" for n, sec in zip(f.get("store_requests_rounds", []),
+                                                                f.get("loop_seconds_rounds", [])))
+        print(f"{store:8} {cells[0]:>22} {cells[1]:>22}   {requests or '-'}")
 
 
 if __name__ == "__main__":

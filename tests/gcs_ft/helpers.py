@@ -214,3 +214,18 @@ def _etcd_json(url: str, path: str, body: dict) -> dict:
                                  headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def processes_with_env(key: str, value: str) -> list[psutil.Process]:
+    """Live processes whose environment has ``key=value`` (e.g. the session root a CLI head
+    was started with: its GCS, raylet and workers inherit it)."""
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
+            if proc.environ().get(key) == value:
+                out.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return out

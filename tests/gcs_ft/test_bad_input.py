@@ -12,7 +12,7 @@ import microray as ray
 from microray import node
 from microray.exceptions import ConfigError, RaySystemError
 
-from .helpers import assert_no_leaks, cli, raw_put, schema_key
+from .helpers import assert_no_leaks, cli, processes_with_env, raw_put, schema_key, wait_for
 
 UNREACHABLE = {
     "redis": ("url", "redis://127.0.0.1:1/0"),
@@ -44,6 +44,8 @@ def test_unreachable_store_fails_cli_start(cli_root):
     assert "redis://127.0.0.1:1/0" in result.stderr and "refused" in result.stderr.lower(), result.stderr
     assert elapsed < 20, f"'microray start' took {elapsed:.1f}s to fail"
     assert node.current_cluster(cli_root.root) is None
+    wait_for(lambda: not processes_with_env("MICRORAY_SESSION_ROOT", cli_root.root), timeout=10,
+             what="no process of the head that failed to start")
 
 
 def test_store_with_another_schema_version_is_refused(make_cluster, store):

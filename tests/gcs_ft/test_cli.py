@@ -14,7 +14,16 @@ from microray import node
 
 from microray.util.state import list_actors, list_jobs
 
-from .helpers import MICRORAY_CLI, cli, pid_alive, read_marker, run_driver, start_driver, wait_for
+from .helpers import (
+    MICRORAY_CLI,
+    cli,
+    pid_alive,
+    processes_with_env,
+    read_marker,
+    run_driver,
+    start_driver,
+    wait_for,
+)
 
 FIRST_DRIVER = """
 from microray.protocol import gcs_pb2
@@ -127,9 +136,12 @@ def test_cli_head_on_redis_survives_restart_gcs(cli_root, redis_server):
     assert job in jobs and orphan_job in jobs and len(jobs) == 3, jobs
 
     pids = [p for p in handle.pids.values() if p]
+    of_head = {p.pid for p in processes_with_env("MICRORAY_SESSION_ROOT", cli_root.root)}
+    assert set(pids) <= of_head, (pids, of_head)  # GCS, raylet, dashboard (and workers)
     result = cli(["stop"], cli_root.env)
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=20, what=f"{pids} to stop")
+    wait_for(lambda: not processes_with_env("MICRORAY_SESSION_ROOT", cli_root.root), timeout=20,
+             what="every process of the head (also the restarted GCS, workers, actors) to stop")
     assert node.current_cluster(cli_root.root) is None
 
 
