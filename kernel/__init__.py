@@ -8,7 +8,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 import importlib
+import os
 from typing import Any
+
+# microray forks its own processes (kernel/process.py) only while gRPC is idle or before
+# it starts; gRPC's fork handlers would only add noise to every subprocess start.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 # Public names resolved lazily so that ``import microray`` stays light (no grpc,
 # no backend dependency) until the runtime is used.

@@ -21,13 +21,25 @@ from collections.abc import Callable, Sequence
 from microray.raylet.zygote import die_with_parent
 
 
+_grpc_started = False
+
+
+def mark_grpc_started() -> None:
+    """This process now runs gRPC (whose core threads Python cannot see): never fork a
+    new launcher from it."""
+    global _grpc_started
+    _grpc_started = True
+
+
 def choose_start_method(requested: str) -> str:
-    """``fork`` when asked, or (``auto``) when a clean launcher exists or this process
-    has a single thread; else ``spawn``."""
+    """``fork`` when asked, or (``auto``) when a clean launcher exists, or when this
+    process has a single thread and has not started gRPC yet; else ``spawn``."""
     if requested in ("fork", "spawn"):
         return requested
     if _launcher is not None and _launcher.alive():
         return "fork"
+    if _grpc_started:
+        return "spawn"
     return "fork" if threading.active_count() == 1 else "spawn"
 
 
@@ -212,6 +224,9 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+LAUNCHER_IDLE_S = 5.0
+
+
 class Launcher:
     """A clean fork of the driver, made before it starts gRPC, that forks node processes.
 
@@ -255,9 +270,22 @@ class Launcher:
     @staticmethod
     def _serve(sock) -> None:
         import pickle
+        import select
         import socket
 
+        children: list[int] = []
+        idle_since = time.monotonic()
         while True:
+            ready, _, _ = select.select([sock], [], [], 1.0)
+            if not ready:
+                # no node of this driver is running: leave after a grace period (a
+                # driver that inits again soon still finds us; none is left behind)
+                children = [pid for pid in children if pid_alive(pid)]
+                if children:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > LAUNCHER_IDLE_S:
+                    return
+                continue
             try:
                 msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
             except OSError:
@@ -281,6 +309,7 @@ class Launcher:
             )
             for fd in fds:
                 os.close(fd)
+            children.append(child.pid)
             sock.sendall(str(child.pid).encode().ljust(16))
 
     def launch(self, target: str, argv: list[str], kwargs: dict, log_path: str, fds: Sequence[int]) -> _LauncherChild:

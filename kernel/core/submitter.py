@@ -393,7 +393,7 @@ class TaskSubmitter:
                 stored.append((ids.object_id(res.task_id, 0xFFFFFFFF), VALUE, res.extra))
             elif res.extra is not None and status == OK:
                 state.avg_task_s = 0.8 * state.avg_task_s + 0.2 * res.extra
-            if entry.cancelled:
+            if entry.cancelled and status != OK:  # a task that finished first keeps its value
                 self._finish(entry)
                 err = serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes()
                 stored.extend((oid, SERIALIZED, err) for oid in self._return_ids(entry.spec))

@@ -119,6 +119,9 @@ class CoreWorker:
         self._remove_borrower_lock = threading.Lock()
         self._watched_borrowers: set[str] = set()
         self.object_sizes: dict[bytes, int] = {}  # sizes of objects in the store, for the state API
+        from microray.process import mark_grpc_started
+
+        mark_grpc_started()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="microray-io", daemon=True)
         self._thread.start()

@@ -242,8 +242,10 @@ def touch(path):
 
 
 def test_cancel_task_queued_behind_a_running_task_on_one_worker(make_cluster, tmp_path):
-    make_cluster(num_cpus=2)
-    ray.get([double.remote(i) for i in range(50)], timeout=60)  # fast tasks: deep pipelining
+    # one CPU: the second task waits behind the first (tasks submitted together each get
+    # a worker when there are CPUs for them, so two CPUs would run both at once)
+    make_cluster(num_cpus=1)
+    ray.get([double.remote(i) for i in range(50)], timeout=60)
     started, release, ran = tmp_path / "started", tmp_path / "release", tmp_path / "ran"
     blocker = run_until_released.remote(str(started), str(release), 30.0)
     behind = touch.remote(str(ran))
