@@ -34,6 +34,8 @@ class ActorManager:
         self.channels = ChannelPool()
         self.records: dict[str, dict] = {}
         self.tasks: dict[str, asyncio.Task] = {}
+        # actors recorded ALIVE before a GCS restart whose process is not confirmed yet
+        self.reattaching: dict[str, asyncio.Event] = {}
         self.notified: dict[str, tuple] = {}  # actor id -> (state, num_restarts) last reported
 
     async def load(self) -> None:
@@ -41,6 +43,7 @@ class ActorManager:
             record = pickle.loads(raw)
             self.records[record["actor_id"]] = record
             if record["state"] in ("ALIVE",):
+                self.reattaching[record["actor_id"]] = asyncio.Event()
                 self._start(record["actor_id"], reattach=True)
             elif record["state"] in ("PENDING_CREATION", "RESTARTING", "DEPENDENCIES_UNREADY"):
                 self._start(record["actor_id"])
@@ -70,6 +73,7 @@ class ActorManager:
             else:
                 ended = await self._create_once(record)
             if ended == "created_failed" or record["state"] == "DEAD":
+                self._reattached(actor_id)
                 return
             # the actor's process is gone
             await self._kill_owned(record)
@@ -83,6 +87,7 @@ class ActorManager:
                 record["address"] = ""
                 log.info("actor_restarting", actor_id=actor_id, restart=record["num_restarts"])
                 await self.save(record)
+                self._reattached(actor_id)
                 continue
             await self._mark_dead(
                 record,
@@ -97,7 +102,24 @@ class ActorManager:
         record["address"] = ""
         record["end_time"] = time.time()
         await self.save(record)
+        self._reattached(record["actor_id"])
         log.info("actor_dead", actor_id=record["actor_id"], cause=cause)
+
+    def _reattached(self, actor_id: str) -> None:
+        """The recovered record of ``actor_id`` is confirmed (its process answers) or updated."""
+        event = self.reattaching.pop(actor_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait_reattached(self, actor_id: str, timeout: float = 10.0) -> None:
+        """Until a record recovered as ALIVE is confirmed or updated, so that no caller gets
+        the address of a process that died while the GCS was down."""
+        event = self.reattaching.get(actor_id)
+        if event is not None:
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
 
     async def _lease(self, record: dict) -> raylet_pb2.LeaseReply | None:
         """Lease a worker for the actor from a raylet (following a spillback once)."""
@@ -151,7 +173,22 @@ class ActorManager:
         return await self._watch(record, record["creation_spec"])
 
     async def _watch(self, record: dict, creation_spec: bytes | None) -> str:
-        """Open the actor's stream (sending the creation task, if any) and wait for its end."""
+        """Open the actor's stream (sending the creation task, if any) and wait for its end.
+
+        A stream that never connected did not deliver anything: under load a connect to
+        a just-started worker can fail (gRPC "failed to connect to all addresses") while
+        the worker runs fine. Try again a few times before calling its process dead."""
+        delay = 0.05
+        for _ in range(6):
+            ended = await self._watch_once(record, creation_spec)
+            if ended != "unreachable":
+                return ended
+            log.warning("actor_worker_unreachable", actor_id=record["actor_id"], address=record.get("address"))
+            await asyncio.sleep(delay)
+            delay *= 2
+        return "ended"
+
+    async def _watch_once(self, record: dict, creation_spec: bytes | None) -> str:
         outbox: asyncio.Queue = asyncio.Queue()
         if creation_spec is not None:
             outbox.put_nowait(creation_spec)
@@ -165,11 +202,14 @@ class ActorManager:
 
         stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(record["address"]))
         call = stub.PushTasks(requests())
+        answered = False
         try:
             if creation_spec is None:
                 # re-attached after a GCS restart: check the actor answers at all
                 await stub.GetObject(core_worker_pb2.GetObjectRequest(object_id=b"\0" * 20, timeout=0.01), timeout=5)
+                self._reattached(record["actor_id"])
             async for batch in call:
+                answered = True
                 for raw in batch.results:
                     result = pickle.loads(raw)
                     if result.status == 0:  # OK: created
@@ -184,8 +224,12 @@ class ActorManager:
                         outbox.put_nowait(None)
                         await self._kill_worker(record)
                         return "created_failed"
-        except grpc.aio.AioRpcError:
-            pass
+        except grpc.aio.AioRpcError as exc:
+            if (not answered and exc.code() == grpc.StatusCode.UNAVAILABLE
+                    and "failed to connect" in (exc.details() or "")):
+                return "unreachable"
+            log.info("actor_stream_ended", actor_id=record["actor_id"], pid=record.get("pid"), state=record["state"],
+                     code=exc.code().name, details=exc.details())
         return "ended"
 
     async def _kill_worker(self, record: dict) -> None:
