@@ -246,6 +246,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             if raw is None:
                 return gcs_pb2.ActorRecordReply(found=False)
             actor_id = raw.decode()
+        await self.actors.wait_reattached(actor_id)
         record = self.actors.records.get(actor_id)
         if record is None:
             return gcs_pb2.ActorRecordReply(found=False)
