@@ -134,7 +134,7 @@ def init(
                 import microray.raylet.server  # noqa: F401
                 import microray.core.worker_main  # noqa: F401
 
-                process.launcher()
+                process.launcher(cfg.launcher_idle_s)
                 # atexit runs the last registered hook first: stop this driver's node
                 # gracefully before stop_launcher ends the launcher (whose death
                 # SIGKILLs the node processes, leaving their shm store behind)

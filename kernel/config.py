@@ -61,6 +61,7 @@ class Config:
     idle_lease_keep_s: float = 0.5
     idle_worker_kill_s: float = 60.0
     prestart_workers: bool = True
+    launcher_idle_s: float = 5.0  # the fork launcher leaves this long after a driver's last node stops
     start_method: str = "auto"  # fork | spawn | auto (fork when the starting process has one thread)
     heartbeat_period_s: float = 1.0
     gcs_rpc_timeout_s: float = 60.0  # how long calls wait for an unreachable GCS (a restart)

@@ -224,9 +224,6 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-LAUNCHER_IDLE_S = 5.0
-
-
 class Launcher:
     """A clean fork of the driver, made before it starts gRPC, that forks node processes.
 
@@ -236,7 +233,7 @@ class Launcher:
     the GCS and raylet, so every init starts in milliseconds. It dies with the driver.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, idle_s: float = 5.0) -> None:
         import socket
 
         parent, child = socket.socketpair()
@@ -252,7 +249,7 @@ class Launcher:
 
                 gc.collect()
                 gc.freeze()  # forks share these objects' pages; a collection would dirty them
-                self._serve(child)
+                self._serve(child, idle_s)
             except BaseException:  # noqa: BLE001
                 import traceback
 
@@ -268,7 +265,7 @@ class Launcher:
         atexit.register(stop_launcher)
 
     @staticmethod
-    def _serve(sock) -> None:
+    def _serve(sock, idle_s: float) -> None:
         import pickle
         import select
         import socket
@@ -283,7 +280,7 @@ class Launcher:
                 children = [pid for pid in children if pid_alive(pid)]
                 if children:
                     idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > LAUNCHER_IDLE_S:
+                elif time.monotonic() - idle_since > idle_s:
                     return
                 continue
             try:
@@ -346,9 +343,10 @@ def stop_launcher() -> None:
         _launcher = None
 
 
-def launcher() -> Launcher:
-    """The driver's launcher, made on first use (call it before gRPC starts threads)."""
+def launcher(idle_s: float = 5.0) -> Launcher:
+    """The driver's launcher, made on first use (call it before gRPC starts threads).
+    It leaves ``idle_s`` seconds after the last node it started has stopped."""
     global _launcher
     if _launcher is None or not _launcher.alive():
-        _launcher = Launcher()
+        _launcher = Launcher(idle_s)
     return _launcher
