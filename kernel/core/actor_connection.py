@@ -31,6 +31,7 @@ class ActorConnection:
         self.resolving = False
         self.dead_error: BaseException | None = None
         self.incarnation = -1  # num_restarts of the instance we last talked to
+        self.unreached = 0  # streams in a row that failed to connect
         self.closed = False
 
     # -- sending ---------------------------------------------------------------
@@ -62,6 +63,8 @@ class ActorConnection:
         gcs = self.submitter.cw.gcs
         delay = 0.002
         try:
+            if self.unreached:
+                await asyncio.sleep(min(0.01 * 2 ** self.unreached, 1.0))
             while not self.closed:
                 try:
                     reply = await gcs.GetActor(gcs_pb2.ActorLookupRequest(actor_id=self.actor_id), timeout=10)
@@ -99,10 +102,24 @@ class ActorConnection:
         self.stream = None
         lost = list(stream.inflight.values())
         stream.inflight.clear()
+        # A stream that failed to connect delivered nothing (under load a connect to a
+        # live actor can fail): send its calls again, without counting a retry, to the
+        # same instance if the GCS still has it ALIVE, else to the restarted one.
+        unreached = _never_connected(error)
+        if error is not None and lost:
+            log.info("actor_stream_lost", actor_id=self.actor_id, pid=stream.pid, calls=len(lost),
+                     code=getattr(error, "code", lambda: None)(), details=getattr(error, "details", lambda: "")())
+        if unreached:
+            self.incarnation -= 1
+            self.unreached += 1
+        else:
+            self.unreached = 0
         retry = []
         for entry in lost:
             if entry.cancelled:
                 self.submitter._fail(entry, _cancelled(entry))
+            elif unreached:
+                retry.append(entry)
             elif entry.spec.attempt < entry.spec.max_retries:
                 entry.spec.attempt += 1
                 retry.append(entry)
@@ -150,6 +167,11 @@ class ActorConnection:
             self.stream.close()
             if self.stream.reader is not None:
                 self.stream.reader.cancel()
+
+
+def _never_connected(error: BaseException | None) -> bool:
+    return (isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+            and "failed to connect" in (error.details() or ""))
 
 
 def _cancelled(entry: Any) -> bytes:
