@@ -156,8 +156,10 @@ def _summary(cycles: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _init_embedded(store: str, options: dict[str, Any]) -> None:
+    # launcher_idle_s: keep the driver's fork launcher through the "started" phases, so that
+    # every embedded head is a forked one (as a driver's own head is)
     ray.init(num_cpus=2, include_dashboard=False, namespace="bench", gcs_store=store, gcs_store_options=options,
-             log_to_driver=False)
+             log_to_driver=False, launcher_idle_s=3600)
 
 
 def _prepare_state(actors: int) -> list[Any]:
