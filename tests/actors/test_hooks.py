@@ -11,7 +11,7 @@ import pytest
 import microray as ray
 from microray.plugin_manager import reset_plugin_manager
 
-from .helpers import assert_no_leaks, pid_alive, read_events, wait_for, wait_state
+from .helpers import REPO_ROOT, assert_no_leaks, pid_alive, read_events, wait_for, wait_state
 
 PLUGIN = "tests.actors.actor_event_plugin"
 
@@ -23,7 +23,10 @@ class Tracked:
 
 
 @pytest.fixture
-def hooked_cluster(make_cluster):
+def hooked_cluster(make_cluster, monkeypatch):
+    # node processes are forks (sys.path carries over) or, without a fork launcher,
+    # fresh interpreters that need the repository root on PYTHONPATH to import the plugin
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     worker = make_cluster(num_cpus=2, plugins=[PLUGIN])
     yield worker
     ray.shutdown()
