@@ -127,12 +127,15 @@ class RayTaskError(RayError):
         pid: int | None = None,
         ip: str | None = None,
     ) -> None:
+        # Exception.__init__, not super(): in RayTaskError(SomeCause) the next class may be
+        # a cause with its own __init__ (RaySystemError would reset traceback_str)
+        Exception.__init__(self)
         self.function_name = function_name
         self.traceback_str = traceback_str
         self.cause = cause
         self.pid = pid
         self.ip = ip
-        super().__init__(self._message())
+        self.args = (self._message(),)
 
     def _message(self) -> str:
         cause = type(self.cause).__name__ if self.cause is not None else "Error"

@@ -116,14 +116,6 @@ def task_seeing_an_unreachable_gcs():
     raise GcsUnavailableError("the GCS at 10.0.0.1:6379 did not answer within 2s")
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "kernel/exceptions.py: RayTaskError.as_instanceof_cause() of a RaySystemError cause builds "
-    "class RayTaskError(RaySystemError); RayTaskError.__init__ sets traceback_str and then calls "
-    "super().__init__(message), which in that MRO is RaySystemError.__init__(message, "
-    "traceback_str=None) and resets traceback_str to None, so _message() fails with "
-    "AttributeError: 'NoneType' object has no attribute 'rstrip'. Fix: in RayTaskError.__init__ "
-    "call super().__init__ first and set the attributes after it (or have _derived_init restore "
-    "them). Outside this work's files, so reported, not fixed."))
 def test_a_gcs_error_inside_a_task_reaches_the_driver_as_that_error(make_cluster):
     make_cluster(namespace="inside")
     with pytest.raises(GcsUnavailableError) as info:
