@@ -24,7 +24,7 @@ import pytest
 import microray as ray
 from microray.testing.servers import etcd_server, redis_server  # noqa: F401 -- pytest fixtures
 
-from .helpers import assert_no_leaks, cli, driver_env, pid_alive, wait_for
+from .helpers import assert_no_leaks, cli, driver_env, mark_baseline, pid_alive, wait_for
 
 
 @dataclass
@@ -74,6 +74,7 @@ def make_cluster():
     """``make_cluster(**init_kwargs)`` -> the driver's core worker; shut down afterwards."""
     if ray.is_initialized():
         _stop_cluster()
+    mark_baseline()
     started = []
 
     def make(**kwargs: Any) -> Any:

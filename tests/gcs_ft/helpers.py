@@ -57,12 +57,25 @@ def _launcher_pid() -> int | None:
     return process._launcher.pid if process._launcher is not None else None
 
 
+_BASELINE: set[int] = set()
+
+
+def mark_baseline() -> None:
+    """Remember the descendants alive now (other suites' servers, trackers): not ours."""
+    _BASELINE.clear()
+    try:
+        _BASELINE.update(c.pid for c in psutil.Process().children(recursive=True))
+    except psutil.Error:
+        pass
+
+
 def stray_processes() -> list[psutil.Process]:
-    """Live descendants of this process, minus the launcher (it lives as long as we do)."""
+    """Live descendants of this process that appeared since ``mark_baseline``, minus the
+    launcher (it lives as long as we do)."""
     keep = _launcher_pid()
     out = []
     for child in psutil.Process().children(recursive=True):
-        if child.pid == keep:
+        if child.pid == keep or child.pid in _BASELINE:
             continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
