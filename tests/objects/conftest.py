@@ -163,11 +163,23 @@ def _launcher_pid() -> int | None:
     return process._launcher.pid if process._launcher is not None else None
 
 
+_BASELINE: set[int] = set()
+
+
+def _mark_baseline() -> None:
+    """Descendants alive before a cluster starts (other suites' servers, trackers): not ours."""
+    _BASELINE.clear()
+    try:
+        _BASELINE.update(c.pid for c in psutil.Process().children(recursive=True))
+    except psutil.Error:
+        pass
+
+
 def stray_processes() -> list[psutil.Process]:
     keep = _launcher_pid()
     out = []
     for child in psutil.Process().children(recursive=True):
-        if child.pid == keep:
+        if child.pid == keep or child.pid in _BASELINE:
             continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
@@ -215,6 +227,7 @@ _current: dict[str, ClusterInfo | None] = {"info": None}
 def _start(**kwargs: Any) -> ClusterInfo:
     if ray.is_initialized():
         _stop()
+    _mark_baseline()
     kwargs.setdefault("num_cpus", 2)
     ray.init(**kwargs)
     w = ray.api._worker

@@ -24,6 +24,7 @@ import microray as ray
 from microray.exceptions import ConfigError, ObjectStoreFullError
 
 from .conftest import (
+    _mark_baseline,
     MB,
     assert_no_leaks,
     files_under,
@@ -174,6 +175,7 @@ def test_lmdb_object_larger_than_map_cap(make_cluster):
 def test_unknown_object_store_option_fails_at_init_naming_it(backend, _module_guard):
     if ray.is_initialized():
         ray.shutdown()
+    _mark_baseline()
     with pytest.raises(ConfigError, match="no_such_option") as info:
         ray.init(num_cpus=1, object_store=backend, object_store_options={"no_such_option": 1})
     assert backend in str(info.value) or "object_store" in str(info.value), str(info.value)
