@@ -302,9 +302,16 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self._kill_worker(w.pid)
 
     async def ReturnWorker(self, request, context):
-        w = self.leases.release(request.lease_id)
-        if w is not None and request.disconnect:
-            self._kill_worker(w.pid)
+        if request.disconnect:
+            # the holder lost its stream: the worker is dead or broken; never lease it
+            # again (its exit report from the zygote may not have arrived yet)
+            worker_id = self.leases.by_lease.get(request.lease_id)
+            w = self.leases.worker_exited(worker_id) if worker_id else None
+            if w is not None:
+                self._kill_worker(w.pid)
+                self.free_objects_of(w.worker_id)
+        else:
+            self.leases.release(request.lease_id)
         self.dispatch()
         return common_pb2.Empty()
 

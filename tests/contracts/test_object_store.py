@@ -98,6 +98,9 @@ class TestShmBackend:
                 owner.unlink()
             except FileNotFoundError:
                 pass
+            from multiprocessing import resource_tracker
+
+            resource_tracker._resource_tracker._stop()  # it would outlive the test otherwise
 
     def test_deleted_segments_are_recycled(self, factory: StoreFactory) -> None:
         store = factory()
