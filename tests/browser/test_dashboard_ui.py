@@ -15,6 +15,8 @@ import pytest
 import microray as ray
 from dashboard.support import N_TASKS, Dash, run_workload, start_dashboard_cluster, wait_for
 
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
+
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"

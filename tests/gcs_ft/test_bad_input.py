@@ -14,6 +14,8 @@ from microray.exceptions import ConfigError, RaySystemError
 
 from .helpers import assert_no_leaks, cli, processes_with_env, raw_put, schema_key, wait_for
 
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
+
 UNREACHABLE = {
     "redis": ("url", "redis://127.0.0.1:1/0"),
     "etcd": ("url", "http://127.0.0.1:1"),

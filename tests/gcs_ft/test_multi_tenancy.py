@@ -3,6 +3,8 @@ and two clusters running at the same time never see each other's keys."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 
@@ -15,6 +17,8 @@ from .helpers import raw_keys, read_marker, start_driver, store_prefix
 OTHER_CLUSTER = """
 import json
 from microray.protocol import gcs_pb2
+
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
 
 opts = json.loads(os.environ["FT_OPTS"])
 ray.init(num_cpus=1, include_dashboard=False, namespace="tenant", gcs_store=os.environ["FT_STORE"],

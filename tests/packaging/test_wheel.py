@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
+
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"kernel": "microray", "plugins": "microray/plugins", "backends": "microray/backends", "contrib": "microray/contrib"}
 

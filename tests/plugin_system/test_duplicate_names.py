@@ -12,6 +12,8 @@ from microray.hookspecs import hookimpl
 from microray.plugin_manager import MicrorayPluginManager
 from microray.registrations import DashboardRegistration, SchedulingPolicyRegistration
 
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
+
 
 class _Provides:
     """A plugin object registering one scheduling policy called ``policy``."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from thirdparty_dists import Sites, run_probe
+
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
 
 
 def test_third_party_policy_is_discovered_through_its_entry_point(sites: Sites) -> None:

@@ -19,6 +19,8 @@ import pytest
 
 from thirdparty_dists import pip_install, run_probe
 
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "writing-a-plugin.md"
 _FILE_BLOCK = re.compile(r"<!-- file: (?P<path>[^ ]+) -->\n```[a-z]*\n(?P<body>.*?)\n```", re.S)
 
