@@ -669,5 +669,9 @@ class CoreWorker:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=1)
+        try:  # threads of run_in_executor (observer hooks) end with the session
+            await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), timeout=2)
+        except (asyncio.TimeoutError, RuntimeError):
+            pass
 
 
