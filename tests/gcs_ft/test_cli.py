@@ -25,6 +25,9 @@ from .helpers import (
     wait_for,
 )
 
+
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
+
 FIRST_DRIVER = """
 from microray.protocol import gcs_pb2
 ray.init(address="auto", namespace="ops")
@@ -50,8 +53,6 @@ print("JOB", w.job_id, flush=True)
 SECOND_DRIVER = """
 from microray.protocol import gcs_pb2
 from microray.util.state import list_jobs
-
-pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
 ray.init(address="auto", namespace="ops")
 c = ray.get_actor("ops-counter")
 assert ray.get(c.incr.remote(), timeout=60) == 4

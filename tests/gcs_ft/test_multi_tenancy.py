@@ -14,11 +14,12 @@ from microray.util.state import list_actors, list_jobs, list_nodes
 
 from .helpers import raw_keys, read_marker, start_driver, store_prefix
 
+
+pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
+
 OTHER_CLUSTER = """
 import json
 from microray.protocol import gcs_pb2
-
-pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
 
 opts = json.loads(os.environ["FT_OPTS"])
 ray.init(num_cpus=1, include_dashboard=False, namespace="tenant", gcs_store=os.environ["FT_STORE"],
