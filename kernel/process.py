@@ -230,19 +230,32 @@ class Launcher:
     Forking a process whose gRPC core already runs threads is unsafe, and a driver
     that called ``init``/``shutdown`` once has such threads. The launcher is forked
     at the first ``init`` while the driver is still clean; later inits ask it to fork
-    the GCS and raylet, so every init starts in milliseconds. It dies with the driver.
+    the GCS and raylet, so every init starts in milliseconds. It leaves when the driver
+    does (its socket closes) or ``idle_s`` after the driver's last node stopped.
     """
 
     def __init__(self, idle_s: float = 5.0) -> None:
         import socket
 
         parent, child = socket.socketpair()
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            # Double fork: the launcher is not our child, so when it leaves (idle, or
+            # when our socket closes because we died) init reaps it and no zombie of
+            # it lingers under the driver.
             parent.close()
+            os.close(r)
+            try:
+                grandchild = os.fork()
+            except OSError:
+                os._exit(1)
+            if grandchild:
+                os.write(w, str(grandchild).encode())
+                os._exit(0)
+            os.close(w)
             code = 0
             try:
-                die_with_parent()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
                 import gc
@@ -256,6 +269,10 @@ class Launcher:
                 traceback.print_exc()
                 code = 1
             os._exit(code)
+        os.close(w)
+        os.waitpid(pid, 0)
+        with os.fdopen(r, "rb") as pipe:
+            pid = int(pipe.read().decode() or "0")
         child.close()
         self.pid = pid
         self.sock = parent
