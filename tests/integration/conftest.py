@@ -57,12 +57,31 @@ def descendants() -> set[int]:
         return set()
 
 
+
+def node_process_candidates() -> list[psutil.Process]:
+    """Our descendants plus the launcher's: the launcher is double-forked (not our child),
+    so the GCS, raylet, zygote and workers of an embedded node hang below it."""
+    out = []
+    try:
+        out.extend(psutil.Process().children(recursive=True))
+    except psutil.Error:
+        pass
+    from microray import process
+
+    launcher = process._launcher
+    if launcher is not None:
+        try:
+            out.extend(psutil.Process(launcher.pid).children(recursive=True))
+        except psutil.Error:
+            pass
+    return out
+
 def stray_processes(baseline: set[int] | frozenset[int] = frozenset()) -> list[psutil.Process]:
     """Live (non-zombie) descendants of this process that were not there at ``baseline``
     time (e.g. a session-scoped redis server of another suite), minus the launcher."""
     keep = launcher_pid()
     out = []
-    for child in psutil.Process().children(recursive=True):
+    for child in node_process_candidates():
         if child.pid == keep or child.pid in baseline:
             continue
         try:

@@ -175,10 +175,29 @@ def _mark_baseline() -> None:
         pass
 
 
+
+def node_process_candidates() -> list[psutil.Process]:
+    """Our descendants plus the launcher's: the launcher is double-forked (not our child),
+    so the GCS, raylet, zygote and workers of an embedded node hang below it."""
+    out = []
+    try:
+        out.extend(psutil.Process().children(recursive=True))
+    except psutil.Error:
+        pass
+    from microray import process
+
+    launcher = process._launcher
+    if launcher is not None:
+        try:
+            out.extend(psutil.Process(launcher.pid).children(recursive=True))
+        except psutil.Error:
+            pass
+    return out
+
 def stray_processes() -> list[psutil.Process]:
     keep = _launcher_pid()
     out = []
-    for child in psutil.Process().children(recursive=True):
+    for child in node_process_candidates():
         if child.pid == keep or child.pid in _BASELINE:
             continue
         try:
