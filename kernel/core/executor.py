@@ -83,6 +83,7 @@ class TaskExecutor:
         self.current: bytes | None = None
         self.main_thread_id = threading.main_thread().ident
         self._calls: dict[bytes, int] = {}  # function id -> tasks run, for max_calls
+        self._retiring = False
         self._queued: dict[bytes, Any] = {}  # task id -> its result sink, until it starts
         self._queued_lock = threading.Lock()
         self.ip = cw.address.rsplit(":", 1)[0]
@@ -162,13 +163,17 @@ class TaskExecutor:
             if spec.kind == ACTOR_CREATION:
                 self._create_actor(spec, sink)
                 continue
-            self.execute(spec, sink)
+            retiring = False
             if spec.max_calls:
                 n = self._calls[spec.function_id] = self._calls.get(spec.function_id, 0) + 1
-                if n >= spec.max_calls:
-                    log.info("worker_retired", reason="max_calls", max_calls=spec.max_calls)
-                    self.cw.spawn(_exit_soon())  # after the result is flushed
-                    return
+                retiring = n >= spec.max_calls
+            self._retiring = retiring
+            self.execute(spec, sink)
+            self._retiring = False
+            if retiring:
+                log.info("worker_retired", reason="max_calls", max_calls=spec.max_calls)
+                self.cw.spawn(_exit_soon())  # after the result is flushed
+                return
 
     def _target(self, spec: TaskSpec) -> Any:
         if spec.kind == ACTOR_METHOD:
@@ -234,6 +239,8 @@ class TaskExecutor:
             if in_main:
                 self.current = None
             worker_mod._current_task.reset(token)
+        if self._retiring:
+            result.worker_exiting = True
         sink(result)
 
     async def _execute_async(self, spec: TaskSpec, sink: _Sink) -> None:

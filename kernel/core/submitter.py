@@ -259,7 +259,7 @@ class TaskSubmitter:
         live = [lease for lease in state.leases if not lease.dead and not lease.closing]
         # Pipeline only short tasks, and only when there is more work than workers we
         # hold or have asked for: a few tasks submitted together each get a worker.
-        if state.avg_task_s > LONG_TASK_S or len(queue) <= len(live) + state.requesting:
+        if state.avg_task_s > LONG_TASK_S or len(queue) <= len(live) + state.requesting or key[-1][0] == "max_calls":
             depth = 1
         else:
             depth = self.max_in_flight
@@ -407,6 +407,11 @@ class TaskSubmitter:
                 continue
             self._finish(entry)
             stored.extend(res.returns)
+            if res.worker_exiting and isinstance(lease, Lease) and not lease.closing:
+                # max_calls reached: the worker exits now; lease another for what is left
+                lease.close()
+                if lease in state.leases:
+                    state.leases.remove(lease)
             if status == APP_ERROR:
                 err = res.returns[0][2] if res.returns else res.extra
                 self.events.state(res.task_id, "FAILED", error_bytes=err, worker_pid=res.worker_pid)

@@ -66,4 +66,5 @@ class TaskResult:
     # refs inside return values: {return object id: [(ref id, its owner's address)]}.
     # The worker registered the caller as their borrower before sending this.
     contained: dict | None = None
-    sizes: dict | None = None  # sizes of returns written to the node's store: {object id: bytes}
+    sizes: dict | None = None
+    worker_exiting: bool = False  # the worker retires after this task (max_calls): lease it no more  # sizes of returns written to the node's store: {object id: bytes}
