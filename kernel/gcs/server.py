@@ -23,6 +23,7 @@ from microray import config as config_mod
 from microray import log as log_setup
 from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
+from microray.process import pid_alive as _pid_alive
 from microray.rpc import bind, make_server
 
 log = structlog.get_logger(__name__)
@@ -290,20 +291,6 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     def _notify(self, hook: str, **kwargs: Any) -> None:
         if self.pm.has_observers(hook):
             asyncio.get_running_loop().run_in_executor(None, lambda: self.pm.notify(hook, **kwargs))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _node_dict(info: common_pb2.NodeInfo) -> dict[str, Any]:
