@@ -47,6 +47,7 @@ from microray.protocol import common_pb2, core_worker_pb2
 log = structlog.get_logger(__name__)
 
 _FINAL = (OK, APP_ERROR, GEN_END, SYSTEM_ERROR)
+RETIRE_GRACE_S = 30.0  # a retiring (max_calls) worker exits by then even if its owner never closes the stream
 
 
 class _Sink:
@@ -84,6 +85,8 @@ class TaskExecutor:
         self.main_thread_id = threading.main_thread().ident
         self._calls: dict[bytes, int] = {}  # function id -> tasks run, for max_calls
         self._retiring = False
+        self._streams = 0  # open task streams (io loop only)
+        self._retired = False  # max_calls reached: exit once every owner has closed its stream
         self._queued: dict[bytes, Any] = {}  # task id -> its result sink, until it starts
         self._queued_lock = threading.Lock()
         self.ip = cw.address.rsplit(":", 1)[0]
@@ -115,6 +118,7 @@ class TaskExecutor:
                 sink.out.put_nowait([])
 
         reader = asyncio.get_running_loop().create_task(read())
+        self._streams += 1
         try:
             while not (counts["eof"] and counts["sent"] >= counts["received"]):
                 items = await sink.out.get()
@@ -126,6 +130,19 @@ class TaskExecutor:
                 yield core_worker_pb2.ResultBatch(results=[b for b, _ in items])
         finally:
             reader.cancel()
+            self._streams -= 1
+            if self._retired and not self._streams:
+                asyncio.get_running_loop().call_soon(os._exit, 0)
+
+    def _retire(self) -> None:
+        """(io loop) max_calls reached. The result is on its way; the owner closes its
+        stream when it has read it (the result says the worker is exiting), and the
+        worker exits then. If the owner never does (it died), exit after a grace period."""
+        self._retired = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(RETIRE_GRACE_S, os._exit, 0)
+        if not self._streams:
+            loop.call_soon(os._exit, 0)
 
     def cancel(self, task_id: bytes, force: bool) -> bool:
         with self._queued_lock:
@@ -172,8 +189,8 @@ class TaskExecutor:
             self._retiring = False
             if retiring:
                 log.info("worker_retired", reason="max_calls", max_calls=spec.max_calls)
-                self.cw.spawn(_exit_soon())  # after the result is flushed
-                return
+                self.cw.call_in_loop(self._retire)
+                threading.Event().wait()  # returning would end the process before the result is sent
 
     def _target(self, spec: TaskSpec) -> Any:
         if spec.kind == ACTOR_METHOD:

@@ -402,8 +402,6 @@ def test_decorator_with_options(cluster):
     assert ray.get(f.remote(1)) == 2
 
 
-@pytest.mark.xfail(strict=False, reason="flaky race: a max_calls=1 worker sometimes exits with "
-                   "the owner's next task already on it, which then counts as a crash; under investigation")
 def test_max_calls_one_gives_each_call_a_fresh_worker(cluster):
     once = task_info.options(max_calls=1)
     pids = [ray.get(once.remote(), timeout=60)["pid"] for _ in range(3)]
