@@ -28,7 +28,6 @@ with ``EtcdRequestTooLargeError`` instead of letting them brick the member.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,6 +36,7 @@ from typing import Any, TypeVar
 import structlog
 
 from microray.exceptions import ConfigError, GcsUnavailableError
+from microray.gcs.store_support import as_bytes, check_name, close_in_loop, schema_mismatch, timeout_options
 from microray.hookspecs import hookimpl
 from microray.interfaces.gcs_store import WatchEvent
 from microray.registrations import GcsStoreRegistration, OptionSpec
@@ -47,7 +47,6 @@ __all__ = ["EtcdGcsStore", "EtcdRequestTooLargeError", "microray_gcs_stores"]
 
 T = TypeVar("T")
 
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 _TXN_OPS = 128  # etcd's default --max-txn-ops
 _SMALL_COMPARE = 64 * 1024  # expected values above this are compared by mod revision
 _PAGE = 512  # keys per range page in get_all (halved when a page is too large)
@@ -59,22 +58,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 class EtcdRequestTooLargeError(ValueError):
     """A request is larger than this client or the etcd server accepts."""
-
-
-def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"GCS {kind} name {name!r} must be 1-200 ASCII letters, digits, '_', '.' or '-'"
-        )
-    return name
-
-
-def _as_bytes(value: Any, what: str) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"GCS {what} must be bytes, not {type(value).__name__}")
 
 
 def _range_end(prefix: bytes) -> bytes:
@@ -89,7 +72,7 @@ def _range_end(prefix: bytes) -> bytes:
 
 
 def _dedupe(keys: Sequence[bytes]) -> list[bytes]:
-    return list(dict.fromkeys(_as_bytes(k, "key") for k in keys))
+    return list(dict.fromkeys(as_bytes(k, "key") for k in keys))
 
 
 class _Rpc:
@@ -130,7 +113,7 @@ class EtcdGcsStore:
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         self.url = url
         self.target = f"{host}:{parts.port or 2379}"
-        self.namespace = _check_name("namespace", namespace)
+        self.namespace = check_name("namespace", namespace)
         self.connect_timeout = float(connect_timeout)
         self.request_timeout = float(request_timeout)
         self.retry_timeout = float(retry_timeout)
@@ -228,10 +211,10 @@ class EtcdGcsStore:
                 raise
 
     def _key(self, table: str, key: bytes) -> bytes:
-        return self._base(table) + _as_bytes(key, "key")
+        return self._base(table) + as_bytes(key, "key")
 
     def _base(self, table: str) -> bytes:
-        return f"/{self.namespace}/{_check_name('table', table)}/".encode()
+        return f"/{self.namespace}/{check_name('table', table)}/".encode()
 
     def _compare(self, key: bytes, target: str, **value: Any) -> Any:
         pb = self._pb
@@ -260,16 +243,13 @@ class EtcdGcsStore:
         stored = int(resp.responses[0].response_range.kvs[0].value)
         if stored != int(version):
             raise ConfigError(
-                f"etcd GCS store {self.url} namespace {self.namespace!r} holds GCS schema version "
-                f"{stored}, but this microray uses schema version {version}; upgrade/downgrade "
-                "microray to match, migrate the data, or use a fresh namespace "
-                "(gcs_store_options.namespace)"
+                schema_mismatch(f"etcd GCS store {self.url} namespace {self.namespace!r}", stored, version)
             )
 
     async def put(self, table: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
         pb = self._pb
         full = self._key(table, key)
-        put = pb.RequestOp(request_put=pb.PutRequest(key=full, value=_as_bytes(value, "value")))
+        put = pb.RequestOp(request_put=pb.PutRequest(key=full, value=as_bytes(value, "value")))
         if overwrite:
             # One txn, the value sent once: the count is read before the put applies.
             count = pb.RequestOp(request_range=pb.RangeRequest(key=full, count_only=True))
@@ -306,7 +286,7 @@ class EtcdGcsStore:
     async def get_all(self, table: str, prefix: bytes = b"") -> dict[bytes, bytes]:
         pb = self._pb
         base = self._base(table)
-        start = base + _as_bytes(prefix, "prefix")
+        start = base + as_bytes(prefix, "prefix")
         end = _range_end(start)
         found: dict[bytes, bytes] = {}
         revision = 0  # pinned to the first page's revision: one consistent snapshot
@@ -361,11 +341,11 @@ class EtcdGcsStore:
     ) -> bool:
         pb = self._pb
         full = self._key(table, key)
-        value = _as_bytes(value, "value")
+        value = as_bytes(value, "value")
         if expected is None:
             compare = self._compare(full, "CREATE", create_revision=0)
         else:
-            expected = _as_bytes(expected, "expected value")
+            expected = as_bytes(expected, "expected value")
             if len(expected) <= _SMALL_COMPARE:
                 compare = self._compare(full, "VALUE", value=expected)
             else:
@@ -389,7 +369,7 @@ class EtcdGcsStore:
         Survives reconnects and etcd restarts (resumes after the last event
         delivered). Raises ``GcsUnavailableError`` when etcd stays unreachable
         for ``retry_timeout`` or compacted the history the watch needs."""
-        start = self._base(table) + _as_bytes(prefix, "prefix")
+        start = self._base(table) + as_bytes(prefix, "prefix")
         if self._closed:
             raise self._closed_error()
         return self._watch(table, start)
@@ -483,19 +463,7 @@ class EtcdGcsStore:
         state, self._rpc_state = self._rpc_state, None
         if state is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is state.loop:
-            try:
-                await state.channel.close()
-            except Exception as exc:  # noqa: BLE001 -- closing a broken channel
-                log.debug("gcs_store_close_error", backend="etcd", error=str(exc))
-
-
-def _float(value: Any) -> float:
-    return float(value)
+        await close_in_loop(state.loop, state.channel.close, "etcd")
 
 
 @hookimpl
@@ -513,11 +481,7 @@ def microray_gcs_stores() -> list[GcsStoreRegistration]:
                     str, "Cluster id; prefixes every key so clusters can share one etcd",
                     default="default",
                 ),
-                "connect_timeout": OptionSpec(float, "Seconds to open a connection", default=3.0, parse=_float),
-                "request_timeout": OptionSpec(float, "Seconds one request may take", default=10.0, parse=_float),
-                "retry_timeout": OptionSpec(
-                    float, "Seconds to keep retrying before GcsUnavailableError", default=5.0, parse=_float
-                ),
+                **timeout_options(),
                 "max_request_bytes": OptionSpec(
                     int, "Largest write request sent (keep under etcd's --max-request-bytes)",
                     default=DEFAULT_MAX_REQUEST_BYTES, parse=int,

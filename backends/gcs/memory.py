@@ -14,16 +14,15 @@ server never see each other's keys, as with Redis and etcd.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import structlog
 
 from microray.exceptions import ConfigError, GcsUnavailableError
+from microray.gcs.store_support import as_bytes, check_name, schema_mismatch
 from microray.hookspecs import hookimpl
 from microray.interfaces.gcs_store import WatchEvent
 from microray.registrations import GcsStoreRegistration, OptionSpec
@@ -31,25 +30,6 @@ from microray.registrations import GcsStoreRegistration, OptionSpec
 log = structlog.get_logger(__name__)
 
 __all__ = ["MemoryGcsStore", "microray_gcs_stores"]
-
-_TABLE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
-
-
-def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _TABLE.match(name):
-        raise ValueError(
-            f"GCS {kind} name {name!r} must be 1-200 ASCII letters, digits, '_', '.' or '-'"
-        )
-    return name
-
-
-def _as_bytes(value: Any, what: str) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"GCS {what} must be bytes, not {type(value).__name__}")
-
 
 class _MemoryServer:
     """The state shared by every handle opened on one in-memory store."""
@@ -147,7 +127,7 @@ class MemoryGcsStore:
     """A ``GcsStore`` kept in process memory. See the module docstring."""
 
     def __init__(self, namespace: str = "default", *, _server: _MemoryServer | None = None) -> None:
-        self.namespace = _check_name("namespace", namespace)
+        self.namespace = check_name("namespace", namespace)
         self._server = _server or _MemoryServer()
         self._closed = False
         self._watches: weakref.WeakSet[_MemoryWatch] = weakref.WeakSet()
@@ -164,7 +144,7 @@ class MemoryGcsStore:
         """The table dict; call with the lock held."""
         if self._closed:
             raise GcsUnavailableError(f"memory GCS store (namespace {self.namespace!r}) is closed")
-        return self._server.table(self.namespace, _check_name("table", table))
+        return self._server.table(self.namespace, check_name("table", table))
 
     def _changed(self, table: str, key: bytes, value: bytes | None) -> None:
         kind = "delete" if value is None else "put"
@@ -182,10 +162,10 @@ class MemoryGcsStore:
             self._table("_ping")
             stored = self._server.schema.setdefault(self.namespace, version)
         if stored != version:
-            raise ConfigError(_schema_mismatch(f"memory GCS store namespace {self.namespace!r}", stored, version))
+            raise ConfigError(schema_mismatch(f"memory GCS store namespace {self.namespace!r}", stored, version))
 
     async def put(self, table: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
-        key, value = _as_bytes(key, "key"), _as_bytes(value, "value")
+        key, value = as_bytes(key, "key"), as_bytes(value, "value")
         with self._server.lock:
             data = self._table(table)
             added = key not in data
@@ -196,18 +176,18 @@ class MemoryGcsStore:
             return added
 
     async def get(self, table: str, key: bytes) -> bytes | None:
-        key = _as_bytes(key, "key")
+        key = as_bytes(key, "key")
         with self._server.lock:
             return self._table(table).get(key)
 
     async def multi_get(self, table: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-        wanted = [_as_bytes(k, "key") for k in keys]
+        wanted = [as_bytes(k, "key") for k in keys]
         with self._server.lock:
             data = self._table(table)
             return {k: data[k] for k in wanted if k in data}
 
     async def get_all(self, table: str, prefix: bytes = b"") -> dict[bytes, bytes]:
-        prefix = _as_bytes(prefix, "prefix")
+        prefix = as_bytes(prefix, "prefix")
         with self._server.lock:
             data = self._table(table)
             found = [(k, v) for k, v in data.items() if k.startswith(prefix)]
@@ -215,7 +195,7 @@ class MemoryGcsStore:
         return dict(found)
 
     async def delete(self, table: str, key: bytes) -> bool:
-        key = _as_bytes(key, "key")
+        key = as_bytes(key, "key")
         with self._server.lock:
             data = self._table(table)
             if key not in data:
@@ -225,7 +205,7 @@ class MemoryGcsStore:
             return True
 
     async def batch_delete(self, table: str, keys: Sequence[bytes]) -> int:
-        wanted = [_as_bytes(k, "key") for k in keys]
+        wanted = [as_bytes(k, "key") for k in keys]
         deleted = 0
         with self._server.lock:
             data = self._table(table)
@@ -236,16 +216,16 @@ class MemoryGcsStore:
         return deleted
 
     async def exists(self, table: str, key: bytes) -> bool:
-        key = _as_bytes(key, "key")
+        key = as_bytes(key, "key")
         with self._server.lock:
             return key in self._table(table)
 
     async def compare_and_set(
         self, table: str, key: bytes, expected: bytes | None, value: bytes
     ) -> bool:
-        key, value = _as_bytes(key, "key"), _as_bytes(value, "value")
+        key, value = as_bytes(key, "key"), as_bytes(value, "value")
         if expected is not None:
-            expected = _as_bytes(expected, "expected value")
+            expected = as_bytes(expected, "expected value")
         with self._server.lock:
             data = self._table(table)
             if data.get(key) != expected:
@@ -256,7 +236,7 @@ class MemoryGcsStore:
 
     def watch(self, table: str, prefix: bytes = b"") -> AsyncIterator[WatchEvent]:
         """Changes to ``table`` under ``prefix`` from this call on, in order."""
-        prefix = _as_bytes(prefix, "prefix")
+        prefix = as_bytes(prefix, "prefix")
         with self._server.lock:
             self._table(table)
             watch = _MemoryWatch(self, table, prefix)
@@ -276,14 +256,6 @@ class MemoryGcsStore:
                 self._server.watches.discard(watch)
                 watch.end()
             self._watches.clear()
-
-
-def _schema_mismatch(where: str, stored: int, expected: int) -> str:
-    return (
-        f"{where} holds GCS schema version {stored}, but this microray uses schema version "
-        f"{expected}; upgrade/downgrade microray to match, migrate the data, or use a fresh "
-        "namespace (gcs_store_options.namespace)"
-    )
 
 
 @hookimpl

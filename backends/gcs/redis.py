@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import structlog
 
 from microray.exceptions import ConfigError, GcsUnavailableError
+from microray.gcs.store_support import as_bytes, check_name, close_in_loop, schema_mismatch, timeout_options
 from microray.hookspecs import hookimpl
 from microray.interfaces.gcs_store import WatchEvent
 from microray.registrations import GcsStoreRegistration, OptionSpec
@@ -46,7 +47,6 @@ __all__ = ["RedisGcsStore", "microray_gcs_stores"]
 
 T = TypeVar("T")
 
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 _WATCH_BLOCK_MS = 1000
 _WATCH_BATCH = 512
 
@@ -111,22 +111,6 @@ return cur
 """
 
 
-def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"GCS {kind} name {name!r} must be 1-200 ASCII letters, digits, '_', '.' or '-'"
-        )
-    return name
-
-
-def _as_bytes(value: Any, what: str) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"GCS {what} must be bytes, not {type(value).__name__}")
-
-
 def _redact(url: str) -> str:
     """``url`` with any password replaced by ``***``."""
     try:
@@ -180,7 +164,7 @@ class RedisGcsStore:
                 "expected redis://host:port/db, rediss://... or unix://path"
             )
         self.url = url
-        self.namespace = _check_name("namespace", namespace)
+        self.namespace = check_name("namespace", namespace)
         self.connect_timeout = float(connect_timeout)
         self.request_timeout = float(request_timeout)
         self.retry_timeout = float(retry_timeout)
@@ -251,7 +235,7 @@ class RedisGcsStore:
                 delay = min(delay * 2, 0.5)
 
     def _keys(self, table: str) -> list[str]:
-        base = f"{self.namespace}:{_check_name('table', table)}"
+        base = f"{self.namespace}:{check_name('table', table)}"
         return [base, f"{base}:events", f"{base}:seq"]
 
     # -- GcsStore --------------------------------------------------------------
@@ -268,26 +252,25 @@ class RedisGcsStore:
         stored_version = int(stored)
         if stored_version != int(version):
             raise ConfigError(
-                f"redis GCS store {_redact(self.url)} namespace {self.namespace!r} holds GCS "
-                f"schema version {stored_version}, but this microray uses schema version "
-                f"{version}; upgrade/downgrade microray to match, migrate the data, or use a "
-                "fresh namespace (gcs_store_options.namespace)"
+                schema_mismatch(
+                    f"redis GCS store {_redact(self.url)} namespace {self.namespace!r}", stored_version, version
+                )
             )
 
     async def put(self, table: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
         keys = self._keys(table)
-        args = [self.watch_history, _as_bytes(key, "key"), _as_bytes(value, "value"), "1" if overwrite else "0"]
+        args = [self.watch_history, as_bytes(key, "key"), as_bytes(value, "value"), "1" if overwrite else "0"]
         added = await self._run("put", lambda c: self._scripts["put"](keys=keys, args=args))
         return bool(added)
 
     async def get(self, table: str, key: bytes) -> bytes | None:
         name = self._keys(table)[0]
-        key = _as_bytes(key, "key")
+        key = as_bytes(key, "key")
         return await self._run("get", lambda c: c.hget(name, key))
 
     async def multi_get(self, table: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         name = self._keys(table)[0]
-        wanted = [_as_bytes(k, "key") for k in keys]
+        wanted = [as_bytes(k, "key") for k in keys]
         if not wanted:
             return {}
         values = await self._run("multi_get", lambda c: c.hmget(name, wanted))
@@ -295,7 +278,7 @@ class RedisGcsStore:
 
     async def get_all(self, table: str, prefix: bytes = b"") -> dict[bytes, bytes]:
         name = self._keys(table)[0]
-        prefix = _as_bytes(prefix, "prefix")
+        prefix = as_bytes(prefix, "prefix")
 
         async def scan(c: Any) -> dict[bytes, bytes]:
             if not prefix:
@@ -317,14 +300,14 @@ class RedisGcsStore:
 
     async def batch_delete(self, table: str, keys: Sequence[bytes]) -> int:
         names = self._keys(table)
-        args: list[Any] = [self.watch_history, *(_as_bytes(k, "key") for k in keys)]
+        args: list[Any] = [self.watch_history, *(as_bytes(k, "key") for k in keys)]
         if len(args) == 1:
             return 0
         return int(await self._run("delete", lambda c: self._scripts["delete"](keys=names, args=args)))
 
     async def exists(self, table: str, key: bytes) -> bool:
         name = self._keys(table)[0]
-        key = _as_bytes(key, "key")
+        key = as_bytes(key, "key")
         return bool(await self._run("exists", lambda c: c.hexists(name, key)))
 
     async def compare_and_set(
@@ -333,10 +316,10 @@ class RedisGcsStore:
         names = self._keys(table)
         args = [
             self.watch_history,
-            _as_bytes(key, "key"),
-            _as_bytes(value, "value"),
+            as_bytes(key, "key"),
+            as_bytes(value, "value"),
             "0" if expected is None else "1",
-            b"" if expected is None else _as_bytes(expected, "expected value"),
+            b"" if expected is None else as_bytes(expected, "expected value"),
         ]
         return bool(await self._run("compare_and_set", lambda c: self._scripts["cas"](keys=names, args=args)))
 
@@ -348,7 +331,7 @@ class RedisGcsStore:
         for ``retry_timeout`` or when events were trimmed away while it was
         disconnected (more than ``watch_history`` changes)."""
         stream = self._keys(table)[1]
-        prefix = _as_bytes(prefix, "prefix")
+        prefix = as_bytes(prefix, "prefix")
         if self._closed:
             raise self._closed_error()
         return self._watch(table, stream, prefix)
@@ -414,19 +397,7 @@ class RedisGcsStore:
         self._redis = None
         if client is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            try:
-                await client.aclose()
-            except Exception as exc:  # noqa: BLE001 -- closing a broken connection
-                log.debug("gcs_store_close_error", backend="redis", error=str(exc))
-
-
-def _float(value: Any) -> float:
-    return float(value)
+        await close_in_loop(loop, client.aclose, "redis")
 
 
 @hookimpl
@@ -447,11 +418,7 @@ def microray_gcs_stores() -> list[GcsStoreRegistration]:
                     str, "Cluster id; prefixes every key so clusters can share one Redis",
                     default="default",
                 ),
-                "connect_timeout": OptionSpec(float, "Seconds to open a connection", default=3.0, parse=_float),
-                "request_timeout": OptionSpec(float, "Seconds one request may take", default=10.0, parse=_float),
-                "retry_timeout": OptionSpec(
-                    float, "Seconds to keep retrying before GcsUnavailableError", default=5.0, parse=_float
-                ),
+                **timeout_options(),
                 "watch_history": OptionSpec(
                     int, "Changes kept per table for watchers that reconnect", default=1000, parse=int
                 ),
