@@ -51,7 +51,8 @@ Protocol (every step that changes which files exist runs under the namespace loc
     * Above ``spill_threshold * capacity`` ``create`` first drops pool segments,
       then spills the least recently used sealed objects that nobody maps
       (their disk copy is kept after a restore, so spilling them again is
-      free). ``get`` restores a spilled object transparently.
+      free). ``get`` restores a spilled object transparently; when the memory
+      is full of objects in use it maps the spill copy read-only instead.
 
 ``put`` takes the same path as ``create`` but writes with ``pwrite`` and maps
 nothing. Fork: an instance used in a forked child reopens its namespace lock
@@ -138,8 +139,9 @@ class ShmObjectStore:
             os.makedirs(folder, exist_ok=True)
         self._lock = seg.NamespaceLock(os.path.join(self.root, "meta"))
         self._pending: dict[bytes, _Pending] = {}
-        # object id -> (weak mapping, inode, writable): one mapping per object per process
-        self._maps: dict[bytes, tuple[weakref.ref[mmap.mmap], int, bool]] = {}
+        # object id -> (weak mapping, mapped file, its inode): one mapping per object per process;
+        # the file is ``objects/<hex>``, or the spill copy when it was read in place
+        self._maps: dict[bytes, tuple[weakref.ref[mmap.mmap], str, int]] = {}
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._closed = False
         with self._lock.held():
@@ -190,7 +192,7 @@ class ShmObjectStore:
         if pending.mm is None:
             os.close(pending.fd)
         else:
-            self._maps[object_id] = (weakref.ref(pending.mm), os.fstat(pending.fd).st_ino, True)
+            self._maps[object_id] = (weakref.ref(pending.mm), self._path(hexid), os.fstat(pending.fd).st_ino)
 
     def abort(self, object_id: bytes) -> None:
         """Drop a created, unsealed object; its segment goes to the pool."""
@@ -234,14 +236,17 @@ class ShmObjectStore:
 
     # ------------------------------------------------------------------ reading
     def get(self, object_id: bytes) -> memoryview | None:
-        """A read-only view of the object's shared memory (restored from disk if spilled)."""
+        """A read-only view of the object's shared memory (restored from disk if spilled).
+
+        When a spilled object cannot be restored because the memory is full of
+        objects in use, the view maps its spill copy instead (see ``_restore``)."""
         hexid = object_id_hex(object_id)
         self._check_open()
         path = self._path(hexid)
         cached = self._maps.get(object_id)
         if cached is not None:
             mm = cached[0]()
-            if mm is not None and seg.inode(path) == cached[1]:
+            if mm is not None and seg.inode(cached[1]) == cached[2]:
                 seg.touch(path)
                 return memoryview(mm).toreadonly()
         for _ in range(_GET_ATTEMPTS):
@@ -267,7 +272,7 @@ class ShmObjectStore:
                 os.close(fd)
                 return memoryview(b"")
             mm = seg.map_segment(fd, st.st_size, writable=False)
-            self._maps[object_id] = (weakref.ref(mm), st.st_ino, False)
+            self._maps[object_id] = (weakref.ref(mm), path, st.st_ino)
             return memoryview(mm)
         raise ObjectStoreFullError(
             f"object {hexid} kept being spilled before it could be mapped; "
@@ -527,6 +532,8 @@ class ShmObjectStore:
 
         Returns the read-only view, None when the object is not spilled either,
         True when another process restored it meanwhile (map it normally).
+        When there is no room for it (the memory is held by readers) the view
+        maps the spill copy instead and the object stays spilled.
         """
         with self._lock.held():
             if os.path.exists(self._path(hexid)):
@@ -538,7 +545,10 @@ class ShmObjectStore:
                 return None
             try:
                 size = os.fstat(src).st_size
-                fd = self._reserve(hexid, size)
+                try:
+                    fd = self._reserve(hexid, size)
+                except ObjectStoreFullError as full:
+                    return self._map_spill_copy(object_id, source, src, size, full)
                 try:
                     seg.copy_file(src, fd, size)
                 except OSError as exc:
@@ -554,7 +564,32 @@ class ShmObjectStore:
             return memoryview(b"")
         ino = os.fstat(fd).st_ino
         mm = seg.map_segment(fd, size, writable=False)  # keeps the pin taken by _reserve
-        self._maps[object_id] = (weakref.ref(mm), ino, False)
+        self._maps[object_id] = (weakref.ref(mm), self._path(hexid), ino)
+        return memoryview(mm)
+
+    def _map_spill_copy(
+        self, object_id: bytes, source: str, fd: int, size: int, full: ObjectStoreFullError
+    ) -> memoryview:
+        """Map a spill file read-only, for a ``get`` that found no room to restore it (lock held).
+
+        The file is never written in place (a spill copy is written aside and
+        renamed), and ``delete`` or ``destroy`` only unlink it, so the mapping
+        needs no pin: it keeps the inode, and with it the bytes, alive after an
+        unlink, as a segment's mapping does. The pages are the spill file's
+        page cache, outside ``capacity``, and the object stays spilled.
+        """
+        if size == 0:
+            return memoryview(b"")
+        mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)  # holds its own fd; ours is closed after
+        self._maps[object_id] = (weakref.ref(mm), source, os.fstat(fd).st_ino)
+        log.info(
+            "object_read_from_spill",
+            namespace=self.namespace,
+            object_id=os.path.basename(source),
+            size=size,
+            path=source,
+            reason=str(full),
+        )
         return memoryview(mm)
 
     def _reclaim_if_abandoned(self, path: str) -> bool:

@@ -52,7 +52,10 @@ class ObjectStore(Protocol):
     def get(self, object_id: bytes) -> memoryview | None:
         """A read-only, zero-copy view of a sealed object, or None when absent.
         The view stays valid as long as it is referenced, even if the object
-        is deleted meanwhile. A spilled object is restored first."""
+        is deleted meanwhile. A spilled object is restored first; when the
+        memory is all held by readers it is read from its spill copy instead
+        (it stays spilled), so ``get`` of a stored object does not fail for
+        lack of room."""
 
     def contains(self, object_id: bytes) -> bool:
         """Whether a sealed object with this id exists (in memory or spilled)."""

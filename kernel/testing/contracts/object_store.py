@@ -30,7 +30,8 @@ Fixtures a subclass may use or override:
 
 Capabilities the suite understands: ``zero_copy`` (views point into a shared
 file mapping), ``spill`` (the store holds more than ``capacity`` by spilling
-to the spill folder, so it is only full when everything in memory is in use),
+to the spill folder, so it is only full when everything in memory is in use,
+and even then a spilled object can be read),
 ``persistence`` (objects survive closing and reopening), ``cross_process``
 (other processes open the namespace by name and see the same objects).
 
@@ -151,12 +152,13 @@ class StoreFactory:
             spec.open().destroy()
         left = [name for name in _shm_entries() for ns in specs if ns in name]
         assert not left, f"destroy() left entries in {SHM_ROOT}: {left}"
-        files = [
-            os.path.join(root, name)
-            for root, _dirs, names in os.walk(self.spill_dir)
-            for name in names
-        ]
+        files = files_under(self.spill_dir)
         assert not files, f"destroy() left files in the spill folder: {files}"
+
+
+def files_under(folder: str) -> list[str]:
+    """Every file below ``folder`` (the spill folder: spill copies, environments)."""
+    return [os.path.join(root, name) for root, _dirs, names in os.walk(folder) for name in names]
 
 
 def _shm_entries() -> list[str]:
@@ -623,17 +625,49 @@ class ObjectStoreContract:
         for i in range(8):
             store.put(b"obj-%d" % i, pattern(4 * MiB, i))
         assert store.usage().num_spilled > 0
-
-        def spill_files() -> list[str]:
-            return [n for _r, _d, names in os.walk(store_factory.spill_dir) for n in names]
-
-        assert spill_files()
+        assert files_under(store_factory.spill_dir)
         for i in range(8):
             assert store.delete(b"obj-%d" % i)
             assert not store.contains(b"obj-%d" % i)
-        assert spill_files() == []
+        assert files_under(store_factory.spill_dir) == []
         usage = store.usage()
         assert (usage.num_objects, usage.num_spilled, usage.spilled_bytes) == (0, 0, 0)
+
+    def test_spilled_objects_are_read_while_readers_hold_the_memory(
+        self, store_factory: StoreFactory, capabilities: frozenset[str]
+    ) -> None:
+        """Views held on objects that fill the memory: ``get`` of a spilled object still
+        succeeds (e.g. from its spill copy), read-only and right, without taking memory
+        past ``capacity`` or disturbing the objects in use; ``delete`` still removes the
+        spill copy, and the view stays valid."""
+        self.require(capabilities, "spill")
+        capacity, size, count = 16 * MiB, 4 * MiB, 8
+        store = store_factory(capacity=capacity)
+        for i in range(count):
+            store.put(b"obj-%d" % i, pattern(size, i))
+        views = [store.get(b"obj-%d" % i) for i in range(count)]  # all held at once
+        usage = store.usage()
+        assert usage.used_bytes <= capacity
+        assert usage.num_objects + usage.num_spilled == count
+        assert usage.num_spilled >= count - capacity // size  # what did not fit stays spilled
+        for i, view in enumerate(views):
+            assert view is not None and view.readonly and view.nbytes == size
+            assert crc(view) == crc(pattern(size, i)), f"object {i} came back wrong"
+        last = views[-1]  # read while the memory was held
+        if "zero_copy" in capabilities:
+            found = mapping_of(buffer_address(last))
+            assert found is not None and found.path.startswith("/") and found.perms[3] == "s", found
+        for i in range(count):  # a second get, from another instance too: nothing moved or broke
+            for instance in (store, store_factory(capacity=capacity)):
+                again = instance.get(b"obj-%d" % i)
+                assert again is not None and crc(again) == crc(pattern(size, i))
+                del again
+        for i in range(count):
+            assert store.delete(b"obj-%d" % i)
+        assert files_under(store_factory.spill_dir) == []
+        assert store.usage().num_spilled == 0
+        for i, view in enumerate(views):  # deleted under live views: the bytes stay
+            assert crc(view) == crc(pattern(size, i))
 
     def test_8x100mb_through_a_300mb_store(self, store_factory: StoreFactory, capabilities: frozenset[str]) -> None:
         self.require(capabilities, "spill")
