@@ -336,19 +336,16 @@ def test_object_larger_than_the_store_is_object_store_full_error(make_cluster):
     assert ray.get(ray.put(np.ones(10 * MB, dtype=np.uint8))).sum() == 10 * MB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ray.exceptions.ObjectStoreFullError,
-    reason="shm store: a get() of a spilled object must restore it into memory; when values "
-    "still held by the reader fill the store nothing can be spilled and get() raises "
-    "ObjectStoreFullError (Ray falls back to a disk-backed allocation; the shm backend could "
-    "map the spill file read-only instead)",
-)
-def test_holding_more_values_than_the_store_holds(make_cluster):
-    make_cluster(num_cpus=2, object_store_memory=100 * MB)
+@pytest.mark.parametrize("backend", ["shm", "lmdb"])
+def test_holding_more_values_than_the_store_holds(make_cluster, backend):
+    """shm restores what fits and maps the rest read-only from the spill files (Ray falls
+    back to a disk-backed allocation); lmdb's views are always of its file on disk."""
+    make_cluster(num_cpus=2, object_store_memory=100 * MB, object_store=backend)
     refs = [ray.put(np.full(40 * MB, i, dtype=np.uint8)) for i in range(4)]  # 160 MB
     values = [ray.get(r) for r in refs]
     assert [int(v[0]) for v in values] == [0, 1, 2, 3]
+    assert [int(v[-1]) for v in values] == [0, 1, 2, 3]
+    assert not any(v.flags.writeable for v in values)
 
 
 # -- wait ----------------------------------------------------------------------------------------

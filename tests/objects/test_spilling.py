@@ -22,6 +22,7 @@ import pytest
 
 import microray as ray
 from microray.exceptions import ConfigError, ObjectStoreFullError
+from microray.testing.contracts.object_store import mapping_of
 
 from .conftest import (
     _mark_baseline,
@@ -105,6 +106,54 @@ def test_shm_eight_100mb_objects_through_a_300mb_store(make_cluster):
     wait_for(lambda: not files_under(spill), timeout=20, what=f"spill files in {spill} deleted on free")
     usage = store_usage()
     assert usage.spilled_bytes == 0 and usage.num_spilled == 0, usage
+
+
+def test_shm_values_held_past_the_store_are_read_from_the_spill_files(make_cluster):
+    """Held values fill a 100 MB store, so a spilled object cannot be restored (nothing is
+    left to spill): get() maps its spill file read-only instead, in the driver and in a
+    task, and leaves the objects in memory alone. Freeing its ref deletes the spill file
+    while the value, still held, stays readable."""
+    size = 40 * MB
+    make_cluster(object_store_memory=100 * MB)
+    spill = spill_dir()
+    baseline = store_used()
+    refs = [ray.put(np.full(size, fill_of(i), dtype=np.uint8)) for i in range(4)]
+    values = [ray.get(ref) for ref in refs]  # the first two are restored, spilling the others
+
+    usage = store_usage()
+    assert usage.used_bytes <= 100 * MB
+    assert (usage.num_objects, usage.num_spilled) == (2, 2), usage
+    mapped = [mapping_of(value.__array_interface__["data"][0]) for value in values]
+    from_spill = [i for i, m in enumerate(mapped) if m is not None and m.path.startswith(spill)]
+    assert len(from_spill) == 2, mapped
+    for i, m in enumerate(mapped):
+        assert m is not None and m.perms.startswith("r-") and m.perms[3] == "s", m  # shared, read-only
+        assert i in from_spill or m.path.startswith("/dev/shm/"), m
+    for i, value in enumerate(values):
+        assert not value.flags.writeable
+        assert int(value[0]) == int(value[-1]) == fill_of(i) and int(value.sum()) == fill_of(i) * size
+    with pytest.raises(ValueError):
+        values[from_spill[0]][0] = 0
+
+    # a worker reads a spilled object the same way while the driver holds the memory
+    k = from_spill[-1]
+    assert ray.get(describe.remote(refs[k]), timeout=60) == (fill_of(k),) * 3 + (fill_of(k) * size,)
+
+    # freeing the ref deletes the spill file; the held value keeps its bytes
+    spill_file = os.path.relpath(mapped[k].path, spill)
+    assert spill_file in files_under(spill)
+    refs[k] = None
+    wait_for(lambda: spill_file not in files_under(spill), what=f"spill file {spill_file} deleted on free")
+    assert int(values[k].sum()) == fill_of(k) * size
+    # nothing else was evicted or changed
+    usage = store_usage()
+    assert (usage.num_objects, usage.num_spilled) == (2, 1), usage
+    for i, value in enumerate(values):
+        assert int(value.sum()) == fill_of(i) * size
+
+    del values, refs, value
+    wait_used(baseline, what="the four objects freed")
+    wait_for(lambda: not files_under(spill), what=f"spill files in {spill} deleted on free")
 
 
 @pytest.mark.slow
