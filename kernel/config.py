@@ -69,6 +69,9 @@ class Config:
     log_level: str = "info"
     log_to_driver: bool = True
     task_history_cap: int = 10000
+    metrics_sample_period_s: float = 1.0  # the GCS samples cluster use this often (dashboard charts)
+    metrics_history_points: int = 600  # samples the GCS keeps
+    dashboard_on_demand: bool = True  # start the dashboard's server at its first connection
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -5,12 +5,20 @@ Started by ``start_head`` like the GCS and the raylet (``main(argv)`` with a
 binds the listening socket itself and passes it as ``--listen-fd``, so the URL
 that ``init()`` prints is valid before this process has finished importing its
 web server. The session token is read from ``--token-file`` (never argv).
+
+With ``dashboard_on_demand`` (the default) the process checks the config and the
+plugin, reports ready, and then only waits for the first connection on that
+socket before it imports and starts the dashboard: an idle cluster nobody looks
+at does not carry a web server (about 15 MB with aiohttp), and the connection
+waits in the socket's backlog meanwhile (~0.3 s). Nothing is lost by starting
+late: the charts' history is kept by the GCS.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import sys
 import threading
@@ -31,6 +39,12 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> None:
     options = reg.validate_options("dashboard", cfg.dashboard_options)
     with open(args.token_file) as f:
         token = f.read().strip()
+    if cfg.dashboard_on_demand and args.listen_fd >= 0:
+        _report_ready(args, "on-demand")
+        log.info("dashboard_waiting", backend=cfg.dashboard)
+        _wait_readable(args.listen_fd)
+        log.info("dashboard_first_connection")
+        _restore_priority()  # someone is waiting for the page: start at full speed
     context = DashboardContext(
         gcs_address=args.gcs_address,
         session_dir=args.session_dir,
@@ -49,13 +63,28 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> None:
         signal.signal(sig, lambda *_: stop.set())
     _restore_priority()
     log.info("dashboard_started", url=url, backend=cfg.dashboard)
-    if args.ready_fd is not None:
-        os.write(args.ready_fd, f"{url or '-'}\n".encode())
-        os.close(args.ready_fd)
-        args.ready_fd = None
+    _report_ready(args, url or "-")
     stop.wait()
     dashboard.stop()
     log.info("dashboard_stopped")
+
+
+def _report_ready(args: argparse.Namespace, line: str) -> None:
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, f"{line}\n".encode())
+        os.close(args.ready_fd)
+        args.ready_fd = None
+
+
+def _wait_readable(fd: int) -> None:
+    """Block until the listening socket ``fd`` has a connection waiting (SIGTERM ends us)."""
+    while True:
+        try:
+            readable, _, _ = select.select([fd], [], [])
+        except InterruptedError:
+            continue
+        if readable:
+            return
 
 
 NICE_WHILE_STARTING = 10

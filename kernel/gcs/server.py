@@ -60,6 +60,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         from microray.gcs.task_store import TaskStore
 
         self.task_store = TaskStore(config.task_history_cap)
+        from microray.gcs.history import ClusterHistory
+
+        self.history = ClusterHistory(self.nodes.values, lambda: self.task_store.counts,
+                                      config.metrics_sample_period_s, config.metrics_history_points)
 
     async def load(self) -> None:
         """Rebuild in-memory views after a (re)start from the store."""
@@ -276,6 +280,12 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             counts=pickle.dumps(self.task_store.counts), dropped=self.task_store.dropped,
         )
 
+    async def GetClusterHistory(self, request, context):
+        return gcs_pb2.ClusterHistoryReply(
+            samples=pickle.dumps(self.history.since(request.since)),
+            period_s=self.history.period_s, capacity=self.history.samples.maxlen or 0,
+        )
+
     def actor_changed(self, record: dict[str, Any]) -> None:
         if record.get("state") == "DEAD" and record.get("name"):
             key = f"{record.get('namespace', '')}\x00{record['name']}".encode()
@@ -349,12 +359,14 @@ async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | No
         os.write(ready_fd, f"{bound}\n".encode())
         os.close(ready_fd)
     monitor = asyncio.create_task(servicer.monitor_nodes())
+    sampler = asyncio.create_task(servicer.history.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     monitor.cancel()
+    sampler.cancel()
     await servicer.actors.close()
     await server.stop(grace=0.2)
     await store.close()

@@ -244,3 +244,19 @@ class GetTaskEventsReply(_message.Message):
     counts: bytes
     dropped: int
     def __init__(self, tasks: _Optional[bytes] = ..., total: _Optional[int] = ..., counts: _Optional[bytes] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class GetClusterHistoryRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: float
+    def __init__(self, since: _Optional[float] = ...) -> None: ...
+
+class ClusterHistoryReply(_message.Message):
+    __slots__ = ("samples", "period_s", "capacity")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    samples: bytes
+    period_s: float
+    capacity: int
+    def __init__(self, samples: _Optional[bytes] = ..., period_s: _Optional[float] = ..., capacity: _Optional[int] = ...) -> None: ...

@@ -131,6 +131,11 @@ class GcsStub:
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
                 _registered_method=True)
+        self.GetClusterHistory = channel.unary_unary(
+                '/microray.Gcs/GetClusterHistory',
+                request_serializer=microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.FromString,
+                _registered_method=True)
 
 
 class GcsServicer:
@@ -253,6 +258,12 @@ class GcsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -350,6 +361,11 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.GetTaskEvents,
                     request_deserializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.SerializeToString,
+            ),
+            'GetClusterHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterHistory,
+                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -866,6 +882,33 @@ class Gcs:
             '/microray.Gcs/GetTaskEvents',
             microray_dot_protocol_dot_gcs__pb2.GetTaskEventsRequest.SerializeToString,
             microray_dot_protocol_dot_gcs__pb2.GetTaskEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/GetClusterHistory',
+            microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.SerializeToString,
+            microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -135,6 +135,12 @@ class StateClient:
             "dropped": reply.dropped,
         }
 
+    def timeseries(self, since: float = 0.0) -> dict[str, Any]:
+        """The GCS's cluster samples newer than unix time ``since`` (oldest first), with
+        the sampling period and how many samples the GCS keeps."""
+        reply = self.gcs.GetClusterHistory(gcs_pb2.GetClusterHistoryRequest(since=since), timeout=TIMEOUT)
+        return {"period_s": reply.period_s, "capacity": reply.capacity, "samples": pickle.loads(reply.samples)}
+
     def workers(self) -> list[dict[str, Any]]:
         out = []
         for node in self.nodes():

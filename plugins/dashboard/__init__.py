@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from microray.hookspecs import hookimpl
 from microray.interfaces.dashboard import DashboardContext
-from microray.registrations import DashboardRegistration, OptionSpec
+from microray.registrations import DashboardRegistration
 
 
 class NoDashboard:
@@ -25,12 +25,6 @@ def _web_dashboard(**options):
     return WebDashboard(**options)
 
 
-def _positive(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError("expected a number > 0")
-    return value
-
-
 @hookimpl
 def microray_dashboards():
     return [
@@ -40,9 +34,5 @@ def microray_dashboards():
             factory=_web_dashboard,
             description="web UI, JSON state API, Prometheus /metrics and job submission (aiohttp)",
             capabilities=frozenset({"metrics", "jobs", "ui"}),
-            options={
-                "sample_period_s": OptionSpec(float, "seconds between the Overview's samples", 1.0, _positive),
-                "history_points": OptionSpec(int, "samples kept for the Overview charts", 600, _positive),
-            },
         ),
     ]

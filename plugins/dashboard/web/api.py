@@ -97,13 +97,11 @@ async def cluster(request: web.Request) -> web.Response:
 
 
 async def timeseries(request: web.Request) -> web.Response:
-    source = request.app[K_SOURCE]
     try:
         since = float(request.query.get("since", 0) or 0)
     except ValueError:
         raise bad_request("since must be a unix time") from None
-    samples = [s for s in source.samples if s["time"] > since]
-    return json_response({"period_s": source.sample_period_s, "capacity": source.samples.maxlen, "samples": samples})
+    return json_response(await _run(request, lambda c: c.timeseries(since)))
 
 
 async def nodes(request: web.Request) -> web.Response:
@@ -320,8 +318,8 @@ async def plugins(request: web.Request) -> web.Response:
 # -- metrics -----------------------------------------------------------------------------------------
 async def metrics(request: web.Request) -> web.Response:
     data = await _run(request, gather)
-    source = request.app[K_SOURCE]
-    data["tasks_per_s"] = source.samples[-1]["tasks_per_s"] if source.samples else 0.0
+    samples = (await _run(request, lambda c: c.timeseries(time.time() - 60)))["samples"]
+    data["tasks_per_s"] = samples[-1]["tasks_per_s"] if samples else 0.0
     jobs = request.app[K_JOBS]
     counts: dict[str, int] = {}
     for j in jobs.jobs.values():

@@ -122,9 +122,7 @@ def build_app(context: DashboardContext, source: StateSource, jobs: JobManager, 
 class WebDashboard:
     """The ``web`` dashboard plugin object (``factory(**options)``)."""
 
-    def __init__(self, sample_period_s: float = 1.0, history_points: int = 600) -> None:
-        self.sample_period_s = sample_period_s
-        self.history_points = history_points
+    def __init__(self) -> None:
         self.url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -158,8 +156,7 @@ class WebDashboard:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         metrics = Metrics()
-        source = StateSource(context.gcs_address, metrics.observe_rpc,
-                             sample_period_s=self.sample_period_s, history_points=self.history_points)
+        source = StateSource(context.gcs_address, metrics.observe_rpc)
 
         def mirror(sid: str, value: bytes) -> None:
             from microray.protocol import gcs_pb2
@@ -183,7 +180,6 @@ class WebDashboard:
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         shown = context.host if context.host not in ("0.0.0.0", "::") else host
         self.url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
-        source.start_sampling()
         upkeep = asyncio.get_running_loop().create_task(_upkeep(jobs))
         log.info("web_dashboard_serving", url=self.url, pid=os.getpid())
         self._started.set()

@@ -2,9 +2,10 @@
 
 Every read goes through ``microray.util.state.StateClient`` (GCS, raylets, owners),
 called on a small thread pool so that the aiohttp loop never blocks. Calls to the
-GCS are timed into a Prometheus histogram. A sampler takes one snapshot a second
-(nodes, task counts) into a fixed-size ring buffer that the Overview charts read,
-so the dashboard's memory does not grow with the number of tasks run.
+GCS are timed into a Prometheus histogram. The Overview charts draw the GCS's own
+ring of cluster samples (``StateClient.timeseries``), so a dashboard started on
+demand shows the minutes before it started, and its memory does not grow with the
+number of tasks run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,8 +24,6 @@ from microray.util.state import StateClient
 log = structlog.get_logger(__name__)
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELLED")
-PENDING = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT")
-RUNNING = "SUBMITTED_TO_WORKER"
 
 
 class _TimedStub:
@@ -49,21 +47,15 @@ class _TimedStub:
 
 
 class StateSource:
-    """Thread-pooled state reads plus the one-second sampler and its ring buffer."""
+    """Thread-pooled state reads, one state client per pool thread."""
 
-    def __init__(self, gcs_address: str, observe_rpc: Callable[[str, float], None], *,
-                 sample_period_s: float = 1.0, history_points: int = 600, threads: int = 4) -> None:
+    def __init__(self, gcs_address: str, observe_rpc: Callable[[str, float], None], *, threads: int = 4) -> None:
         self.gcs_address = gcs_address
         self._observe = observe_rpc
         self._local = threading.local()
         self._clients: list[StateClient] = []
         self._clients_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dashboard-state")
-        self.sample_period_s = sample_period_s
-        self.samples: deque[dict[str, Any]] = deque(maxlen=history_points)
-        self.latest: dict[str, Any] = {}
-        self._prev: tuple[float, int] | None = None
-        self._sampler: asyncio.Task | None = None
 
     # -- calls ------------------------------------------------------------------------
     def client(self) -> StateClient:
@@ -82,49 +74,7 @@ class StateSource:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, lambda: fn(self.client(), *args))
 
-    # -- sampling ---------------------------------------------------------------------
-    def start_sampling(self) -> None:
-        self._sampler = asyncio.get_running_loop().create_task(self._sample_forever())
-
-    async def _sample_forever(self) -> None:
-        while True:
-            t0 = time.monotonic()
-            try:
-                await self.sample_once()
-            except Exception as exc:  # noqa: BLE001 -- a down GCS must not end the sampler
-                log.debug("dashboard_sample_failed", error=repr(exc))
-            await asyncio.sleep(max(0.05, self.sample_period_s - (time.monotonic() - t0)))
-
-    async def sample_once(self) -> dict[str, Any]:
-        snap = await self.run(snapshot)
-        done = sum(snap["counts"].get(s, 0) for s in TERMINAL)
-        now = snap["time"]
-        rate = 0.0
-        if self._prev is not None and now > self._prev[0]:
-            rate = max(0.0, (done - self._prev[1]) / (now - self._prev[0]))
-        self._prev = (now, done)
-        alive = [n for n in snap["nodes"] if n["state"] == "ALIVE"]
-        total = _sum_resources(n["resources_total"] for n in alive)
-        avail = _sum_resources(n["resources_available"] for n in alive)
-        sample = {
-            "time": now,
-            "tasks_per_s": round(rate, 3),
-            "running": snap["counts"].get(RUNNING, 0),
-            "pending": sum(snap["counts"].get(s, 0) for s in PENDING),
-            "finished_total": snap["counts"].get("FINISHED", 0),
-            "failed_total": snap["counts"].get("FAILED", 0),
-            "store_used": sum(n["object_store_used"] for n in alive),
-            "store_capacity": sum(n["object_store_capacity"] for n in alive),
-            "cpu_used": round(total.get("CPU", 0.0) - avail.get("CPU", 0.0), 3),
-            "cpu_total": total.get("CPU", 0.0),
-        }
-        self.samples.append(sample)
-        self.latest = snap
-        return sample
-
     async def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
         with self._clients_lock:
             for c in self._clients:
