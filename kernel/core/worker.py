@@ -654,6 +654,13 @@ class CoreWorker:
         self.object_store.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            # grpc.aio's process-wide poller posts to this loop until its last channel and
+            # server are gone (it stops when their count reaches zero): drop ours, then
+            # close the loop (its epoll fd and self-pipe would leak otherwise)
+            self.server = self.channels = self.gcs = self.raylet = None
+            self.submitter = None
+            self.loop.close()
 
     async def _disconnect(self) -> None:
         await self.submitter.close()

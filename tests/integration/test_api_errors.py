@@ -581,13 +581,6 @@ def test_repeated_init_shutdown_leaves_no_process_or_thread(no_cluster):
              what=f"threads back to {threads} (+1 grpc poller), now {threading.enumerate()}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CoreWorker.shutdown stops its asyncio loop but never closes it: every init/shutdown "
-    "leaks the loop's epoll fd and self-pipe socket pair (3 fds). A plain loop.close() is not "
-    "enough: grpc.aio's process-wide PollerCompletionQueue then calls call_soon_threadsafe on the "
-    "closed loop ('Event loop is closed')",
-)
 def test_repeated_init_shutdown_leaks_no_file_descriptors(no_cluster):
     ray.init(num_cpus=2)
     ray.get(double.remote(1), timeout=30)
