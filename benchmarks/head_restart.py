@@ -45,6 +45,7 @@ from typing import Any
 import microray as ray
 from microray import node
 from microray.exceptions import RaySystemError
+from microray.process import pid_alive
 from microray.testing.servers import EtcdServer, RedisServer, running
 from microray.util.state import list_nodes
 
@@ -90,10 +91,6 @@ def fresh(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "namespace": f"bench-{uuid.uuid4().hex[:8]}"} if options else {}
 
 
-def _alive(pid: int) -> bool:
-    return node._alive(pid)
-
-
 def _wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -117,7 +114,7 @@ def restart_cycle(store: str, handle: node.NodeHandle, gcs_address: str) -> dict
     """kill -9 the GCS of ``handle``, restart it, time the recovery (seconds from the kill)."""
     pid = handle.pids["gcs"]
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: not _alive(pid), 10, "dead GCS")
+    _wait(lambda: not pid_alive(pid), 10, "dead GCS")
     t_kill = time.perf_counter()
     wall_kill = time.time()
     node.restart_gcs(handle)
@@ -263,7 +260,7 @@ def bench_started(store: str, options: dict[str, Any], args: argparse.Namespace)
         if handle is not None:
             for pid in handle.pids.values():
                 with contextlib.suppress(ProcessLookupError):
-                    if _alive(pid):
+                    if pid_alive(pid):
                         os.kill(pid, signal.SIGKILL)
         if old_root is None:
             os.environ.pop("MICRORAY_SESSION_ROOT", None)

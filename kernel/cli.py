@@ -65,6 +65,7 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
     """Start the processes of a node on this machine."""
     from microray import config as config_mod
     from microray import node
+    from microray.process import pid_alive
     from microray.api import _check_backends
     from microray.exceptions import ConfigError, PluginError, RaySystemError
 
@@ -105,7 +106,7 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        while not stop_flag["stop"] and node._alive(handle.pids["raylet"]) and _gcs_running_or_restartable(
+        while not stop_flag["stop"] and pid_alive(handle.pids["raylet"]) and _gcs_running_or_restartable(
                 handle, cfg):
             time.sleep(0.2)
         node.stop_node(handle)
@@ -116,11 +117,12 @@ def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
     """For ``start --block``: is the node's GCS running (``microray restart-gcs`` records a
     new pid), or gone but recoverable (a durable store), so the node should keep running?"""
     from microray import node
+    from microray.process import pid_alive
 
     current = node.current_cluster(cfg.session_root)
     if current is not None and current.node_id == handle.node_id:
         handle.pids["gcs"] = current.pids.get("gcs", handle.pids["gcs"])
-    if node._alive(handle.pids["gcs"]):
+    if pid_alive(handle.pids["gcs"]):
         handle._gcs_down_noted = False
         return True
     if cfg.gcs_store == "memory":
@@ -169,6 +171,7 @@ def restart_gcs(force: bool, allow_state_loss: bool, timeout: float) -> None:
     and raylets, workers and drivers reconnect by themselves."""
     from microray import config as config_mod
     from microray import node
+    from microray.process import pid_alive
     from microray.exceptions import RaySystemError
 
     cfg = config_mod.resolve({})
@@ -184,17 +187,17 @@ def restart_gcs(force: bool, allow_state_loss: bool, timeout: float) -> None:
             "(--gcs-store=redis/etcd)."
         )
     pid = handle.pids.get("gcs", 0)
-    if pid and node._alive(pid):
+    if pid and pid_alive(pid):
         try:
             os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + 10
-        while node._alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if node._alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
-            while node._alive(pid):
+            while pid_alive(pid):
                 time.sleep(0.02)
     t0 = time.monotonic()
     try:

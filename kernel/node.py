@@ -287,7 +287,7 @@ def restart_gcs(handle: NodeHandle, timeout: float = 60.0) -> NodeHandle:
     """Start the GCS of ``handle`` again on its port (after it died or was killed), as a
     detached process. With a durable store it recovers the cluster's state; raylets,
     workers and drivers reconnect by themselves."""
-    if _alive(handle.pids.get("gcs", 0)):
+    if process.pid_alive(handle.pids.get("gcs", 0)):
         raise RuntimeError(f"the GCS (pid {handle.pids['gcs']}) is still running")
     # an embedded head's GCS dies with its driver, a restarted one too: forked by the
     # driver's launcher (a clean fork) when there is one, else spawned with a death signal
@@ -325,7 +325,7 @@ def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
         if i == 2 and pids[1]:
             # the raylet unregisters its node on the way out: stop the GCS after it, or a
             # durable store keeps the stopped node ALIVE for the next head on that namespace
-            while time.monotonic() < deadline and _alive(pids[1]):
+            while time.monotonic() < deadline and process.pid_alive(pids[1]):
                 time.sleep(0.005)
         if pid:
             try:
@@ -343,27 +343,13 @@ def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
     for pid in pids:
         if not pid:
             continue
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and process.pid_alive(pid):
             time.sleep(0.02)
-        if _alive(pid):
+        if process.pid_alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def current_cluster(root: str) -> NodeHandle | None:
@@ -372,7 +358,7 @@ def current_cluster(root: str) -> NodeHandle | None:
         return None
     data = json.loads(path.read_text())
     handle = NodeHandle(**{k: v for k, v in data.items() if k in NodeHandle.__dataclass_fields__})
-    if not any(_alive(pid) for pid in handle.pids.values()):
+    if not any(process.pid_alive(pid) for pid in handle.pids.values()):
         return None
     return handle
 

@@ -23,6 +23,7 @@ from microray.ids import new_hex_id
 from microray.interfaces.scheduling import ClusterView, NodeView, SchedulingRequest
 from microray.object_store_access import node_namespace, open_object_store, sweep_stale_namespaces
 from microray.plugin_manager import get_plugin_manager
+from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
 from microray.rpc import OPTIONS, bind, is_unavailable, make_server
@@ -125,7 +126,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
 
     def check_drivers(self) -> None:
         for worker_id, (pid, _address) in list(self.drivers.items()):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 self.drivers.pop(worker_id, None)
                 self.free_objects_of(worker_id)
 
@@ -366,7 +367,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             for w in self.leases.workers.values()
         ]
         for worker_id, (pid, address) in list(self.drivers.items()):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 self.drivers.pop(worker_id, None)
                 continue
             workers.append(raylet_pb2.WorkerStats(worker_id=worker_id, pid=pid, state="DRIVER", address=address, is_driver=True))
@@ -381,12 +382,6 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _pid_alive(pid: int) -> bool:
-    from microray.process import pid_alive
-
-    return pid_alive(pid)
 
 
 def node_resources(cfg: config_mod.Config) -> dict[str, float]:

@@ -198,11 +198,12 @@ def test_gcs_kill9_and_restart_loses_nothing(make_cluster, store):
 RESTARTING_DRIVER = """
 import json, signal
 from microray import node
+from microray.process import pid_alive
 ray.init(num_cpus=1, include_dashboard=False, gcs_store=os.environ["FT_STORE"],
          gcs_store_options=json.loads(os.environ["FT_OPTS"]))
 head = ray.api._head
 os.kill(head.pids["gcs"], signal.SIGKILL)
-while node._alive(head.pids["gcs"]):
+while pid_alive(head.pids["gcs"]):
     time.sleep(0.01)
 node.restart_gcs(head)
 @ray.remote
