@@ -69,14 +69,7 @@ class Child:
         if self._popen is not None:
             self.returncode = self._popen.wait(timeout)
             return self.returncode
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return self.returncode
+        return _poll_until_exit(self, timeout)
 
     def _signal(self, sig: int) -> None:
         if self.poll() is None:
@@ -184,20 +177,26 @@ class _LauncherChild:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return self.returncode
+        return _poll_until_exit(self, timeout)
 
     def terminate(self) -> None:
         _kill(self.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         _kill(self.pid, signal.SIGKILL)
+
+
+def _poll_until_exit(child: Child | _LauncherChild, timeout: float | None) -> int:
+    """``child.wait`` for a process we cannot wait on directly: poll it, backing off from
+    1 ms to 50 ms, until it exits; ``subprocess.TimeoutExpired`` after ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.001
+    while child.poll() is None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(str(child.pid), timeout)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return child.returncode
 
 
 def _kill(pid: int, sig: int) -> None:
