@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -17,25 +16,17 @@ from typing import Any, Callable
 import pytest
 
 import microray as ray
+from microray.testing import processes
 
 N_TASKS = 12
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except (urllib.error.URLError, ConnectionError, OSError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})")
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s. A
+    connection error (the dashboard not serving yet) counts as "not yet"."""
+    return processes.wait_for(
+        predicate, timeout, interval, what, retry_on=(urllib.error.URLError, ConnectionError, OSError)
+    )
 
 
 @dataclass

@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
+
+from microray.testing import processes
+from microray.testing.processes import pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MICRORAY_CLI = str(Path(sys.executable).with_name("microray"))
@@ -21,27 +22,9 @@ MICRORAY_CLI = str(Path(sys.executable).with_name("microray"))
 
 # -- polling ---------------------------------------------------------------------------
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 -- e.g. the GCS still restarting; keep polling
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s. An
+    exception from ``predicate`` (e.g. the GCS still restarting) counts as "not yet"."""
+    return processes.wait_for(predicate, timeout, interval, what, retry_on=(Exception,))
 
 
 def kill9(pid: int) -> None:
@@ -51,134 +34,46 @@ def kill9(pid: int) -> None:
 
 
 # -- leak checks ---------------------------------------------------------------------------
-def _launcher_pid() -> int | None:
-    from microray import process
-
-    return process._launcher.pid if process._launcher is not None else None
-
-
 _BASELINE: set[int] = set()
+STORE_SERVERS = ("redis-server", "etcd", "setpriv")  # started by the server fixtures, not leaks
 
 
 def mark_baseline() -> None:
     """Remember the descendants alive now (other suites' servers, trackers): not ours."""
     _BASELINE.clear()
-    try:
-        _BASELINE.update(c.pid for c in psutil.Process().children(recursive=True))
-    except psutil.Error:
-        pass
+    _BASELINE.update(processes.descendants())
 
-
-
-def node_process_candidates() -> list[psutil.Process]:
-    """Our descendants plus the launcher's: the launcher is double-forked (not our child),
-    so the GCS, raylet, zygote and workers of an embedded node hang below it."""
-    out = []
-    try:
-        out.extend(psutil.Process().children(recursive=True))
-    except psutil.Error:
-        pass
-    from microray import process
-
-    launcher = process._launcher
-    if launcher is not None:
-        try:
-            out.extend(psutil.Process(launcher.pid).children(recursive=True))
-        except psutil.Error:
-            pass
-    return out
 
 def stray_processes() -> list[psutil.Process]:
     """Live descendants of this process that appeared since ``mark_baseline``, minus the
-    launcher (it lives as long as we do)."""
-    keep = _launcher_pid()
-    out = []
-    for child in node_process_candidates():
-        if child.pid == keep or child.pid in _BASELINE:
-            continue
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue
-            argv0 = os.path.basename((child.cmdline() or [""])[0]).split(" ")[0]
-        except psutil.NoSuchProcess:
-            continue
-        if argv0 in ("redis-server", "etcd", "setpriv"):
-            continue  # the session's store servers (started by the server fixtures)
-        out.append(child)
-    return out
-
-
-def describe(procs: list[psutil.Process]) -> list[str]:
-    out = []
-    for p in procs:
-        try:
-            out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.Error:
-            out.append(f"{p.pid} (gone)")
-    return out
+    launcher (it lives as long as we do) and the session's store servers."""
+    return processes.stray_processes(_BASELINE, STORE_SERVERS)
 
 
 def assert_no_leaks(timeout: float = 20.0) -> None:
-    try:
-        wait_for(lambda: not stray_processes(), timeout=timeout, what="node processes to exit")
-    except AssertionError:
-        raise AssertionError(f"processes left behind: {describe(stray_processes())}") from None
+    processes.assert_no_stray_processes(_BASELINE, STORE_SERVERS, timeout, message="processes left behind")
 
 
 # -- stores -----------------------------------------------------------------------------------
 # -- driver subprocesses and CLI heads ------------------------------------------------------------
 def driver_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.pop("MICRORAY_ADDRESS", None)
-    env.update(extra or {})
-    return env
-
-
-def driver_code(body: str) -> str:
-    return "import os, sys, time\nimport microray as ray\n" + textwrap.dedent(body)
+    return processes.driver_env(extra, path=[REPO_ROOT])
 
 
 def run_driver(body: str, env: dict[str, str] | None = None, timeout: float = 90.0) -> subprocess.CompletedProcess:
     """Run ``body`` (after ``import microray as ray``) in a fresh interpreter; fail on a non-zero exit."""
-    proc = subprocess.run(
-        [sys.executable, "-c", driver_code(body)], env=driver_env(env), capture_output=True, text=True,
-        timeout=timeout, cwd=tempfile.gettempdir(),
-    )
-    assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    return proc
+    return processes.run_driver(body, driver_env(env), timeout, cwd=tempfile.gettempdir())
 
 
 def start_driver(body: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A driver subprocess whose stdout the test reads line by line and whose stdin it writes."""
-    return subprocess.Popen(
-        [sys.executable, "-c", driver_code(body)], env=driver_env(env), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
-    )
+    return processes.start_driver(body, driver_env(env), cwd=tempfile.gettempdir(), stdin=True)
 
 
 def read_marker(proc: subprocess.Popen, marker: str, timeout: float = 90.0, stream: Any = None) -> str:
     """Read the driver's stdout (or ``stream``) until a line starting with ``marker``; return
     the rest of it."""
-    import selectors
-
-    stream = stream or proc.stdout
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            break
-        line = stream.readline()
-        if not line:
-            break
-        seen.append(line)
-        if line.startswith(marker):
-            return line[len(marker):].strip()
-    proc.kill()
-    _, err = proc.communicate(timeout=10)
-    raise AssertionError(f"driver never printed {marker!r}; stdout={''.join(seen)!r} stderr={err[-4000:]!r}")
+    return processes.read_marker(proc, marker, timeout, stream)
 
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 90.0) -> subprocess.CompletedProcess:

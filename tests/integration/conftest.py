@@ -15,94 +15,19 @@ session's object-store namespace is left.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import psutil
 import pytest
 
 import microray as ray
+from microray.testing.processes import assert_no_stray_processes, descendants, wait_for
 
 SHM_DIR = "/dev/shm"
 
 
-# -- polling ------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})")
-        time.sleep(interval)
-
-
 # -- what a cluster leaves behind ------------------------------------------------------
-def launcher_pid() -> int | None:
-    from microray import process
-
-    launcher = process._launcher
-    return launcher.pid if launcher is not None else None
-
-
-def descendants() -> set[int]:
-    try:
-        return {c.pid for c in psutil.Process().children(recursive=True)}
-    except psutil.Error:
-        return set()
-
-
-
-def node_process_candidates() -> list[psutil.Process]:
-    """Our descendants plus the launcher's: the launcher is double-forked (not our child),
-    so the GCS, raylet, zygote and workers of an embedded node hang below it."""
-    out = []
-    try:
-        out.extend(psutil.Process().children(recursive=True))
-    except psutil.Error:
-        pass
-    from microray import process
-
-    launcher = process._launcher
-    if launcher is not None:
-        try:
-            out.extend(psutil.Process(launcher.pid).children(recursive=True))
-        except psutil.Error:
-            pass
-    return out
-
-def stray_processes(baseline: set[int] | frozenset[int] = frozenset()) -> list[psutil.Process]:
-    """Live (non-zombie) descendants of this process that were not there at ``baseline``
-    time (e.g. a session-scoped redis server of another suite), minus the launcher."""
-    keep = launcher_pid()
-    out = []
-    for child in node_process_candidates():
-        if child.pid == keep or child.pid in baseline:
-            continue
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.NoSuchProcess:
-            continue
-        out.append(child)
-    return out
-
-
-def describe(procs: list[psutil.Process]) -> list[str]:
-    out = []
-    for p in procs:
-        try:
-            out.append(f"{p.pid} ppid={p.ppid()} {' '.join(p.cmdline())[:120]}")
-        except psutil.Error:
-            out.append(f"{p.pid} (gone)")
-    return out
-
-
 def shm_entries(namespace: str) -> list[str]:
     """/dev/shm entries that belong to an object-store namespace."""
     try:
@@ -116,10 +41,7 @@ def assert_no_leaks(namespace: str | None, baseline: set[int] | frozenset[int] =
                     timeout: float = 15.0) -> None:
     """After shutdown: no process below us that was not there before the cluster
     started (the launcher excepted), and no shm entry of the namespace."""
-    try:
-        wait_for(lambda: not stray_processes(baseline), timeout=timeout, what="node processes to exit")
-    except AssertionError:
-        raise AssertionError(f"processes left after shutdown: {describe(stray_processes(baseline))}") from None
+    assert_no_stray_processes(baseline, timeout=timeout)
     if namespace:
         try:
             wait_for(lambda: not shm_entries(namespace), timeout=timeout, what="shm entries to go")

@@ -22,8 +22,7 @@ from microray.exceptions import (
     TaskCancelledError,
     WorkerCrashedError,
 )
-
-from .conftest import stray_processes, wait_for
+from microray.testing.processes import stray_processes, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,8 +20,7 @@ import psutil
 import pytest
 
 import microray as ray
-
-from .conftest import wait_for
+from microray.testing.processes import pid_alive, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,13 +45,6 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = CLI_TIM
     return subprocess.run(
         [*_cli_argv(), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _tree(pid: int) -> set[int]:
@@ -211,11 +203,11 @@ class StartedHead:
         finally:
             # whatever 'stop' did, nothing we started may outlive the test
             try:
-                wait_for(lambda: not any(_alive(p) for p in self.tree | set(self.pids.values())),
+                wait_for(lambda: not any(pid_alive(p) for p in self.tree | set(self.pids.values())),
                          timeout=15, what="the head's processes to exit")
             except AssertionError:
                 for pid in self.tree | set(self.pids.values()):
-                    if _alive(pid):
+                    if pid_alive(pid):
                         os.kill(pid, signal.SIGKILL)
                 raise
         return out
@@ -234,7 +226,7 @@ def test_start_head_connect_driver_and_stop(head, env, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "GCS address" in out.stdout
     assert set(head.pids) >= {"gcs", "raylet"}
-    assert all(_alive(pid) for pid in head.pids.values())
+    assert all(pid_alive(pid) for pid in head.pids.values())
     record = json.loads((Path(env["MICRORAY_SESSION_ROOT"]) / "current_cluster").read_text())
     assert record["gcs_address"] in out.stdout
 
@@ -256,7 +248,7 @@ def test_start_head_connect_driver_and_stop(head, env, tmp_path):
     assert result["session_dir"] == record["session_dir"]
 
     # the head outlives its driver
-    assert all(_alive(pid) for pid in head.pids.values())
+    assert all(pid_alive(pid) for pid in head.pids.values())
     tree = head.snapshot_tree()
     assert task_pid in tree, "the task's worker is not a descendant of the started head"
     assert len(tree) >= 4  # gcs, raylet, zygote, worker(s)
@@ -264,7 +256,7 @@ def test_start_head_connect_driver_and_stop(head, env, tmp_path):
     stopped = head.stop()
     assert stopped.returncode == 0, stopped.stderr
     assert "Stopped" in stopped.stdout
-    wait_for(lambda: not any(_alive(p) for p in tree), timeout=15, what="every process of the head to exit")
+    wait_for(lambda: not any(pid_alive(p) for p in tree), timeout=15, what="every process of the head to exit")
     assert not (Path(env["MICRORAY_SESSION_ROOT"]) / "current_cluster").exists()
     head.pids = {}
 
@@ -277,8 +269,8 @@ def test_stop_force_leaves_no_process(head, env, tmp_path):
     stopped = run_cli("stop", "--force", env=env, cwd=tmp_path)
     assert stopped.returncode == 0, stopped.stderr
     # SIGKILLed GCS and raylet: the zygote and the workers must still go (they die with their parent)
-    wait_for(lambda: not any(_alive(p) for p in tree), timeout=15,
-             what=f"every process of the head to exit (left: {[p for p in tree if _alive(p)]})")
+    wait_for(lambda: not any(pid_alive(p) for p in tree), timeout=15,
+             what=f"every process of the head to exit (left: {[p for p in tree if pid_alive(p)]})")
     assert not (Path(env["MICRORAY_SESSION_ROOT"]) / "current_cluster").exists()
     head.pids = {}
 
@@ -306,7 +298,7 @@ def test_second_start_is_refused_while_one_runs(head, env, tmp_path):
     assert "already running" in (again.stderr + again.stdout)
     # the first head is untouched
     assert json.loads((Path(env["MICRORAY_SESSION_ROOT"]) / "current_cluster").read_text())["pids"] == first
-    assert all(_alive(pid) for pid in first.values())
+    assert all(pid_alive(pid) for pid in first.values())
     head.snapshot_tree()
     assert head.stop().returncode == 0
     head.pids = {}
@@ -388,8 +380,8 @@ def test_embedded_head_ends_with_its_driver(env, tmp_path, how):
     info = _run_embedded_driver(how, env, tmp_path)
     pids = [*info["head"].values(), *info["workers"]]
     try:
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout=15,
-                 what=f"the driver's node processes to exit (left: {[p for p in pids if _alive(p)]})")
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15,
+                 what=f"the driver's node processes to exit (left: {[p for p in pids if pid_alive(p)]})")
         wait_for(lambda: not _shm_entries(info["namespace"]), timeout=15,
                  what=f"/dev/shm entries of {info['namespace']} to go (left: {_shm_entries(info['namespace'])})")
     finally:
@@ -400,8 +392,8 @@ def test_killed_driver_leaves_no_process(env, tmp_path):
     info = _run_embedded_driver("sigkill", env, tmp_path)
     pids = [*info["head"].values(), *info["workers"]]
     try:
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout=15,
-                 what=f"the killed driver's node processes to exit (left: {[p for p in pids if _alive(p)]})")
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15,
+                 what=f"the killed driver's node processes to exit (left: {[p for p in pids if pid_alive(p)]})")
     finally:
         _remove_shm(info["namespace"])
 
@@ -412,7 +404,7 @@ def test_killed_driver_leaves_no_shared_memory(env, tmp_path):
     info = _run_embedded_driver("sigkill", env, tmp_path)
     pids = [*info["head"].values(), *info["workers"]]
     try:
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout=15, what="the node processes to exit")
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15, what="the node processes to exit")
         ray.init(num_cpus=1)
         ray.shutdown()
         wait_for(lambda: not _shm_entries(info["namespace"]), timeout=5,

@@ -12,8 +12,7 @@ import pytest
 
 import microray as ray
 from microray.exceptions import GetTimeoutError
-
-from .conftest import wait_for
+from microray.testing.processes import wait_for
 
 np = pytest.importorskip("numpy")
 

@@ -10,8 +10,9 @@ import pytest
 
 import microray as ray
 from microray.exceptions import GetTimeoutError, RayTaskError
+from microray.testing.processes import stray_processes, wait_for
 
-from .conftest import shm_entries, stray_processes, wait_for
+from .conftest import shm_entries
 
 pytestmark = pytest.mark.timeout(120)
 

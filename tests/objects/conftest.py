@@ -30,12 +30,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 
 import microray as ray
+from microray.testing import processes
+from microray.testing.processes import descendants, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_ENV = "TEST_OBJECT_EVENTS_FILE"  # no MICRORAY_ prefix: those are config keys
@@ -54,19 +56,6 @@ if EVENTS_ENV not in os.environ:
     _events_dir = tempfile.mkdtemp(prefix="microray-object-events-")
     os.environ[EVENTS_ENV] = os.path.join(_events_dir, "events.jsonl")
     atexit.register(shutil.rmtree, _events_dir, True)
-
-
-# -- polling -------------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})")
-        time.sleep(interval)
 
 
 # -- the node's object store ---------------------------------------------------------------
@@ -157,56 +146,17 @@ def read_events() -> list[dict]:
 
 
 # -- leak checks ------------------------------------------------------------------------------
-def _launcher_pid() -> int | None:
-    from microray import process
-
-    return process._launcher.pid if process._launcher is not None else None
-
-
 _BASELINE: set[int] = set()
 
 
 def _mark_baseline() -> None:
     """Descendants alive before a cluster starts (other suites' servers, trackers): not ours."""
     _BASELINE.clear()
-    try:
-        _BASELINE.update(c.pid for c in psutil.Process().children(recursive=True))
-    except psutil.Error:
-        pass
+    _BASELINE.update(descendants())
 
-
-
-def node_process_candidates() -> list[psutil.Process]:
-    """Our descendants plus the launcher's: the launcher is double-forked (not our child),
-    so the GCS, raylet, zygote and workers of an embedded node hang below it."""
-    out = []
-    try:
-        out.extend(psutil.Process().children(recursive=True))
-    except psutil.Error:
-        pass
-    from microray import process
-
-    launcher = process._launcher
-    if launcher is not None:
-        try:
-            out.extend(psutil.Process(launcher.pid).children(recursive=True))
-        except psutil.Error:
-            pass
-    return out
 
 def stray_processes() -> list[psutil.Process]:
-    keep = _launcher_pid()
-    out = []
-    for child in node_process_candidates():
-        if child.pid == keep or child.pid in _BASELINE:
-            continue
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.NoSuchProcess:
-            continue
-        out.append(child)
-    return out
+    return processes.stray_processes(_BASELINE)
 
 
 def shm_folder(namespace: str) -> str:
@@ -214,16 +164,7 @@ def shm_folder(namespace: str) -> str:
 
 
 def assert_no_leaks(namespace: str | None, spill: str | None, timeout: float = 20.0) -> None:
-    try:
-        wait_for(lambda: not stray_processes(), timeout=timeout, what="node processes to exit")
-    except AssertionError:
-        left = []
-        for p in stray_processes():
-            try:
-                left.append(f"{p.pid} {' '.join(p.cmdline())[:100]}")
-            except psutil.Error:
-                pass
-        raise AssertionError(f"processes left after shutdown: {left}") from None
+    processes.assert_no_stray_processes(_BASELINE, timeout=timeout)
     if namespace:
         wait_for(lambda: not os.path.exists(shm_folder(namespace)), timeout=timeout,
                  what=f"{shm_folder(namespace)} to be removed")
