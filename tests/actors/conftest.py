@@ -29,6 +29,7 @@ from .helpers import (
     REPO_ROOT,
     assert_no_leaks,
     driver_env,
+    mark_baseline,
     pid_alive,
     run_driver,
     start_driver,
@@ -56,6 +57,7 @@ def _start(**kwargs: Any) -> None:
         _stop()
     kwargs.setdefault("num_cpus", 2)
     kwargs.setdefault("include_dashboard", False)
+    mark_baseline()
     ray.init(**kwargs)
     _current["kwargs"] = kwargs
 

@@ -42,9 +42,19 @@ def wait_state(handle_or_id: Any, state: str, timeout: float = 15.0) -> dict:
 
 
 # -- leak checks --------------------------------------------------------------------------
+_BASELINE: set[int] = set()
+
+
+def mark_baseline() -> None:
+    """Remember the processes below us now (e.g. the Redis/etcd servers of another folder's
+    session fixtures): a cluster started after this cannot have left them behind."""
+    _BASELINE.clear()
+    _BASELINE.update(processes.descendants())
+
+
 def assert_no_leaks(timeout: float = 20.0) -> None:
     """No process microray started is left below us (the launcher excepted)."""
-    processes.assert_no_stray_processes(timeout=timeout)
+    processes.assert_no_stray_processes(_BASELINE, timeout=timeout)
 
 
 # -- driver subprocesses and CLI clusters ------------------------------------------------
