@@ -42,9 +42,29 @@ _API = {
 __all__ = ["__version__", *_API]
 
 
+def _import_structlog_without_rich() -> None:
+    """Import structlog with ``rich`` hidden, unless either is loaded already.
+
+    ``structlog.dev`` imports rich (and with it pygments) at import time only to format
+    exceptions on a console: ~2.5-5 MB in the driver and in the node processes forked
+    from it, for a feature we do not use (plain tracebacks are printed instead). The CLI
+    imports rich itself, for its tables, and is unaffected."""
+    import sys
+
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # makes `import rich` fail
+    try:
+        import structlog  # noqa: F401
+    finally:
+        if sys.modules.get("rich", 0) is None:
+            del sys.modules["rich"]
+
+
 def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'microray' has no attribute {name!r}")
+    _import_structlog_without_rich()
     module = _API[name]
     if module is None:
         value = importlib.import_module(f"microray.{name}")
