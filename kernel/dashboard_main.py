@@ -6,9 +6,10 @@ binds the listening socket itself and passes it as ``--listen-fd``, so the URL
 that ``init()`` prints is valid before this process has finished importing its
 web server. The session token is read from ``--token-file`` (never argv).
 
-With ``dashboard_on_demand`` (the default) the process checks the config and the
-plugin, reports ready, and then only waits for the first connection on that
-socket before it imports and starts the dashboard: an idle cluster nobody looks
+With ``dashboard_on_demand`` (the default) the process reports ready and then
+only waits for the first connection on that socket (the head has checked the
+dashboard's name and options already) before it sets up logging and imports and
+starts the dashboard: an idle cluster nobody looks
 at does not carry a web server (about 15 MB with aiohttp), and the connection
 waits in the socket's backlog meanwhile (~0.3 s). Nothing is lost by starting
 late: the charts' history is kept by the GCS.
@@ -39,12 +40,6 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> None:
     options = reg.validate_options("dashboard", cfg.dashboard_options)
     with open(args.token_file) as f:
         token = f.read().strip()
-    if cfg.dashboard_on_demand and args.listen_fd >= 0:
-        _report_ready(args, "on-demand")
-        log.info("dashboard_waiting", backend=cfg.dashboard)
-        _wait_readable(args.listen_fd)
-        log.info("dashboard_first_connection")
-        _restore_priority()  # someone is waiting for the page: start at full speed
     context = DashboardContext(
         gcs_address=args.gcs_address,
         session_dir=args.session_dir,
@@ -124,8 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     except OSError:
         pass
     cfg = config_mod.Config.from_json(args.config_json)
+    if cfg.dashboard_on_demand and args.listen_fd >= 0:
+        # the head checked the dashboard's name and options already; wait before doing
+        # anything else, so a waiting dashboard holds next to nothing of its own
+        _report_ready(args, "on-demand")
+        _wait_readable(args.listen_fd)
     log_setup.configure(level=cfg.log_level, log_file=os.path.join(args.session_dir, "logs", "dashboard.log"))
     structlog.contextvars.bind_contextvars(component="dashboard")
+    if cfg.dashboard_on_demand and args.listen_fd >= 0:
+        _restore_priority()  # someone is waiting for the page: start at full speed
+        log.info("dashboard_first_connection")
     try:
         _serve(args, cfg)
     except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
