@@ -259,8 +259,9 @@ class Launcher:
                 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
                 import gc
 
-                gc.collect()
-                gc.freeze()  # forks share these objects' pages; a collection would dirty them
+                # forks share these objects' pages; a collection would dirty them. No
+                # collect() first: it writes to every object's header, copying the pages
+                gc.freeze()
                 self._serve(child, idle_s)
             except BaseException:  # noqa: BLE001
                 import traceback

@@ -124,8 +124,10 @@ def serve(in_fd: int, out_fd: int, args: dict) -> None:
     _preimport()
     import gc
 
-    gc.collect()
-    gc.freeze()  # workers share these objects' pages; a collection would dirty them
+    # Workers share these objects' pages; a collection would dirty them. freeze() only
+    # moves the tracked objects to the permanent generation (no traversal); a collect()
+    # first would write to every object's header and copy every page here.
+    gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
