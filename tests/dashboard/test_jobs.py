@@ -80,9 +80,13 @@ def test_bad_job_requests(dash: Dash, tmp_path: Path) -> None:
     assert dash.request("POST", "/api/jobs/", body=None, token=dash.token).status == 400
 
 
-def test_job_metrics(dash: Dash) -> None:
+def test_job_metrics(dash: Dash, tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
+    # its own jobs, so that it passes alone or on another xdist worker than the tests above
+    env = {"working_dir": str(tmp_path)}
+    assert _ended(dash, _submit(dash, {"entrypoint": "true", "runtime_env": env}))["status"] == "SUCCEEDED"
+    assert _ended(dash, _submit(dash, {"entrypoint": "exit 4", "runtime_env": env}))["status"] == "FAILED"
     text = dash.get("/metrics").body.decode()
     jobs = {s.labels["status"]: s.value for f in text_string_to_metric_families(text) if f.name == "microray_jobs"
             for s in f.samples}
