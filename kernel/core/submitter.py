@@ -65,7 +65,7 @@ class KeyState:
     queue: deque = field(default_factory=deque)
     leases: list = field(default_factory=list)
     requesting: int = 0
-    avg_task_s: float = 0.0
+    avg_task_s: dict = field(default_factory=dict)  # function id -> moving average run time
     actor: Any = None  # an ActorConnection for an actor's calls (in order, one stream)
 
 
@@ -257,20 +257,27 @@ class TaskSubmitter:
             return
         queue = state.queue
         live = [lease for lease in state.leases if not lease.dead and not lease.closing]
-        # Pipeline only short tasks, and only when there is more work than workers we
-        # hold or have asked for: a few tasks submitted together each get a worker.
-        if state.avg_task_s > LONG_TASK_S or len(queue) <= len(live) + state.requesting or key[-1][0] == "max_calls":
+        # Pipeline (queue a task behind another on a busy worker) only when there is more
+        # work than workers we hold or have asked for, and only tasks of functions seen to
+        # be short: a few tasks submitted together each get a worker, and a function not
+        # seen yet (a scheduling key spans functions of one resource shape) never waits
+        # behind another task for its first run.
+        if len(queue) <= len(live) + state.requesting or key[-1][0] == "max_calls":
             depth = 1
         else:
             depth = self.max_in_flight
         if queue:
+            short = state.avg_task_s
             for lease in live:
                 room = depth - len(lease.inflight)
                 if room <= 0:
                     continue
                 batch = []
                 while queue and room > 0:
-                    e = queue.popleft()
+                    e = queue[0]
+                    if (lease.inflight or batch) and short.get(e.spec.function_id, LONG_TASK_S + 1) > LONG_TASK_S:
+                        break  # it would wait behind other work: keep it for a free worker
+                    queue.popleft()
                     if e.cancelled or e.done:
                         continue
                     batch.append(e)
@@ -392,7 +399,9 @@ class TaskSubmitter:
             if status == GEN_END:
                 stored.append((ids.object_id(res.task_id, 0xFFFFFFFF), VALUE, res.extra))
             elif res.extra is not None and status == OK:
-                state.avg_task_s = 0.8 * state.avg_task_s + 0.2 * res.extra
+                fid = entry.spec.function_id
+                prev = state.avg_task_s.get(fid)
+                state.avg_task_s[fid] = res.extra if prev is None else 0.8 * prev + 0.2 * res.extra
             if entry.cancelled and status != OK:  # a task that finished first keeps its value
                 self._finish(entry)
                 err = serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes()
