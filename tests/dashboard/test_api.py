@@ -27,15 +27,17 @@ def test_cluster_summary_counts_the_workload(dash: Dash) -> None:
 
 
 def test_timeseries_samples_every_period(dash: Dash) -> None:
-    data = wait_for(lambda: (d := dash.get_json("/api/v0/timeseries")) and len(d["samples"]) >= 2 and d,
-                    what="two samples")
+    # the GCS samples every second; the workload's task events reach it within one flush
+    data = wait_for(lambda: (d := dash.get_json("/api/v0/timeseries")) and len(d["samples"]) >= 2
+                    and d["samples"][-1]["finished_total"] >= N_TASKS and d, what="two samples after the workload")
     s = data["samples"][-1]
     for key in ("time", "tasks_per_s", "running", "pending", "finished_total", "store_used", "cpu_total"):
         assert key in s
     assert s["cpu_total"] == 2.0
-    assert s["finished_total"] >= N_TASKS
-    newest = data["samples"][-1]["time"]
-    assert dash.get_json(f"/api/v0/timeseries?since={newest}")["samples"] == []
+    assert data["period_s"] == 1.0 and data["capacity"] == 600
+    older, newest = data["samples"][-2]["time"], data["samples"][-1]["time"]
+    later = dash.get_json(f"/api/v0/timeseries?since={older}")["samples"]
+    assert later and later[0]["time"] == newest and all(x["time"] > older for x in later)
 
 
 def test_nodes_show_resources_and_processes(dash: Dash) -> None:
