@@ -133,6 +133,9 @@ def init(
                 import microray.raylet.__main__  # noqa: F401
                 import microray.raylet.server  # noqa: F401
                 import microray.core.worker_main  # noqa: F401
+                from microray import rpc
+
+                rpc.uvloop_wanted(cfg.io_loop)  # imports it here, so every fork shares its pages
 
                 process.launcher(cfg.launcher_idle_s)
                 # atexit runs the last registered hook first: stop this driver's node
@@ -170,7 +173,7 @@ def init(
         try:
             worker = CoreWorker(
                 DRIVER, raylet_address, namespace=namespace or cfg.namespace or _random_namespace(),
-                entrypoint=" ".join(sys.argv),
+                entrypoint=" ".join(sys.argv), io_loop=cfg.io_loop,
             )
         except BaseException:
             if _head is not None:

@@ -63,6 +63,7 @@ class Config:
     prestart_workers: bool = True
     launcher_idle_s: float = 5.0  # the fork launcher leaves this long after a driver's last node stops
     start_method: str = "auto"  # fork | spawn | auto (fork when the starting process has one thread)
+    io_loop: str = "auto"  # event loop of microray's own I/O: auto (uvloop when installed) | uvloop | asyncio
     heartbeat_period_s: float = 1.0
     gcs_rpc_timeout_s: float = 60.0  # how long calls wait for an unreachable GCS (a restart)
     node_dead_after_s: float = 10.0
@@ -123,7 +124,16 @@ def _expected(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+# string keys that take one of a few words
+_CHOICES = {"io_loop": ("auto", "uvloop", "asyncio")}
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(
+            f"config key {key!r} from {source}: bad value {value!r}; expected one of "
+            + ", ".join(repr(c) for c in _CHOICES[key])
+        )
     hint = _hints()[key]
     text = str(hint)
     if key == "object_store_memory" and value is not None:

@@ -85,6 +85,21 @@ async def _invoke_logged(method, request, timeout):
         log.debug("rpc_failed", error=exc.code().name)
 
 
+# the last session's event loop (kind, loop), stopped but open, for the next one
+_spare_loop: tuple[str, asyncio.AbstractEventLoop] | None = None
+
+
+def _take_spare_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The previous session's loop when it is of ``kind``, else a new one."""
+    global _spare_loop
+    from microray.rpc import new_event_loop
+
+    spare, _spare_loop = _spare_loop, None
+    if spare is not None and spare[0] == kind and not spare[1].is_closed() and not spare[1].is_running():
+        return spare[1]
+    return new_event_loop(kind)
+
+
 class CoreWorker:
     def __init__(
         self,
@@ -95,6 +110,7 @@ class CoreWorker:
         namespace: str | None = None,
         job_id: str | None = None,
         entrypoint: str = "",
+        io_loop: str = "auto",
     ) -> None:
         self.mode = mode
         self.worker_id = worker_id or ids.new_hex_id()
@@ -122,7 +138,8 @@ class CoreWorker:
         from microray.process import mark_grpc_started
 
         mark_grpc_started()
-        self.loop = asyncio.new_event_loop()
+        self._io_loop_kind = io_loop
+        self.loop = _take_spare_loop(io_loop)
         self._thread = threading.Thread(target=self._run_loop, name="microray-io", daemon=True)
         self._thread.start()
         try:
@@ -655,12 +672,14 @@ class CoreWorker:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
-            # grpc.aio's process-wide poller posts to this loop until its last channel and
-            # server are gone (it stops when their count reaches zero): drop ours, then
-            # close the loop (its epoll fd and self-pipe would leak otherwise)
+            # The loop is kept, stopped but open, for this process's next session. Closing
+            # it is not safe: grpc.aio's process-wide poller may still deliver completions
+            # of this session's calls to it ("Event loop is closed" from the next session's
+            # loop); a new loop per session leaked its epoll fd and self-pipe instead.
+            global _spare_loop
+            _spare_loop = (self._io_loop_kind, self.loop)
             self.server = self.channels = self.gcs = self.raylet = None
             self.submitter = None
-            self.loop.close()
 
     async def _disconnect(self) -> None:
         await self.submitter.close()

@@ -28,7 +28,7 @@ def run(worker_id: str, args: dict[str, Any]) -> None:
     from microray import api
     from microray.core.worker import WORKER, CoreWorker
 
-    cw = CoreWorker(WORKER, args["raylet_address"], worker_id=worker_id)
+    cw = CoreWorker(WORKER, args["raylet_address"], worker_id=worker_id, io_loop=args.get("io_loop", "auto"))
     api._attach_worker(cw)
     structlog.get_logger(__name__).info("worker_started", pid=os.getpid())
     cw.executor.run_forever()

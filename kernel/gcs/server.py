@@ -24,6 +24,7 @@ from microray import log as log_setup
 from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
 from microray.process import pid_alive as _pid_alive
+from microray import rpc
 from microray.rpc import bind, make_server
 
 log = structlog.get_logger(__name__)
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     log_setup.configure(level=cfg.log_level, log_file=os.path.join(args.session_dir, "logs", "gcs.log"))
     structlog.contextvars.bind_contextvars(component="gcs")
     try:
-        asyncio.run(serve(cfg, args.host, args.port, args.ready_fd))
+        rpc.run(serve(cfg, args.host, args.port, args.ready_fd), cfg.io_loop)
     except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
         log.error("gcs_failed", error=f"{type(exc).__name__}: {exc}")
         if args.ready_fd is not None:

@@ -26,6 +26,7 @@ from microray.plugin_manager import get_plugin_manager
 from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
+from microray import rpc
 from microray.rpc import OPTIONS, bind, is_unavailable, make_server
 
 log = structlog.get_logger(__name__)
@@ -179,7 +180,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             worker_id = new_hex_id()
             self.worker_env[worker_id] = env
             self.zygote.request(
-                {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.address}
+                {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.address,
+                 "io_loop": self.cfg.io_loop}
             )
 
     def on_zygote_output(self) -> None:
@@ -451,6 +453,7 @@ async def serve(
 
 def run(args: Any, zygote: Any, ready_fd: int | None) -> None:
     cfg = config_mod.Config.from_json(args.config_json)
-    asyncio.run(
-        serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd)
+    rpc.run(
+        serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd),
+        cfg.io_loop,
     )

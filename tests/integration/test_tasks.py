@@ -513,3 +513,17 @@ def test_available_resources_drop_while_busy_and_come_back(cluster, tmp_path):
 def test_available_resources_back_after_many_tasks(cluster):
     ray.get([double.remote(i) for i in range(200)], timeout=60)
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0, timeout=20, what="available CPU back to 2")
+
+
+@pytest.mark.parametrize("io_loop", ["asyncio", "uvloop"])
+def test_io_loop_choice_is_the_loop_of_drivers_and_workers(no_cluster, io_loop):
+    ray.init(num_cpus=2, io_loop=io_loop, dashboard="none")
+
+    @ray.remote
+    def loop_type() -> str:
+        return type(ray.api._worker.loop).__module__.split(".")[0]
+
+    want = "uvloop" if io_loop == "uvloop" else "asyncio"
+    assert type(ray.api._worker.loop).__module__.split(".")[0] == want
+    assert ray.get(loop_type.remote(), timeout=60) == want
+    assert ray.get([task_info.remote() for _ in range(20)], timeout=60)

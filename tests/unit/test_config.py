@@ -338,3 +338,11 @@ def test_option_table_of_a_registration_without_options() -> None:
     assert bare.validate_options("scheduling_policy", {}) == {}
     with pytest.raises(ConfigError, match=r"unknown option 'x' for scheduling_policy 'bare'; expected one of: \(none\)"):
         bare.validate_options("scheduling_policy", {"x": 1})
+
+
+def test_io_loop_takes_one_of_its_words(tmp_path: Path) -> None:
+    assert resolve({"io_loop": "asyncio"}, cwd=tmp_path, environ={}).io_loop == "asyncio"
+    assert resolve({}, cwd=tmp_path, environ={"MICRORAY_IO_LOOP": "uvloop"}).io_loop == "uvloop"
+    with pytest.raises(ConfigError) as info:
+        resolve({"io_loop": "trio"}, cwd=tmp_path, environ={})
+    assert "'io_loop'" in str(info.value) and "'trio'" in str(info.value) and "'uvloop'" in str(info.value)
