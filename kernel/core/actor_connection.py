@@ -114,7 +114,7 @@ class ActorConnection:
             self.unreached += 1
         else:
             self.unreached = 0
-        retry = []
+        retry, failed = [], []
         for entry in lost:
             if entry.cancelled:
                 self.submitter._fail(entry, _cancelled(entry))
@@ -124,17 +124,35 @@ class ActorConnection:
                 entry.spec.attempt += 1
                 retry.append(entry)
             else:
-                err = ActorDiedError(
-                    self.actor_id,
-                    f"The actor {self.actor_id} died unexpectedly before finishing the call "
-                    f"{entry.spec.method_name}() (its process, pid {stream.pid}, exited). "
-                    f"The call was not retried (max_task_retries={entry.spec.max_retries}).",
-                )
-                self.submitter._fail(entry, serialization.serialize_error(err).to_bytes())
+                failed.append(entry)
+        if failed:
+            self.submitter.loop.create_task(self._fail_lost(failed, stream.pid))
         for entry in reversed(retry):
             state.queue.appendleft(entry)
         if not self.closed:
             self.pump(state)
+
+    async def _fail_lost(self, entries: list, pid: int) -> None:
+        """Fail calls that were in flight when the actor's process died, with the cause
+        the GCS recorded when there is one (``kill`` records it before it kills)."""
+        known = None
+        try:
+            reply = await self.submitter.cw.gcs.GetActor(
+                gcs_pb2.ActorLookupRequest(actor_id=self.actor_id), timeout=2)
+            if reply.found:
+                record = pickle.loads(reply.record)
+                if record.get("killed") or record.get("state") == "DEAD":
+                    known = death_error(record)
+        except grpc.aio.AioRpcError:
+            pass
+        for entry in entries:
+            detail = (f"the call {entry.spec.method_name}() was running in its process (pid {pid}) and was "
+                      f"not retried (max_task_retries={entry.spec.max_retries})")
+            if known is not None:
+                err = ActorDiedError(self.actor_id, f"{known}; {detail}.")
+            else:
+                err = ActorDiedError(self.actor_id, f"The actor {self.actor_id} died unexpectedly: {detail}.")
+            self.submitter._fail(entry, serialization.serialize_error(err).to_bytes())
 
     def _fail_all(self, state: Any) -> None:
         err = serialization.serialize_error(self.dead_error).to_bytes()
