@@ -28,6 +28,7 @@ import structlog
 
 from microray import config as config_mod
 from microray import log as log_setup
+from microray.process import report_start_failure
 
 log = structlog.get_logger(__name__)
 
@@ -133,11 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         _serve(args, cfg)
     except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
         log.error("dashboard_failed", error=f"{type(exc).__name__}: {exc}")
-        if args.ready_fd is not None:
-            try:
-                os.write(args.ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
-            except OSError:
-                pass
+        report_start_failure(args.ready_fd, exc)
         sys.exit(1)
 
 

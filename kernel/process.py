@@ -206,6 +206,17 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
+def report_start_failure(ready_fd: int | None, exc: BaseException) -> None:
+    """Tell whoever started this node process, and waits on ``ready_fd`` for its ready
+    line, why it failed to start: one ``ERROR <type>: <message>`` line instead."""
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
+    except OSError:
+        pass
+
+
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie counts as gone)."""
     if pid <= 0:

@@ -23,7 +23,7 @@ from microray import config as config_mod
 from microray import log as log_setup
 from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
-from microray.process import pid_alive as _pid_alive
+from microray.process import pid_alive as _pid_alive, report_start_failure
 from microray import rpc
 from microray.rpc import bind, make_server
 
@@ -389,11 +389,7 @@ def main(argv: list[str] | None = None) -> None:
         rpc.run(serve(cfg, args.host, args.port, args.ready_fd), cfg.io_loop)
     except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
         log.error("gcs_failed", error=f"{type(exc).__name__}: {exc}")
-        if args.ready_fd is not None:
-            try:
-                os.write(args.ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
-            except OSError:
-                pass
+        report_start_failure(args.ready_fd, exc)
         sys.exit(1)
 
 

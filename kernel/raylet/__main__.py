@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     cfg = config_mod.Config.from_json(args.config_json)
     log_setup.configure(level=cfg.log_level, log_file=os.path.join(logs, f"raylet-{args.node_id[:8]}.log"))
     structlog.contextvars.bind_contextvars(component="raylet", node_id=args.node_id)
+    from microray.process import report_start_failure
     from microray.raylet import server
 
     try:
@@ -45,11 +46,7 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
         structlog.get_logger("microray.raylet").error("raylet_failed", error=f"{type(exc).__name__}: {exc}")
         zygote.kill()
-        if args.ready_fd is not None:
-            try:
-                os.write(args.ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
-            except OSError:
-                pass
+        report_start_failure(args.ready_fd, exc)
         sys.exit(1)
 
 
