@@ -9,6 +9,7 @@ sitting and compare the ratio (absolute figures move with the machine's load):
 Figures (each the median of ``--reps`` runs after one warm-up):
 
 - ``create_actors_s``: from the first ``.remote()`` of ``--actors`` actors (default 200,
+  after ``--create-warmup`` untimed rounds,
   ``num_cpus=0`` each, as Ray's many-actor tests do) until every one has answered a call;
   the actors are killed after each rep and that is not timed;
 - ``actor_calls_sync_per_s``: ``get(a.ping.remote())`` one at a time (as ``peer_bench``);
@@ -31,8 +32,9 @@ def _log(*parts: object) -> None:
     sys.stderr.write(" ".join(str(p) for p in parts) + "\n")
 
 
-def _median(run, reps: int) -> float:
-    run()  # warm-up
+def _median(run, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        run()
     return statistics.median(run() for _ in range(reps))
 
 
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--num-cpus", type=int, default=2)
+    parser.add_argument("--create-warmup", type=int, default=1,
+                        help="untimed creations before the timed ones (0 for a slow peer)")
     args = parser.parse_args(argv)
 
     rt = importlib.import_module(args.system)
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         "actors": args.actors,
         "actor_calls_sync_per_s": round(_median(sync_calls, args.reps)),
         "actor_calls_async_per_s": round(_median(async_calls, args.reps)),
-        "create_actors_s": round(_median(create, args.reps), 3),
+        "create_actors_s": round(_median(create, args.reps, args.create_warmup), 3),
     }
     rt.shutdown()
     print(json.dumps(out))
