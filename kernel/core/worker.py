@@ -140,6 +140,12 @@ class CoreWorker:
         mark_grpc_started()
         self._io_loop_kind = io_loop
         self.loop = _take_spare_loop(io_loop)
+        # the loop's default executor (observer hooks) is this session's own: the loop
+        # outlives the session, and a loop's shutdown_default_executor() is final
+        import concurrent.futures
+
+        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="microray-hooks")
+        self.loop.set_default_executor(self._executor)
         self._thread = threading.Thread(target=self._run_loop, name="microray-io", daemon=True)
         self._thread.start()
         try:
@@ -671,6 +677,9 @@ class CoreWorker:
         self.object_store.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        deadline = time.monotonic() + 2  # a hook still running is given this long
+        for t in list(getattr(self._executor, "_threads", ())):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         if not self._thread.is_alive():
             # The loop is kept, stopped but open, for this process's next session. Closing
             # it is not safe: grpc.aio's process-wide poller may still deliver completions
@@ -695,9 +704,7 @@ class CoreWorker:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=1)
-        try:  # threads of run_in_executor (observer hooks) end with the session
-            await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), timeout=2)
-        except (asyncio.TimeoutError, RuntimeError):
-            pass
+        # threads of run_in_executor (observer hooks) end with the session; joined in shutdown()
+        self._executor.shutdown(wait=False)
 
 
