@@ -98,6 +98,8 @@ _GET_ATTEMPTS = 64  # get() retries when an object moves under it (spilled, rest
 
 
 UNMAP_ASIDE_BYTES = 16 * 1024 * 1024
+WARM_LIMIT_BYTES = 2 * 1024 * 1024 * 1024  # writer mappings kept per process, at most
+WARM_MAX_MAPPINGS = 32  # ... and at most this many (each holds two fds)
 
 
 def _unmap_aside(pending: "_Pending") -> None:
@@ -115,8 +117,10 @@ class _Pending:
 
     hexid: str
     size: int
-    fd: int  # owned by ``mm`` when size > 0
+    fd: int  # owned by ``mm`` when size > 0 (unless ``warm``: then our own pin)
     mm: mmap.mmap | None
+    warm: bool = False  # ``mm`` is a kept mapping from an earlier object in this segment
+    keep_fd: int = -1  # with ``warm``: the kept mapping's own (unlocked) descriptor
 
 
 class ShmObjectStore:
@@ -156,6 +160,10 @@ class ShmObjectStore:
         # the file is ``objects/<hex>``, or the spill copy when it was read in place
         self._maps: dict[bytes, tuple[weakref.ref[mmap.mmap], str, int]] = {}
         self._events: list[tuple[str, dict[str, Any]]] = []
+        # inode -> writable mapping this process wrote through and keeps (unpinned) for the
+        # next object placed in the same segment once it is recycled: see _warm_keep
+        self._warm: dict[int, tuple[mmap.mmap, int]] = {}  # inode -> (mapping, its fd)
+        self._warm_limit = min(capacity // 4, WARM_LIMIT_BYTES)
         self._closed = False
         with self._lock.held():
             self._recount()
@@ -169,13 +177,17 @@ class ShmObjectStore:
         """Reserve ``size`` bytes in shared memory; see ``ObjectStore.create``."""
         hexid, fd = self._begin(object_id, size)
         mm = None
+        warm, keep_fd = False, -1
         if size:
-            try:
-                mm = seg.map_segment(fd, size, writable=True)  # owns fd from here on
-            except BaseException:
-                self.abort_tmp(hexid, size)
-                raise
-        self._pending[object_id] = _Pending(hexid, size, fd, mm)
+            mm, keep_fd = self._warm_take(fd, size)
+            warm = mm is not None
+            if mm is None:
+                try:
+                    mm = seg.map_segment(fd, size, writable=True)  # owns fd from here on
+                except BaseException:
+                    self.abort_tmp(hexid, size)
+                    raise
+        self._pending[object_id] = _Pending(hexid, size, fd, mm, warm, keep_fd)
         return memoryview(mm) if mm is not None else memoryview(bytearray())
 
     def _begin(self, object_id: bytes, size: int) -> tuple[str, int]:
@@ -204,8 +216,14 @@ class ShmObjectStore:
             os.utime(self._path(hexid))  # LRU clock starts at seal
         if pending.mm is None:
             os.close(pending.fd)
+        elif pending.size >= UNMAP_ASIDE_BYTES and self._warm_keep(pending):
+            pass
         else:
-            self._maps[object_id] = (weakref.ref(pending.mm), self._path(hexid), os.fstat(pending.fd).st_ino)
+            if pending.warm:  # a kept mapping, but no room to keep it again
+                os.close(pending.fd)
+                os.close(pending.keep_fd)
+            else:
+                self._maps[object_id] = (weakref.ref(pending.mm), self._path(hexid), os.fstat(pending.fd).st_ino)
             if pending.size >= UNMAP_ASIDE_BYTES:
                 _unmap_aside(pending)
 
@@ -215,8 +233,10 @@ class ShmObjectStore:
         pending = self._pending.pop(object_id, None)
         if pending is None:
             return
-        if pending.mm is None:
-            os.close(pending.fd)
+        if pending.mm is None or pending.warm:
+            os.close(pending.fd)  # (a kept mapping owns an fd of its own)
+        if pending.warm:
+            os.close(pending.keep_fd)
         self.abort_tmp(hexid, pending.size)
 
     def abort_tmp(self, hexid: str, size: int) -> None:
@@ -361,6 +381,8 @@ class ShmObjectStore:
         for object_id in list(self._pending):
             self.abort(object_id)
         self._maps.clear()
+        for ino in list(self._warm):
+            self._warm_drop(ino)
         self._lock.close()
         self._closed = True
 
@@ -370,6 +392,75 @@ class ShmObjectStore:
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.spill_root, ignore_errors=True)
         log.debug("object_store_destroyed", backend="shm", namespace=self.namespace)
+
+    # ------------------------------------------------- kept writer mappings
+    # Page-table setup (MAP_POPULATE) is a third of a large put's time here. A segment
+    # goes back to the pool when its object is freed and is then reused for the next
+    # object of a fitting size, often by the same writer; keeping the writer's mapping
+    # (unpinned: it holds no flock, so spilling and eviction work as before) lets that
+    # writer skip the setup. A kept mapping is dropped when its segment leaves the
+    # pool for good (unlinked), when the segment comes back with another size, and
+    # oldest first past ``_warm_limit`` bytes.
+
+    def _warm_keep(self, pending: "_Pending") -> bool:
+        """After seal: keep the writer's mapping of a large object, unpinned."""
+        mm = pending.mm
+        try:
+            ino = os.fstat(pending.fd).st_ino
+        except OSError:
+            return False
+        self._warm_prune(keep=pending.size)
+        if pending.size > self._warm_limit:
+            return False
+        fcntl.flock(pending.fd, fcntl.LOCK_UN)  # the mapping shares this open file: no pin
+        if pending.warm:
+            os.close(pending.fd)  # the pin of this round; the kept fd stays
+            keep_fd = pending.keep_fd
+        else:
+            keep_fd = os.dup(pending.fd)  # same open file, so unlocked too
+        self._warm[ino] = (mm, keep_fd)
+        pending.mm = None
+        return True
+
+    def _warm_take(self, fd: int, size: int) -> tuple[mmap.mmap | None, int]:
+        """A kept mapping (and its fd) of the segment ``fd`` (just reserved, pinned by
+        us) when it has exactly ``size`` bytes."""
+        if not self._warm:
+            return None, -1
+        try:
+            ino = os.fstat(fd).st_ino
+        except OSError:
+            return None, -1
+        if ino not in self._warm:
+            return None, -1
+        mm, keep_fd = self._warm[ino]
+        if len(mm) != size:
+            self._warm_drop(ino)
+            return None, -1
+        del self._warm[ino]
+        return mm, keep_fd
+
+    def _warm_prune(self, keep: int) -> None:
+        """Drop kept mappings of unlinked segments, then the oldest until ``keep`` fits."""
+        for ino, (_mm, keep_fd) in list(self._warm.items()):
+            try:
+                gone = os.fstat(keep_fd).st_nlink == 0
+            except OSError:
+                gone = True
+            if gone:
+                self._warm_drop(ino)
+        total = sum(len(mm) for mm, _ in self._warm.values())
+        for ino in list(self._warm):
+            if total + keep <= self._warm_limit and len(self._warm) < WARM_MAX_MAPPINGS:
+                break
+            total -= len(self._warm[ino][0])
+            self._warm_drop(ino)
+
+    def _warm_drop(self, ino: int) -> None:
+        entry = self._warm.pop(ino, None)
+        if entry is not None:
+            os.close(entry[1])
+            _unmap_aside(_Pending("", len(entry[0]), -1, entry[0]))
 
     # ------------------------------------------------------------------ internals
     def _path(self, hexid: str) -> str:
