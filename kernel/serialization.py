@@ -48,23 +48,39 @@ def _copy_in_two(dst: memoryview, src: memoryview) -> bool:
     buffer cannot be addressed that way (read-only or not contiguous)."""
     import ctypes
 
+    if dst.nbytes != src.nbytes:
+        return False  # the plain slice assignment raises the right error
     try:
         d = ctypes.c_char.from_buffer(dst)
         s = ctypes.c_char.from_buffer(src.cast("B") if src.format != "B" else src)
     except (TypeError, ValueError, BufferError):
         return False
+    n = dst.nbytes
+    half = (n // 2) & ~4095
+    d0, s0 = ctypes.addressof(d), ctypes.addressof(s)
+    # a thread per copy (~0.1 ms against ~10 ms of copying), so none lingers
+    other = threading.Thread(target=ctypes.memmove, args=(d0 + half, s0 + half, n - half),
+                             name="microray-copy", daemon=True)
     try:
-        n = dst.nbytes
-        half = (n // 2) & ~4095
-        d0, s0 = ctypes.addressof(d), ctypes.addressof(s)
-        # a thread per copy (~0.1 ms against ~10 ms of copying), so none lingers
-        other = threading.Thread(target=ctypes.memmove, args=(d0 + half, s0 + half, n - half),
-                                 name="microray-copy", daemon=True)
         other.start()
+    except RuntimeError:  # no thread to be had: copy alone
+        del d, s
+        return False
+    # The helper writes through raw addresses: nothing may release either buffer until it
+    # is done, not even an exception raised into this thread (a cancel, Ctrl-C).
+    interrupted: BaseException | None = None
+    try:
         ctypes.memmove(d0, s0, half)
-        other.join()
-    finally:
-        del d, s  # release the buffer exports (the mapping can then be closed)
+    except BaseException as exc:  # noqa: BLE001 -- re-raised once the helper is done
+        interrupted = exc
+    while other.is_alive():
+        try:
+            other.join()
+        except BaseException as exc:  # noqa: BLE001
+            interrupted = interrupted or exc
+    del d, s  # release the buffer exports (the mapping can then be closed)
+    if interrupted is not None:
+        raise interrupted
     return True
 
 

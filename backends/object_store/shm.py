@@ -68,6 +68,7 @@ import mmap
 import os
 import shutil
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -99,7 +100,8 @@ _GET_ATTEMPTS = 64  # get() retries when an object moves under it (spilled, rest
 
 UNMAP_ASIDE_BYTES = 16 * 1024 * 1024
 WARM_LIMIT_BYTES = 2 * 1024 * 1024 * 1024  # writer mappings kept per process, at most
-WARM_MAX_MAPPINGS = 32  # ... and at most this many (each holds two fds)
+WARM_MAX_MAPPINGS = 32  # ... and at most this many (each holds three fds)
+WARM_PRUNE_EVERY_S = 1.0  # delete() looks for kept mappings of unlinked segments this often
 
 
 def _unmap_aside(pending: "_Pending") -> None:
@@ -108,7 +110,10 @@ def _unmap_aside(pending: "_Pending") -> None:
     wait for. Until then the segment stays pinned, as while it was being written."""
     holder = [pending.mm]
     pending.mm = None
-    threading.Thread(target=holder.clear, name="microray-unmap", daemon=True).start()
+    try:
+        threading.Thread(target=holder.clear, name="microray-unmap", daemon=True).start()
+    except RuntimeError:  # no thread to be had: unmap here
+        holder.clear()
 
 
 @dataclass
@@ -163,6 +168,8 @@ class ShmObjectStore:
         # inode -> writable mapping this process wrote through and keeps (unpinned) for the
         # next object placed in the same segment once it is recycled: see _warm_keep
         self._warm: dict[int, tuple[mmap.mmap, int]] = {}  # inode -> (mapping, its fd)
+        self._warm_lock = threading.Lock()  # one instance serves several threads
+        self._warm_pruned = 0.0
         self._warm_limit = min(capacity // 4, WARM_LIMIT_BYTES)
         self._closed = False
         with self._lock.held():
@@ -233,10 +240,14 @@ class ShmObjectStore:
         pending = self._pending.pop(object_id, None)
         if pending is None:
             return
-        if pending.mm is None or pending.warm:
-            os.close(pending.fd)  # (a kept mapping owns an fd of its own)
-        if pending.warm:
+        if pending.mm is None:
+            os.close(pending.fd)
+        elif pending.warm:
+            # the pin lives as long as the mapping (a view may still be held), as it does
+            # for a mapping made for this object
             os.close(pending.keep_fd)
+            weakref.finalize(pending.mm, os.close, pending.fd)
+            pending.mm = None
         self.abort_tmp(hexid, pending.size)
 
     def abort_tmp(self, hexid: str, size: int) -> None:
@@ -340,6 +351,9 @@ class ShmObjectStore:
         """Remove the object and its spill copy; current readers keep valid data."""
         hexid = object_id_hex(object_id)
         self._check_open()
+        if self._warm and time.monotonic() - self._warm_pruned > WARM_PRUNE_EVERY_S:
+            with self._warm_lock:  # a segment another process evicted: let its pages go
+                self._warm_prune(keep=0)
         existed = False
         with self._lock.held():
             path = self._path(hexid)
@@ -381,8 +395,9 @@ class ShmObjectStore:
         for object_id in list(self._pending):
             self.abort(object_id)
         self._maps.clear()
-        for ino in list(self._warm):
-            self._warm_drop(ino)
+        with self._warm_lock:
+            for ino in list(self._warm):
+                self._warm_drop(ino)
         self._lock.close()
         self._closed = True
 
@@ -405,21 +420,25 @@ class ShmObjectStore:
     def _warm_keep(self, pending: "_Pending") -> bool:
         """After seal: keep the writer's mapping of a large object, unpinned."""
         mm = pending.mm
+        if pending.size > self._warm_limit:
+            return False
         try:
             ino = os.fstat(pending.fd).st_ino
         except OSError:
             return False
-        self._warm_prune(keep=pending.size)
-        if pending.size > self._warm_limit:
-            return False
-        fcntl.flock(pending.fd, fcntl.LOCK_UN)  # the mapping shares this open file: no pin
-        if pending.warm:
-            os.close(pending.fd)  # the pin of this round; the kept fd stays
-            keep_fd = pending.keep_fd
-        else:
-            keep_fd = os.dup(pending.fd)  # same open file, so unlocked too
-        self._warm[ino] = (mm, keep_fd)
-        pending.mm = None
+        with self._warm_lock:
+            self._warm_prune(keep=pending.size)
+            fcntl.flock(pending.fd, fcntl.LOCK_UN)  # the mapping shares this open file: no pin
+            if pending.warm:
+                os.close(pending.fd)  # the pin of this round; the kept fd stays
+                keep_fd = pending.keep_fd
+            else:
+                keep_fd = os.dup(pending.fd)  # same open file, so unlocked too
+            old = self._warm.pop(ino, None)
+            self._warm[ino] = (mm, keep_fd)
+            pending.mm = None
+        if old is not None:  # (cannot happen: one segment is reserved once at a time)
+            os.close(old[1])
         return True
 
     def _warm_take(self, fd: int, size: int) -> tuple[mmap.mmap | None, int]:
@@ -431,17 +450,22 @@ class ShmObjectStore:
             ino = os.fstat(fd).st_ino
         except OSError:
             return None, -1
-        if ino not in self._warm:
-            return None, -1
-        mm, keep_fd = self._warm[ino]
-        if len(mm) != size:
-            self._warm_drop(ino)
-            return None, -1
-        del self._warm[ino]
-        return mm, keep_fd
+        with self._warm_lock:
+            if time.monotonic() - self._warm_pruned > WARM_PRUNE_EVERY_S:
+                self._warm_prune(keep=0)
+            entry = self._warm.get(ino)
+            if entry is None:
+                return None, -1
+            if len(entry[0]) != size:
+                self._warm_drop(ino)
+                return None, -1
+            del self._warm[ino]
+            return entry
 
     def _warm_prune(self, keep: int) -> None:
-        """Drop kept mappings of unlinked segments, then the oldest until ``keep`` fits."""
+        """Drop kept mappings of unlinked segments, then the oldest until ``keep`` fits
+        (``_warm_lock`` held)."""
+        self._warm_pruned = time.monotonic()
         for ino, (_mm, keep_fd) in list(self._warm.items()):
             try:
                 gone = os.fstat(keep_fd).st_nlink == 0
@@ -453,8 +477,10 @@ class ShmObjectStore:
         for ino in list(self._warm):
             if total + keep <= self._warm_limit and len(self._warm) < WARM_MAX_MAPPINGS:
                 break
-            total -= len(self._warm[ino][0])
-            self._warm_drop(ino)
+            entry = self._warm.get(ino)
+            if entry is not None:
+                total -= len(entry[0])
+                self._warm_drop(ino)
 
     def _warm_drop(self, ino: int) -> None:
         entry = self._warm.pop(ino, None)

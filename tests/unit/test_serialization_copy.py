@@ -21,3 +21,32 @@ def test_large_buffers_round_trip_exactly(extra: int, writable: bool) -> None:
     back, is_error = serialization.deserialize(memoryview(out))
     assert not is_error
     assert np.array_equal(back["a"], value) and np.array_equal(back["b"], value[::-1])
+
+
+def test_an_exception_in_the_copying_thread_waits_for_the_helper(monkeypatch) -> None:
+    # the helper copies through raw addresses: an exception raised into the caller (a
+    # cancel, Ctrl-C) must not release the buffers before the helper is done
+    import ctypes
+    import threading
+
+    real = ctypes.memmove
+    main = threading.get_ident()
+
+    def memmove(dst, src, n):
+        out = real(dst, src, n)
+        if threading.get_ident() == main:
+            raise KeyboardInterrupt("interrupted while copying")
+        return out
+
+    monkeypatch.setattr(ctypes, "memmove", memmove)
+    n = serialization.PARALLEL_COPY_BYTES * 2
+    src = np.random.default_rng(3).integers(0, 256, n, dtype=np.uint8)
+    dst = bytearray(n)
+    with pytest.raises(KeyboardInterrupt):
+        serialization._copy_in_two(memoryview(dst), memoryview(src))
+    assert not [t for t in threading.enumerate() if t.name == "microray-copy"]
+    assert np.array_equal(np.frombuffer(dst, dtype=np.uint8), src)  # both halves were written
+
+
+def test_buffers_of_different_sizes_are_not_copied_in_two() -> None:
+    assert serialization._copy_in_two(memoryview(bytearray(10)), memoryview(bytearray(11))) is False
