@@ -38,29 +38,6 @@ def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-# The last session's loop (kind, loop), stopped but open, for this process's next one.
-# Closing a core worker's loop is not safe: grpc.aio's process-wide poller may still
-# deliver completions of that session's calls to it ("Event loop is closed" in the next
-# session); a new loop per session without closing leaked its epoll fd and self-pipe.
-_spare_loop: tuple[str, asyncio.AbstractEventLoop] | None = None
-
-
-def take_session_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """The loop for a core worker session: the previous session's when it is of
-    ``kind`` (and stopped), else a new one."""
-    global _spare_loop
-    spare, _spare_loop = _spare_loop, None
-    if spare is not None and spare[0] == kind and not spare[1].is_closed() and not spare[1].is_running():
-        return spare[1]
-    return new_event_loop(kind)
-
-
-def keep_session_loop(kind: str, loop: asyncio.AbstractEventLoop) -> None:
-    """Keep a stopped session loop for the next ``take_session_loop``."""
-    global _spare_loop
-    _spare_loop = (kind, loop)
-
-
 def run(coro: Coroutine[Any, Any, Any], kind: str = "auto") -> Any:
     """``asyncio.run(coro)`` on a loop from ``new_event_loop(kind)`` (node daemons)."""
     with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:

@@ -85,6 +85,21 @@ async def _invoke_logged(method, request, timeout):
         log.debug("rpc_failed", error=exc.code().name)
 
 
+# the last session's event loop (kind, loop), stopped but open, for the next one
+_spare_loop: tuple[str, asyncio.AbstractEventLoop] | None = None
+
+
+def _take_spare_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The previous session's loop when it is of ``kind``, else a new one."""
+    global _spare_loop
+    from microray.rpc import new_event_loop
+
+    spare, _spare_loop = _spare_loop, None
+    if spare is not None and spare[0] == kind and not spare[1].is_closed() and not spare[1].is_running():
+        return spare[1]
+    return new_event_loop(kind)
+
+
 class CoreWorker:
     def __init__(
         self,
@@ -123,10 +138,8 @@ class CoreWorker:
         from microray.process import mark_grpc_started
 
         mark_grpc_started()
-        from microray import rpc
-
         self._io_loop_kind = io_loop
-        self.loop = rpc.take_session_loop(io_loop)
+        self.loop = _take_spare_loop(io_loop)
         # the loop's default executor (observer hooks) is this session's own: the loop
         # outlives the session, and a loop's shutdown_default_executor() is final
         import concurrent.futures
@@ -668,9 +681,14 @@ class CoreWorker:
         for t in list(getattr(self._executor, "_threads", ())):
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         if not self._thread.is_alive():
-            from microray import rpc
-
-            rpc.keep_session_loop(self._io_loop_kind, self.loop)
+            # The loop is kept, stopped but open, for this process's next session. Closing
+            # it is not safe: grpc.aio's process-wide poller may still deliver completions
+            # of this session's calls to it ("Event loop is closed" from the next session's
+            # loop); a new loop per session leaked its epoll fd and self-pipe instead.
+            global _spare_loop
+            _spare_loop = (self._io_loop_kind, self.loop)
+            self.server = self.channels = self.gcs = self.raylet = None
+            self.submitter = None
 
     async def _disconnect(self) -> None:
         await self.submitter.close()
