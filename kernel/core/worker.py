@@ -687,6 +687,9 @@ class CoreWorker:
             # loop); a new loop per session leaked its epoll fd and self-pipe instead.
             global _spare_loop
             _spare_loop = (self._io_loop_kind, self.loop)
+            # Let go of the session's gRPC objects now: left to the garbage collector they
+            # may be collected in a process forked later, where dropping the last aio
+            # channel shuts grpc.aio down and joins a poller thread the child lacks (spins).
             self.server = self.channels = self.gcs = self.raylet = None
             self.submitter = None
 
