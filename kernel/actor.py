@@ -14,8 +14,9 @@ import pickle
 from typing import Any
 
 from microray import ids, serialization
+from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
-from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec
+from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec, strategy_to_wire
 from microray.exceptions import ActorDiedError
 from microray.protocol import gcs_pb2
 from microray.remote_function import (
@@ -25,7 +26,6 @@ from microray.remote_function import (
     resource_shape,
     validate_options,
 )
-from microray.util.scheduling_strategies import to_wire
 
 ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime", "get_if_exists",
@@ -83,9 +83,7 @@ class ActorClass:
         return self._remote(args, kwargs, self._options)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> "ActorHandle":
-        from microray.api import _global_worker
-
-        worker = _global_worker()
+        worker = context.current_worker()
         if self._class_id is None:
             self._pickled = serialization.dumps_function(self._cls)
             self._class_id = hashlib.sha1(self._pickled).digest()
@@ -133,7 +131,7 @@ class ActorClass:
             "owner": worker.address,
             "resources": schedule,
             "hold": hold,
-            "strategy": to_wire(options.get("scheduling_strategy")),
+            "strategy": strategy_to_wire(options.get("scheduling_strategy")),
             "env_key": json.dumps(runtime_env, sort_keys=True) if runtime_env else "",
             "methods": self._methods,
             "creation_spec": pickle.dumps(spec, protocol=5),
@@ -220,9 +218,7 @@ class ActorHandle:
         if not self._original or self._escaped or self._detached:
             return
         try:
-            from microray import api
-
-            worker = api._worker
+            worker = context.worker
             if worker is None or not worker.connected:
                 return
             request = gcs_pb2.KillActorRequest(
@@ -240,10 +236,9 @@ class ActorHandle:
         return self._actor_id
 
     def _submit(self, method: str, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
-        from microray.api import _global_worker
         from microray.core.actor_connection import ActorConnection
 
-        worker = _global_worker()
+        worker = context.current_worker()
         entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, f"{self._class_name}.{method}")
         num_returns = options.get("num_returns", 1)
         if num_returns in ("streaming", "dynamic"):
@@ -326,11 +321,9 @@ def _lookup(worker: Any, name: str, namespace: str | None) -> dict | None:
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the live actor called ``name`` in ``namespace`` (default: this job's)."""
-    from microray.api import _global_worker
-
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs a non-empty actor name")
-    worker = _global_worker()
+    worker = context.current_worker()
     ns = namespace if namespace is not None else worker.namespace
     record = _lookup(worker, name, ns)
     if record is None or record.get("state") == "DEAD":
@@ -340,11 +333,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process at once; with ``no_restart=False`` it may restart."""
-    from microray.api import _global_worker
-
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"kill() expects an actor handle, got {type(actor).__name__}")
-    worker = _global_worker()
+    worker = context.current_worker()
     worker.call(worker.gcs.KillActor, gcs_pb2.KillActorRequest(
         actor_id=actor._actor_id, no_restart=no_restart, reason="killed by microray.kill()"))
 
@@ -355,9 +346,7 @@ __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "get_actor", "kill", "exi
 def exit_actor() -> None:
     """End the current actor from inside one of its methods, without a restart
     (Ray's ``ray.actor.exit_actor``). Calls still queued fail with ActorDiedError."""
-    from microray.api import _global_worker
-
-    worker = _global_worker()
+    worker = context.current_worker()
     if not worker.actor_id:
         raise TypeError("exit_actor() called outside an actor")
     worker.call(worker.gcs.KillActor, gcs_pb2.KillActorRequest(

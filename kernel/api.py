@@ -15,13 +15,13 @@ from typing import Any
 import structlog
 
 from microray import config as config_mod
+from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.exceptions import RaySystemError
 
 log = structlog.get_logger(__name__)
 
 _lock = threading.RLock()
-_worker: Any = None
 _head: Any = None  # the NodeHandle of an embedded head this driver started
 
 
@@ -45,20 +45,20 @@ class RayContext:
         shutdown()
 
 
-def _attach_worker(worker: Any) -> None:
-    """Used by worker processes: the API calls of a task go through this core worker."""
-    global _worker
-    _worker = worker
+def __getattr__(name: str) -> Any:
+    # ``api._worker``: the current core worker (owned by ``microray.core.context``), read
+    # by tests and tools that reach into a connected driver.
+    if name == "_worker":
+        return context.worker
+    raise AttributeError(f"module 'microray.api' has no attribute {name!r}")
 
 
 def _global_worker() -> Any:
-    if _worker is None:
-        init()
-    return _worker
+    return context.current_worker()
 
 
 def is_initialized() -> bool:
-    return _worker is not None
+    return context.worker is not None
 
 
 _CONFIG_ALIASES = {"include_dashboard": None, "log_to_driver": "log_to_driver"}
@@ -87,9 +87,9 @@ def init(
 
     Extra keyword arguments are config keys (``gcs_store="redis"``,
     ``object_store="lmdb"``, ``scheduling_policy="spread"``, ...)."""
-    global _worker, _head
+    global _head
     with _lock:
-        if _worker is not None:
+        if context.worker is not None:
             if ignore_reinit_error:
                 return RayContext(_address_info())
             raise RuntimeError(
@@ -129,10 +129,7 @@ def init(
             if process.choose_start_method(cfg.start_method) == "fork":
                 # fork the launcher while this process has no gRPC threads yet, with
                 # the node processes' modules imported (they then start in milliseconds)
-                import microray.gcs.server  # noqa: F401
-                import microray.raylet.__main__  # noqa: F401
-                import microray.raylet.server  # noqa: F401
-                import microray.core.worker_main  # noqa: F401
+                node.preload_process_modules()
                 from microray import rpc
 
                 rpc.uvloop_wanted(cfg.io_loop)  # imports it here, so every fork shares its pages
@@ -180,8 +177,7 @@ def init(
                 node.stop_node(_head)
                 _head = None
             raise
-        worker.job_runtime_env = runtime_env or {}
-        _worker = worker
+        worker.job_runtime_env = runtime_env or {}  # the worker made itself current (core.context)
         if configure_logging:
             log_setup.configure(
                 level=cfg.log_level,
@@ -217,7 +213,7 @@ def _check_backends(cfg: config_mod.Config) -> None:
 
 
 def _address_info() -> dict[str, Any]:
-    w = _worker
+    w = context.current_worker()
     return {
         "address": w.gcs_address,
         "gcs_address": w.gcs_address,
@@ -230,9 +226,10 @@ def _address_info() -> dict[str, Any]:
 
 def shutdown() -> None:
     """Disconnect; stop the embedded cluster if this driver started it."""
-    global _worker, _head
+    global _head
     with _lock:
-        worker, _worker = _worker, None
+        worker = context.worker
+        context.set_worker(None)
         if worker is not None:
             worker.shutdown()
         head, _head = _head, None
@@ -243,6 +240,7 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+context.set_auto_init(init)
 
 
 # -- remote -------------------------------------------------------------------
@@ -397,6 +395,6 @@ def get_runtime_context() -> Any:
 
 
 def _require_worker() -> Any:
-    if _worker is None:
+    if context.worker is None:
         raise RaySystemError("microray is not initialized; call microray.init() first")
-    return _worker
+    return context.worker

@@ -10,12 +10,10 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from microray import api as _api
 from microray import ids, serialization
-from microray.core.worker import current_task as _current_task
+from microray.core import context as _context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
-from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec
-from microray.util.scheduling_strategies import to_wire
+from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec, strategy_to_wire
 
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
@@ -154,7 +152,7 @@ class RemoteFunction:
             raise ValueError(f"num_returns={num_returns!r} for {self._name}: expected an int >= 0 or 'streaming'")
         resources = resource_shape(options, 1)
         runtime_env = merged_runtime_env(worker, options)
-        strategy = to_wire(options.get("scheduling_strategy"))
+        strategy = strategy_to_wire(options.get("scheduling_strategy"))
         retry = options.get("retry_exceptions", False)
         if isinstance(retry, (list, tuple)):
             retry = serialization.dumps_function(tuple(retry))
@@ -172,7 +170,7 @@ class RemoteFunction:
                          env_key, key, options.get("name") or self._name, options.get("name") or "", max_calls)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any], cache: Any = None) -> Any:
-        worker = _api._worker or _api._global_worker()
+        worker = _context.current_worker()
         holder = cache if cache is not None else self
         prep = holder._prepared
         if prep is None or prep.worker is not worker:
@@ -186,7 +184,7 @@ class RemoteFunction:
                 raise TypeError(f"{self._name}.remote(): {exc}") from None
         entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, self._name)
         task_id = ids.new_task_id()
-        parent = _current_task()
+        parent = _context.current_task()
         num_returns = prep.num_returns
         spec = TaskSpec(
             task_id=task_id,

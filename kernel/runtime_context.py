@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from microray.core.worker import current_task
+from microray.core.context import current_task
 
 
 class RuntimeContext:

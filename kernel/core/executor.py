@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from microray import ids, serialization
-from microray.core import worker as worker_mod
+from microray.core import context
 from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
 from microray.core.object_ref import ObjectRef
 from microray.core.task_spec import (
@@ -225,7 +225,7 @@ class TaskExecutor:
             sink(self._error_result(spec, TaskCancelledError(spec.task_id.hex())))
             return
         t0 = time.perf_counter()
-        token = worker_mod._current_task.set(spec)
+        token = context.enter_task(spec)
         in_main = threading.get_ident() == self.main_thread_id
         if in_main:
             self.current = spec.task_id
@@ -255,7 +255,7 @@ class TaskExecutor:
         finally:
             if in_main:
                 self.current = None
-            worker_mod._current_task.reset(token)
+            context.leave_task(token)
         if self._retiring:
             result.worker_exiting = True
         sink(result)
@@ -263,7 +263,7 @@ class TaskExecutor:
     async def _execute_async(self, spec: TaskSpec, sink: _Sink) -> None:
         async with self.asem:
             t0 = time.perf_counter()
-            token = worker_mod._current_task.set(spec)
+            token = context.enter_task(spec)
             try:
                 fn = self._target(spec)
                 args, kwargs = self._resolve_args(spec)
@@ -279,13 +279,13 @@ class TaskExecutor:
                     raise
                 result = self._app_error(spec, exc)
             finally:
-                worker_mod._current_task.reset(token)
+                context.leave_task(token)
             sink(result)
 
     # -- actors ----------------------------------------------------------------------
     def _create_actor(self, spec: TaskSpec, sink: _Sink) -> None:
         self._enter_job(spec.job_id)
-        token = worker_mod._current_task.set(spec)
+        token = context.enter_task(spec)
         try:
             cls = self.cw.load_function(spec.function_id)
             args, kwargs = self._resolve_args(spec)
@@ -301,7 +301,7 @@ class TaskExecutor:
             sink(TaskResult(spec.task_id, APP_ERROR, [], err, os.getpid()))
             return
         finally:
-            worker_mod._current_task.reset(token)
+            context.leave_task(token)
         is_async = opts.get("is_async", False)
         concurrency = opts.get("max_concurrency")
         if is_async:

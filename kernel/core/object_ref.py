@@ -12,14 +12,7 @@ import concurrent.futures
 from typing import Any
 
 from microray import serialization
-
-# Set by the core worker of this process (None when not connected).
-_worker: Any = None
-
-
-def _set_worker(worker: Any) -> None:
-    global _worker
-    _worker = worker
+from microray.core import context as _context
 
 
 class ObjectRef:
@@ -31,9 +24,11 @@ class ObjectRef:
         self._id = object_id
         self._owner = owner
         self._counted = False
-        if _count and _worker is not None:
-            _worker.refs.add_local(object_id)
-            self._counted = True
+        if _count:
+            worker = _context.worker
+            if worker is not None:
+                worker.refs.add_local(object_id)
+                self._counted = True
 
     # -- identity --------------------------------------------------------
     def binary(self) -> bytes:
@@ -61,7 +56,7 @@ class ObjectRef:
     # -- lifetime --------------------------------------------------------
     def __del__(self) -> None:
         if self._counted:
-            worker = _worker
+            worker = _context.worker
             if worker is not None:
                 try:
                     worker.refs.remove_local(self._id)
@@ -76,7 +71,7 @@ class ObjectRef:
     def future(self) -> concurrent.futures.Future:
         """A ``concurrent.futures.Future`` resolved with the value (or the error)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        worker = _worker
+        worker = _context.worker
         if worker is None:
             raise RuntimeError("microray is not initialized")
         worker.resolve_async(self, fut)
@@ -88,7 +83,7 @@ class ObjectRef:
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
     ref = ObjectRef(object_id, owner)
-    worker = _worker
+    worker = _context.worker
     if worker is not None:
         worker.on_ref_deserialized(ref)
     return ref

@@ -7,9 +7,11 @@ import os
 from typing import Any
 
 from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
-from microray.core.worker import ST_IN_STORE, ST_INLINE, ST_LOST, ST_TIMEOUT
 from microray import serialization
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc
+
+# GetObject reply statuses
+ST_INLINE, ST_IN_STORE, ST_TIMEOUT, ST_LOST = 0, 1, 2, 3
 
 
 class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):

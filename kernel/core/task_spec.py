@@ -19,6 +19,27 @@ ARG_REF = 2
 # num_returns for a streaming generator
 STREAMING = -1
 
+
+
+def strategy_to_wire(strategy: Any) -> Any:
+    """A ``scheduling_strategy`` option in the form the raylet and the scheduling policy
+    see: "DEFAULT", "SPREAD", or the dict of a strategy object's ``to_wire()``
+    (``microray.util.scheduling_strategies``)."""
+    if strategy is None:
+        return "DEFAULT"
+    if isinstance(strategy, str):
+        upper = strategy.upper()
+        if upper not in ("DEFAULT", "SPREAD"):
+            raise ValueError(
+                f"scheduling_strategy {strategy!r} is not valid; expected 'DEFAULT', 'SPREAD', "
+                "NodeAffinitySchedulingStrategy or PlacementGroupSchedulingStrategy"
+            )
+        return upper
+    if hasattr(strategy, "to_wire"):
+        return strategy.to_wire()
+    raise ValueError(f"scheduling_strategy {strategy!r} is not valid")
+
+
 # result statuses
 OK = 0
 APP_ERROR = 1       # the user's code raised; returns hold the error

@@ -9,7 +9,6 @@ background thread ("microray-io"); user code calls in from its own threads.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 import time
 import threading
@@ -22,10 +21,11 @@ import structlog
 
 from microray import config as config_mod
 from microray import ids, serialization
-from microray.core import object_ref as object_ref_mod
+from microray.core import context
 from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, MemoryStore
 from microray.core.object_ref import ObjectRef
 from microray.core.reference_counter import ReferenceCounter
+from microray.core.service import ST_IN_STORE, ST_INLINE, ST_TIMEOUT, CoreWorkerService
 from microray.exceptions import (
     GcsUnavailableError,
     GetTimeoutError,
@@ -50,17 +50,6 @@ log = structlog.get_logger(__name__)
 
 DRIVER = "driver"
 WORKER = "worker"
-
-# GetObject reply statuses
-ST_INLINE, ST_IN_STORE, ST_TIMEOUT, ST_LOST = 0, 1, 2, 3
-
-_current_task: contextvars.ContextVar = contextvars.ContextVar("microray_task", default=None)
-
-
-def current_task() -> Any:
-    """The task being executed in this thread or asyncio task, or None."""
-    return _current_task.get()
-
 
 async def _invoke(method, request, timeout):
     """One unary call that rides out a restarting peer: it waits for the channel to be
@@ -172,7 +161,7 @@ class CoreWorker:
         self.loop.call_soon_threadsafe(self.ready.set)
         if mode == DRIVER:
             self.run(self._start_gcs_monitor())
-        object_ref_mod._set_worker(self)
+        context.set_worker(self)
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id, node_id=self.node_id)
 
     # -- the event loop thread ---------------------------------------------
@@ -227,8 +216,6 @@ class CoreWorker:
         self.ready = asyncio.Event()
         self.channels = ChannelPool()
         self.server = make_server()
-        from microray.core.service import CoreWorkerService
-
         core_worker_pb2_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self.server)
         raylet = raylet_pb2_grpc.RayletStub(self.channels.get(self.raylet_address))
         ip = self.raylet_address.rsplit(":", 1)[0]
@@ -588,7 +575,7 @@ class CoreWorker:
 
     # -- blocked-in-get notices (a worker lends its CPU back while it waits) -----
     def _notify_blocked(self) -> bool:
-        if self.mode != WORKER or current_task() is None or self.in_loop_thread():
+        if self.mode != WORKER or context.current_task() is None or self.in_loop_thread():
             return False
         req = raylet_pb2.WorkerIdRequest(worker_id=self.worker_id)
         self.call_nowait(self.raylet.NotifyBlocked, req)
@@ -663,7 +650,8 @@ class CoreWorker:
         if not self.connected:
             return
         self.connected = False
-        object_ref_mod._set_worker(None)
+        if context.worker is self:
+            context.set_worker(None)
         try:
             self.run(self._disconnect(), timeout=10)
         except Exception as exc:  # noqa: BLE001 -- best effort at shutdown

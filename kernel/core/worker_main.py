@@ -25,10 +25,10 @@ def run(worker_id: str, args: dict[str, Any]) -> None:
     _redirect_output(logs, worker_id)
     log_setup.configure(level="info", log_file=os.path.join(logs, f"worker-{worker_id[:12]}.log"))
     structlog.contextvars.bind_contextvars(component="worker", worker_id=worker_id)
-    from microray import api
     from microray.core.worker import WORKER, CoreWorker
 
+    # the worker makes itself the process's current one (core.context): the API calls
+    # of its tasks go through it
     cw = CoreWorker(WORKER, args["raylet_address"], worker_id=worker_id, io_loop=args.get("io_loop", "auto"))
-    api._attach_worker(cw)
     structlog.get_logger(__name__).info("worker_started", pid=os.getpid())
     cw.executor.run_forever()

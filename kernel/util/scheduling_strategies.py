@@ -32,19 +32,3 @@ class PlacementGroupSchedulingStrategy:
             "bundle_index": self.placement_group_bundle_index,
         }
 
-
-def to_wire(strategy: Any) -> Any:
-    """The form the raylet and the scheduling policy see: "DEFAULT", "SPREAD" or a dict."""
-    if strategy is None:
-        return "DEFAULT"
-    if isinstance(strategy, str):
-        upper = strategy.upper()
-        if upper not in ("DEFAULT", "SPREAD"):
-            raise ValueError(
-                f"scheduling_strategy {strategy!r} is not valid; expected 'DEFAULT', 'SPREAD', "
-                "NodeAffinitySchedulingStrategy or PlacementGroupSchedulingStrategy"
-            )
-        return upper
-    if hasattr(strategy, "to_wire"):
-        return strategy.to_wire()
-    raise ValueError(f"scheduling_strategy {strategy!r} is not valid")

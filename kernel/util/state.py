@@ -28,10 +28,10 @@ TIMEOUT = 10
 def _resolve_address(address: str | None) -> str:
     if address and address != "auto":
         return address.removeprefix("microray://")
-    from microray import api
+    from microray.core import context
 
-    if address is None and api._worker is not None:
-        return api._worker.gcs_address
+    if address is None and context.worker is not None:
+        return context.worker.gcs_address
     from microray import config as config_mod
     from microray import node
 
