@@ -76,6 +76,24 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+# What a node's processes run, by module name: a process is started by naming its
+# module, never by importing it from a layer below.
+NODE_PROCESS_MODULES = (
+    "microray.gcs.server",
+    "microray.raylet.__main__",
+    "microray.raylet.server",
+    "microray.core.worker_main",
+)
+
+
+def preload_process_modules() -> None:
+    """Import the modules a node's processes run, so that processes forked from this one
+    (the launcher, and through it the GCS and raylet) start with them loaded and share
+    their pages."""
+    for name in NODE_PROCESS_MODULES:
+        importlib.import_module(name)
+
+
 def _launch(name: str, module_main: str, argv: list[str], session_dir: str, embedded: bool, method: str,
             extra_fds: tuple[int, ...] = ()):
     """Start a node process running ``module_main`` (``pkg.mod:function``) with ``argv``.

@@ -10,6 +10,7 @@ used instead. Config key ``start_method`` forces either.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,10 +19,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from microray.raylet.zygote import die_with_parent
-
-
 _grpc_started = False
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no stray processes)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def mark_grpc_started() -> None:

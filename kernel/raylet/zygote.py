@@ -12,23 +12,39 @@ object per line:
 
 from __future__ import annotations
 
-import ctypes
+import importlib
 import json
 import os
 import select
 import signal
 import sys
 
-PR_SET_PDEATHSIG = 1
+from microray import process
 
+# The module a worker process runs (its ``run(worker_id, args)``), by name: the raylet
+# layer starts the core worker without importing it.
+WORKER_MAIN = "microray.core.worker_main"
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no stray workers)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+# Everything a worker imports, including what a core worker loads lazily (submitter,
+# executor, actor calls, the public API its tasks call), by name.
+WORKER_MODULES = (
+    "concurrent.futures.thread",
+    "queue",
+    "cloudpickle",
+    "grpc",
+    "structlog",
+    "microray.actor",
+    "microray.api",
+    "microray.core.actor_connection",
+    "microray.core.executor",
+    "microray.core.service",
+    "microray.core.submitter",
+    "microray.core.task_events",
+    "microray.core.worker",
+    WORKER_MAIN,
+    "microray.remote_function",
+    "microray.runtime_context",
+)
 
 
 def _preimport() -> None:
@@ -38,24 +54,8 @@ def _preimport() -> None:
     not those a core worker loads lazily (submitter, executor, actor calls, ...). A
     module first imported in a worker costs every worker its load (and, with
     PYTHONDONTWRITEBYTECODE, its compile): ~40 ms of CPU each, measured."""
-    import concurrent.futures.thread  # noqa: F401
-    import queue  # noqa: F401
-
-    import cloudpickle  # noqa: F401
-    import grpc  # noqa: F401
-    import structlog  # noqa: F401
-
-    import microray.actor  # noqa: F401
-    import microray.api  # noqa: F401
-    import microray.core.actor_connection  # noqa: F401
-    import microray.core.executor  # noqa: F401
-    import microray.core.service  # noqa: F401
-    import microray.core.submitter  # noqa: F401
-    import microray.core.task_events  # noqa: F401
-    import microray.core.worker  # noqa: F401
-    import microray.core.worker_main  # noqa: F401
-    import microray.remote_function  # noqa: F401
-    import microray.runtime_context  # noqa: F401
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
 
 
 class ZygoteHandle:
@@ -97,8 +97,6 @@ class ZygoteHandle:
 
 def start(args: dict, method: str, log_path: str) -> ZygoteHandle:
     """Start the zygote by fork (the caller has imported everything already) or spawn."""
-    from microray import process
-
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
     if method == "fork":
@@ -120,7 +118,7 @@ def start(args: dict, method: str, log_path: str) -> ZygoteHandle:
 
 
 def serve(in_fd: int, out_fd: int, args: dict) -> None:
-    die_with_parent()
+    process.die_with_parent()
     _preimport()
     import gc
 
@@ -175,9 +173,9 @@ def _run_worker(req: dict, args: dict) -> None:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    die_with_parent()
+    process.die_with_parent()
     os.environ.update(req.get("env") or {})
-    from microray.core import worker_main
+    worker_main = importlib.import_module(WORKER_MAIN)
 
     code = 0
     try:
