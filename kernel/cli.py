@@ -258,7 +258,10 @@ def microbenchmark(quick: bool, only: str | None, as_json: bool) -> None:
     run(quick=quick, only=set(only.split(",")) if only else None, as_json=as_json)
 
 
-from microray import cli_state  # noqa: E402,F401 -- registers list/get/summary/status/logs/timeline/memory/job
+from microray import cli_job, cli_state  # noqa: E402 -- the state commands and `job`, added here
+
+for _command in (*cli_state.COMMANDS, cli_job.job):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from microray.cli import cli
 from microray.cli_state import _echo_json, _term_width, _when
 
 
@@ -68,7 +67,7 @@ _DASH = click.option("--address", default=None, help="Dashboard URL http://HOST:
 _TOKEN = click.option("--token", default=None, help="Session token (default: read from the cluster's session folder).")
 
 
-@cli.group("job")
+@click.group("job")
 def job() -> None:
     """Submit and manage jobs through the dashboard's job API."""
 

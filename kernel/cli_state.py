@@ -1,6 +1,6 @@
 """State commands of the ``microray`` CLI (Ray's ``ray list/summary/get/status/logs/
-timeline/memory``), registered on the ``cli`` group; ``microray job ...`` lives in
-``cli_job``.
+timeline/memory``), added to the ``microray`` group by ``cli`` (``COMMANDS``);
+``microray job ...`` lives in ``cli_job``.
 
 They read through ``microray.util.state`` (the GCS, raylets and owners) of the cluster
 at ``--address`` (GCS ``HOST:PORT``; default: the cluster that ``microray start`` runs
@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from microray.cli import cli
 
 KINDS = ("nodes", "actors", "tasks", "objects", "jobs", "workers", "placement-groups")
 
@@ -124,7 +123,7 @@ def _address(address: str | None) -> str:
 
 
 # -- list / get / summary --------------------------------------------------------------------
-@cli.command("list")
+@click.command("list")
 @click.argument("kind", type=click.Choice(KINDS))
 @click.option("--filter", "filters", multiple=True, help="key=value or key!=value; repeatable.")
 @click.option("--limit", type=int, default=100, show_default=True)
@@ -143,7 +142,7 @@ def list_cmd(kind: str, filters: tuple[str, ...], limit: int, fmt: str, detail: 
     _table(f"{len(rows)} {kind}" + (f" (limit {limit})" if len(rows) >= limit else ""), kind, rows)
 
 
-@cli.command("get")
+@click.command("get")
 @click.argument("kind", type=click.Choice(["nodes", "actors", "tasks", "objects", "jobs", "workers"]))
 @click.argument("id")
 @_ADDRESS
@@ -160,7 +159,7 @@ def get_cmd(kind: str, id: str, address: str | None) -> None:
     _echo_json(found)
 
 
-@cli.command("summary")
+@click.command("summary")
 @click.argument("kind", type=click.Choice(["tasks", "actors", "objects"]))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_ADDRESS
@@ -208,7 +207,7 @@ def summary_cmd(kind: str, fmt: str, address: str | None) -> None:
 
 
 # -- status --------------------------------------------------------------------------------------
-@cli.command("status")
+@click.command("status")
 @_ADDRESS
 def status_cmd(address: str | None) -> None:
     """Nodes, resources used/total and pending resource demands (like ``ray status``)."""
@@ -255,7 +254,7 @@ def status_cmd(address: str | None) -> None:
 
 
 # -- memory ----------------------------------------------------------------------------------------
-@cli.command("memory")
+@click.command("memory")
 @click.option("--group-by", type=click.Choice(["owner", "node"]), default="owner", show_default=True)
 @click.option("--sort-by", type=click.Choice(["size", "id"]), default="size", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -326,7 +325,7 @@ def chrome_trace(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return events
 
 
-@cli.command("timeline")
+@click.command("timeline")
 @click.option("--output", "-o", default=None, help="File to write (default: /tmp/microray-timeline-<time>.json).")
 @_ADDRESS
 def timeline_cmd(output: str | None, address: str | None) -> None:
@@ -364,7 +363,7 @@ def _session_dir(address: str | None) -> tuple[str, str | None]:
     raise click.ClickException("no running microray cluster and no session folder found")
 
 
-@cli.command("logs")
+@click.command("logs")
 @click.argument("file", required=False)
 @click.option("--node", "node_id", default=None, help="Node id (prefix); only this machine's nodes so far.")
 @click.option("--worker", "worker_id", default=None, help="A worker's id (prefix): its .log, .out and .err.")
@@ -418,4 +417,4 @@ def _print_tail(path: Path, lines: int) -> None:
         click.echo(line)
 
 
-from microray import cli_job  # noqa: E402,F401 -- the job commands (through the dashboard's HTTP API)
+COMMANDS = (list_cmd, get_cmd, summary_cmd, status_cmd, memory_cmd, timeline_cmd, logs_cmd)
