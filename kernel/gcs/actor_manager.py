@@ -1,13 +1,15 @@
-"""The GCS's actor manager: creates actors on leased workers, watches them, restarts them.
+"""The GCS's actor manager: the async shell around :mod:`microray.gcs.actor_state`.
 
-The GCS — not the creating process — owns an actor's lifecycle, so detached
-actors outlive their creator and restarts happen even when the caller is gone.
-Each live actor has one open ``PushTasks`` stream from the GCS: the creation task
-goes over it, and its end means the actor's process died. After a GCS restart
-the manager re-opens that stream to every actor it finds ALIVE.
+The GCS — not the creating process — owns an actor's lifecycle, so detached actors
+outlive their creator and restarts happen even when the caller is gone. The decisions
+(what state an actor is in, whether it restarts, why it died) are made by the pure
+:class:`~microray.gcs.actor_state.ActorStateMachine`; this module carries out its
+instructions — leases from raylets, the actor's ``PushTasks`` stream, store writes,
+publishing — and feeds what happened back to it as events.
 
-States follow Ray: DEPENDENCIES_UNREADY -> PENDING_CREATION -> ALIVE ->
-RESTARTING -> ... -> DEAD.
+Each live actor has one open ``PushTasks`` stream from the GCS: the creation task goes
+over it, and its end means the actor's process died. After a GCS restart the manager
+re-opens that stream to every actor it finds ALIVE.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 import grpc
 import structlog
 
+from microray.gcs import actor_state as sm
+from microray.gcs.actor_record import ActorRecord, ActorState, LeasedWorker, decode, encode
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.rpc import ChannelPool
 
@@ -27,259 +31,236 @@ log = structlog.get_logger(__name__)
 
 T_ACTORS = "actors"
 
+# How long a new (or recovered) actor's worker may take to accept a connection before its
+# process is taken for gone. gRPC retries the connect meanwhile (backoff 0.1-1 s): under load
+# a just-forked worker can refuse the first attempts while it runs fine.
+CONNECT_TIMEOUT_S = 5.0
+
+
+class _Stream:
+    """One open ``PushTasks`` stream to an actor's process, and the task reading it."""
+
+    def __init__(self) -> None:
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
 
 class ActorManager:
     def __init__(self, gcs: Any) -> None:
-        self.gcs = gcs  # the GcsServicer: store, nodes, notify
+        self.gcs = gcs  # the GcsServicer: store, nodes, actor_changed
         self.channels = ChannelPool()
-        self.records: dict[str, dict] = {}
-        self.tasks: dict[str, asyncio.Task] = {}
-        # actors recorded ALIVE before a GCS restart whose process is not confirmed yet
-        self.reattaching: dict[str, asyncio.Event] = {}
-        self.notified: dict[str, tuple] = {}  # actor id -> (state, num_restarts) last reported
+        self.machine = sm.ActorStateMachine()
+        self.leases: dict[str, asyncio.Task] = {}
+        self.streams: dict[str, _Stream] = {}
+        self.waiters: dict[str, asyncio.Event] = {}
+        self._store_lock = asyncio.Lock()
 
+    @property
+    def records(self) -> dict[str, ActorRecord]:
+        return self.machine.records
+
+    # -- requests from the GCS servicer ---------------------------------------------------
     async def load(self) -> None:
-        for raw in (await self.gcs.store.get_all(T_ACTORS)).values():
-            record = pickle.loads(raw)
-            self.records[record["actor_id"]] = record
-            if record["state"] in ("ALIVE",):
-                self.reattaching[record["actor_id"]] = asyncio.Event()
-                self._start(record["actor_id"], reattach=True)
-            elif record["state"] in ("PENDING_CREATION", "RESTARTING", "DEPENDENCIES_UNREADY"):
-                self._start(record["actor_id"])
+        """Recover every actor from the store after a (re)start."""
+        records = tuple(decode(raw) for raw in (await self.gcs.store.get_all(T_ACTORS)).values())
+        await self._apply(sm.GcsRecovered(records))
 
-    async def save(self, record: dict) -> None:
-        await self.gcs.store.put(T_ACTORS, record["actor_id"].encode(), pickle.dumps(record))
-        # observers hear of state changes, not of every write (kill() persists a flag first)
-        seen = (record["state"], record.get("num_restarts", 0))
-        if self.notified.get(record["actor_id"]) != seen:
-            self.notified[record["actor_id"]] = seen
-            self.gcs.actor_changed(record)
+    async def register(self, record: ActorRecord) -> None:
+        """Take a newly registered actor (persisted before this returns) and create it."""
+        await self._apply(sm.ActorRegistered(record, time.time()))
 
-    def register(self, record: dict) -> None:
-        self.records[record["actor_id"]] = record
-        self._start(record["actor_id"])
+    async def kill(self, actor_id: str, no_restart: bool, reason: str = "") -> bool:
+        """Kill the actor; False if it is unknown or already DEAD."""
+        record = self.records.get(actor_id)
+        if record is None or record.state is ActorState.DEAD:
+            return False
+        await self._apply(sm.KillRequested(actor_id, no_restart, reason, time.time()))
+        return True
 
-    def _start(self, actor_id: str, reattach: bool = False) -> None:
-        self.tasks[actor_id] = asyncio.get_running_loop().create_task(self._run(actor_id, reattach))
+    async def job_finished(self, job_id: str) -> None:
+        """Non-detached actors die with the job that created them."""
+        await self._apply(sm.JobFinished(job_id, time.time()))
 
-    # -- lifecycle -------------------------------------------------------------------
-    async def _run(self, actor_id: str, reattach: bool) -> None:
-        record = self.records[actor_id]
-        while True:
-            if reattach:
-                reattach = False
-                ended = await self._watch(record, None)
-            else:
-                ended = await self._create_once(record)
-            if ended == "created_failed" or record["state"] == "DEAD":
-                self._reattached(actor_id)
-                return
-            # the actor's process is gone
-            await self._kill_owned(record)
-            if record.get("killed"):
-                await self._mark_dead(record, record.get("death_cause") or "killed by microray.kill()")
-                return
-            max_restarts = record.get("max_restarts", 0)
-            if max_restarts == -1 or record.get("num_restarts", 0) < max_restarts:
-                record["num_restarts"] = record.get("num_restarts", 0) + 1
-                record["state"] = "RESTARTING"
-                record["address"] = ""
-                log.info("actor_restarting", actor_id=actor_id, restart=record["num_restarts"])
-                await self.save(record)
-                self._reattached(actor_id)
-                continue
-            await self._mark_dead(
-                record,
-                f"the actor's worker process (pid {record.get('pid')}) died unexpectedly and "
-                f"max_restarts={max_restarts} restarts were used up",
-            )
-            return
-
-    async def _mark_dead(self, record: dict, cause: str) -> None:
-        record["state"] = "DEAD"
-        record["death_cause"] = cause
-        record["address"] = ""
-        record["end_time"] = time.time()
-        await self.save(record)
-        self._reattached(record["actor_id"])
-        log.info("actor_dead", actor_id=record["actor_id"], cause=cause)
-
-    def _reattached(self, actor_id: str) -> None:
-        """The recovered record of ``actor_id`` is confirmed (its process answers) or updated."""
-        event = self.reattaching.pop(actor_id, None)
-        if event is not None:
-            event.set()
+    async def node_died(self, node_id: str, reason: str) -> None:
+        """The actors running on a dead node restart elsewhere (or die)."""
+        await self._apply(sm.NodeDied(node_id, reason, time.time()))
 
     async def wait_reattached(self, actor_id: str, timeout: float = 10.0) -> None:
         """Until a record recovered as ALIVE is confirmed or updated, so that no caller gets
         the address of a process that died while the GCS was down."""
-        event = self.reattaching.get(actor_id)
-        if event is not None:
-            try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+        if actor_id not in self.machine.reattaching:
+            return
+        event = self.waiters.setdefault(actor_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
-    async def _lease(self, record: dict) -> raylet_pb2.LeaseReply | None:
-        """Lease a worker for the actor from a raylet (following a spillback once)."""
+    async def close(self) -> None:
+        for task in [*self.leases.values(), *(s.task for s in self.streams.values() if s.task)]:
+            task.cancel()
+        await self.channels.close()
+
+    # -- carrying out instructions ---------------------------------------------------------
+    async def _apply(self, event: sm.Event) -> None:
+        ignored = self.machine.ignored
+        instructions = self.machine.handle(event)
+        if self.machine.ignored != ignored:
+            log.debug("actor_event_ignored", event=type(event).__name__, actor_id=getattr(event, "actor_id", None))
+        for ins in instructions:
+            await self._execute(ins)
+
+    async def _execute(self, ins: sm.Instruction) -> None:
+        if isinstance(ins, sm.Persist):
+            # the record as it is now (a later change may have overtaken the one that asked)
+            async with self._store_lock:
+                record = self.records[ins.actor_id]
+                await self.gcs.store.put(T_ACTORS, ins.actor_id.encode(), encode(record))
+        elif isinstance(ins, sm.Publish):
+            actor = ins.actor
+            log.info("actor_state", actor_id=actor["actor_id"], state=actor["state"],
+                     restarts=actor["num_restarts"], cause=actor["death_cause"])
+            self.gcs.actor_changed(actor)
+        elif isinstance(ins, sm.LeaseWorker):
+            self._spawn(self.leases, ins.actor_id, self._lease(ins))
+        elif isinstance(ins, sm.CancelLease):
+            self._cancel(self.leases.pop(ins.actor_id, None))
+        elif isinstance(ins, sm.Watch):
+            self._stop_watching(ins.actor_id)
+            stream = self.streams[ins.actor_id] = _Stream()
+            stream.task = asyncio.get_running_loop().create_task(self._watch(ins, stream))
+        elif isinstance(ins, sm.StopWatching):
+            self._stop_watching(ins.actor_id)
+        elif isinstance(ins, sm.KillWorker):
+            await self._kill_worker(ins.actor_id, ins.address)
+        elif isinstance(ins, sm.ReleaseWaiters):
+            event = self.waiters.pop(ins.actor_id, None)
+            if event is not None:
+                event.set()
+        else:  # pragma: no cover -- a new instruction without a branch here
+            raise TypeError(f"ActorManager cannot carry out {ins!r}")
+
+    def _spawn(self, tasks: dict[str, asyncio.Task], actor_id: str, coro: Any) -> None:
+        self._cancel(tasks.get(actor_id))
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks[actor_id] = task
+        task.add_done_callback(lambda t: tasks.pop(actor_id, None) if tasks.get(actor_id) is t else None)
+
+    @staticmethod
+    def _cancel(task: asyncio.Task | None) -> None:
+        # an instruction carried out by the very task it stops (its own event led to it)
+        # must not cancel the rest of that task's instructions
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _stop_watching(self, actor_id: str) -> None:
+        stream = self.streams.pop(actor_id, None)
+        if stream is not None:
+            stream.outbox.put_nowait(None)
+            self._cancel(stream.task)
+
+    # -- leases ------------------------------------------------------------------------------
+    async def _lease(self, ins: sm.LeaseWorker) -> None:
+        """Lease a worker from a raylet (following a spillback), retrying until granted."""
         delay = 0.01
         while True:
             nodes = [n for n in self.gcs.nodes.values() if n.state == "ALIVE"]
-            if not nodes:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            node = next((n for n in nodes if n.is_head), nodes[0])
-            address = f"{node.ip}:{node.raylet_port}"
-            grant_or_reject = False
-            for _ in range(3):
-                stub = raylet_pb2_grpc.RayletStub(self.channels.get(address))
-                req = raylet_pb2.LeaseRequest(
-                    lease_key=f"actor:{record['actor_id']}",
-                    resources=common_pb2.ResourceMap(amounts=record["resources"]),
-                    strategy=pickle.dumps(record.get("strategy", "DEFAULT")),
-                    owner_worker_id="gcs",
-                    grant_or_reject=grant_or_reject,
-                    task_name=record.get("class_name", ""),
-                    actor_spec=pickle.dumps({"actor_id": record["actor_id"], "hold": record.get("hold", {})}),
-                    runtime_env_hash=record.get("env_key", ""),
-                )
-                try:
-                    reply = await stub.RequestWorkerLease(req)
-                except grpc.aio.AioRpcError as exc:
-                    log.warning("actor_lease_failed", actor_id=record["actor_id"], error=exc.code().name)
-                    break
-                if reply.HasField("spillback") and reply.spillback.port:
-                    address = f"{reply.spillback.ip}:{reply.spillback.port}"
-                    grant_or_reject = True
-                    continue
-                if reply.granted:
-                    return reply
-                break
+            if nodes:
+                node = next((n for n in nodes if n.is_head), nodes[0])
+                reply = await self._request_lease(ins, f"{node.ip}:{node.raylet_port}")
+                if reply is not None:
+                    worker = LeasedWorker(
+                        address=f"{reply.worker.ip}:{reply.worker.port}", pid=reply.worker_pid,
+                        node_id=reply.worker.node_id, worker_id=reply.worker.worker_id, lease_id=reply.lease_id)
+                    await self._apply(sm.WorkerLeased(ins.actor_id, ins.incarnation, worker))
+                    return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _create_once(self, record: dict) -> str:
-        if record["state"] != "RESTARTING":
-            record["state"] = "PENDING_CREATION"
-            await self.save(record)
-        reply = await self._lease(record)
-        address = f"{reply.worker.ip}:{reply.worker.port}"
-        record.update(
-            address=address, pid=reply.worker_pid, node_id=reply.worker.node_id,
-            worker_id=reply.worker.worker_id, lease_id=reply.lease_id,
-        )
-        return await self._watch(record, record["creation_spec"])
+    async def _request_lease(self, ins: sm.LeaseWorker, address: str) -> raylet_pb2.LeaseReply | None:
+        req = ins.request
+        grant_or_reject = False
+        for _ in range(3):
+            stub = raylet_pb2_grpc.RayletStub(self.channels.get(address))
+            request = raylet_pb2.LeaseRequest(
+                lease_key=ins.lease_key,
+                resources=common_pb2.ResourceMap(amounts=req.resources),
+                strategy=pickle.dumps(req.strategy),
+                owner_worker_id="gcs",
+                grant_or_reject=grant_or_reject,
+                task_name=req.task_name,
+                actor_spec=pickle.dumps({"actor_id": ins.actor_id, "hold": ins.hold}),
+                runtime_env_hash=ins.env_key,
+            )
+            try:
+                reply = await stub.RequestWorkerLease(request)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("actor_lease_failed", actor_id=ins.actor_id, error=exc.code().name)
+                return None
+            if reply.HasField("spillback") and reply.spillback.port:
+                address = f"{reply.spillback.ip}:{reply.spillback.port}"
+                grant_or_reject = True
+                continue
+            return reply if reply.granted else None
+        return None
 
-    async def _watch(self, record: dict, creation_spec: bytes | None) -> str:
-        """Open the actor's stream (sending the creation task, if any) and wait for its end.
+    # -- the actor's stream ----------------------------------------------------------------------
+    async def _watch(self, ins: sm.Watch, stream: _Stream) -> None:
+        """Open the stream (sending the creation task, if any), report what comes back, and
+        report the process gone when the stream ends."""
+        reason = await self._watch_once(ins, stream)
+        if self.streams.get(ins.actor_id) is not stream:
+            return  # StopWatching: nothing more is reported from this stream
+        del self.streams[ins.actor_id]
+        await self._apply(sm.WorkerDied(ins.actor_id, ins.incarnation, reason, time.time()))
 
-        A stream that never connected did not deliver anything: under load a connect to
-        a just-started worker can fail (gRPC "failed to connect to all addresses") while
-        the worker runs fine. Try again a few times before calling its process dead."""
-        delay = 0.05
-        for _ in range(6):
-            ended = await self._watch_once(record, creation_spec)
-            if ended != "unreachable":
-                return ended
-            log.warning("actor_worker_unreachable", actor_id=record["actor_id"], address=record.get("address"))
-            await asyncio.sleep(delay)
-            delay *= 2
-        return "ended"
+    async def _watch_once(self, ins: sm.Watch, stream: _Stream) -> str:
+        """Run the stream until it ends; return how (an ``ExitReason``)."""
+        channel = self.channels.get(ins.address)
+        try:
+            # connecting first tells "never reached" from "reached, then gone" without
+            # reading error texts: a stream that never connected delivered nothing
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("actor_worker_unreachable", actor_id=ins.actor_id, address=ins.address)
+            return sm.ExitReason.UNREACHABLE
+        if ins.creation_spec is not None:
+            stream.outbox.put_nowait(ins.creation_spec)
 
-    async def _watch_once(self, record: dict, creation_spec: bytes | None) -> str:
-        outbox: asyncio.Queue = asyncio.Queue()
-        if creation_spec is not None:
-            outbox.put_nowait(creation_spec)
-
-        async def requests():
+        async def requests() -> Any:
             while True:
-                item = await outbox.get()
+                item = await stream.outbox.get()
                 if item is None:
                     return
                 yield core_worker_pb2.TaskBatch(specs=[item])
 
-        stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(record["address"]))
+        stub = core_worker_pb2_grpc.CoreWorkerStub(channel)
         call = stub.PushTasks(requests())
-        answered = False
         try:
-            if creation_spec is None:
+            if ins.creation_spec is None:
                 # re-attached after a GCS restart: check the actor answers at all
                 await stub.GetObject(core_worker_pb2.GetObjectRequest(object_id=b"\0" * 20, timeout=0.01), timeout=5)
-                self._reattached(record["actor_id"])
+                await self._apply(sm.WorkerReattached(ins.actor_id, ins.incarnation))
             async for batch in call:
-                answered = True
                 for raw in batch.results:
                     result = pickle.loads(raw)
                     if result.status == 0:  # OK: created
-                        record["state"] = "ALIVE"
-                        record["start_time"] = record.get("start_time") or time.time()
-                        await self.save(record)
-                        log.info("actor_alive", actor_id=record["actor_id"], pid=record.get("pid"))
+                        await self._apply(sm.ConstructorDone(ins.actor_id, ins.incarnation, time.time()))
                     else:
-                        record["creation_error"] = result.extra
-                        await self._kill_owned(record)
-                        await self._mark_dead(record, "the actor's constructor raised an error")
-                        outbox.put_nowait(None)
-                        await self._kill_worker(record)
-                        return "created_failed"
+                        await self._apply(sm.ConstructorFailed(ins.actor_id, ins.incarnation, result.extra,
+                                                               time.time()))
+                    if self.streams.get(ins.actor_id) is not stream:
+                        return sm.ExitReason.STREAM_ENDED
         except grpc.aio.AioRpcError as exc:
-            if (not answered and exc.code() == grpc.StatusCode.UNAVAILABLE
-                    and "failed to connect" in (exc.details() or "")):
-                return "unreachable"
-            log.info("actor_stream_ended", actor_id=record["actor_id"], pid=record.get("pid"), state=record["state"],
+            log.info("actor_stream_ended", actor_id=ins.actor_id, address=ins.address,
                      code=exc.code().name, details=exc.details())
-        return "ended"
+        finally:
+            call.cancel()
+        return sm.ExitReason.STREAM_ENDED
 
-    async def _kill_worker(self, record: dict) -> None:
-        if not record.get("address"):
-            return
-        stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(record["address"]))
+    async def _kill_worker(self, actor_id: str, address: str) -> None:
+        stub = core_worker_pb2_grpc.CoreWorkerStub(self.channels.get(address))
         try:
             await stub.Exit(core_worker_pb2.ExitRequest(force=True, reason="actor killed"), timeout=2)
-        except grpc.aio.AioRpcError:
-            pass
-
-    # -- requests ----------------------------------------------------------------------
-    async def kill(self, actor_id: str, no_restart: bool, reason: str = "") -> bool:
-        record = self.records.get(actor_id)
-        if record is None or record["state"] == "DEAD":
-            return False
-        if no_restart:
-            record["killed"] = True
-            record["death_cause"] = reason or "killed by microray.kill()"
-            await self.save(record)
-        if record["state"] == "ALIVE":
-            await self._kill_worker(record)
-        elif no_restart:
-            task = self.tasks.pop(actor_id, None)
-            if task is not None:
-                task.cancel()
-            # a worker may already be leased and running the constructor: end it too
-            await self._kill_worker(record)
-            await self._kill_owned(record)
-            await self._mark_dead(record, record["death_cause"])
-        return True
-
-    async def _kill_owned(self, record: dict) -> None:
-        """Fate sharing, as in Ray: the non-detached actors an actor created die with
-        the process that created them (called when that process is gone)."""
-        address = record.get("address")
-        if not address:
-            return
-        for other in list(self.records.values()):
-            if (other is not record and other.get("owner") == address and other["state"] != "DEAD"
-                    and other.get("lifetime") != "detached"):
-                await self.kill(other["actor_id"], True, f"its owner, the actor {record['actor_id']}, died")
-
-    async def job_finished(self, job_id: str) -> None:
-        """Non-detached actors die with the job that created them."""
-        for record in list(self.records.values()):
-            if record.get("job_id") == job_id and record.get("lifetime") != "detached" and record["state"] != "DEAD":
-                await self.kill(record["actor_id"], True, "its owner (the job's driver) exited")
-
-    async def close(self) -> None:
-        for task in self.tasks.values():
-            task.cancel()
-        await self.channels.close()
+        except grpc.aio.AioRpcError as exc:
+            log.debug("actor_worker_exit_failed", actor_id=actor_id, address=address, code=exc.code().name)

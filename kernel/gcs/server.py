@@ -25,16 +25,17 @@ from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
 from microray.process import pid_alive as _pid_alive, report_start_failure
 from microray import rpc
+from microray.gcs.actor_record import ActorRecord, ActorState
 from microray.rpc import bind, make_server
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: actor records are ActorTableData messages (protocol/actor_table.proto), no longer pickles
+SCHEMA_VERSION = 2
 
 T_KV = "kv"
 T_NODES = "nodes"
 T_JOBS = "jobs"
-T_ACTORS = "actors"
 T_NAMED = "named_actors"
 T_META = "meta"
 
@@ -148,6 +149,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         await self.store.put(T_NODES, node_id.encode(), info.SerializeToString())
         log.warning("node_dead", node_id=node_id, reason=reason)
         self._notify("microray_node_removed", node=_node_dict(info))
+        await self.actors.node_died(node_id, reason)
 
     async def _probe_recovered_node(self, info: common_pb2.NodeInfo) -> None:
         """A node recorded ALIVE before this GCS started: when nothing listens at its raylet's
@@ -215,35 +217,22 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     # -- actors --------------------------------------------------------------
     async def RegisterActor(self, request, context):
-        record = pickle.loads(request.record)
-        name = record.get("name")
-        if name:
-            key = f"{record.get('namespace', '')}\x00{name}".encode()
+        record = ActorRecord.from_registration(pickle.loads(request.record))
+        if record.name:
+            key = f"{record.namespace}\x00{record.name}".encode()
             async with self._named_lock:
                 existing = await self.store.get(T_NAMED, key)
                 prior = self.actors.records.get(existing.decode()) if existing else None
-                if prior is not None and prior.get("state") != "DEAD":
+                if prior is not None and prior.state is not ActorState.DEAD:
                     return gcs_pb2.RegisterActorReply(
                         ok=False,
-                        error=f"Actor with name {name!r} already exists in the namespace "
-                        f"{record.get('namespace')!r}",
-                        existing=pickle.dumps(_public(prior)),
+                        error=f"Actor with name {record.name!r} already exists in the namespace "
+                        f"{record.namespace!r}",
+                        existing=pickle.dumps(prior.public()),
                     )
-                await self.store.put(T_NAMED, key, record["actor_id"].encode())
-        record.setdefault("state", "PENDING_CREATION")
-        record.setdefault("num_restarts", 0)
-        record["submit_time"] = time.time()
-        await self.store.put(T_ACTORS, record["actor_id"].encode(), pickle.dumps(record))
-        self.actors.register(record)
+                await self.store.put(T_NAMED, key, record.actor_id.encode())
+        await self.actors.register(record)
         return gcs_pb2.RegisterActorReply(ok=True)
-
-    async def UpdateActor(self, request, context):
-        record = pickle.loads(request.record)
-        known = self.actors.records.get(record["actor_id"])
-        if known is not None:
-            known.update(record)
-            await self.actors.save(known)
-        return common_pb2.Empty()
 
     async def GetActor(self, request, context):
         actor_id = request.actor_id
@@ -256,10 +245,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         record = self.actors.records.get(actor_id)
         if record is None:
             return gcs_pb2.ActorRecordReply(found=False)
-        return gcs_pb2.ActorRecordReply(found=True, record=pickle.dumps(_public(record)))
+        return gcs_pb2.ActorRecordReply(found=True, record=pickle.dumps(record.public()))
 
     async def ListActors(self, request, context):
-        records = [pickle.dumps(_public(r)) for r in self.actors.records.values()]
+        records = [pickle.dumps(r.public()) for r in self.actors.records.values()]
         return gcs_pb2.ActorListReply(records=records)
 
     async def KillActor(self, request, context):
@@ -288,6 +277,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         )
 
     def actor_changed(self, record: dict[str, Any]) -> None:
+        """An actor's state changed (``record``: its public dict): a DEAD actor's name is free."""
         if record.get("state") == "DEAD" and record.get("name"):
             key = f"{record.get('namespace', '')}\x00{record['name']}".encode()
             asyncio.get_running_loop().create_task(self._drop_name(key, record["actor_id"]))
@@ -311,11 +301,6 @@ def _node_dict(info: common_pb2.NodeInfo) -> dict[str, Any]:
         "resources": dict(info.total.amounts),
         "state": info.state,
     }
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    """An actor record without the creation task (which can be large)."""
-    return {k: v for k, v in record.items() if k != "creation_spec"}
 
 
 def _actor_summary(record: dict[str, Any]) -> dict[str, Any]:

@@ -101,11 +101,6 @@ class GcsStub:
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.ActorRecordRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_gcs__pb2.RegisterActorReply.FromString,
                 _registered_method=True)
-        self.UpdateActor = channel.unary_unary(
-                '/microray.Gcs/UpdateActor',
-                request_serializer=microray_dot_protocol_dot_gcs__pb2.ActorRecordRequest.SerializeToString,
-                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
-                _registered_method=True)
         self.GetActor = channel.unary_unary(
                 '/microray.Gcs/GetActor',
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.ActorLookupRequest.SerializeToString,
@@ -215,14 +210,10 @@ class GcsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterActor(self, request, context):
-        """Actors: the record is a pickled dict (see microray.gcs.actors).
+        """Actors. On the wire a record is a pickled dict: the creator's registration
+        (microray.actor), or ActorRecord.public() in replies (microray.gcs.actor_record).
+        The GCS store keeps ActorTableData messages (actor_table.proto).
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def UpdateActor(self, request, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -331,11 +322,6 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.RegisterActor,
                     request_deserializer=microray_dot_protocol_dot_gcs__pb2.ActorRecordRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_gcs__pb2.RegisterActorReply.SerializeToString,
-            ),
-            'UpdateActor': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateActor,
-                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.ActorRecordRequest.FromString,
-                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             ),
             'GetActor': grpc.unary_unary_rpc_method_handler(
                     servicer.GetActor,
@@ -720,33 +706,6 @@ class Gcs:
             '/microray.Gcs/RegisterActor',
             microray_dot_protocol_dot_gcs__pb2.ActorRecordRequest.SerializeToString,
             microray_dot_protocol_dot_gcs__pb2.RegisterActorReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UpdateActor(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/microray.Gcs/UpdateActor',
-            microray_dot_protocol_dot_gcs__pb2.ActorRecordRequest.SerializeToString,
-            microray_dot_protocol_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,7 @@ import pytest
 import microray as ray
 from microray import node
 from microray.exceptions import ConfigError, RaySystemError
+from microray.gcs.server import SCHEMA_VERSION
 
 from .helpers import assert_no_leaks, cli, processes_with_env, raw_put, schema_key, wait_for
 
@@ -50,13 +51,15 @@ def test_unreachable_store_fails_cli_start(cli_root):
              what="no process of the head that failed to start")
 
 
-def test_store_with_another_schema_version_is_refused(make_cluster, store):
+@pytest.mark.parametrize("stored", [99, 1])  # a newer microray's namespace; one with pickled actor records
+def test_store_with_another_schema_version_is_refused(make_cluster, store, stored):
     kind = store.name
-    raw_put(kind, store.server.url, schema_key(kind, store.options["namespace"]), b"99")
+    raw_put(kind, store.server.url, schema_key(kind, store.options["namespace"]), str(stored).encode())
     with pytest.raises(RaySystemError) as info:
         make_cluster(gcs_store=kind, gcs_store_options=store.options)
     message = str(info.value)
-    assert "schema version 99" in message and "schema version 1" in message, message
+    assert f"holds GCS schema version {stored}," in message, message
+    assert f"uses schema version {SCHEMA_VERSION};" in message, message
     assert store.options["namespace"] in message, message
     assert not ray.is_initialized()
     assert_no_leaks(timeout=10)
