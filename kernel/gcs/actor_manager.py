@@ -42,7 +42,7 @@ class _Stream:
 
     def __init__(self) -> None:
         self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class ActorManager:
@@ -50,10 +50,11 @@ class ActorManager:
         self.gcs = gcs  # the GcsServicer: store, nodes, actor_changed
         self.channels = ChannelPool()
         self.machine = sm.ActorStateMachine()
-        self.leases: dict[str, asyncio.Task] = {}
+        self.leases: dict[str, asyncio.Task[None]] = {}
         self.streams: dict[str, _Stream] = {}
         self.waiters: dict[str, asyncio.Event] = {}
         self._store_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def records(self) -> dict[str, ActorRecord]:
@@ -81,9 +82,12 @@ class ActorManager:
         """Non-detached actors die with the job that created them."""
         await self._apply(sm.JobFinished(job_id, time.time()))
 
-    async def node_died(self, node_id: str, reason: str) -> None:
-        """The actors running on a dead node restart elsewhere (or die)."""
-        await self._apply(sm.NodeDied(node_id, reason, time.time()))
+    def node_died(self, node_id: str, reason: str) -> None:
+        """The actors running on a dead node restart elsewhere (or die): handled in the
+        background, so that whoever declared the node dead is not kept waiting."""
+        task = asyncio.get_running_loop().create_task(self._apply(sm.NodeDied(node_id, reason, time.time())))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def wait_reattached(self, actor_id: str, timeout: float = 10.0) -> None:
         """Until a record recovered as ALIVE is confirmed or updated, so that no caller gets
@@ -97,7 +101,7 @@ class ActorManager:
             pass
 
     async def close(self) -> None:
-        for task in [*self.leases.values(), *(s.task for s in self.streams.values() if s.task)]:
+        for task in [*self.leases.values(), *(s.task for s in self.streams.values() if s.task), *self._background]:
             task.cancel()
         await self.channels.close()
 
@@ -140,14 +144,14 @@ class ActorManager:
         else:  # pragma: no cover -- a new instruction without a branch here
             raise TypeError(f"ActorManager cannot carry out {ins!r}")
 
-    def _spawn(self, tasks: dict[str, asyncio.Task], actor_id: str, coro: Any) -> None:
+    def _spawn(self, tasks: dict[str, asyncio.Task[None]], actor_id: str, coro: Any) -> None:
         self._cancel(tasks.get(actor_id))
         task = asyncio.get_running_loop().create_task(coro)
         tasks[actor_id] = task
         task.add_done_callback(lambda t: tasks.pop(actor_id, None) if tasks.get(actor_id) is t else None)
 
     @staticmethod
-    def _cancel(task: asyncio.Task | None) -> None:
+    def _cancel(task: asyncio.Task[None] | None) -> None:
         # an instruction carried out by the very task it stops (its own event led to it)
         # must not cancel the rest of that task's instructions
         if task is not None and task is not asyncio.current_task():
@@ -172,6 +176,8 @@ class ActorManager:
                     worker = LeasedWorker(
                         address=f"{reply.worker.ip}:{reply.worker.port}", pid=reply.worker_pid,
                         node_id=reply.worker.node_id, worker_id=reply.worker.worker_id, lease_id=reply.lease_id)
+                    if self.leases.get(ins.actor_id) is asyncio.current_task():
+                        del self.leases[ins.actor_id]  # granted: nothing outstanding to cancel
                     await self._apply(sm.WorkerLeased(ins.actor_id, ins.incarnation, worker))
                     return
             await asyncio.sleep(delay)

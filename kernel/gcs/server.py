@@ -149,7 +149,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         await self.store.put(T_NODES, node_id.encode(), info.SerializeToString())
         log.warning("node_dead", node_id=node_id, reason=reason)
         self._notify("microray_node_removed", node=_node_dict(info))
-        await self.actors.node_died(node_id, reason)
+        self.actors.node_died(node_id, reason)
 
     async def _probe_recovered_node(self, info: common_pb2.NodeInfo) -> None:
         """A node recorded ALIVE before this GCS started: when nothing listens at its raylet's
@@ -217,7 +217,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     # -- actors --------------------------------------------------------------
     async def RegisterActor(self, request, context):
-        record = ActorRecord.from_registration(pickle.loads(request.record))
+        try:
+            record = ActorRecord.from_registration(pickle.loads(request.record))
+        except ValueError as exc:
+            return gcs_pb2.RegisterActorReply(ok=False, error=str(exc))
         if record.name:
             key = f"{record.namespace}\x00{record.name}".encode()
             async with self._named_lock:
