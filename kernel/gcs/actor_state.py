@@ -240,10 +240,10 @@ class ActorStateMachine:
 
     def handle(self, event: Event) -> list[Instruction]:
         """Apply ``event``; return what the shell must do, in order."""
-        handler = getattr(self, "_on_" + type(event).__name__, None)
+        handler = _HANDLERS.get(type(event))
         if handler is None:
             raise TypeError(f"ActorStateMachine.handle got {event!r}; expected one of the events of {__name__}")
-        out: list[Instruction] = handler(event)
+        out: list[Instruction] = handler(self, event)
         return out
 
     # -- events ---------------------------------------------------------------------------
@@ -432,3 +432,17 @@ class ActorStateMachine:
     def _stale(self) -> list[Instruction]:
         self.ignored += 1
         return []
+
+
+_HANDLERS: dict[type, Any] = {
+    ActorRegistered: ActorStateMachine._on_ActorRegistered,
+    WorkerLeased: ActorStateMachine._on_WorkerLeased,
+    ConstructorDone: ActorStateMachine._on_ConstructorDone,
+    ConstructorFailed: ActorStateMachine._on_ConstructorFailed,
+    WorkerReattached: ActorStateMachine._on_WorkerReattached,
+    WorkerDied: ActorStateMachine._on_WorkerDied,
+    NodeDied: ActorStateMachine._on_NodeDied,
+    KillRequested: ActorStateMachine._on_KillRequested,
+    JobFinished: ActorStateMachine._on_JobFinished,
+    GcsRecovered: ActorStateMachine._on_GcsRecovered,
+}

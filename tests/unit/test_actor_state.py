@@ -438,3 +438,9 @@ def test_public_view_keeps_the_names_callers_read() -> None:
     assert "creation_spec" not in view
     assert view["lifetime"] == "detached" and view["state"] == "PENDING_CREATION"
     assert view["pid"] is None and view["start_time"] is None and view["death_cause"] is None
+
+
+def test_every_event_has_a_handler() -> None:
+    from typing import get_args
+
+    assert set(sm._HANDLERS) == set(get_args(sm.Event))
