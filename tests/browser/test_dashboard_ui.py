@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import microray as ray
-from dashboard.support import N_TASKS, Dash, run_workload, start_dashboard_cluster, wait_for
+from dashboard.support import N_TASKS, Dash, wait_for
 
 pytestmark = pytest.mark.slow  # chaos, browser, real-server and heavy-I/O tests: not in `tox -e fast`
 
@@ -29,15 +29,6 @@ if not Path(CHROMIUM).exists():  # .ci/run installs it; a dev box without it ski
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def dash() -> Any:
-    d = start_dashboard_cluster()
-    try:
-        run_workload(d)
-        yield d
-    finally:
-        d.refs.clear()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

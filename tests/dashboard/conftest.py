@@ -3,19 +3,4 @@ test module (with the workload of ``support.run_workload``), stopped when the mo
 
 from __future__ import annotations
 
-import pytest
-
-import microray as ray
-
-from .support import Dash, run_workload, start_dashboard_cluster
-
-
-@pytest.fixture(scope="module")
-def dash() -> Dash:
-    d = start_dashboard_cluster()
-    try:
-        run_workload(d)
-        yield d
-    finally:
-        d.refs.clear()
-        ray.shutdown()
+from .support import dash  # noqa: F401 -- the fixture

@@ -130,3 +130,16 @@ def run_workload(d: Dash) -> None:
 
 
 __all__ = ["Dash", "N_TASKS", "Reply", "start_dashboard_cluster", "wait_for", "run_workload"]
+
+
+@pytest.fixture(scope="module")
+def dash() -> Any:
+    """One cluster with the ``web`` dashboard per test module, with ``run_workload`` done;
+    stopped when the module ends. Used as a fixture by the dashboard and browser tests."""
+    d = start_dashboard_cluster()
+    try:
+        run_workload(d)
+        yield d
+    finally:
+        d.refs.clear()
+        ray.shutdown()

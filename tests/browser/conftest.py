@@ -1,0 +1,3 @@
+"""``dash``: the dashboard tests' cluster fixture (one web-dashboard cluster per module)."""
+
+from dashboard.support import dash  # noqa: F401 -- the fixture
