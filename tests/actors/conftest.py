@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import microray as ray
+from microray.testing.clusters import EmbeddedClusters, StartedCluster
 
 from .helpers import (
     EVENTS_ENV,
@@ -49,32 +50,18 @@ os.environ.setdefault(EVENTS_ENV, os.path.join(tempfile.mkdtemp(prefix="microray
 
 
 # -- embedded clusters ---------------------------------------------------------------------
-_current: dict[str, Any] = {"kwargs": None}
+def _describe(started: StartedCluster) -> Any:
+    mark_baseline(started.baseline)  # what ran before the cluster is not a leak
+    return ray.api._worker
 
 
-def _start(**kwargs: Any) -> None:
-    if ray.is_initialized():
-        _stop()
-    kwargs.setdefault("num_cpus", 2)
-    kwargs.setdefault("include_dashboard", False)
-    mark_baseline()
-    ray.init(**kwargs)
-    _current["kwargs"] = kwargs
-
-
-def _stop() -> None:
-    _current["kwargs"] = None
-    ray.shutdown()
-    assert_no_leaks()
+clusters = EmbeddedClusters(shared={}, defaults={"num_cpus": 2, "include_dashboard": False},
+                            describe=_describe, check_leaks=lambda _started: assert_no_leaks())
 
 
 @pytest.fixture(scope="module")
 def _module_guard():
-    if ray.is_initialized():  # a cluster some other test folder left running
-        _stop()
-    yield
-    if ray.is_initialized():
-        _stop()
+    yield from clusters.module_guard()
 
 
 def _head_gcs_pid() -> int | None:
@@ -90,16 +77,8 @@ def _gcs_watch():
     pid = _head_gcs_pid() if ray.is_initialized() else None
     if pid and not pid_alive(pid):
         session = ray.api._worker.session_dir
-        _stop_quietly()
+        clusters.stop_quietly()
         pytest.fail(f"the cluster's GCS process (pid {pid}) died during the test; see {session}/logs")
-
-
-def _stop_quietly() -> None:
-    _current["kwargs"] = None
-    try:
-        ray.shutdown()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 @pytest.fixture
@@ -107,25 +86,14 @@ def cluster(_module_guard):
     """A shared 2-CPU embedded cluster, reused by the tests of a module."""
     pid = _head_gcs_pid() if ray.is_initialized() else None
     if pid and not pid_alive(pid):  # never reuse a cluster whose GCS is gone
-        _stop_quietly()
-    if not ray.is_initialized() or _current["kwargs"] != {"num_cpus": 2, "include_dashboard": False}:
-        _start(num_cpus=2)
-    return ray.api._worker
+        clusters.stop_quietly()
+    return clusters.shared_cluster()
 
 
 @pytest.fixture
 def make_cluster(_module_guard):
     """``make_cluster(**init_kwargs)``: a cluster with the test's own arguments, stopped after it."""
-    started = []
-
-    def make(**kwargs: Any) -> Any:
-        _start(**kwargs)
-        started.append(kwargs)
-        return ray.api._worker
-
-    yield make
-    if started and ray.is_initialized():
-        _stop()
+    yield from clusters.per_test()
 
 
 # -- a head node started by the CLI ---------------------------------------------------------

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from microray.testing import processes
 from microray.testing.processes import pid_alive  # noqa: F401 -- used by the tests
@@ -45,11 +45,11 @@ def wait_state(handle_or_id: Any, state: str, timeout: float = 15.0) -> dict:
 _BASELINE: set[int] = set()
 
 
-def mark_baseline() -> None:
-    """Remember the processes below us now (e.g. the Redis/etcd servers of another folder's
-    session fixtures): a cluster started after this cannot have left them behind."""
+def mark_baseline(pids: Iterable[int] | None = None) -> None:
+    """Remember the processes below us now, or ``pids`` (e.g. the Redis/etcd servers of
+    another folder's session fixtures): a cluster started after this cannot have left them."""
     _BASELINE.clear()
-    _BASELINE.update(processes.descendants())
+    _BASELINE.update(processes.descendants() if pids is None else pids)
 
 
 def assert_no_leaks(timeout: float = 20.0) -> None:

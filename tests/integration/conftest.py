@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import microray as ray
+from microray.testing.clusters import EmbeddedClusters, StartedCluster
 from microray.testing.processes import assert_no_stray_processes, descendants, wait_for
 
 SHM_DIR = "/dev/shm"
@@ -71,7 +72,6 @@ class ClusterInfo:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("raylet-*.log")))
 
 
-_current: dict[str, ClusterInfo | None] = {"info": None}
 # processes that ran before this package's first test (other suites' servers)
 _outside_baseline: set[int] = set()
 
@@ -82,69 +82,49 @@ def _outside_processes():
     yield
 
 
-def _start(**kwargs: Any) -> ClusterInfo:
-    if ray.is_initialized():
-        _stop()
-    kwargs.setdefault("num_cpus", 2)
-    baseline = frozenset(descendants())
-    ctx = ray.init(**kwargs)
+def _describe(started: StartedCluster) -> ClusterInfo:
     w = ray.api._worker
-    info = ClusterInfo(ctx, w.store_namespace, w.session_dir, w.node_id, kwargs, baseline)
-    _current["info"] = info
-    return info
+    return ClusterInfo(started.context, w.store_namespace, w.session_dir, w.node_id, started.kwargs,
+                       started.baseline)
 
 
-def _stop() -> None:
-    info = _current["info"]
-    _current["info"] = None
-    ns = info.namespace if info is not None else None
-    baseline = info.baseline if info is not None else frozenset(_outside_baseline)
-    if ns is None and ray.is_initialized():
-        ns = ray.api._worker.store_namespace
-    ray.shutdown()
-    assert_no_leaks(ns, baseline)
+def _check_leaks(started: StartedCluster | None) -> None:
+    if started is None:
+        assert_no_leaks(None, frozenset(_outside_baseline))
+    else:
+        assert_no_leaks(started.info.namespace, started.baseline)
+
+
+clusters = EmbeddedClusters(shared={"num_cpus": 2}, defaults={"num_cpus": 2}, describe=_describe,
+                            check_leaks=_check_leaks)
 
 
 @pytest.fixture(scope="module")
 def _module_cluster_guard():
     """Stops whatever cluster is left running when a module ends (with a leak check)."""
-    yield
-    if ray.is_initialized() or _current["info"] is not None:
-        _stop()
+    yield from clusters.module_guard()
 
 
 @pytest.fixture
 def cluster(_module_cluster_guard) -> ClusterInfo:
     """A shared 2-CPU embedded cluster (reused by the tests of a module)."""
-    info = _current["info"]
-    if info is None or info.kwargs != {"num_cpus": 2} or not ray.is_initialized():
-        info = _start(num_cpus=2)
-    return info
+    return clusters.shared_cluster()
 
 
 @pytest.fixture
 def make_cluster(_module_cluster_guard):
     """``make_cluster(**init_kwargs)``: a cluster of the test's own, stopped after it."""
-    started = []
-
-    def make(**kwargs: Any) -> ClusterInfo:
-        info = _start(**kwargs)
-        started.append(info)
-        return info
-
-    yield make
-    if started and (ray.is_initialized() or _current["info"] is not None):
-        _stop()
+    yield from clusters.per_test()
 
 
 @pytest.fixture
 def no_cluster(_module_cluster_guard) -> frozenset:
     """Makes sure no cluster is running (for tests of ``init`` errors); leak-checks after.
     Yields our descendants at the start (pass it to ``stray_processes``)."""
-    if ray.is_initialized() or _current["info"] is not None:
-        _stop()
+    if clusters.running():
+        clusters.stop()
     baseline = frozenset(descendants())
     yield baseline
     if ray.is_initialized():
-        _stop()
+        clusters.stop()
     assert_no_leaks(None, baseline)

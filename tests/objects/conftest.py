@@ -30,14 +30,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 import microray as ray
 from microray.testing import processes
-from microray.testing.processes import descendants, wait_for
+from microray.testing.clusters import EmbeddedClusters, StartedCluster
+from microray.testing.processes import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_ENV = "TEST_OBJECT_EVENTS_FILE"  # no MICRORAY_ prefix: those are config keys
@@ -146,13 +146,7 @@ def read_events() -> list[dict]:
 
 
 # -- leak checks ------------------------------------------------------------------------------
-_BASELINE: set[int] = set()
-
-
-def _mark_baseline() -> None:
-    """Descendants alive before a cluster starts (other suites' servers, trackers): not ours."""
-    _BASELINE.clear()
-    _BASELINE.update(descendants())
+_BASELINE: set[int] = set()  # descendants alive before the cluster started: not ours
 
 
 def stray_processes() -> list[psutil.Process]:
@@ -181,58 +175,36 @@ class ClusterInfo:
     kwargs: dict
 
 
-_current: dict[str, ClusterInfo | None] = {"info": None}
-
-
-def _start(**kwargs: Any) -> ClusterInfo:
-    if ray.is_initialized():
-        _stop()
-    _mark_baseline()
-    kwargs.setdefault("num_cpus", 2)
-    ray.init(**kwargs)
+def _describe(started: StartedCluster) -> ClusterInfo:
     w = ray.api._worker
-    info = ClusterInfo(w.store_namespace, w.session_dir, spill_dir(), kwargs)
-    _current["info"] = info
-    return info
+    return ClusterInfo(w.store_namespace, w.session_dir, spill_dir(), started.kwargs)
 
 
-def _stop() -> None:
-    info, _current["info"] = _current["info"], None
-    gc.collect()
-    ray.shutdown()
-    if info is not None:
-        assert_no_leaks(info.namespace, info.spill_dir)
+def _check_leaks(started: StartedCluster | None) -> None:
+    if started is not None:
+        _BASELINE.clear()
+        _BASELINE.update(started.baseline)
+        assert_no_leaks(started.info.namespace, started.info.spill_dir)
     else:
         assert_no_leaks(None, None)
 
 
+clusters = EmbeddedClusters(shared=SHARED_KWARGS, defaults={"num_cpus": 2}, describe=_describe,
+                            check_leaks=_check_leaks)
+
+
 @pytest.fixture(scope="module")
 def _module_guard():
-    if ray.is_initialized():  # a cluster another test folder left running
-        ray.shutdown()
-    yield
-    if ray.is_initialized() or _current["info"] is not None:
-        _stop()
+    yield from clusters.module_guard()
 
 
 @pytest.fixture
 def cluster(_module_guard) -> ClusterInfo:
     """The shared cluster of a module (``SHARED_KWARGS``)."""
-    info = _current["info"]
-    if info is None or info.kwargs != SHARED_KWARGS or not ray.is_initialized():
-        info = _start(**SHARED_KWARGS)
-    return info
+    return clusters.shared_cluster()
 
 
 @pytest.fixture
 def make_cluster(_module_guard):
-    started = []
-
-    def make(**kwargs: Any) -> ClusterInfo:
-        info = _start(**kwargs)
-        started.append(info)
-        return info
-
-    yield make
-    if started and (ray.is_initialized() or _current["info"] is not None):
-        _stop()
+    """``make_cluster(**init_kwargs)``: a cluster of the test's own, stopped after it."""
+    yield from clusters.per_test()
