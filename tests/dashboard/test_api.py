@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import microray as ray
 
 from .support import N_TASKS, Dash, square, wait_for
