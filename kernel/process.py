@@ -155,10 +155,24 @@ def _close_fds_except(keep: set[int]) -> None:
                 pass
 
 
-def spawn_child(argv: Sequence[str], *, pass_fds: Sequence[int] = (), log_path: str, embedded: bool) -> Child:
-    """Start a fresh interpreter running ``argv`` (after ``python``)."""
+def spawn_child(
+    argv: Sequence[str],
+    *,
+    pass_fds: Sequence[int] = (),
+    log_path: str,
+    embedded: bool,
+    death_signal: bool = True,
+    env_vars: dict[str, str] | None = None,
+) -> Child:
+    """Start a fresh interpreter running ``argv`` (after ``python``).
+
+    An embedded child dies with this process (``PR_SET_PDEATHSIG``, armed between fork
+    and exec) unless ``death_signal`` is False: a parent that runs other threads may
+    not run Python code there, so such a child arms the signal itself (see
+    ``die_with_parent``). ``env_vars`` are added to the child's environment."""
     env = dict(os.environ)
     env.pop("MICRORAY_ADDRESS", None)
+    env.update(env_vars or {})
     with open(log_path, "ab") as err:
         popen = subprocess.Popen(
             [sys.executable, *argv],
@@ -168,7 +182,7 @@ def spawn_child(argv: Sequence[str], *, pass_fds: Sequence[int] = (), log_path: 
             stderr=err,
             start_new_session=not embedded,
             env=env,
-            preexec_fn=die_with_parent if embedded else None,
+            preexec_fn=die_with_parent if embedded and death_signal else None,
         )
     return Child(popen.pid, popen)
 
@@ -224,6 +238,32 @@ def report_start_failure(ready_fd: int | None, exc: BaseException) -> None:
         os.write(ready_fd, f"ERROR {type(exc).__name__}: {exc}\n".encode())
     except OSError:
         pass
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (``PR_SET_CHILD_SUBREAPER``):
+    a process whose parent dies is re-parented to us instead of to init, so we can
+    ``waitpid`` it and learn how it ended. False when the kernel refuses."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def describe_exit(code: int) -> str:
+    """How a process ended, from ``os.waitstatus_to_exitcode``'s value: ``"exited with
+    code 3"`` or ``"killed by signal 11 (SIGSEGV)"`` (a negative code is a signal)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    return f"killed by signal {-code} ({name})"
 
 
 def pid_alive(pid: int) -> bool:

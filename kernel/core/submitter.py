@@ -470,6 +470,7 @@ class TaskSubmitter:
         lease.inflight.clear()
         if not lease.closing or lost:
             self._release(lease, disconnect=True)
+        failed = []
         for entry in lost:
             if entry.cancelled:
                 self._fail(entry, serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes())
@@ -480,11 +481,42 @@ class TaskSubmitter:
                 self.events.state(entry.spec.task_id, "PENDING_NODE_ASSIGNMENT", attempt=entry.spec.attempt)
                 state.queue.appendleft(entry)
             else:
+                failed.append(entry)
+        if lost and isinstance(lease, Lease) and not self.closed:
+            self.loop.create_task(self._worker_died(lease, failed, len(lost)))
+        else:
+            for entry in failed:
                 msg = (f"The worker (pid {lease.pid}) running task {entry.spec.function_name} died "
                        f"unexpectedly; no retries left (max_retries={entry.spec.max_retries}).")
                 self._fail(entry, serialization.serialize_error(WorkerCrashedError(msg)).to_bytes())
         if state is not None and not self.closed:
             self._pump(lease.key)
+
+    async def _worker_died(self, lease: Lease, failed: list[TaskEntry], lost: int) -> None:
+        """Ask the worker's raylet how it ended; log it, and fail the tasks that have no
+        retry left with a ``WorkerCrashedError`` that says so."""
+        reason = ""
+        try:
+            reply = await lease.raylet.GetWorkerExit(
+                raylet_pb2.WorkerExitRequest(worker_id=lease.worker_id, wait_s=5.0), timeout=10
+            )
+            reason = reply.reason
+        except grpc.aio.AioRpcError as exc:
+            reason = f"unknown: its raylet did not answer ({exc.code().name})"
+        log.warning("worker_died", worker_id=lease.worker_id, worker_pid=lease.pid, reason=reason or "unknown",
+                    tasks_lost=lost, tasks_failed=len(failed))
+        how = f" ({reason})" if reason else " unexpectedly"
+        for entry in failed:
+            if entry.done:
+                continue
+            if entry.cancelled:
+                err = TaskCancelledError(entry.spec.task_id.hex())
+            else:
+                err = WorkerCrashedError(
+                    f"The worker (pid {lease.pid}) running task {entry.spec.function_name} died{how}; "
+                    f"no retries left (max_retries={entry.spec.max_retries})."
+                )
+            self._fail(entry, serialization.serialize_error(err).to_bytes())
 
     # -- cancel ------------------------------------------------------------------
     def cancel(self, task_id: bytes, force: bool) -> bool:

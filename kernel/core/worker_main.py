@@ -1,7 +1,8 @@
-"""Entry point of a worker process (forked by the zygote)."""
+"""Entry point of a worker process (forked by the zygote, or spawned by the raylet)."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 from typing import Any
@@ -23,6 +24,9 @@ def _redirect_output(logs: str, worker_id: str) -> None:
 def run(worker_id: str, args: dict[str, Any]) -> None:
     logs = os.path.join(args["session_dir"], "logs")
     _redirect_output(logs, worker_id)
+    # a fatal signal (SIGSEGV, SIGBUS, SIGFPE, SIGABRT, SIGILL) leaves the Python stack of
+    # every thread in the worker's .err log before the process dies
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     log_setup.configure(level="info", log_file=os.path.join(logs, f"worker-{worker_id[:12]}.log"))
     structlog.contextvars.bind_contextvars(component="worker", worker_id=worker_id)
     from microray.core.worker import WORKER, CoreWorker

@@ -97,6 +97,20 @@ class WorkerIdRequest(_message.Message):
     worker_id: str
     def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
 
+class WorkerExitRequest(_message.Message):
+    __slots__ = ("worker_id", "wait_s")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    wait_s: float
+    def __init__(self, worker_id: _Optional[str] = ..., wait_s: _Optional[float] = ...) -> None: ...
+
+class WorkerExitReply(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
 class NodeStatsReply(_message.Message):
     __slots__ = ("node", "workers")
     NODE_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,11 @@ class RayletStub:
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.GetWorkerExit = channel.unary_unary(
+                '/microray.Raylet/GetWorkerExit',
+                request_serializer=microray_dot_protocol_dot_raylet__pb2.WorkerExitRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_raylet__pb2.WorkerExitReply.FromString,
+                _registered_method=True)
 
 
 class RayletServicer:
@@ -133,6 +138,14 @@ class RayletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkerExit(self, request, context):
+        """How a worker process of this node ended ("exited with code 3", "killed by signal
+        11 (SIGSEGV)"), waiting up to wait_s seconds for it to end; "" if it has not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RayletServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +188,11 @@ def add_RayletServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                     response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'GetWorkerExit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkerExit,
+                    request_deserializer=microray_dot_protocol_dot_raylet__pb2.WorkerExitRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_raylet__pb2.WorkerExitReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +412,33 @@ class Raylet:
             '/microray.Raylet/Shutdown',
             microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkerExit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Raylet/GetWorkerExit',
+            microray_dot_protocol_dot_raylet__pb2.WorkerExitRequest.SerializeToString,
+            microray_dot_protocol_dot_raylet__pb2.WorkerExitReply.FromString,
             options,
             channel_credentials,
             insecure,

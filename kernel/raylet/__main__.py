@@ -24,13 +24,20 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     args = parser.parse_args(argv)
     logs = os.path.join(args.session_dir, "logs")
     os.makedirs(logs, exist_ok=True)
+    from microray.process import become_subreaper
     from microray.raylet import zygote as zygote_mod
 
+    # workers are re-parented to us when the zygote's middle process exits: we reap them
+    become_subreaper()
     zygote = zygote_mod.start(
-        {"session_dir": args.session_dir, "node_id": args.node_id},
+        {"session_dir": args.session_dir, "node_id": args.node_id, "config_json": args.config_json},
         start_method,
         os.path.join(logs, f"zygote-{args.node_id[:8]}.err"),
     )
+    import signal
+
+    # a write to a zygote that just died must fail with EPIPE, not kill the node
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     from microray import config as config_mod
     from microray import log as log_setup
     import structlog

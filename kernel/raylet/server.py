@@ -11,7 +11,6 @@ import os
 import pickle
 import shutil
 import signal
-import subprocess
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from microray.plugin_manager import get_plugin_manager
 from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
+from microray.raylet.worker_processes import WorkerProcesses
 from microray import rpc
 from microray.rpc import OPTIONS, bind, is_unavailable, make_server
 
@@ -52,7 +52,11 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.node_id = node_id
         self.session_dir = session_dir
         self.gcs_address = gcs_address
-        self.zygote = zygote
+        self.procs = WorkerProcesses(
+            zygote, node_id=node_id, session_dir=session_dir, on_forked=self.on_worker_forked,
+            on_exit=self.on_worker_exit, on_lost=self.on_workers_lost, lookup=self._worker_id_of,
+        )
+        self.procs.io_loop = cfg.io_loop
         self.is_head = is_head
         self.total = node_resources(cfg)
         self.leases = LeaseManager(self.total)
@@ -146,12 +150,13 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                     continue
                 default_idle -= 1
             log.info("idle_worker_stopped", worker_id=w.worker_id, worker_pid=w.pid)
-            self._kill_worker(w.pid)
+            self._kill_worker(w.pid, "idle")
 
     async def heartbeat_loop(self) -> None:
         period = self.cfg.heartbeat_period_s
         while True:
             await asyncio.sleep(period)
+            self.procs.reap()  # orphans re-parented to us; workers are reaped at once anyway
             self.reap_idle_workers()
             self.check_drivers()
             try:
@@ -179,29 +184,37 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         for _ in range(count):
             worker_id = new_hex_id()
             self.worker_env[worker_id] = env
-            self.zygote.request(
-                {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.address,
-                 "io_loop": self.cfg.io_loop}
-            )
+            self.procs.start(worker_id, env_vars)
 
-    def on_zygote_output(self) -> None:
-        events = self.zygote.read_events()
-        if events is None:
-            log.error("zygote_exited", node_id=self.node_id)
-            asyncio.get_running_loop().remove_reader(self.zygote.fileno())
-            self.stopped.set()
-            return
-        for msg in events:
-            if msg["op"] == "forked":
-                if msg["worker_id"] in self.worker_env:  # not registered yet
-                    self.leases.worker_started(msg["worker_id"], msg["pid"], self.worker_env.pop(msg["worker_id"]))
-            elif msg["op"] == "exited":
-                w = self.leases.worker_by_pid(msg["pid"])
-                if w is not None:
-                    self.leases.worker_exited(w.worker_id)
-                    self.free_objects_of(w.worker_id)
-                    log.info("worker_exited", worker_id=w.worker_id, worker_pid=msg["pid"], status=msg["status"], lease=w.lease_id)
-                    self.dispatch()
+    def on_worker_forked(self, worker_id: str, pid: int) -> None:
+        if worker_id in self.worker_env:  # not registered yet
+            self.leases.worker_started(worker_id, pid, self.worker_env.pop(worker_id))
+
+    def on_workers_lost(self, worker_ids: list[str]) -> None:
+        """Workers asked for will not start (their zygote died first): start others.
+        Their env stays known, in case one was forked after all and registers."""
+        for worker_id in worker_ids:
+            env = self.worker_env.get(worker_id)
+            if env is not None and worker_id not in self.leases.workers:
+                self.leases.starting[env] = max(0, self.leases.starting.get(env, 0) - 1)
+        self.dispatch()
+
+    def _worker_id_of(self, pid: int) -> str | None:
+        w = self.leases.worker_by_pid(pid)
+        return w.worker_id if w is not None else None
+
+    def on_worker_exit(self, worker_id: str, pid: int, reason: str) -> None:
+        w = self.leases.worker_by_pid(pid)
+        expected = reason.startswith("exited with code 0") or "sent by the raylet" in reason
+        (log.info if expected else log.warning)(
+            "worker_exited", worker_id=worker_id, worker_pid=pid, reason=reason, lease=w.lease_id if w else ""
+        )
+        if w is not None:
+            self.leases.worker_exited(w.worker_id)
+        if worker_id:
+            self.free_objects_of(worker_id)
+        if w is not None:
+            self.dispatch()
 
     def dispatch(self) -> None:
         grants, to_start = self.leases.dispatch()
@@ -302,7 +315,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         if w is None or not w.is_actor:
             return
         log.warning("actor_worker_superseded", lease_key=lease_key, worker_id=w.worker_id, worker_pid=w.pid)
-        self._kill_worker(w.pid)
+        self._kill_worker(w.pid, "its actor was placed again")
 
     async def ReturnWorker(self, request, context):
         if request.disconnect:
@@ -311,7 +324,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             worker_id = self.leases.by_lease.get(request.lease_id)
             w = self.leases.worker_exited(worker_id) if worker_id else None
             if w is not None:
-                self._kill_worker(w.pid)
+                self._kill_worker(w.pid, "its lease holder lost the connection to it")
                 self.free_objects_of(w.worker_id)
         else:
             self.leases.release(request.lease_id)
@@ -379,11 +392,12 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         asyncio.get_running_loop().call_later(0.01, self.stopped.set)
         return common_pb2.Empty()
 
-    def _kill_worker(self, pid: int) -> None:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    async def GetWorkerExit(self, request, context):
+        reason = await self.procs.exit_reason(request.worker_id, min(max(request.wait_s, 0.0), 10.0))
+        return raylet_pb2.WorkerExitReply(reason=reason)
+
+    def _kill_worker(self, pid: int, why: str = "stopped by the raylet") -> None:
+        self.procs.kill(pid, why)
 
 
 def node_resources(cfg: config_mod.Config) -> dict[str, float]:
@@ -408,11 +422,12 @@ async def serve(
 ) -> None:
     raylet = Raylet(cfg, node_id, session_dir, gcs_address, zygote, is_head)
     loop = asyncio.get_running_loop()
-    loop.add_reader(zygote.fileno(), raylet.on_zygote_output)
+    raylet.procs.attach(loop)
     server = make_server()
     raylet_pb2_grpc.add_RayletServicer_to_server(raylet, server)
     raylet.port = bind(server, cfg.node_ip, port)
     raylet.address = f"{cfg.node_ip}:{raylet.port}"
+    raylet.procs.raylet_address = raylet.address
     await server.start()
     if cfg.prestart_workers:
         # one worker ready for the first task; the zygote forks more in milliseconds when
@@ -437,15 +452,10 @@ async def serve(
     except grpc.aio.AioRpcError as exc:
         if not is_unavailable(exc):
             log.warning("unregister_failed", error=str(exc))
-    loop.remove_reader(zygote.fileno())
-    zygote.terminate()  # its workers die with it (PR_SET_PDEATHSIG)
     for w in list(raylet.leases.workers.values()):
-        raylet._kill_worker(w.pid)
+        raylet._kill_worker(w.pid, "the node is stopping")
+    raylet.procs.stop()  # the zygote, and workers not registered yet
     await server.stop(grace=0.1)
-    try:
-        zygote.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        zygote.kill()
     raylet.object_store.destroy()
     shutil.rmtree(os.path.join(session_dir, "spill", raylet.store_namespace), ignore_errors=True)
     log.info("raylet_stopped", node_id=node_id)

@@ -5,9 +5,21 @@ what every worker needs once, then forks a worker per request in milliseconds
 (no interpreter start, shared pages). Protocol over two pipes, one JSON
 object per line:
 
-  raylet -> zygote  {"op": "fork", "worker_id": ..., "env": {...}}
-  zygote -> raylet  {"op": "forked", "worker_id": ..., "pid": ...}
-                    {"op": "exited", "pid": ..., "status": ...}
+  raylet -> zygote  {"op": "args", ...}   first line to a spawned zygote: its arguments
+                    {"op": "fork", "worker_id": ..., "env": {...}, ...}
+  zygote -> raylet  {"op": "ready"}       imports done: a fork takes milliseconds now
+                    {"op": "forked", "worker_id": ..., "pid": ...}
+
+Workers are not the zygote's children. Each is forked through a middle process that
+exits at once, so the worker is re-parented to the raylet (a child subreaper, see
+``process.become_subreaper``): the raylet reaps it and learns how it ended, and the
+worker dies with the raylet (``PR_SET_PDEATHSIG``, armed once re-parented), not with
+the zygote. A zygote that dies takes no worker with it; the raylet starts another.
+
+The zygote outlives a raylet killed without notice for a moment: the end of its
+request pipe tells it so at once, and it removes the node's object-store namespace
+(shared memory and spill files) before it leaves, which nobody else would do promptly.
+The raylet's own spawn fallback (``spawn_worker``) runs a worker without a zygote.
 """
 
 from __future__ import annotations
@@ -15,9 +27,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import select
+import shutil
 import signal
 import sys
+import time
 
 from microray import process
 
@@ -59,13 +72,23 @@ def _preimport() -> None:
 
 
 class ZygoteHandle:
-    """The raylet's end of the zygote: send fork requests, read its event lines."""
+    """The raylet's end of the zygote: send fork requests, read its event lines.
 
-    def __init__(self, child, to_zygote: int, from_zygote: int) -> None:
+    ``ready`` is True once the zygote said its imports are done (a zygote started by
+    fork is ready at once); ``args`` and ``log_path`` start a replacement."""
+
+    def __init__(self, child, to_zygote: int, from_zygote: int, args: dict, log_path: str, ready: bool) -> None:
         self.child = child
+        self.args = args
+        self.log_path = log_path
+        self.ready = ready
         self._to = to_zygote
         self._from = os.fdopen(from_zygote, "rb", buffering=0)
         self._buf = b""
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
 
     def request(self, req: dict) -> None:
         os.write(self._to, (json.dumps(req) + "\n").encode())
@@ -85,6 +108,14 @@ class ZygoteHandle:
             events.append(json.loads(line))
         return events
 
+    def close(self) -> None:
+        """Close our ends of the pipes (after the zygote exited)."""
+        for close in (lambda: os.close(self._to), self._from.close):
+            try:
+                close()
+            except OSError:
+                pass
+
     def terminate(self) -> None:
         self.child.terminate()
 
@@ -95,8 +126,13 @@ class ZygoteHandle:
         return self.child.wait(timeout)
 
 
-def start(args: dict, method: str, log_path: str) -> ZygoteHandle:
-    """Start the zygote by fork (the caller has imported everything already) or spawn."""
+def start(args: dict, method: str, log_path: str, *, ready: bool = True) -> ZygoteHandle:
+    """Start the zygote by fork (the caller has imported everything already) or spawn.
+
+    ``args``: ``session_dir``, ``node_id`` and ``config_json`` of the node. The zygote
+    does not die with the raylet by a signal: it sees its request pipe close, cleans
+    up after the raylet and leaves. ``ready=False``: the handle reports ready only once
+    the zygote says so (a replacement started while the node serves)."""
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
     if method == "fork":
@@ -104,21 +140,39 @@ def start(args: dict, method: str, log_path: str) -> ZygoteHandle:
             lambda: serve(to_r, from_w, args),
             keep_fds=(to_r, from_w),
             log_path=log_path,
+            die_with_parent_=False,
         )
     else:
+        # the arguments (the node's config) go through the pipe, never on a command line
         child = process.spawn_child(
-            ["-m", "microray.raylet.zygote", json.dumps(args), str(to_r), str(from_w)],
+            ["-m", "microray.raylet.zygote", str(to_r), str(from_w)],
             pass_fds=(to_r, from_w),
             log_path=log_path,
             embedded=True,
+            death_signal=False,
         )
+        os.write(to_w, (json.dumps({"op": "args", **args}) + "\n").encode())
     os.close(to_r)
     os.close(from_w)
-    return ZygoteHandle(child, to_w, from_r)
+    return ZygoteHandle(child, to_w, from_r, args, log_path, ready or method == "fork")
 
 
-def serve(in_fd: int, out_fd: int, args: dict) -> None:
-    process.die_with_parent()
+def spawn_worker(req: dict, log_path: str, env_vars: dict[str, str] | None = None):
+    """Start one worker as a fresh interpreter, a child of this process (the raylet):
+    what the raylet does while it has no zygote. ``req`` is a fork request (without
+    ``env``; ``env_vars`` go to the child's environment, never its command line)."""
+    return process.spawn_child(
+        ["-m", "microray.raylet.zygote", "--worker", json.dumps(req)],
+        log_path=log_path,
+        embedded=True,
+        death_signal=False,  # the raylet runs threads: the worker arms it (_tie_to_raylet)
+        env_vars=env_vars,
+    )
+
+
+def serve(in_fd: int, out_fd: int, args: dict, pending: bytes = b"") -> None:
+    """Fork a worker per request line on ``in_fd`` until it closes (or SIGTERM)."""
+    raylet_pid = os.getppid()
     _preimport()
     import gc
 
@@ -126,54 +180,83 @@ def serve(in_fd: int, out_fd: int, args: dict) -> None:
     # moves the tracked objects to the permanent generation (no traversal); a collect()
     # first would write to every object's header and copy every page here.
     gc.freeze()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *a: None)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 
     def send(msg: dict) -> None:
         os.write(out_fd, (json.dumps(msg) + "\n").encode())
 
-    buf = b""
+    send({"op": "ready"})
+    buf = pending
     while True:
-        try:
-            ready, _, _ = select.select([in_fd, wake_r], [], [])
-        except InterruptedError:
-            continue
-        if wake_r in ready:
-            os.read(wake_r, 512)
-        while True:  # reap every exited child
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            send({"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
-        if in_fd in ready:
-            chunk = os.read(in_fd, 65536)
-            if not chunk:
-                return  # the raylet is gone
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                req = json.loads(line)
-                if req.get("op") != "fork":
-                    continue
-                pid = os.fork()
-                if pid == 0:
-                    for fd in (wake_r, wake_w, out_fd, in_fd):
-                        os.close(fd)
-                    _run_worker(req, args)
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            req = json.loads(line)
+            if req.get("op") != "fork":
+                continue
+            pid = _fork_worker(req, args, raylet_pid, (in_fd, out_fd))
+            if pid:
                 send({"op": "forked", "worker_id": req["worker_id"], "pid": pid})
+        chunk = os.read(in_fd, 65536)
+        if not chunk:
+            break  # the raylet closed the pipe: it is gone
+        buf += chunk
+    _clean_after_raylet(args, raylet_pid)
 
 
-def _run_worker(req: dict, args: dict) -> None:
-    signal.set_wakeup_fd(-1)
+def _fork_worker(req: dict, args: dict, raylet_pid: int, close_fds: tuple[int, ...]) -> int:
+    """Fork a worker through a middle process that exits at once (the worker is then
+    re-parented to the raylet); return the worker's pid (0 when the fork failed)."""
+    r, w = os.pipe()
+    try:
+        middle = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return 0
+    if middle == 0:
+        code = 0
+        try:
+            os.close(r)
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                for fd in close_fds:
+                    os.close(fd)
+                _run_worker(req, args, raylet_pid)  # never returns
+            os.write(w, str(pid).encode())
+        except BaseException:  # noqa: BLE001 -- never return into the zygote's loop
+            code = 1
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(middle, 0)
+    return int(answer or 0)
+
+
+def _tie_to_raylet(raylet_pid: int, timeout: float = 30.0) -> None:
+    """Wait until this worker is the raylet's child, then die with the raylet.
+
+    A forked worker starts as the child of a middle process that exits at once; it is
+    then re-parented to the raylet. Any other parent means the raylet is gone (or is
+    not our reaper): the worker leaves rather than outlive its node."""
+    first = os.getppid()
+    deadline = time.monotonic() + timeout
+    while os.getppid() != raylet_pid:
+        if os.getppid() != first or time.monotonic() > deadline:
+            sys.stderr.write(f"worker {os.getpid()}: the raylet (pid {raylet_pid}) is gone; leaving\n")
+            os._exit(1)
+        time.sleep(0.0005)
+    process.die_with_parent()
+    if os.getppid() != raylet_pid:  # the raylet died before the death signal was armed
+        os._exit(1)
+
+
+def _run_worker(req: dict, args: dict, raylet_pid: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    process.die_with_parent()
+    _tie_to_raylet(raylet_pid)
     os.environ.update(req.get("env") or {})
     worker_main = importlib.import_module(WORKER_MAIN)
 
@@ -187,11 +270,58 @@ def _run_worker(req: dict, args: dict) -> None:
 
         traceback.print_exc()
         code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001
+        pass
     os._exit(code)
 
 
+def _clean_after_raylet(args: dict, raylet_pid: int) -> None:
+    """The raylet closed our pipe: if it died (we were re-parented), remove its node's
+    object-store namespace and spill folder, which its own shutdown would have done."""
+    deadline = time.monotonic() + 5.0
+    while os.getppid() == raylet_pid and time.monotonic() < deadline:
+        time.sleep(0.005)  # a dying parent closes its files before we are re-parented
+    if os.getppid() == raylet_pid or "config_json" not in args:
+        return
+    import structlog
+
+    from microray import config as config_mod
+    from microray.object_store_access import destroy_namespace, node_namespace
+
+    namespace = node_namespace(raylet_pid, args["node_id"])
+    destroy_namespace(config_mod.Config.from_json(args["config_json"]), namespace, args["session_dir"])
+    shutil.rmtree(os.path.join(args["session_dir"], "spill", namespace), ignore_errors=True)
+    structlog.get_logger(__name__).warning(
+        "raylet_died_namespace_removed", raylet_pid=raylet_pid, namespace=namespace
+    )
+
+
+def _read_first_line(fd: int) -> tuple[bytes, bytes]:
+    """The first line on ``fd`` and what was read after it."""
+    buf = b""
+    while b"\n" not in buf:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise SystemExit("the raylet closed the zygote's pipe before sending its arguments")
+        buf += chunk
+    line, rest = buf.split(b"\n", 1)
+    return line, rest
+
+
 def main() -> None:
-    serve(int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[1]))
+    """``python -m microray.raylet.zygote IN_FD OUT_FD`` (arguments come as the first
+    line on IN_FD), or ``--worker REQUEST``: run one worker without a zygote."""
+    if sys.argv[1] == "--worker":
+        req = json.loads(sys.argv[2])
+        _run_worker(req, {}, int(req["raylet_pid"]))
+    in_fd, out_fd = int(sys.argv[1]), int(sys.argv[2])
+    line, rest = _read_first_line(in_fd)
+    args = json.loads(line)
+    args.pop("op", None)
+    serve(in_fd, out_fd, args, rest)
 
 
 if __name__ == "__main__":

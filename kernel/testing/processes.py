@@ -3,6 +3,8 @@
 ``wait_for``                  poll a predicate until it is truthy; fail after a deadline.
 ``pid_alive``                 whether a process runs (a zombie counts as gone).
 ``stray_processes``           processes microray started that are still alive.
+``zygote_pids`` / ``worker_pids``
+                              the zygote(s) and the worker processes of a raylet.
 ``assert_no_stray_processes`` wait until there are none; fail naming them.
 ``run_driver`` / ``start_driver`` / ``read_marker``
                               a driver program (``import microray as ray`` + a body) in a
@@ -43,6 +45,8 @@ __all__ = [
     "start_driver",
     "stray_processes",
     "wait_for",
+    "worker_pids",
+    "zygote_pids",
 ]
 
 
@@ -141,6 +145,42 @@ def stray_processes(
             continue
         out.append(child)
     return out
+
+
+def _is_zygote(proc: psutil.Process) -> bool:
+    """A zygote writes its output to ``logs/zygote-*.err`` (a spawned worker does too until
+    it opens its own logs, but its command line says ``--worker``)."""
+    try:
+        out = os.readlink(f"/proc/{proc.pid}/fd/1")
+        return os.path.basename(out).startswith("zygote-") and "--worker" not in proc.cmdline()
+    except (OSError, psutil.Error):
+        return False
+
+
+def _live_children(pid: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    out = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child)
+        except psutil.Error:
+            continue
+    return out
+
+
+def zygote_pids(raylet_pid: int) -> list[int]:
+    """The live zygote process(es) of the raylet ``raylet_pid`` (its children)."""
+    return [p.pid for p in _live_children(raylet_pid) if _is_zygote(p)]
+
+
+def worker_pids(raylet_pid: int) -> list[int]:
+    """The live worker processes of the raylet ``raylet_pid``: its children but the zygote
+    (workers forked by the zygote are re-parented to the raylet)."""
+    return [p.pid for p in _live_children(raylet_pid) if not _is_zygote(p)]
 
 
 def describe(procs: Iterable[psutil.Process]) -> list[str]:

@@ -410,14 +410,10 @@ def test_max_calls_one_gives_each_call_a_fresh_worker(cluster):
 
 
 def _worker_processes() -> list:
-    """The worker processes of the embedded head (children of its zygote)."""
-    import psutil
+    """The worker processes of the embedded head (children of its raylet but the zygote)."""
+    from microray.testing.processes import worker_pids
 
-    raylet = psutil.Process(ray.api._head.pids["raylet"])
-    out = []
-    for zygote in raylet.children():
-        out.extend(p for p in zygote.children() if p.status() != psutil.STATUS_ZOMBIE)
-    return out
+    return worker_pids(ray.api._head.pids["raylet"])
 
 
 def test_runtime_env_tasks_run_in_workers_of_their_own(make_cluster):
