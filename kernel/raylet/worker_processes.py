@@ -225,9 +225,10 @@ class WorkerProcesses:
 
     # -- ends ------------------------------------------------------------------------
     def kill(self, pid: int, why: str) -> None:
-        """SIGKILL a worker process that still runs, noting why (for its exit reason)."""
-        if not pid_alive(pid):
-            return  # already ended: keep the real cause
+        """SIGKILL a worker process that still runs, noting why (for its exit reason).
+        A pid we reaped already is left alone (it may belong to another process now)."""
+        if (pid not in self._pids and self._lookup(pid) is None) or not pid_alive(pid):
+            return  # ended already: keep the real cause
         self._killed[pid] = why
         try:
             os.kill(pid, signal.SIGKILL)

@@ -43,17 +43,20 @@ def put_and_read(fill, ref_list):
     return int(back[0]) == fill and int(back[-1]) == fill, int(theirs[0]), int(theirs[-1])
 
 
-def _unexpected_worker_ends(session_dir: str) -> list[str]:
+def _events(session_dir: str, pattern: str) -> list[dict]:
     out = []
-    for path in Path(session_dir, "logs").glob("raylet-*.log"):
+    for path in Path(session_dir, "logs").glob(pattern):
         for line in path.read_text(errors="replace").splitlines():
             try:
-                rec = json.loads(line)
+                out.append(json.loads(line))
             except ValueError:
                 continue
-            if rec.get("event") == "worker_exited" and rec.get("level") == "warning":
-                out.append(line)
     return out
+
+
+def _unexpected_worker_ends(session_dir: str) -> list[dict]:
+    return [r for r in _events(session_dir, "raylet-*.log")
+            if r.get("event") == "worker_exited" and r.get("level") == "warning"]
 
 
 def test_reading_spilled_objects_never_kills_a_worker(make_cluster):
@@ -97,3 +100,7 @@ def test_reading_spilled_objects_never_kills_a_worker(make_cluster):
             del a
     assert spilled >= LIVE // 2, f"the soak did not spill (at most {spilled} objects spilled)"
     assert _unexpected_worker_ends(info.session_dir) == []
+    # the tasks did read spilled objects (restored, or mapped from the spill file)
+    reads = [r for r in _events(info.session_dir, "worker-*.log")
+             if r.get("event") in ("object_restored", "object_read_from_spill")]
+    assert len(reads) >= ROUNDS, f"only {len(reads)} reads of spilled objects in workers"
