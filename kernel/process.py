@@ -241,6 +241,7 @@ def report_start_failure(ready_fd: int | None, exc: BaseException) -> None:
 
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 
 
 def become_subreaper() -> bool:
@@ -250,6 +251,16 @@ def become_subreaper() -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def is_subreaper() -> bool:
+    """Whether this process adopts its orphaned descendants (see ``become_subreaper``)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        flag = ctypes.c_int(0)
+        return libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value != 0
     except OSError:
         return False
 

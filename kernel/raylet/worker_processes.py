@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from microray.process import describe_exit, pid_alive
+from microray.process import describe_exit, is_subreaper, pid_alive
 from microray.raylet import zygote as zygote_mod
 
 log = structlog.get_logger(__name__)
@@ -81,6 +81,10 @@ class WorkerProcesses:
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._pidfds: dict[int, int] = {}  # pid -> pidfd watched on the loop
         self._loop: asyncio.AbstractEventLoop | None = None
+        # a worker forked by the zygote is ours only if orphans are re-parented to us
+        self._adopts = is_subreaper()
+        if not self._adopts:
+            log.error("not_a_subreaper", hint="the kernel refused PR_SET_CHILD_SUBREAPER: every worker is spawned")
 
     # -- life ------------------------------------------------------------------------
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -115,7 +119,7 @@ class WorkerProcesses:
         req = {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.raylet_address,
                "io_loop": self.io_loop}
         zygote = self.zygote
-        if zygote is not None and zygote.ready:
+        if zygote is not None and zygote.ready and self._adopts:
             try:
                 zygote.request(req)
                 self._asked.add(worker_id)
