@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -34,8 +35,6 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
         start_method,
         os.path.join(logs, f"zygote-{args.node_id[:8]}.err"),
     )
-    import signal
-
     # a write to a zygote that just died must fail with EPIPE, not kill the node
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     from microray import config as config_mod

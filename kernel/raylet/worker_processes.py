@@ -77,6 +77,7 @@ class WorkerProcesses:
         self._killed: dict[int, str] = {}  # pid -> why the raylet killed it
         self._zygotes: dict[int, Any] = {zygote.pid: zygote}  # zygote pids not reaped yet
         self._unclaimed: OrderedDict[int, int] = OrderedDict()  # pid -> exit code, before "forked"
+        self._reaped: OrderedDict[int, None] = OrderedDict()  # pids reaped lately: never signal them
         self.exits: OrderedDict[str, str] = OrderedDict()  # worker id -> how it ended
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._pidfds: dict[int, int] = {}  # pid -> pidfd watched on the loop
@@ -139,6 +140,7 @@ class WorkerProcesses:
         self._forked(worker_id, child.pid)
 
     def _forked(self, worker_id: str, pid: int) -> None:
+        self._reaped.pop(pid, None)  # a reused pid
         self._pids[pid] = worker_id
         self._on_forked(worker_id, pid)
         code = self._unclaimed.pop(pid, None)
@@ -231,7 +233,7 @@ class WorkerProcesses:
     def kill(self, pid: int, why: str) -> None:
         """SIGKILL a worker process that still runs, noting why (for its exit reason).
         A pid we reaped already is left alone (it may belong to another process now)."""
-        if (pid not in self._pids and self._lookup(pid) is None) or not pid_alive(pid):
+        if pid in self._reaped or not pid_alive(pid):
             return  # ended already: keep the real cause
         self._killed[pid] = why
         try:
@@ -251,6 +253,9 @@ class WorkerProcesses:
                 return
             code = os.waitstatus_to_exitcode(status)
             self._unwatch(pid)
+            self._reaped[pid] = None
+            while len(self._reaped) > KEEP_EXITS:
+                self._reaped.popitem(last=False)
             zygote = self._zygotes.pop(pid, None)
             if zygote is not None:
                 _record_returncode(zygote.child, code)
