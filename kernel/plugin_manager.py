@@ -17,7 +17,7 @@ import importlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -74,6 +74,8 @@ class MicrorayPluginManager:
             disable = os.environ.get("MICRORAY_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower()
             autoload = disable not in ("1", "true", "yes")
         self.autoload = autoload
+        # hook name -> (the implementations seen, one caller per plugin): see _callers_each
+        self._callers: dict[str, tuple[list[Any], list[tuple[str, pluggy.HookCaller]]]] = {}
         self._load_entry_points()
         for module in extra_modules:
             self.register_module(module)
@@ -150,19 +152,18 @@ class MicrorayPluginManager:
         for family, hook_name in FAMILIES.items():
             hook = getattr(self.pm.hook, hook_name)
             by_name: dict[str, RegisteredBackend] = {}
-            for impl in hook.get_hookimpls():
-                source = self.sources.get(impl.plugin_name, impl.plugin_name)
+            for plugin_name, call in self._callers_each(hook_name):
+                source = self.sources.get(plugin_name, plugin_name)
                 try:
-                    result = impl.function()
-                    registrations = [] if result is None else list(result)
+                    registrations = [reg for result in call() for reg in result]
                 except Exception as exc:  # noqa: BLE001 -- a broken third party is skipped
                     error = f"{hook_name}() raised {type(exc).__name__}: {exc}"
-                    if impl.plugin_name not in self._third_party:
+                    if plugin_name not in self._third_party:
                         raise PluginError(f"plugin {source}: {error}") from exc
-                    failed = FailedPlugin(impl.plugin_name, source, error)
+                    failed = FailedPlugin(plugin_name, source, error)
                     if failed not in self.failed:  # the registry is rebuilt after register()
                         self.failed.append(failed)
-                        log.warning("plugin_hook_failed", plugin=impl.plugin_name, source=source, error=error)
+                        log.warning("plugin_hook_failed", plugin=plugin_name, source=source, error=error)
                     continue
                 for reg in registrations:
                     if not isinstance(reg, Registration):
@@ -232,29 +233,61 @@ class MicrorayPluginManager:
                 )
         return rows
 
+    # -- calling hooks one plugin at a time -------------------------------
+    def _callers_each(self, hook_name: str) -> list[tuple[str, pluggy.HookCaller]]:
+        """One pluggy hook caller per plugin implementing ``hook_name`` (in registration
+        order), each calling only that plugin's implementation (plus any wrappers).
+
+        Calling them one by one lets one plugin's error be handled without losing the
+        others' results, while every call still goes through pluggy's call path (hook
+        call monitoring, so ``MICRORAY_TRACE_HOOKS`` sees it). Cached until the set of
+        implementations changes."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        cached = self._callers.get(hook_name)
+        if cached is not None and cached[0] == impls:
+            return cached[1]
+        plain = [i for i in impls if not (i.wrapper or i.hookwrapper)]
+        callers = [
+            (impl.plugin_name,
+             self.pm.subset_hook_caller(hook_name, [o.plugin for o in plain if o is not impl]))
+            for impl in plain
+        ]
+        self._callers[hook_name] = (impls, callers)
+        return callers
+
     # -- observers -------------------------------------------------------
     def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call an observer hook; a raising observer is logged, never fatal."""
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        """Call an observer hook; a raising observer is logged, never fatal, and the
+        other observers are still called."""
+        for plugin_name, call in self._callers_each(hook_name):
             try:
-                impl.function(**kwargs)
+                call(**kwargs)
             except Exception as exc:  # noqa: BLE001
-                log.warning("observer_failed", hook=hook_name, plugin=impl.plugin_name, error=repr(exc))
+                log.warning("observer_failed", hook=hook_name, plugin=plugin_name, error=repr(exc))
 
     def has_observers(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def _trace_hooks(self) -> None:
-        def before(hook_name, hook_impls, kwargs):
-            self._t0 = time.perf_counter()
+        """Log every hook call made through pluggy (``MICRORAY_TRACE_HOOKS=1``): the hook,
+        the plugins called and the time taken. Observers run on several threads, so
+        each thread keeps its own start times."""
+        starts = threading.local()
 
-        def after(outcome, hook_name, hook_impls, kwargs):
-            log.debug(
+        def before(hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+            stack = getattr(starts, "stack", None)
+            if stack is None:
+                stack = starts.stack = []
+            stack.append(time.perf_counter())
+
+        def after(outcome: Any, hook_name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+            t0 = starts.stack.pop()
+            log.info(
                 "hook_called",
                 hook=hook_name,
                 plugins=[i.plugin_name for i in hook_impls],
-                duration_ms=round((time.perf_counter() - self._t0) * 1e3, 3),
+                duration_ms=round((time.perf_counter() - t0) * 1e3, 3),
+                raised=outcome.exception is not None,
             )
 
         self.pm.add_hookcall_monitoring(before, after)
