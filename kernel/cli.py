@@ -125,7 +125,7 @@ def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
     if pid_alive(handle.pids["gcs"]):
         handle._gcs_down_noted = False
         return True
-    if cfg.gcs_store == "memory":
+    if not _gcs_store_persists(cfg):
         return False  # nothing to recover: stop the node as before
     if not getattr(handle, "_gcs_down_noted", False):
         handle._gcs_down_noted = True
@@ -161,7 +161,8 @@ def stop(force: bool) -> None:
 @cli.command("restart-gcs")
 @click.option("--force", is_flag=True, help="SIGKILL a running GCS instead of SIGTERM.")
 @click.option("--allow-state-loss", is_flag=True,
-              help="Restart even with gcs_store=memory (the new GCS starts empty; every driver fails).")
+              help="Restart even when the GCS store is not persistent, e.g. gcs_store=memory "
+                   "(the new GCS starts empty; every driver fails).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the new GCS.")
 def restart_gcs(force: bool, allow_state_loss: bool, timeout: float) -> None:
     """Restart the GCS of the head that 'microray start' started here (same port, same store).
@@ -178,13 +179,15 @@ def restart_gcs(force: bool, allow_state_loss: bool, timeout: float) -> None:
     handle = node.current_cluster(cfg.session_root)
     if handle is None:
         raise click.ClickException("No running microray cluster found (start one with 'microray start --head').")
-    store = _cluster_gcs_store(handle)
-    if store == "memory" and not allow_state_loss:
+    cluster_cfg = _cluster_config(handle)
+    store = cluster_cfg.gcs_store
+    if not _gcs_store_persists(cluster_cfg) and not allow_state_loss:
         raise click.ClickException(
-            "this cluster's GCS store is 'memory': a restarted GCS starts empty, the nodes re-register "
+            f"this cluster's GCS store {store!r} is not persistent (it does not declare the "
+            "'persistence' capability): a restarted GCS starts empty, the nodes re-register "
             "but actors, jobs and the KV are lost and every connected driver fails. Pass "
-            "--allow-state-loss to do it anyway, or run the head on a durable store "
-            "(--gcs-store=redis/etcd)."
+            "--allow-state-loss to do it anyway, or run the head on a persistent store "
+            "('microray plugins' lists each store's capabilities; redis and etcd are persistent)."
         )
     pid = handle.pids.get("gcs", 0)
     if pid and pid_alive(pid):
@@ -208,13 +211,28 @@ def restart_gcs(force: bool, allow_state_loss: bool, timeout: float) -> None:
                f"in {time.monotonic() - t0:.1f}s.")
 
 
-def _cluster_gcs_store(handle: Any) -> str:
-    """The GCS store a started head runs on (from the GCS's command line)."""
+def _cluster_config(handle: Any) -> Any:
+    """The config a started head runs with (from the GCS's command line; defaults when
+    the command line does not carry one)."""
+    from microray import config as config_mod
+
     argv = list(handle.gcs_argv)
     try:
-        return json.loads(argv[argv.index("--config-json") + 1]).get("gcs_store", "memory")
-    except (ValueError, IndexError, json.JSONDecodeError):
-        return "memory"
+        return config_mod.Config.from_json(argv[argv.index("--config-json") + 1])
+    except (ValueError, IndexError, TypeError):
+        return config_mod.Config()
+
+
+def _gcs_store_persists(cfg: Any) -> bool:
+    """Whether the GCS store ``cfg`` selects survives a GCS restart (its ``persistence``
+    capability); an unknown store counts as not persistent."""
+    from microray.exceptions import PluginError
+    from microray.plugin_manager import get_plugin_manager
+
+    try:
+        return get_plugin_manager(cfg.plugins).has_capability("gcs_store", cfg.gcs_store, "persistence")
+    except PluginError:
+        return False
 
 
 @cli.command()

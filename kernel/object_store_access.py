@@ -12,6 +12,7 @@ import psutil
 
 from microray import config as config_mod
 from microray.plugin_manager import get_plugin_manager
+from microray.registrations import ObjectStoreRegistration
 
 
 def default_capacity() -> int:
@@ -75,11 +76,11 @@ def sweep_stale_namespaces(cfg: config_mod.Config) -> list[str]:
     """Ask the configured backend to remove namespaces of raylets that died without
     destroying their store (killed drivers' embedded nodes, failed starts)."""
     reg = get_plugin_manager(cfg.plugins).select("object_store", cfg.object_store)
-    sweep = getattr(reg, "sweep", None)
-    if sweep is None:
+    assert isinstance(reg, ObjectStoreRegistration)  # the plugin manager checks each family's type
+    if reg.sweep is None:
         return []
     options = reg.validate_options("object_store", cfg.object_store_options)
-    return sweep(namespace_in_use, **options)
+    return reg.sweep(namespace_in_use, **options)
 
 
 def destroy_namespace(cfg: config_mod.Config, namespace: str, session_dir: str) -> None:

@@ -27,7 +27,13 @@ import structlog
 
 from microray import hookspecs
 from microray.exceptions import PluginError
-from microray.registrations import Registration
+from microray.registrations import (
+    DashboardRegistration,
+    GcsStoreRegistration,
+    ObjectStoreRegistration,
+    Registration,
+    SchedulingPolicyRegistration,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +46,13 @@ FAMILIES: dict[str, str] = {
     "object_store": "microray_object_stores",
     "scheduling_policy": "microray_scheduling_policies",
     "dashboard": "microray_dashboards",
+}
+# family name -> the registration class its hook returns
+FAMILY_TYPES: dict[str, type[Registration]] = {
+    "gcs_store": GcsStoreRegistration,
+    "object_store": ObjectStoreRegistration,
+    "scheduling_policy": SchedulingPolicyRegistration,
+    "dashboard": DashboardRegistration,
 }
 
 
@@ -165,10 +178,11 @@ class MicrorayPluginManager:
                         self.failed.append(failed)
                         log.warning("plugin_hook_failed", plugin=plugin_name, source=source, error=error)
                     continue
+                expected = FAMILY_TYPES[family]
                 for reg in registrations:
-                    if not isinstance(reg, Registration):
+                    if not isinstance(reg, expected):
                         raise PluginError(
-                            f"{hook_name}() of {source} returned {reg!r}; expected a Registration"
+                            f"{hook_name}() of {source} returned {reg!r}; expected a {expected.__name__}"
                         )
                     prior = by_name.get(reg.name)
                     if prior is not None:
@@ -216,6 +230,11 @@ class MicrorayPluginManager:
         for failed in self.failed:
             parts.append(f"plugin {failed.name!r} from {failed.source} failed to load: {failed.error}")
         raise PluginError("; ".join(parts))
+
+    def has_capability(self, family: str, name: str, capability: str) -> bool:
+        """Whether the registration ``name`` of ``family`` declares ``capability``
+        (the kernel decides by capability, never by a backend's name)."""
+        return capability in self.select(family, name).capabilities
 
     def describe(self) -> list[dict[str, Any]]:
         """Rows for ``microray plugins``: family, name, source, capabilities."""

@@ -317,21 +317,26 @@ async def open_store(cfg: config_mod.Config) -> Any:
     reg = pm.select("gcs_store", cfg.gcs_store)
     options = reg.validate_options("gcs_store", cfg.gcs_store_options)
     store = reg.factory(**options)
-    if hasattr(store, "ping"):
-        await store.ping()
-    if hasattr(store, "check_schema"):
-        await store.check_schema(SCHEMA_VERSION)
+    await store.ping()
+    await store.check_schema(SCHEMA_VERSION)
     return store
+
+
+async def cluster_config(store: Any, cfg: config_mod.Config) -> config_mod.Config:
+    """The config this GCS runs the cluster with. A store with the ``persistence``
+    capability may hold the config recorded by an earlier GCS of the cluster: a restarted
+    head runs that one. Otherwise ``cfg`` is recorded and returned."""
+    saved = await store.get(T_META, b"config")
+    durable = get_plugin_manager(cfg.plugins).has_capability("gcs_store", cfg.gcs_store, "persistence")
+    if saved is not None and durable:
+        return config_mod.Config.from_json(saved.decode())
+    await store.put(T_META, b"config", cfg.to_json().encode())
+    return cfg
 
 
 async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | None) -> None:
     store = await open_store(cfg)
-    saved = await store.get(T_META, b"config")
-    if saved is not None and cfg.gcs_store != "memory":
-        # a restarted head runs the cluster's recorded config
-        cfg = config_mod.Config.from_json(saved.decode())
-    else:
-        await store.put(T_META, b"config", cfg.to_json().encode())
+    cfg = await cluster_config(store, cfg)
     cluster_id_raw = await store.get(T_META, b"cluster_id")
     if cluster_id_raw is None:
         cluster_id_raw = os.urandom(8).hex().encode()

@@ -117,7 +117,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
     def free_objects_of(self, worker_id: str) -> None:
         """A process died: its objects are lost (their owner is gone); free their memory."""
         prefix = self.id_prefixes.pop(worker_id, None)
-        if not prefix or not hasattr(self.object_store, "object_ids"):
+        if not prefix:
             return
         try:
             dead = self.object_store.object_ids(prefix)
