@@ -92,11 +92,14 @@ class MemoryStore:
         self.entries.pop(object_id, None)
 
     def wait(self, ids: list[bytes], num_ready: int, timeout: float | None) -> set[bytes]:
-        """Block until ``num_ready`` of ``ids`` are present (or timeout); return the
-        ids that are still missing."""
+        """Block until ``num_ready`` of the distinct ``ids`` are present (or ``timeout``
+        seconds passed; ``None`` waits for ever, ``0`` not at all); return the ids that
+        are still missing."""
         entries = self.entries
-        missing = {i for i in ids if i not in entries}
-        ready = len(set(ids)) - len(missing)
+        distinct = set(ids)
+        num_ready = min(num_ready, len(distinct))  # a repeated id counts once
+        missing = {i for i in distinct if i not in entries}
+        ready = len(distinct) - len(missing)
         if ready >= num_ready or timeout == 0:
             return missing
         req = _Request(missing, num_ready - ready)

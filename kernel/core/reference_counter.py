@@ -14,6 +14,11 @@ An object is kept while any of these hold it (Ray's ownership model):
 When nothing holds it, ``on_free(object_id, owned, owner)`` is called once: an
 owner deletes the value everywhere; a borrower drops its cached copy and, with
 ``owner`` set, tells the owner it no longer borrows the object.
+
+Every method may be called from any thread (user threads, the io loop, executor
+threads); all state changes happen under one lock, and ``on_free`` is called
+outside it. Removing a count that is not there (a ref counted by an earlier
+worker of this process, a second removal) changes nothing and frees nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from collections.abc import Callable, Iterable
 
 
 class ReferenceCounter:
+    """The counts of one process; ``on_free`` is called once per object released."""
+
     def __init__(self, on_free: Callable[[bytes, bool, str | None], None]) -> None:
         self._local: dict[bytes, int] = {}
         self._submitted: dict[bytes, int] = {}
@@ -37,17 +44,27 @@ class ReferenceCounter:
 
     # -- ownership -------------------------------------------------------
     def add_owned(self, object_id: bytes) -> None:
-        self._owned.add(object_id)
+        """This process owns the object (it created the ref: a put, a task's return)."""
+        with self._lock:
+            self._owned.add(object_id)
 
     def owns(self, object_id: bytes) -> bool:
-        return object_id in self._owned
+        return object_id in self._owned  # one set lookup: atomic, and on the get path
 
     def is_borrowing(self, object_id: bytes) -> bool:
         return object_id in self._borrowed
 
     def mark_borrowed(self, object_id: bytes, owner: str) -> None:
-        """This process registered with ``owner`` as a borrower of the object."""
-        self._borrowed[object_id] = owner
+        """This process registered with ``owner`` as a borrower of the object.
+
+        If nothing here holds the object any more (its last ref went while the
+        registration was on its way), it is released at once, so the owner is told
+        the borrow ended instead of keeping the object for a borrower that never will."""
+        with self._lock:
+            self._borrowed[object_id] = owner
+            free = self._unreferenced(object_id)
+        if free:
+            self._release(object_id)
 
     # -- counts ----------------------------------------------------------
     def add_local(self, object_id: bytes) -> None:
@@ -121,7 +138,9 @@ class ReferenceCounter:
                 if n > 0:
                     table[object_id] = n
                     continue
-                table.pop(object_id, None)
+                if n < 0:
+                    continue  # not counted here: nothing to remove, nothing to free
+                del table[object_id]
                 if self._unreferenced(object_id):
                     freed.append(object_id)
         for object_id in freed:
@@ -149,14 +168,18 @@ class ReferenceCounter:
 
     # -- queries ---------------------------------------------------------
     def counts(self, object_id: bytes) -> dict[str, int | bool]:
-        return {
-            "local": self._local.get(object_id, 0),
-            "submitted": self._submitted.get(object_id, 0),
-            "contained": self._contained.get(object_id, 0),
-            "borrowers": len(self._borrowers.get(object_id, ())),
-            "pinned": object_id in self._pinned,
-            "owned": object_id in self._owned,
-        }
+        """What holds the object (for the state API and tests)."""
+        with self._lock:
+            return {
+                "local": self._local.get(object_id, 0),
+                "submitted": self._submitted.get(object_id, 0),
+                "contained": self._contained.get(object_id, 0),
+                "borrowers": len(self._borrowers.get(object_id, ())),
+                "pinned": object_id in self._pinned,
+                "owned": object_id in self._owned,
+            }
 
     def num_tracked(self) -> int:
-        return len(self._local) + len(self._submitted) + len(self._contained) + len(self._borrowers)
+        """How many objects something holds (the counts of each table, summed)."""
+        with self._lock:
+            return len(self._local) + len(self._submitted) + len(self._contained) + len(self._borrowers)

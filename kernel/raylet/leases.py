@@ -160,8 +160,7 @@ class LeaseManager:
             self.starting[w.env_hash] = max(0, self.starting.get(w.env_hash, 0) - 1)
         if w.state == "LEASED":
             self.by_lease.pop(w.lease_id, None)
-            if not w.blocked:
-                self._give(w.held)
+            self._give(_holding(w))
         w.state = "DEAD"
         return w
 
@@ -177,8 +176,7 @@ class LeaseManager:
         w = self.workers.get(worker_id) if worker_id else None
         if w is None:
             return None
-        if not w.blocked:
-            self._give(w.held)
+        self._give(_holding(w))
         w.held = {}
         w.blocked = False
         w.lease_id = ""
@@ -208,6 +206,14 @@ class LeaseManager:
         for w in self.workers.values():
             out[w.state] = out.get(w.state, 0) + 1
         return out
+
+
+def _holding(worker: WorkerState) -> dict[str, float]:
+    """What a leased worker takes from the node now: what it holds, except the CPU it
+    lent back while blocked in ``get()``."""
+    if not worker.blocked:
+        return worker.held
+    return {k: v for k, v in worker.held.items() if k != "CPU"}
 
 
 def _fits(available: Mapping[str, float], demand: Mapping[str, float]) -> bool:
