@@ -282,7 +282,16 @@ def method(*, num_returns: int | None = None, concurrency_group: str | None = No
 
 # -- objects --------------------------------------------------------------------
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
-    """Store ``value`` in the cluster and return a reference to it."""
+    """Store ``value`` in the cluster and return a reference to it, owned by this process.
+
+    ``_owner`` (Ray: hand the object's ownership to an actor) is not supported: an
+    object lives as long as the process that put it holds references to it."""
+    if _owner is not None:
+        raise ValueError(
+            "put(_owner=...) is not supported: an object is owned by the process that puts it. "
+            "To have an object outlive this process, put it from inside the actor that should "
+            "own it (call an actor method that does microray.put and returns the ref)."
+        )
     return _global_worker().put_object(value)
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "ActorUnavailableError",
     "GetTimeoutError",
     "TaskCancelledError",
+    "TaskUnschedulableError",
     "WorkerCrashedError",
     "ObjectLostError",
     "OwnerDiedError",
@@ -68,6 +69,11 @@ class TaskCancelledError(RayError):
 
     def __reduce__(self):
         return (type(self), (self.task_id, str(self)))
+
+
+class TaskUnschedulableError(RayError):
+    """The task can never be scheduled: e.g. a hard node affinity (``soft=False``) to
+    a node that is not alive in the cluster."""
 
 
 class WorkerCrashedError(RayError):

@@ -37,7 +37,7 @@ from microray.core.task_spec import (
     TaskResult,
     TaskSpec,
 )
-from microray.exceptions import TaskCancelledError, WorkerCrashedError
+from microray.exceptions import RaySystemError, TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -321,6 +321,7 @@ class TaskSubmitter:
                     owner_worker_id=self.cw.worker_id,
                     grant_or_reject=grant_or_reject,
                     runtime_env_hash=state.env,
+                    task_name=_task_name(state.queue[0].spec) if state.queue else "",
                 )
                 try:
                     reply = await raylet.RequestWorkerLease(req)
@@ -335,6 +336,10 @@ class TaskSubmitter:
                     grant_or_reject = True
                     continue
                 break
+            if reply.error:  # the raylet says no node can ever run these tasks
+                if not self.closed:
+                    self._fail_queue(key, reply.error, TaskUnschedulableError)
+                return
             if not reply.granted:  # cancelled: ask again if work arrived meanwhile
                 if state.queue and not self.closed:
                     self.loop.call_soon(self._pump, key)
@@ -451,10 +456,8 @@ class TaskSubmitter:
                      (ids.object_id(spec.task_id, 0xFFFFFFFF), VALUE, 1)]
         self.cw.memory.put_many(items)
 
-    def _fail_queue(self, key: tuple, message: str) -> None:
-        from microray.exceptions import RaySystemError
-
-        err = serialization.serialize_error(RaySystemError(message)).to_bytes()
+    def _fail_queue(self, key: tuple, message: str, error_type: type[Exception] = RaySystemError) -> None:
+        err = serialization.serialize_error(error_type(message)).to_bytes()
         state = self.keys[key]
         while state.queue:
             self._fail(state.queue.popleft(), err)
@@ -570,3 +573,9 @@ class _RefLike:
     def binary(self) -> bytes:
         return self._id
 
+
+
+def _task_name(spec: TaskSpec) -> str:
+    """The name a lease request carries (for the raylet's logs and the scheduling
+    policy): the task's own name if it was given one, else its function's name."""
+    return spec.name or spec.function_name

@@ -238,11 +238,28 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             )
         return ClusterView(nodes=nodes, local_node_id=self.node_id)
 
+    def _alive_node_ids(self) -> list[str]:
+        return [self.node_id] + [n for n, info in self.remote_nodes.items() if info.state == "ALIVE"]
+
     # -- RPCs ------------------------------------------------------------------
     async def RequestWorkerLease(self, request, context):
         resources = dict(request.resources.amounts)
         strategy = pickle.loads(request.strategy) if request.strategy else "DEFAULT"
-        if not request.grant_or_reject and self.remote_nodes:
+        target = _hard_affinity_target(strategy)
+        if target is not None and target != self.node_id:
+            # a hard constraint, not a choice: the target node queues it, or nobody can
+            info = self.remote_nodes.get(target)
+            if info is None or info.state != "ALIVE":
+                return raylet_pb2.LeaseReply(error=(
+                    f"{request.task_name or 'the task'} has a hard node affinity (soft=False) to node "
+                    f"{target!r}, which is not an alive node of the cluster (alive: "
+                    f"{', '.join(sorted(self._alive_node_ids()))}); use soft=True to run it elsewhere "
+                    "when that node is not there"
+                ))
+            return raylet_pb2.LeaseReply(
+                spillback=common_pb2.Address(ip=info.ip, port=info.raylet_port, node_id=target)
+            )
+        if target is None and not request.grant_or_reject and self.remote_nodes:
             view = self.cluster_view()
             chosen = self.policy.select_node(SchedulingRequest(resources, strategy, request.task_name), view)
             if chosen is None and not self.leases.feasible(resources):
@@ -467,3 +484,10 @@ def run(args: Any, zygote: Any, ready_fd: int | None) -> None:
         serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd),
         cfg.io_loop,
     )
+
+
+def _hard_affinity_target(strategy: object) -> str | None:
+    """The node a hard node-affinity strategy names (None for every other strategy)."""
+    if isinstance(strategy, dict) and strategy.get("type") == "node_affinity" and not strategy.get("soft"):
+        return str(strategy.get("node_id"))
+    return None
