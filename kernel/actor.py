@@ -35,22 +35,79 @@ ACTOR_OPTIONS = {
 }
 METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions", "concurrency_group",
                   "enable_task_events", "_metadata"}
+# what @microray.method(...) sets: the method's default call options
+METHOD_DECORATOR_OPTIONS = ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions")
+
+
+def method(options: dict[str, Any]) -> Any:
+    """The decorator ``@microray.method(**options)`` returns: records the method's
+    default call options (``num_returns``, ``concurrency_group``, ``max_task_retries``,
+    ``retry_exceptions``); ``.options()`` on a call overrides them."""
+    for key, value in options.items():
+        if key not in METHOD_DECORATOR_OPTIONS:
+            raise TypeError(
+                f"microray.method() got an unsupported option {key!r}; supported: "
+                f"{', '.join(METHOD_DECORATOR_OPTIONS)} (other call options go in .options() per call)"
+            )
+        if key == "num_returns" and not (
+                value in ("streaming", "dynamic") or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)):
+            raise ValueError(f"microray.method(num_returns={value!r}): expected an int >= 0 or 'streaming'")
+        if key == "concurrency_group" and not (isinstance(value, str) and value):
+            raise ValueError(f"microray.method(concurrency_group={value!r}): expected a group name")
+        if key == "max_task_retries" and (not isinstance(value, int) or isinstance(value, bool) or value < -1):
+            raise ValueError(f"microray.method(max_task_retries={value!r}): expected an int >= -1")
+        if key == "retry_exceptions" and not isinstance(value, bool):
+            raise ValueError(
+                f"microray.method(retry_exceptions={value!r}): expected True or False (a list of "
+                "exception classes goes in .options(retry_exceptions=[...]) per call)"
+            )
+
+    def decorator(fn: Any) -> Any:
+        fn.__microray_method_options__ = dict(options)
+        return fn
+
+    return decorator
 
 
 def _method_table(cls: type) -> dict[str, dict[str, Any]]:
+    """Per method: its default call options (``num_returns`` and what ``@method`` set)
+    and whether it is ``async``."""
     table = {}
     for name, member in inspect.getmembers(cls, predicate=callable):
         if name.startswith("__") and name != "__call__":
             continue
         fn = inspect.unwrap(member)
-        num_returns = getattr(member, "__microray_num_returns__", None)
+        options = dict(getattr(member, "__microray_method_options__", {}))
+        num_returns = options.pop("num_returns", None)
         if num_returns is None and (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
             num_returns = STREAMING
         table[name] = {
             "num_returns": 1 if num_returns is None else num_returns,
             "is_async": inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
+            **options,
         }
     return table
+
+
+def _check_concurrency_groups(options: dict[str, Any], methods: dict[str, dict[str, Any]], name: str) -> None:
+    """``concurrency_groups`` maps group names to their limits (ints >= 1), and every
+    method's ``@method(concurrency_group=...)`` names one of them."""
+    groups = options.get("concurrency_groups")
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise ValueError(f"actor {name}: concurrency_groups={groups!r}; expected a dict of name -> int >= 1")
+        for group, limit in groups.items():
+            if not isinstance(group, str) or not group:
+                raise ValueError(f"actor {name}: concurrency group name {group!r} must be a non-empty string")
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise ValueError(f"actor {name}: concurrency group {group!r} has limit {limit!r}; expected an int >= 1")
+    for method_name, info in methods.items():
+        group = info.get("concurrency_group")
+        if group is not None and group not in (groups or {}):
+            raise ValueError(
+                f"actor {name}: method {method_name!r} is in concurrency group {group!r}, which the actor "
+                f"does not define (concurrency_groups: {sorted(groups or {})})"
+            )
 
 
 class ActorClass:
@@ -62,6 +119,7 @@ class ActorClass:
         self._options = validate_options(dict(options), ACTOR_OPTIONS, f"actor class {self._name}")
         _check_actor_options(self._options, self._name)
         self._methods = _method_table(cls)
+        _check_concurrency_groups(self._options, self._methods, self._name)
         self._pickled: bytes | None = None
         self._class_id: bytes | None = None
         self.__doc__ = cls.__doc__
@@ -77,6 +135,7 @@ class ActorClass:
         validate_options(options, ACTOR_OPTIONS, f"actor class {self._name}")
         merged = {**self._options, **options}
         _check_actor_options(merged, self._name)
+        _check_concurrency_groups(merged, self._methods, self._name)
         return _ActorOptions(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
@@ -117,7 +176,8 @@ class ActorClass:
             runtime_env=runtime_env,
             resources=schedule,
             actor_id=actor_id,
-            actor_options={"max_concurrency": options.get("max_concurrency"), "is_async": is_async, "name": name},
+            actor_options={"max_concurrency": options.get("max_concurrency"), "is_async": is_async, "name": name,
+                           "concurrency_groups": dict(options.get("concurrency_groups") or {})},
         )
         record = {
             "actor_id": actor_id,
@@ -262,6 +322,7 @@ class ActorHandle:
             actor_id=self._actor_id,
             method_name=method,
             caller_id=worker.worker_id,
+            concurrency_group=options.get("concurrency_group") or "",
         )
         key = ("actor", self._actor_id)
         conn = worker.actor_connections.get(self._actor_id)
@@ -298,7 +359,10 @@ class ActorMethod:
     def __init__(self, handle: ActorHandle, name: str, info: dict, options: dict | None = None) -> None:
         self._handle = handle
         self._name = name
-        self._options = options if options is not None else {"num_returns": info.get("num_returns", 1)}
+        if options is None:  # the method's defaults (see _method_table)
+            options = {k: v for k, v in info.items() if k != "is_async"}
+            options.setdefault("num_returns", 1)
+        self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._handle._submit(self._name, args, kwargs, self._options)

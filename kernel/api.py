@@ -269,15 +269,13 @@ def _make_remote(obj: Any, options: dict[str, Any]) -> Any:
     return RemoteFunction(obj, options)
 
 
-def method(*, num_returns: int | None = None, concurrency_group: str | None = None, **kwargs: Any):
-    """Annotate an actor method (``@microray.method(num_returns=2)``)."""
+def method(**options: Any) -> Any:
+    """Annotate an actor method with its default call options: ``num_returns``,
+    ``concurrency_group``, ``max_task_retries``, ``retry_exceptions``
+    (``@microray.method(num_returns=2)``). Other options raise ``TypeError``."""
+    from microray.actor import method as _method
 
-    def decorator(fn: Any) -> Any:
-        if num_returns is not None:
-            fn.__microray_num_returns__ = num_returns
-        return fn
-
-    return decorator
+    return _method(options)
 
 
 # -- objects --------------------------------------------------------------------

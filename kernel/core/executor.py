@@ -1,9 +1,10 @@
 """The worker's side of the task path: receive task batches, run them, stream results back.
 
 Normal tasks and calls of a plain actor run one at a time on the worker's main
-thread, in arrival order. An actor with ``max_concurrency > 1`` runs calls in a
-thread pool; an async actor (any ``async def`` method) runs them concurrently on
-one event loop. The io loop only moves bytes. A result is sent as soon as its
+thread, in arrival order. An actor with ``max_concurrency > 1`` or concurrency
+groups runs calls in a thread pool per group; an async actor (any ``async def``
+method) runs them concurrently on one event loop, each group under its own
+semaphore. The default group ("") has ``max_concurrency`` slots. The io loop only moves bytes. A result is sent as soon as its
 task ends, several per message when they finish close together.
 """
 
@@ -94,9 +95,11 @@ class TaskExecutor:
         self.actor: Any = None
         self.actor_error: BaseException | None = None
         self.mode = "sync"  # sync | threaded | async
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # per concurrency group ("" is the default group): a thread pool (threaded) or a
+        # semaphore (async)
+        self.pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self.aloop: asyncio.AbstractEventLoop | None = None
-        self.asem: asyncio.Semaphore | None = None
+        self.asems: dict[str, asyncio.Semaphore] = {}
         self.job: str | None = None  # the job whose tasks run here (cw.job_id, cw.namespace)
 
     # -- io loop side --------------------------------------------------------------
@@ -171,11 +174,8 @@ class TaskExecutor:
             with self._queued_lock:
                 if self._queued.pop(spec.task_id, None) is None:
                     continue  # cancelled while waiting; already answered
-            if spec.kind == ACTOR_METHOD and self.mode != "sync":
-                if self.mode == "async":
-                    asyncio.run_coroutine_threadsafe(self._execute_async(spec, sink), self.aloop)
-                else:
-                    self.pool.submit(self.execute, spec, sink)
+            if spec.kind == ACTOR_METHOD and (self.mode != "sync" or spec.concurrency_group):
+                self._run_in_group(spec, sink)
                 continue
             if spec.kind == ACTOR_CREATION:
                 self._create_actor(spec, sink)
@@ -260,8 +260,24 @@ class TaskExecutor:
             result.worker_exiting = True
         sink(result)
 
-    async def _execute_async(self, spec: TaskSpec, sink: _Sink) -> None:
-        async with self.asem:
+    def _run_in_group(self, spec: TaskSpec, sink: _Sink) -> None:
+        """Hand an actor call to its concurrency group's pool or semaphore."""
+        group = spec.concurrency_group
+        if self.mode == "async" and group in self.asems:
+            asyncio.run_coroutine_threadsafe(self._execute_async(spec, sink, self.asems[group]), self.aloop)
+        elif self.mode == "threaded" and group in self.pools:
+            self.pools[group].submit(self.execute, spec, sink)
+        else:
+            known = sorted(g for g in (self.asems or self.pools) if g)
+            try:  # raised, so the caller's error carries it as its traceback too
+                raise ValueError(
+                    f"actor method {spec.method_name!r} was called in concurrency group {group!r}, "
+                    f"which the actor does not define (its concurrency_groups: {known})")
+            except ValueError as exc:
+                sink(self._app_error(spec, exc))
+
+    async def _execute_async(self, spec: TaskSpec, sink: _Sink, sem: asyncio.Semaphore) -> None:
+        async with sem:
             t0 = time.perf_counter()
             token = context.enter_task(spec)
             try:
@@ -304,19 +320,23 @@ class TaskExecutor:
             context.leave_task(token)
         is_async = opts.get("is_async", False)
         concurrency = opts.get("max_concurrency")
+        groups: dict[str, int] = opts.get("concurrency_groups") or {}
         if is_async:
             self.mode = "async"
             self.aloop = asyncio.new_event_loop()
-            limit = concurrency or 1000
+            limits = {"": concurrency or 1000, **groups}
 
-            async def make_sem() -> asyncio.Semaphore:
-                return asyncio.Semaphore(limit)
+            async def make_sems() -> dict[str, asyncio.Semaphore]:
+                return {group: asyncio.Semaphore(n) for group, n in limits.items()}
 
             threading.Thread(target=self.aloop.run_forever, name="microray-actor-async", daemon=True).start()
-            self.asem = asyncio.run_coroutine_threadsafe(make_sem(), self.aloop).result()
-        elif concurrency and concurrency > 1:
+            self.asems = asyncio.run_coroutine_threadsafe(make_sems(), self.aloop).result()
+        elif groups or (concurrency and concurrency > 1):
             self.mode = "threaded"
-            self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="microray-actor")
+            self.pools = {
+                group: concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix=f"microray-actor-{group or 'default'}")
+                for group, n in {"": concurrency or 1, **groups}.items()
+            }
         log.info("actor_created", actor_id=spec.actor_id, mode=self.mode)
         sink(TaskResult(spec.task_id, OK, [], None, os.getpid()))
 

@@ -72,6 +72,7 @@ class TaskSpec:
     parent_task_id: bytes = b""
     actor_options: dict | None = None
     max_calls: int = 0  # the worker exits after running this many tasks of the function
+    concurrency_group: str = ""  # an actor call's concurrency group ("": the default group)
 
     def __reduce__(self):
         # positional fields: half the time and size of the slots-dataclass default (a dict

@@ -1,0 +1,41 @@
+"""Node affinity on a real one-machine cluster, and the API that is refused outright."""
+
+from __future__ import annotations
+
+import pytest
+
+import microray as ray
+from microray.exceptions import TaskUnschedulableError
+from microray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+pytestmark = pytest.mark.timeout(120)
+
+UNKNOWN_NODE = "f" * 56
+
+
+@ray.remote
+def where_am_i():
+    return ray.get_runtime_context().get_node_id()
+
+
+def test_hard_affinity_to_unknown_node_fails_naming_the_task(cluster) -> None:
+    ref = where_am_i.options(scheduling_strategy=NodeAffinitySchedulingStrategy(UNKNOWN_NODE, soft=False)).remote()
+    with pytest.raises(TaskUnschedulableError) as info:
+        ray.get(ref, timeout=60)
+    message = str(info.value)
+    assert UNKNOWN_NODE in message and "where_am_i" in message and cluster.node_id in message
+
+
+def test_soft_affinity_to_unknown_node_falls_back(cluster) -> None:
+    strategy = NodeAffinitySchedulingStrategy(UNKNOWN_NODE, soft=True)
+    assert ray.get(where_am_i.options(scheduling_strategy=strategy).remote(), timeout=60) == cluster.node_id
+
+
+def test_hard_affinity_to_this_node_runs_here(cluster) -> None:
+    strategy = NodeAffinitySchedulingStrategy(cluster.node_id, soft=False)
+    assert ray.get(where_am_i.options(scheduling_strategy=strategy).remote(), timeout=60) == cluster.node_id
+
+
+def test_put_with_owner_is_refused(cluster) -> None:
+    with pytest.raises(ValueError, match=r"put\(_owner=...\) is not supported"):
+        ray.put(1, _owner=object())
