@@ -54,6 +54,14 @@ Protocol (every step that changes which files exist runs under the namespace loc
       free). ``get`` restores a spilled object transparently; when the memory
       is full of objects in use it maps the spill copy read-only instead.
 
+Where the code lives
+    ``_segments.py``: file primitives (locks, pins, mappings, copies).
+    ``_shm_space.py``: ``ShmSpace``, the namespace's files as every process sees
+    them (folders, lock and counter, pool, reserving room, spilling).
+    ``_kept_mappings.py``: writes in progress and the writer mappings kept for
+    recycled segments. This module: ``ShmObjectStore``, one process's view (its
+    writes, its read mappings, restoring on ``get``) and the registration.
+
 ``put`` takes the same path as ``create`` but writes with ``pwrite`` and maps
 nothing. Fork: an instance used in a forked child reopens its namespace lock
 (the inherited fd shares the parent's lock); inherited pins stay until both
@@ -62,28 +70,30 @@ processes drop their views.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import mmap
 import os
 import shutil
-import threading
-import time
-import uuid
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from microray.backends.object_store import _segments as seg
+from microray.backends.object_store._kept_mappings import (
+    UNMAP_ASIDE_BYTES,
+    KeptMappings,
+    PendingWrite,
+    unmap_aside,
+)
 from microray.backends.object_store._naming import (
     as_bytes_view,
     check_size,
     namespace_dirname,
     object_id_hex,
 )
+from microray.backends.object_store._shm_space import ShmSpace
 from microray.exceptions import ObjectStoreFullError
 from microray.hookspecs import hookimpl
 from microray.interfaces.object_store import ObjectStoreUsage
@@ -96,36 +106,6 @@ __all__ = ["ShmObjectStore", "microray_object_stores"]
 EventCallback = Callable[[str, dict], None]
 
 _GET_ATTEMPTS = 64  # get() retries when an object moves under it (spilled, restored)
-
-
-UNMAP_ASIDE_BYTES = 16 * 1024 * 1024
-WARM_LIMIT_BYTES = 2 * 1024 * 1024 * 1024  # writer mappings kept per process, at most
-WARM_MAX_MAPPINGS = 32  # ... and at most this many (each holds three fds)
-WARM_PRUNE_EVERY_S = 1.0  # delete() looks for kept mappings of unlinked segments this often
-
-
-def _unmap_aside(pending: "_Pending") -> None:
-    """Drop the writer's last reference to its mapping on a short-lived thread:
-    unmapping 100 MB takes ~6 ms here (without the GIL), which ``put`` then does not
-    wait for. Until then the segment stays pinned, as while it was being written."""
-    holder = [pending.mm]
-    pending.mm = None
-    try:
-        threading.Thread(target=holder.clear, name="microray-unmap", daemon=True).start()
-    except RuntimeError:  # no thread to be had: unmap here
-        holder.clear()
-
-
-@dataclass
-class _Pending:
-    """An object created by this instance and not yet sealed: its pin and mapping."""
-
-    hexid: str
-    size: int
-    fd: int  # owned by ``mm`` when size > 0 (unless ``warm``: then our own pin)
-    mm: mmap.mmap | None
-    warm: bool = False  # ``mm`` is a kept mapping from an earlier object in this segment
-    keep_fd: int = -1  # with ``warm``: the kept mapping's own (unlocked) descriptor
 
 
 class ShmObjectStore:
@@ -148,32 +128,31 @@ class ShmObjectStore:
             raise ValueError(f"spill_threshold must be in (0, 1], got {spill_threshold!r}")
         self.namespace = namespace
         self.capacity = capacity
-        self.spill_threshold = float(spill_threshold)
-        self.recycle = recycle
         self._on_event = on_event
         name = namespace_dirname(namespace)
-        self.root = os.path.join(shm_dir, f"microray-{name}")
-        self.spill_root = os.path.join(spill_dir, f"shm-{name}")
-        self._objects = os.path.join(self.root, "objects")
-        self._tmp = os.path.join(self.root, "tmp")
-        self._free = os.path.join(self.root, "free")
-        for folder in (self._objects, self._tmp, self._free, self.spill_root):
-            os.makedirs(folder, exist_ok=True)
-        self._lock = seg.NamespaceLock(os.path.join(self.root, "meta"))
-        self._pending: dict[bytes, _Pending] = {}
+        self._space = ShmSpace(
+            os.path.join(shm_dir, f"microray-{name}"),
+            os.path.join(spill_dir, f"shm-{name}"),
+            namespace=namespace,
+            capacity=capacity,
+            spill_threshold=float(spill_threshold),
+            recycle=recycle,
+            on_spilled=self._spilled,
+        )
+        self.root = self._space.root
+        self.spill_root = self._space.spill_root
+        self._lock = self._space.lock
+        self._pending: dict[bytes, PendingWrite] = {}
         # object id -> (weak mapping, mapped file, its inode): one mapping per object per process;
         # the file is ``objects/<hex>``, or the spill copy when it was read in place
         self._maps: dict[bytes, tuple[weakref.ref[mmap.mmap], str, int]] = {}
         self._events: list[tuple[str, dict[str, Any]]] = []
-        # inode -> writable mapping this process wrote through and keeps (unpinned) for the
-        # next object placed in the same segment once it is recycled: see _warm_keep
-        self._warm: dict[int, tuple[mmap.mmap, int]] = {}  # inode -> (mapping, its fd)
-        self._warm_lock = threading.Lock()  # one instance serves several threads
-        self._warm_pruned = 0.0
-        self._warm_limit = min(capacity // 4, WARM_LIMIT_BYTES)
+        # writable mappings this process wrote large objects through, kept (unpinned) for
+        # the next object placed in the same segment once it is recycled
+        self._kept = KeptMappings(capacity // 4)
         self._closed = False
         with self._lock.held():
-            self._recount()
+            self._space.recount()
         free = shutil.disk_usage(shm_dir).free
         if free < capacity:
             log.warning("object_store_capacity_exceeds_shm", capacity=capacity, shm_free=free, path=shm_dir)
@@ -186,7 +165,7 @@ class ShmObjectStore:
         mm = None
         warm, keep_fd = False, -1
         if size:
-            mm, keep_fd = self._warm_take(fd, size)
+            mm, keep_fd = self._kept.take(fd, size)
             warm = mm is not None
             if mm is None:
                 try:
@@ -194,7 +173,7 @@ class ShmObjectStore:
                 except BaseException:
                     self.abort_tmp(hexid, size)
                     raise
-        self._pending[object_id] = _Pending(hexid, size, fd, mm, warm, keep_fd)
+        self._pending[object_id] = PendingWrite(hexid, size, fd, mm, warm, keep_fd)
         return memoryview(mm) if mm is not None else memoryview(bytearray())
 
     def _begin(self, object_id: bytes, size: int) -> tuple[str, int]:
@@ -208,7 +187,7 @@ class ShmObjectStore:
             if os.path.exists(self._path(hexid)) or os.path.exists(self._spill_path(hexid)):
                 raise FileExistsError(f"object {hexid} already exists")
             try:
-                return hexid, self._reserve(hexid, size)
+                return hexid, self._space.reserve(hexid, size)
             finally:
                 self._flush_events()
 
@@ -223,7 +202,7 @@ class ShmObjectStore:
             os.utime(self._path(hexid))  # LRU clock starts at seal
         if pending.mm is None:
             os.close(pending.fd)
-        elif pending.size >= UNMAP_ASIDE_BYTES and self._warm_keep(pending):
+        elif pending.size >= UNMAP_ASIDE_BYTES and self._kept.keep(pending):
             pass
         else:
             if pending.warm:  # a kept mapping, but no room to keep it again
@@ -232,7 +211,7 @@ class ShmObjectStore:
             else:
                 self._maps[object_id] = (weakref.ref(pending.mm), self._path(hexid), os.fstat(pending.fd).st_ino)
             if pending.size >= UNMAP_ASIDE_BYTES:
-                _unmap_aside(pending)
+                unmap_aside(pending)
 
     def abort(self, object_id: bytes) -> None:
         """Drop a created, unsealed object; its segment goes to the pool."""
@@ -254,7 +233,7 @@ class ShmObjectStore:
         """Move ``tmp/<hexid>`` into the pool (or remove it when recycling is off)."""
         with self._lock.held():
             try:
-                self._discard_segment(self._tmp_path(hexid), size)
+                self._space.discard_segment(self._tmp_path(hexid), size)
             except FileNotFoundError:
                 pass
 
@@ -334,7 +313,7 @@ class ShmObjectStore:
         """Ids of the sealed objects (in memory or spilled) starting with ``prefix``."""
         hex_prefix = prefix.hex()
         found: set[str] = set()
-        for folder in (self._objects, self.spill_root):
+        for folder in (self._space.objects, self.spill_root):
             try:
                 found.update(n for n in os.listdir(folder) if n.startswith(hex_prefix))
             except FileNotFoundError:
@@ -351,15 +330,13 @@ class ShmObjectStore:
         """Remove the object and its spill copy; current readers keep valid data."""
         hexid = object_id_hex(object_id)
         self._check_open()
-        if self._warm and time.monotonic() - self._warm_pruned > WARM_PRUNE_EVERY_S:
-            with self._warm_lock:  # a segment another process evicted: let its pages go
-                self._warm_prune(keep=0)
+        self._kept.prune_if_due()  # a segment another process evicted: let its pages go
         existed = False
         with self._lock.held():
             path = self._path(hexid)
             try:
                 size = os.stat(path).st_size
-                self._discard_segment(path, size)
+                self._space.discard_segment(path, size)
                 existed = True
             except FileNotFoundError:
                 pass
@@ -374,8 +351,8 @@ class ShmObjectStore:
     def usage(self) -> ObjectStoreUsage:
         """Counted from the directories: sealed + pending bytes in memory, spilled-only bytes."""
         with self._lock.held():
-            objects = seg.sizes(self._objects)
-            pending = seg.sizes(self._tmp)
+            objects = seg.sizes(self._space.objects)
+            pending = seg.sizes(self._space.tmp)
             spilled = {
                 name: size for name, size in seg.sizes(self.spill_root).items()
                 if name not in objects and not name.endswith(".tmp")
@@ -395,9 +372,7 @@ class ShmObjectStore:
         for object_id in list(self._pending):
             self.abort(object_id)
         self._maps.clear()
-        with self._warm_lock:
-            for ino in list(self._warm):
-                self._warm_drop(ino)
+        self._kept.clear()
         self._lock.close()
         self._closed = True
 
@@ -408,99 +383,24 @@ class ShmObjectStore:
         shutil.rmtree(self.spill_root, ignore_errors=True)
         log.debug("object_store_destroyed", backend="shm", namespace=self.namespace)
 
-    # ------------------------------------------------- kept writer mappings
-    # Page-table setup (MAP_POPULATE) is a third of a large put's time here. A segment
-    # goes back to the pool when its object is freed and is then reused for the next
-    # object of a fitting size, often by the same writer; keeping the writer's mapping
-    # (unpinned: it holds no flock, so spilling and eviction work as before) lets that
-    # writer skip the setup. A kept mapping is dropped when its segment leaves the
-    # pool for good (unlinked), when the segment comes back with another size, and
-    # oldest first past ``_warm_limit`` bytes.
-
-    def _warm_keep(self, pending: "_Pending") -> bool:
-        """After seal: keep the writer's mapping of a large object, unpinned."""
-        mm = pending.mm
-        if pending.size > self._warm_limit:
-            return False
-        try:
-            ino = os.fstat(pending.fd).st_ino
-        except OSError:
-            return False
-        with self._warm_lock:
-            self._warm_prune(keep=pending.size)
-            fcntl.flock(pending.fd, fcntl.LOCK_UN)  # the mapping shares this open file: no pin
-            if pending.warm:
-                os.close(pending.fd)  # the pin of this round; the kept fd stays
-                keep_fd = pending.keep_fd
-            else:
-                keep_fd = os.dup(pending.fd)  # same open file, so unlocked too
-            old = self._warm.pop(ino, None)
-            self._warm[ino] = (mm, keep_fd)
-            pending.mm = None
-        if old is not None:  # (cannot happen: one segment is reserved once at a time)
-            os.close(old[1])
-        return True
-
-    def _warm_take(self, fd: int, size: int) -> tuple[mmap.mmap | None, int]:
-        """A kept mapping (and its fd) of the segment ``fd`` (just reserved, pinned by
-        us) when it has exactly ``size`` bytes."""
-        if not self._warm:
-            return None, -1
-        try:
-            ino = os.fstat(fd).st_ino
-        except OSError:
-            return None, -1
-        with self._warm_lock:
-            if time.monotonic() - self._warm_pruned > WARM_PRUNE_EVERY_S:
-                self._warm_prune(keep=0)
-            entry = self._warm.get(ino)
-            if entry is None:
-                return None, -1
-            if len(entry[0]) != size:
-                self._warm_drop(ino)
-                return None, -1
-            del self._warm[ino]
-            return entry
-
-    def _warm_prune(self, keep: int) -> None:
-        """Drop kept mappings of unlinked segments, then the oldest until ``keep`` fits
-        (``_warm_lock`` held)."""
-        self._warm_pruned = time.monotonic()
-        for ino, (_mm, keep_fd) in list(self._warm.items()):
-            try:
-                gone = os.fstat(keep_fd).st_nlink == 0
-            except OSError:
-                gone = True
-            if gone:
-                self._warm_drop(ino)
-        total = sum(len(mm) for mm, _ in self._warm.values())
-        for ino in list(self._warm):
-            if total + keep <= self._warm_limit and len(self._warm) < WARM_MAX_MAPPINGS:
-                break
-            entry = self._warm.get(ino)
-            if entry is not None:
-                total -= len(entry[0])
-                self._warm_drop(ino)
-
-    def _warm_drop(self, ino: int) -> None:
-        entry = self._warm.pop(ino, None)
-        if entry is not None:
-            os.close(entry[1])
-            _unmap_aside(_Pending("", len(entry[0]), -1, entry[0]))
-
     # ------------------------------------------------------------------ internals
     def _path(self, hexid: str) -> str:
-        return os.path.join(self._objects, hexid)
+        return self._space.path(hexid)
 
     def _tmp_path(self, hexid: str) -> str:
-        return os.path.join(self._tmp, hexid)
+        return self._space.tmp_path(hexid)
 
     def _spill_path(self, hexid: str) -> str:
-        return os.path.join(self.spill_root, hexid)
+        return self._space.spill_path(hexid)
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"object store {self.namespace!r} is closed")
+
+    def _spilled(self, hexid: str, info: dict[str, Any]) -> None:
+        """The space spilled an object (namespace lock held): forget our mapping of it."""
+        self._maps.pop(bytes.fromhex(hexid), None)
+        self._emit("spilled", info)
 
     def _emit(self, kind: str, info: dict[str, Any]) -> None:
         """Queue an event; ``_flush_events`` delivers it once the namespace lock is released."""
@@ -516,148 +416,13 @@ class ShmObjectStore:
                 except Exception as exc:  # noqa: BLE001 -- an observer never breaks the store
                     log.warning("object_store_observer_failed", kind=kind, error=repr(exc))
 
-    def _discard_segment(self, path: str, size: int) -> None:
-        """Move a segment into the pool (lock held). Raises FileNotFoundError."""
-        if self.recycle and size > 0:
-            os.rename(path, os.path.join(self._free, uuid.uuid4().hex))
-        else:
-            os.unlink(path)
-            self._lock.write_counter(self._lock.read_counter() - size)
 
-    def _reserve(self, hexid: str, size: int) -> int:
-        """Place a pinned segment of ``size`` bytes at ``tmp/<hexid>`` (lock held); return its fd.
 
-        Reuses the best-fitting pool segment when it can. Once the soft limit
-        (``spill_threshold * capacity``) would be passed it makes room, cheapest
-        first: drop pool segments, then spill LRU objects nobody maps. Past the
-        hard limit (``capacity``) with nothing left to drop it recounts once and
-        then raises ``ObjectStoreFullError``.
-        """
-        tmp = self._tmp_path(hexid)
-        if os.path.exists(tmp) and not self._reclaim_if_abandoned(tmp):
-            raise FileExistsError(f"object {hexid} is being written by another process")
-        if size > self.capacity:
-            raise self._full_error(hexid, size, "the object is larger than the store's capacity")
-        soft_limit = int(self.capacity * self.spill_threshold)
-        resident = self._lock.read_counter()
-        pinned_pool: set[str] = set()  # pool segments a late reader still maps
-        recounted = False
-        spill_error: str | None = None
-        while True:
-            pool = [e for e in seg.pool_entries(self._free) if e[1] not in pinned_pool]
-            candidate = seg.best_fit(pool, size)
-            need = size - (candidate[0] if candidate else 0)
-            if resident + need > soft_limit:
-                if self._evict_one(pool, candidate, pinned_pool):
-                    resident = self._lock.read_counter()
-                    continue
-                spilled, spill_error = self._spill_one(spill_error)
-                if spilled:
-                    resident = self._lock.read_counter()
-                    continue
-                if resident + need > self.capacity:
-                    if not recounted:
-                        resident, recounted = self._recount(), True
-                        continue
-                    raise self._full_error(hexid, size, spill_error)
-            if candidate is not None:
-                fd = self._take_segment(candidate, tmp, size)
-                if fd is None:
-                    pinned_pool.add(candidate[1])
-                    continue
-            else:
-                fd = self._new_segment(hexid, tmp, size)
-            self._lock.write_counter(self._lock.read_counter() + need)
-            return fd
 
-    def _new_segment(self, hexid: str, tmp: str, size: int) -> int:
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        try:
-            seg.grow_or_shrink(fd, 0, size)
-        except OSError as exc:
-            os.close(fd)
-            os.unlink(tmp)
-            raise self._full_error(hexid, size, f"{self.root}: {exc.strerror}") from None
-        return fd
 
-    def _evict_one(
-        self, pool: list[tuple[int, str]], keep: tuple[int, str] | None, pinned: set[str]
-    ) -> bool:
-        """Unlink the largest unpinned pool segment other than ``keep`` (lock held)."""
-        for entry in reversed(pool):
-            if entry is keep:
-                continue
-            if self._evict_pool_segment(entry):
-                return True
-            pinned.add(entry[1])
-        return False
 
-    def _take_segment(self, entry: tuple[int, str], tmp: str, size: int) -> int | None:
-        """Move an unpinned pool segment to ``tmp`` resized to ``size``; None when pinned."""
-        try:
-            return seg.take_segment(entry[1], entry[0], tmp, size)
-        except OSError as exc:  # /dev/shm itself is full
-            self._recount()
-            raise self._full_error(os.path.basename(tmp), size, f"{self.root}: {exc.strerror}") from None
 
-    def _evict_pool_segment(self, entry: tuple[int, str]) -> bool:
-        if not seg.evict_segment(entry[1]):
-            return False
-        self._lock.write_counter(self._lock.read_counter() - entry[0])
-        return True
 
-    def _spill_one(self, spill_error: str | None) -> tuple[bool, str | None]:
-        """Spill the least recently used unpinned object (lock held)."""
-        entries = []
-        with os.scandir(self._objects) as it:
-            for entry in it:
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue
-                if st.st_size:
-                    entries.append((st.st_mtime_ns, st.st_size, entry.name))
-        entries.sort()
-        for _mtime, size, hexid in entries:
-            path = self._path(hexid)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                if not seg.try_lock_exclusive(fd):
-                    continue  # somebody maps it
-                error = self._write_spill_copy(fd, hexid, size)
-                if error is not None:
-                    return False, error
-                self._discard_segment(path, size)
-            finally:
-                os.close(fd)
-            self._maps.pop(bytes.fromhex(hexid), None)
-            self._emit("spilled", {"object_id": hexid, "size": size, "path": self._spill_path(hexid)})
-            return True, spill_error
-        return False, spill_error
-
-    def _write_spill_copy(self, fd: int, hexid: str, size: int) -> str | None:
-        """Copy a locked segment to the spill folder unless an equal copy is there."""
-        target = self._spill_path(hexid)
-        try:
-            if os.stat(target).st_size == size:
-                return None  # restored earlier: the disk copy is still good
-        except FileNotFoundError:
-            pass
-        free = shutil.disk_usage(self.spill_root).free
-        if free < size:
-            return f"spill folder {self.spill_root} has {free} bytes free, object needs {size}"
-        try:
-            seg.copy_to_file(fd, target, size)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                log.warning("object_spill_failed", object_id=hexid, size=size, error=str(exc))
-                return f"spill folder {self.spill_root} is full ({exc.strerror})"
-            raise
-        return None
 
     def _restore(self, object_id: bytes, hexid: str) -> memoryview | bool | None:
         """Read a spilled object back into memory and map it.
@@ -678,7 +443,7 @@ class ShmObjectStore:
             try:
                 size = os.fstat(src).st_size
                 try:
-                    fd = self._reserve(hexid, size)
+                    fd = self._space.reserve(hexid, size)
                 except ObjectStoreFullError as full:
                     return self._map_spill_copy(object_id, source, src, size, full)
                 try:
@@ -686,7 +451,7 @@ class ShmObjectStore:
                 except OSError as exc:
                     os.close(fd)
                     self.abort_tmp(hexid, size)
-                    raise self._full_error(hexid, size, f"restoring failed: {exc.strerror}") from None
+                    raise self._space.full_error(hexid, size, f"restoring failed: {exc.strerror}") from None
                 os.rename(self._tmp_path(hexid), self._path(hexid))
             finally:
                 os.close(src)
@@ -724,45 +489,7 @@ class ShmObjectStore:
         )
         return memoryview(mm)
 
-    def _reclaim_if_abandoned(self, path: str) -> bool:
-        """Move an unpinned ``tmp/`` file (its writer died) into the pool (lock held)."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return True
-        try:
-            if not seg.try_lock_exclusive(fd):
-                return False
-            size = os.fstat(fd).st_size
-            self._discard_segment(path, size)
-        finally:
-            os.close(fd)
-        log.info("object_store_reclaimed_abandoned_write", path=path, size=size)
-        return True
 
-    def _recount(self) -> int:
-        """Reclaim abandoned writes and recount the resident bytes from the folders (lock held)."""
-        for name in seg.sizes(self._tmp):
-            self._reclaim_if_abandoned(self._tmp_path(name))
-        total = sum(sum(seg.sizes(d).values()) for d in (self._objects, self._tmp, self._free))
-        self._lock.write_counter(total)
-        return total
-
-    def _full_error(self, hexid: str, size: int, reason: str | None) -> ObjectStoreFullError:
-        """The error for a create/restore that cannot fit, with every number that matters."""
-        objects = seg.sizes(self._objects)
-        used = sum(objects.values()) + sum(seg.sizes(self._tmp).values())
-        pinned = sum(size for name, size in objects.items() if seg.is_pinned(self._path(name)))
-        free = shutil.disk_usage(self.spill_root).free
-        message = (
-            f"object store {self.namespace!r} (shm) is full: cannot fit object {hexid} of "
-            f"{size} bytes; capacity {self.capacity} bytes, {used} bytes used "
-            f"({pinned} bytes of them in use by readers, so not spillable); spill folder "
-            f"{self.spill_root} has {free} bytes free"
-        )
-        if reason:
-            message += f"; {reason}"
-        return ObjectStoreFullError(message)
 
 
 # ---------------------------------------------------------------------- helpers

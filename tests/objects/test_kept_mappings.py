@@ -14,8 +14,8 @@ import microray as ray
 from .conftest import MB
 
 
-def _kept(store) -> dict:
-    return store._warm  # the backend's kept writer mappings: inode -> (mapping, fd)
+def _kept(store) -> list:
+    return store._kept.entries()  # the backend's kept writer mappings: [(mapping, fd)]
 
 
 def test_a_recycled_segment_written_through_a_kept_mapping_reads_back_new_bytes(make_cluster):
@@ -50,17 +50,17 @@ def test_a_kept_mapping_is_dropped_once_its_segment_is_gone(make_cluster):
     make_cluster(num_cpus=1, object_store_memory=400 * MB)
     store = ray.api._worker.object_store
     ref = ray.put(np.full(32 * MB, 1, dtype=np.uint8))
-    ((_mapping, fd),) = _kept(store).values()
+    ((_mapping, fd),) = _kept(store)
     del ref
-    assert store._evict_pool_segment(max(store_pool(store)))  # as another process would
+    assert store._space.evict_pool_segment(max(store_pool(store)))  # as another process would
     assert os.fstat(fd).st_nlink == 0  # kept, but its segment is gone
     ray.put(np.full(20 * MB, 2, dtype=np.uint8))  # the next large put prunes kept mappings
     assert len(_kept(store)) == 1  # only the new object's
-    assert all(os.fstat(f).st_nlink > 0 for _, f in _kept(store).values())
+    assert all(os.fstat(f).st_nlink > 0 for _, f in _kept(store))
 
 
 def store_pool(store) -> list:
     from microray.backends.object_store import _segments as seg
 
     with store._lock.held():
-        return seg.pool_entries(store._free)
+        return seg.pool_entries(store._space.free)
