@@ -28,7 +28,6 @@ with ``EtcdRequestTooLargeError`` instead of letting them brick the member.
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -36,7 +35,7 @@ from typing import Any, TypeVar
 import structlog
 
 from microray.exceptions import ConfigError, GcsUnavailableError
-from microray.gcs.store_support import as_bytes, check_name, close_in_loop, schema_mismatch, timeout_options
+from microray.gcs.store_support import Backoff, as_bytes, check_name, close_in_loop, schema_mismatch, timeout_options
 from microray.hookspecs import hookimpl
 from microray.interfaces.gcs_store import WatchEvent
 from microray.registrations import GcsStoreRegistration, OptionSpec
@@ -171,11 +170,8 @@ class EtcdGcsStore:
         retry_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         if self._closed:
             raise self._closed_error()
-        start = time.monotonic()
-        delay = 0.05
-        attempts = 0
+        backoff = self._backoff()
         while True:
-            attempts += 1
             try:
                 return await call(self._rpc())
             except grpc.aio.AioRpcError as exc:
@@ -194,21 +190,16 @@ class EtcdGcsStore:
                     ) from exc
                 if self._closed:
                     raise self._closed_error() from exc
-                elapsed = time.monotonic() - start
-                if elapsed >= self.retry_timeout:
-                    raise GcsUnavailableError(
-                        f"etcd GCS store at {self.url} is unavailable: {what} failed "
-                        f"{attempts} times over {elapsed:.1f}s; last error: {code.name}: {details}"
-                    ) from exc
-                log.debug("gcs_store_retry", backend="etcd", op=what, attempt=attempts, error=details)
-                await asyncio.sleep(min(delay, self.retry_timeout - elapsed))
-                delay = min(delay * 2, 0.5)
+                await backoff.pause(what, f"{code.name}: {details}")
             except asyncio.CancelledError:
                 # close() cancels the calls on its channel; report that, not a cancellation
                 task = asyncio.current_task()
                 if self._closed and task is not None and not task.cancelling():
                     raise self._closed_error() from None
                 raise
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.retry_timeout, "etcd", f"etcd GCS store at {self.url}")
 
     def _key(self, table: str, key: bytes) -> bytes:
         return self._base(table) + as_bytes(key, "key")
@@ -381,8 +372,7 @@ class EtcdGcsStore:
         base = self._base(table)
         end = _range_end(start)
         next_revision: int | None = None
-        failing_since: float | None = None
-        delay = 0.05
+        backoff = self._backoff()
         while not self._closed:
             call = None
             error: str | None = None
@@ -414,7 +404,7 @@ class EtcdGcsStore:
                         error = f"watch canceled by etcd: {resp.cancel_reason or 'no reason given'}"
                         break
                     if resp.created:
-                        failing_since, delay = None, 0.05
+                        backoff.reset()
                     for ev in resp.events:
                         next_revision = ev.kv.mod_revision + 1
                         key = ev.kv.key[len(base) :]
@@ -442,16 +432,7 @@ class EtcdGcsStore:
                     self._watch_calls.discard(call)
             if self._closed:
                 return
-            now = time.monotonic()
-            failing_since = failing_since or now
-            if now - failing_since >= self.retry_timeout:
-                raise GcsUnavailableError(
-                    f"etcd GCS store at {self.url} is unavailable: watch of table {table!r} "
-                    f"could not reconnect for {now - failing_since:.1f}s; last error: {error}"
-                )
-            log.debug("gcs_watch_reconnect", backend="etcd", table=table, error=error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            await backoff.pause(f"watch of table {table!r}", str(error))
 
     async def close(self) -> None:
         """Close the channel; running watches end. Calling it twice is harmless."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -36,7 +35,7 @@ from typing import Any, TypeVar
 import structlog
 
 from microray.exceptions import ConfigError, GcsUnavailableError
-from microray.gcs.store_support import as_bytes, check_name, close_in_loop, schema_mismatch, timeout_options
+from microray.gcs.store_support import Backoff, as_bytes, check_name, close_in_loop, schema_mismatch, timeout_options
 from microray.hookspecs import hookimpl
 from microray.interfaces.gcs_store import WatchEvent
 from microray.registrations import GcsStoreRegistration, OptionSpec
@@ -214,25 +213,17 @@ class RedisGcsStore:
         if self._closed:
             raise self._closed_error()
         retryable = self._retryable()
-        start = time.monotonic()
-        delay = 0.05
-        attempts = 0
+        backoff = self._backoff()
         while True:
-            attempts += 1
             try:
                 return await call(self._client())
             except retryable as exc:
                 if self._closed:
                     raise self._closed_error() from exc
-                elapsed = time.monotonic() - start
-                if elapsed >= self.retry_timeout:
-                    raise GcsUnavailableError(
-                        f"redis GCS store at {_redact(self.url)} is unavailable: {what} failed "
-                        f"{attempts} times over {elapsed:.1f}s; last error: {_describe(exc)}"
-                    ) from exc
-                log.debug("gcs_store_retry", backend="redis", op=what, attempt=attempts, error=str(exc))
-                await asyncio.sleep(min(delay, self.retry_timeout - elapsed))
-                delay = min(delay * 2, 0.5)
+                await backoff.pause(what, _describe(exc))
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.retry_timeout, "redis", f"redis GCS store at {_redact(self.url)}")
 
     def _keys(self, table: str) -> list[str]:
         base = f"{self.namespace}:{check_name('table', table)}"
@@ -340,8 +331,7 @@ class RedisGcsStore:
         last_id: bytes | None = None
         last_seq: int | None = None
         retryable = self._retryable()
-        failing_since: float | None = None
-        delay = 0.05
+        backoff = self._backoff()
         while not self._closed:
             try:
                 client = self._client()
@@ -356,19 +346,9 @@ class RedisGcsStore:
             except retryable as exc:
                 if self._closed:
                     return
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since >= self.retry_timeout:
-                    raise GcsUnavailableError(
-                        f"redis GCS store at {_redact(self.url)} is unavailable: watch of table "
-                        f"{table!r} could not reconnect for {now - failing_since:.1f}s; last "
-                        f"error: {_describe(exc)}"
-                    ) from exc
-                log.debug("gcs_watch_reconnect", backend="redis", table=table, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                await backoff.pause(f"watch of table {table!r}", _describe(exc))
                 continue
-            failing_since, delay = None, 0.05
+            backoff.reset()
             for _name, entries in reply or ():
                 for entry_id, fields in entries:
                     seq = int(fields[b"s"])

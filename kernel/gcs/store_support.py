@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
+from microray.exceptions import GcsUnavailableError
 from microray.registrations import OptionSpec
 
 log = structlog.get_logger(__name__)
 
 __all__ = [
     "NAME_PATTERN",
+    "Backoff",
     "as_bytes",
     "check_name",
     "close_in_loop",
@@ -97,3 +100,40 @@ async def close_in_loop(
         await close()
     except Exception as exc:  # noqa: BLE001 -- closing a broken connection
         log.debug("gcs_store_close_error", backend=backend, error=str(exc))
+
+
+class Backoff:
+    """Bounded retrying for a store that talks to a server: pauses that double from
+    50 ms to 500 ms, and ``GcsUnavailableError`` once ``retry_timeout`` seconds have
+    passed since the first failure. ``where`` names the store in the error (e.g.
+    ``"redis GCS store at redis://h:6379/0"``). A long-lived caller (a watch) calls
+    ``reset()`` after each success."""
+
+    def __init__(self, retry_timeout: float, backend: str, where: str) -> None:
+        self.retry_timeout = retry_timeout
+        self.backend = backend
+        self.where = where
+        self.reset()
+
+    def reset(self) -> None:
+        self.failing_since: float | None = None
+        self.failures = 0
+        self.delay = 0.05
+
+    async def pause(self, what: str, error: str) -> None:
+        """After ``what`` failed with ``error``: wait before the next try, or raise
+        ``GcsUnavailableError`` saying what failed, how often, for how long and the last
+        error, when the retry time is used up."""
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        self.failures += 1
+        elapsed = now - self.failing_since
+        if elapsed >= self.retry_timeout:
+            raise GcsUnavailableError(
+                f"{self.where} is unavailable: {what} failed {self.failures} times over "
+                f"{elapsed:.1f}s; last error: {error}"
+            )
+        log.debug("gcs_store_retry", backend=self.backend, op=what, attempt=self.failures, error=error)
+        await asyncio.sleep(min(self.delay, self.retry_timeout - elapsed))
+        self.delay = min(self.delay * 2, 0.5)

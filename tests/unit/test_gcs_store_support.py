@@ -62,3 +62,16 @@ def test_the_memory_store_uses_them() -> None:
         await store.close()
 
     asyncio.run(run())
+
+
+def test_backoff_out_of_time_names_the_store_the_operation_and_the_last_error() -> None:
+    from microray.exceptions import GcsUnavailableError
+    from microray.gcs.store_support import Backoff
+
+    backoff = Backoff(0.0, "x", "x GCS store at x://h")
+    with pytest.raises(GcsUnavailableError) as info:
+        asyncio.run(backoff.pause("ping", "ConnectionError: refused"))
+    assert str(info.value).startswith("x GCS store at x://h is unavailable: ping failed 1 times over ")
+    assert str(info.value).endswith("; last error: ConnectionError: refused")
+    backoff.reset()
+    assert backoff.failures == 0 and backoff.failing_since is None
