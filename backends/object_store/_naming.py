@@ -1,9 +1,10 @@
-"""Names shared by the object store backends: object ids and namespace folders."""
+"""Names and checks shared by the object store backends: object ids, sizes, namespace folders."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Container
 
 MAX_ID_BYTES = 32
 
@@ -39,6 +40,16 @@ def check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ValueError(f"object size must be an int >= 0, got {size!r}")
     return size
+
+
+def check_new_write(object_id: bytes, size: int, pending: Container[bytes]) -> str:
+    """Check a write about to start: a valid id and size, and not an object this
+    process is writing already (``pending``). Returns the id in hex."""
+    hexid = object_id_hex(object_id)
+    check_size(size)
+    if object_id in pending:
+        raise FileExistsError(f"object {hexid} is already being written by this process")
+    return hexid
 
 
 def as_bytes_view(data: bytes | bytearray | memoryview) -> memoryview:

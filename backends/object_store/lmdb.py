@@ -62,7 +62,7 @@ import structlog
 
 from microray.backends.object_store._naming import (
     as_bytes_view,
-    check_size,
+    check_new_write,
     namespace_dirname,
     object_id_hex,
 )
@@ -162,11 +162,8 @@ class LmdbObjectStore:
     # ------------------------------------------------------------------ writing
     def create(self, object_id: bytes, size: int) -> memoryview:
         """A writable buffer of ``size`` bytes, copied into LMDB by ``seal``."""
-        hexid = object_id_hex(object_id)
-        check_size(size)
         self._check_open()
-        if object_id in self._pending:
-            raise FileExistsError(f"object {hexid} is already being written by this process")
+        hexid = check_new_write(object_id, size, self._pending)
         marker = self._claim(hexid)
         try:
             if self.contains(object_id):

@@ -89,7 +89,7 @@ from microray.backends.object_store._kept_mappings import (
 )
 from microray.backends.object_store._naming import (
     as_bytes_view,
-    check_size,
+    check_new_write,
     namespace_dirname,
     object_id_hex,
 )
@@ -178,11 +178,8 @@ class ShmObjectStore:
 
     def _begin(self, object_id: bytes, size: int) -> tuple[str, int]:
         """Check the id and reserve a pinned segment at ``tmp/<hex>``: (hex, fd)."""
-        hexid = object_id_hex(object_id)
-        check_size(size)
         self._check_open()
-        if object_id in self._pending:
-            raise FileExistsError(f"object {hexid} is already being written by this process")
+        hexid = check_new_write(object_id, size, self._pending)
         with self._lock.held():
             if os.path.exists(self._path(hexid)) or os.path.exists(self._spill_path(hexid)):
                 raise FileExistsError(f"object {hexid} already exists")
