@@ -149,6 +149,12 @@ def read_events() -> list[dict]:
 _BASELINE: set[int] = set()  # descendants alive before the cluster started: not ours
 
 
+def _mark_baseline() -> None:
+    """Descendants alive now, before a test starts processes outside ``clusters``: not ours."""
+    _BASELINE.clear()
+    _BASELINE.update(processes.descendants())
+
+
 def stray_processes() -> list[psutil.Process]:
     return processes.stray_processes(_BASELINE)
 
