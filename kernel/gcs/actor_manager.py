@@ -172,6 +172,11 @@ class ActorManager:
             if nodes:
                 node = next((n for n in nodes if n.is_head), nodes[0])
                 reply = await self._request_lease(ins, f"{node.ip}:{node.raylet_port}")
+                if reply is not None and reply.error:  # no node can ever run it
+                    if self.leases.get(ins.actor_id) is asyncio.current_task():
+                        del self.leases[ins.actor_id]
+                    await self._apply(sm.LeaseRefused(ins.actor_id, ins.incarnation, reply.error, time.time()))
+                    return
                 if reply is not None:
                     worker = LeasedWorker(
                         address=f"{reply.worker.ip}:{reply.worker.port}", pid=reply.worker_pid,
@@ -184,6 +189,7 @@ class ActorManager:
             delay = min(delay * 2, 1.0)
 
     async def _request_lease(self, ins: sm.LeaseWorker, address: str) -> raylet_pb2.LeaseReply | None:
+        """The raylet's grant, or its refusal for good (``error``); None to ask again later."""
         req = ins.request
         grant_or_reject = False
         for _ in range(3):
@@ -207,7 +213,7 @@ class ActorManager:
                 address = f"{reply.spillback.ip}:{reply.spillback.port}"
                 grant_or_reject = True
                 continue
-            return reply if reply.granted else None
+            return reply if reply.granted or reply.error else None
         return None
 
     # -- the actor's stream ----------------------------------------------------------------------

@@ -37,7 +37,7 @@ class DeathKind(enum.Enum):
 
     KILLED = "KILLED"  # microray.kill(), or a kill naming its reason (the handle went out of scope)
     RESTARTS_EXHAUSTED = "RESTARTS_EXHAUSTED"  # its process died and no restart was left
-    CREATION_FAILED = "CREATION_FAILED"  # its constructor raised
+    CREATION_FAILED = "CREATION_FAILED"  # its constructor raised, or it can never be scheduled
     OWNER_DIED = "OWNER_DIED"  # the actor that created it died (fate sharing)
     JOB_FINISHED = "JOB_FINISHED"  # its job's driver exited
 

@@ -14,6 +14,7 @@ States and transitions (``docs/actors.md``, "The lifecycle, as the GCS runs it")
     ALIVE / creating --worker or node died--> RESTARTING (restarts left, not killed)
                                           --> DEAD       (killed, or no restart left)
     creating --constructor raised--> DEAD (never restarted)
+    waiting for a worker --lease refused for good--> DEAD (never restarted)
     RESTARTING --leased--> (constructor runs) --done--> ALIVE
     any but DEAD --kill(no_restart)--> DEAD (ALIVE: once its process is gone)
 
@@ -40,7 +41,7 @@ from microray.interfaces.scheduling import SchedulingRequest
 __all__ = [
     "ActorRegistered", "ActorStateMachine", "CancelLease", "ConstructorDone", "ConstructorFailed",
     "Event", "ExitReason", "GcsRecovered", "Instruction", "JobFinished", "KillRequested", "KillWorker",
-    "LeaseWorker", "NodeDied", "Persist", "Publish", "ReleaseWaiters", "StopWatching",
+    "LeaseRefused", "LeaseWorker", "NodeDied", "Persist", "Publish", "ReleaseWaiters", "StopWatching",
     "Watch", "WorkerDied", "WorkerLeased", "WorkerReattached",
 ]
 
@@ -76,6 +77,18 @@ class WorkerLeased:
     actor_id: str
     incarnation: int
     worker: LeasedWorker
+
+
+@dataclass(frozen=True)
+class LeaseRefused:
+    """A raylet refused the lease asked for by ``LeaseWorker(actor_id, incarnation)`` for
+    good: no node can ever run the actor (a hard node affinity to a node that is not
+    alive). ``reason`` says why, for the actor's death cause."""
+
+    actor_id: str
+    incarnation: int
+    reason: str
+    now: float
 
 
 @dataclass(frozen=True)
@@ -145,7 +158,7 @@ class GcsRecovered:
     records: tuple[ActorRecord, ...]
 
 
-Event = Union[ActorRegistered, WorkerLeased, ConstructorDone, ConstructorFailed, WorkerReattached,
+Event = Union[ActorRegistered, WorkerLeased, LeaseRefused, ConstructorDone, ConstructorFailed, WorkerReattached,
               WorkerDied, NodeDied, KillRequested, JobFinished, GcsRecovered]
 
 
@@ -266,6 +279,13 @@ class ActorStateMachine:
         rec.address, rec.pid, rec.node_id, rec.worker_id, rec.lease_id = (
             w.address, w.pid, w.node_id, w.worker_id, w.lease_id)
         return [Watch(rec.actor_id, rec.num_restarts, rec.address, rec.creation_spec)]
+
+    def _on_LeaseRefused(self, ev: LeaseRefused) -> list[Instruction]:
+        rec = self.records.get(ev.actor_id)
+        if rec is None or rec.num_restarts != ev.incarnation or rec.state not in CREATING or rec.address:
+            return self._stale()
+        return self._die(rec, DeathCause(DeathKind.CREATION_FAILED, f"the actor cannot be scheduled: {ev.reason}"),
+                         ev.now)
 
     def _on_ConstructorDone(self, ev: ConstructorDone) -> list[Instruction]:
         rec = self._creating(ev.actor_id, ev.incarnation)
@@ -437,6 +457,7 @@ class ActorStateMachine:
 _HANDLERS: dict[type, Any] = {
     ActorRegistered: ActorStateMachine._on_ActorRegistered,
     WorkerLeased: ActorStateMachine._on_WorkerLeased,
+    LeaseRefused: ActorStateMachine._on_LeaseRefused,
     ConstructorDone: ActorStateMachine._on_ConstructorDone,
     ConstructorFailed: ActorStateMachine._on_ConstructorFailed,
     WorkerReattached: ActorStateMachine._on_WorkerReattached,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import microray as ray
-from microray.exceptions import TaskUnschedulableError
+from microray.exceptions import ActorDiedError, TaskUnschedulableError
 from microray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,6 +34,25 @@ def test_soft_affinity_to_unknown_node_falls_back(cluster) -> None:
 def test_hard_affinity_to_this_node_runs_here(cluster) -> None:
     strategy = NodeAffinitySchedulingStrategy(cluster.node_id, soft=False)
     assert ray.get(where_am_i.options(scheduling_strategy=strategy).remote(), timeout=60) == cluster.node_id
+
+
+@ray.remote
+class Pinned:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+
+def test_actor_with_hard_affinity_to_unknown_node_dies_unschedulable(cluster) -> None:
+    a = Pinned.options(scheduling_strategy=NodeAffinitySchedulingStrategy(UNKNOWN_NODE, soft=False)).remote()
+    with pytest.raises(ActorDiedError) as info:
+        ray.get(a.node.remote(), timeout=60)
+    message = str(info.value)
+    assert "cannot be scheduled" in message and UNKNOWN_NODE in message and "Pinned" in message
+
+
+def test_actor_with_soft_affinity_to_unknown_node_runs_here(cluster) -> None:
+    a = Pinned.options(scheduling_strategy=NodeAffinitySchedulingStrategy(UNKNOWN_NODE, soft=True)).remote()
+    assert ray.get(a.node.remote(), timeout=60) == cluster.node_id
 
 
 def test_put_with_owner_is_refused(cluster) -> None:

@@ -105,6 +105,24 @@ def test_constructor_error_is_dead_never_restarted_and_its_worker_ended() -> Non
     assert rec.public()["creation_error"] == b"serialized-error" and rec.address == ""
 
 
+def test_lease_refused_for_good_is_dead_never_restarted() -> None:
+    """A hard node affinity to a node that is not alive: no worker will ever come."""
+    m = sm.ActorStateMachine()
+    m.handle(sm.ActorRegistered(new_record(max_restarts=3), now=1.0))
+    out = m.handle(sm.LeaseRefused("a1", 0, "Counter has a hard node affinity to node 'x'", now=2.0))
+    assert kinds(out) == ["Persist", "Publish"]
+    rec = m.records["a1"]
+    assert rec.state is DEAD and rec.num_restarts == 0 and rec.end_time == 2.0
+    assert rec.death == DeathCause(
+        DeathKind.CREATION_FAILED, "the actor cannot be scheduled: Counter has a hard node affinity to node 'x'")
+    # a refusal for an incarnation that already has a worker, or of a dead actor, is stale
+    m2 = sm.ActorStateMachine()
+    alive(m2)
+    assert m2.handle(sm.LeaseRefused("a1", 0, "late", now=3.0)) == []
+    assert m.handle(sm.LeaseRefused("a1", 0, "again", now=3.0)) == []
+    assert m.ignored == 1 and m2.ignored == 1
+
+
 @pytest.mark.parametrize("max_restarts", [0, 2])
 def test_death_during_creation(max_restarts: int) -> None:
     """The process dies while its constructor runs: it counts like any death."""
