@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import tomllib
@@ -26,52 +27,123 @@ ENV_PREFIX = "MICRORAY_"
 
 
 @dataclass(frozen=True)
-class Config:
-    """Every setting of a microray cluster or driver."""
+class Allowed:
+    """The values a config key takes beyond its type; errors quote ``describe()``.
 
-    # backends, one key per family plus an options table
-    gcs_store: str = "memory"
+    Numbers: ``min <= value`` (``above < value``) and ``value <= max``, always finite.
+    Words: one of ``choices``, or any non-empty text with ``nonempty``. For a
+    ``dict[str, float]`` key the bounds hold for every amount in it."""
+
+    min: float | None = None
+    above: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    nonempty: bool = False
+    unit: str = ""
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return False
+            if self.min is not None and not value >= self.min:
+                return False
+            if self.above is not None and not value > self.above:
+                return False
+            return self.max is None or value <= self.max
+        if isinstance(value, str):
+            if self.choices:
+                return value in self.choices
+            return bool(value) or not self.nonempty
+        return True
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.nonempty:
+            return "a non-empty string"
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {_num(self.min)}")
+        if self.above is not None:
+            parts.append(f"> {_num(self.above)}")
+        if self.max is not None:
+            parts.append(f"<= {_num(self.max)}")
+        unit = f" ({self.unit})" if self.unit else ""
+        return "a number " + " and ".join(parts) + unit if parts else "any value"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def allowed(**bounds: Any) -> dict[str, Any]:
+    """Field metadata declaring a key's range: ``field(default=1.0, metadata=allowed(min=0))``."""
+    return {"allowed": Allowed(**bounds)}
+
+
+_PORT = allowed(min=0, max=65535, unit="0: any free port")
+_NAME = allowed(nonempty=True)
+MIN_OBJECT_STORE_BYTES = 10 * 2**20
+MAX_INLINE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a microray cluster or driver. Each key's range is declared in
+    its field's metadata (``allowed``) and checked, with the key, the value and the
+    range in the error, whatever the source."""
+
+    # backends, one key per family plus an options table (checked by the chosen backend)
+    gcs_store: str = field(default="memory", metadata=_NAME)
     gcs_store_options: dict = field(default_factory=dict)
-    object_store: str = "shm"
+    object_store: str = field(default="shm", metadata=_NAME)
     object_store_options: dict = field(default_factory=dict)
-    scheduling_policy: str = "hybrid"
+    scheduling_policy: str = field(default="hybrid", metadata=_NAME)
     scheduling_policy_options: dict = field(default_factory=dict)
-    dashboard: str = "web"
+    dashboard: str = field(default="web", metadata=_NAME)
     dashboard_options: dict = field(default_factory=dict)
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8265
-    plugins: list = field(default_factory=list)  # extra plugin modules to register
+    dashboard_host: str = field(default="127.0.0.1", metadata=_NAME)
+    dashboard_port: int = field(default=8265, metadata=_PORT)
+    plugins: list[str] = field(default_factory=list, metadata=_NAME)  # extra plugin modules to register
 
     # node resources (None: detect)
-    num_cpus: int | None = None
-    num_gpus: int | None = None
-    resources: dict = field(default_factory=dict)
-    object_store_memory: int | None = None  # bytes; None: 30% of RAM, at most 2 GiB here
+    num_cpus: int | None = field(default=None, metadata=allowed(min=0))
+    num_gpus: int | None = field(default=None, metadata=allowed(min=0))
+    resources: dict[str, float] = field(default_factory=dict, metadata=allowed(min=0))
+    # bytes; None: 30% of RAM, at most 2 GiB here
+    object_store_memory: int | None = field(default=None, metadata=allowed(min=MIN_OBJECT_STORE_BYTES, unit="bytes"))
 
     # driver
     namespace: str | None = None
 
     # runtime
-    session_root: str = "/tmp/microray-sessions"  # not /tmp/microray: a folder named like the package in a cwd shadows it
-    node_ip: str = "127.0.0.1"
-    gcs_port: int = 0  # 0: any free port
-    raylet_port: int = 0
-    max_inline_object_bytes: int = 100 * 1024
-    max_tasks_in_flight_per_worker: int = 16
-    idle_lease_keep_s: float = 0.5
-    idle_worker_kill_s: float = 60.0
+    # not /tmp/microray: a folder named like the package in a cwd shadows it
+    session_root: str = field(default="/tmp/microray-sessions", metadata=_NAME)
+    node_ip: str = field(default="127.0.0.1", metadata=_NAME)
+    gcs_port: int = field(default=0, metadata=_PORT)
+    raylet_port: int = field(default=0, metadata=_PORT)
+    max_inline_object_bytes: int = field(default=100 * 1024, metadata=allowed(min=0, max=MAX_INLINE_BYTES, unit="bytes"))
+    max_tasks_in_flight_per_worker: int = field(default=16, metadata=allowed(min=1))
+    idle_lease_keep_s: float = field(default=0.5, metadata=allowed(min=0, unit="seconds"))
+    idle_worker_kill_s: float = field(default=60.0, metadata=allowed(min=0, unit="seconds"))
     prestart_workers: bool = True
-    launcher_idle_s: float = 5.0  # the fork launcher leaves this long after a driver's last node stops
-    start_method: str = "auto"  # fork | spawn | auto (fork when the starting process has one thread)
-    io_loop: str = "auto"  # event loop of microray's own I/O: auto (uvloop when installed) | uvloop | asyncio
-    heartbeat_period_s: float = 1.0
-    gcs_rpc_timeout_s: float = 60.0  # how long calls wait for an unreachable GCS (a restart)
-    node_dead_after_s: float = 10.0
-    log_level: str = "info"
+    # the fork launcher leaves this long after a driver's last node stops
+    launcher_idle_s: float = field(default=5.0, metadata=allowed(min=0, unit="seconds"))
+    # fork | spawn | auto (fork when the starting process has one thread)
+    start_method: str = field(default="auto", metadata=allowed(choices=("auto", "fork", "spawn")))
+    # event loop of microray's own I/O: auto (uvloop when installed) | uvloop | asyncio
+    io_loop: str = field(default="auto", metadata=allowed(choices=("auto", "uvloop", "asyncio")))
+    heartbeat_period_s: float = field(default=1.0, metadata=allowed(min=0.05, max=3600, unit="seconds"))
+    # how long calls wait for an unreachable GCS (a restart)
+    gcs_rpc_timeout_s: float = field(default=60.0, metadata=allowed(above=0, unit="seconds"))
+    # must also exceed heartbeat_period_s (checked with the other keys)
+    node_dead_after_s: float = field(default=10.0, metadata=allowed(min=0.1, unit="seconds"))
+    log_level: str = field(default="info", metadata=allowed(choices=("debug", "info", "warning", "error", "critical")))
     log_to_driver: bool = True
-    task_history_cap: int = 10000
-    metrics_sample_period_s: float = 1.0  # the GCS samples cluster use this often (dashboard charts)
-    metrics_history_points: int = 600  # samples the GCS keeps
+    task_history_cap: int = field(default=10000, metadata=allowed(min=1))
+    # the GCS samples cluster use this often (dashboard charts)
+    metrics_sample_period_s: float = field(default=1.0, metadata=allowed(min=0.05, unit="seconds"))
+    metrics_history_points: int = field(default=600, metadata=allowed(min=1))  # samples the GCS keeps
     dashboard_on_demand: bool = True  # start the dashboard's server at its first connection
 
     def to_json(self) -> str:
@@ -83,7 +155,9 @@ class Config:
 
     def replace(self, **overrides: Any) -> "Config":
         merged = asdict(self)
-        merged.update(_check_all(overrides, source="argument"))
+        checked = _check_all(overrides, source="argument")
+        merged.update(checked)
+        _check_together(merged, {key: "argument" for key in checked})
         return Config(**merged)
 
 
@@ -95,6 +169,16 @@ def _hints() -> dict[str, Any]:
     if _HINTS is None:
         _HINTS = get_type_hints(Config)
     return _HINTS
+
+
+_ALLOWED: dict[str, Allowed | None] = {}
+
+
+def allowed_values(key: str) -> Allowed | None:
+    """The range declared for config key ``key`` (None: any value of its type)."""
+    if not _ALLOWED:
+        _ALLOWED.update({f.name: f.metadata.get("allowed") for f in fields(Config)})
+    return _ALLOWED.get(key)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.I)
@@ -124,28 +208,37 @@ def _expected(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-# string keys that take one of a few words
-_CHOICES = {"io_loop": ("auto", "uvloop", "asyncio")}
+def _bad(key: str, source: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected {expected}")
+
+
+def _in_range(key: str, value: Any, source: str) -> Any:
+    rule = allowed_values(key)
+    if rule is not None and not rule.admits(value):
+        raise _bad(key, source, value, rule.describe())
+    return value
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(
-            f"config key {key!r} from {source}: bad value {value!r}; expected one of "
-            + ", ".join(repr(c) for c in _CHOICES[key])
-        )
     hint = _hints()[key]
     text = str(hint)
+    if key == "log_level" and isinstance(value, str):
+        value = value.strip().lower()
     if key == "object_store_memory" and value is not None:
         try:
-            return parse_size(value)
+            size = parse_size(value)
         except ValueError as exc:
-            raise ConfigError(f"config key {key!r} from {source}: bad value {value!r}; {exc}") from None
+            raise _bad(key, source, value, str(exc).removeprefix("expected ")) from None
+        rule = allowed_values(key)
+        if rule is not None and not rule.admits(size):
+            shown = f"{value!r} ({size} bytes)" if size != value else repr(value)
+            raise ConfigError(f"config key {key!r} from {source}: bad value {shown}; expected {rule.describe()}")
+        return size
     allow_none = "None" in text
     if value is None:
         if allow_none:
             return None
-        raise ConfigError(f"config key {key!r} from {source}: bad value None; expected {_expected(hint)}")
+        raise _bad(key, source, None, _expected(hint))
     if hint is dict or text.startswith("dict"):
         if isinstance(value, str):  # from the environment: JSON
             try:
@@ -153,15 +246,19 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             except json.JSONDecodeError:
                 pass
         if not isinstance(value, Mapping):
-            raise ConfigError(
-                f"config key {key!r} from {source}: bad value {value!r}; expected a table/dict"
-            )
+            raise _bad(key, source, value, "a table/dict")
+        if text.startswith("dict["):  # dict[str, float]: amounts by name
+            _check_amounts(key, value, source)
         return dict(value)
     if hint is list or text.startswith("list"):
         if isinstance(value, str):
             value = [v for v in (s.strip() for s in value.split(",")) if v]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected a list")
+            raise _bad(key, source, value, "a list")
+        rule = allowed_values(key)
+        for item in value:
+            if not isinstance(item, str) or (rule is not None and not rule.admits(item)):
+                raise _bad(key, source, value, "a list of " + ("non-empty " if rule and rule.nonempty else "") + "strings")
         return list(value)
     want: tuple[type, ...]
     if "int" in text and "float" not in text:
@@ -183,20 +280,31 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 raise ValueError
             parsed = want[0](raw)
         except ValueError:
-            raise ConfigError(
-                f"config key {key!r} from {source}: bad value {value!r}; expected {want[0].__name__}"
-            ) from None
-        # fall through to the range checks below with the parsed number
-        value = parsed
+            raise _bad(key, source, value, want[0].__name__) from None
+        value = parsed  # the range check below sees the parsed number
     if isinstance(value, bool) and want[0] is not bool:
-        raise ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected {want[0].__name__}")
+        raise _bad(key, source, value, want[0].__name__)
     if not isinstance(value, want):
-        raise ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected {want[0].__name__}")
+        raise _bad(key, source, value, want[0].__name__)
     if want[0] is float:
         value = float(value)
-    if key in ("num_cpus", "num_gpus") and value < 0:
-        raise ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected a number >= 0")
-    return value
+    return _in_range(key, value, source)
+
+
+def _check_amounts(key: str, amounts: Mapping[str, Any], source: str) -> None:
+    rule = allowed_values(key)
+    for name, amount in amounts.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"config key {key!r} from {source}: bad name {name!r}; expected a non-empty string")
+        if name in ("CPU", "GPU"):
+            raise ConfigError(
+                f"config key {key!r} from {source}: {name!r} is not a custom resource; "
+                f"set it with num_{name.lower()}s instead"
+            )
+        if (not isinstance(amount, (int, float)) or isinstance(amount, bool)
+                or (rule is not None and not rule.admits(amount))):
+            expected = rule.describe() if rule is not None else "a number"
+            raise ConfigError(f"config key {key!r} from {source}: bad amount {amount!r} for {name!r}; expected {expected}")
 
 
 def _check_all(values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -208,31 +316,60 @@ def _check_all(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown config key {key!r} from {source}{hint}")
         out[key] = _coerce(key, value, source)
-    if "resources" in out:
-        for name, amount in out["resources"].items():
-            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-                raise ConfigError(
-                    f"config key 'resources' from {source}: bad amount {amount!r} for {name!r}; "
-                    "expected a number >= 0"
-                )
     return out
+
+
+def _check_together(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """Keys whose ranges depend on each other; the error names both keys, their values
+    and where each came from."""
+
+    def said(key: str) -> str:
+        return f"{key}={values[key]!r} (from {sources.get(key, 'the default')})"
+
+    if not values["node_dead_after_s"] > values["heartbeat_period_s"]:
+        raise ConfigError(
+            f"config key 'node_dead_after_s' must exceed 'heartbeat_period_s' (a node is declared dead "
+            f"after missing heartbeats): got {said('node_dead_after_s')} and {said('heartbeat_period_s')}"
+        )
+    store = values["object_store_memory"]
+    if store is not None and store <= values["max_inline_object_bytes"]:
+        raise ConfigError(
+            f"config key 'object_store_memory' must exceed 'max_inline_object_bytes' (larger values go to "
+            f"the object store): got {said('object_store_memory')} and {said('max_inline_object_bytes')}"
+        )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in ``path``; any failure names the file and what was wrong."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8); "
+            "expected TOML text"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
 
 
 def _from_files(cwd: Path) -> tuple[dict[str, Any], str]:
     toml_path = cwd / "microray.toml"
     if toml_path.is_file():
-        try:
-            return tomllib.loads(toml_path.read_text()), str(toml_path)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{toml_path}: malformed TOML: {exc}") from None
+        return _read_toml(toml_path), str(toml_path)
     pyproject = cwd / "pyproject.toml"
     if pyproject.is_file():
-        try:
-            data = tomllib.loads(pyproject.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{pyproject}: malformed TOML: {exc}") from None
-        section = data.get("tool", {}).get("microray")
+        data = _read_toml(pyproject)
+        tool = data.get("tool", {})
+        section = tool.get("microray") if isinstance(tool, dict) else None
         if section is not None:
+            if not isinstance(section, dict):
+                raise ConfigError(f"{pyproject}: [tool.microray] must be a table, got {section!r}")
             return dict(section), f"{pyproject} [tool.microray]"
     return {}, ""
 
@@ -264,9 +401,17 @@ def resolve(
 ) -> Config:
     """Build the config from defaults, files, environment and ``overrides``."""
     merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def layer(values: Mapping[str, Any], source: str) -> None:
+        checked = _check_all(values, source=source)
+        merged.update(checked)
+        sources.update(dict.fromkeys(checked, source))
+
     file_values, file_source = _from_files(Path(cwd or os.getcwd()))
-    merged.update(_check_all(file_values, source=file_source or "file"))
+    layer(file_values, file_source or "file")
     for key, value in _from_env(os.environ if environ is None else environ).items():
-        merged.update(_check_all({key: value}, source=f"environment variable {ENV_PREFIX}{key.upper()}"))
-    merged.update(_check_all({k: v for k, v in (overrides or {}).items() if v is not None}, source="argument"))
+        layer({key: value}, f"environment variable {ENV_PREFIX}{key.upper()}")
+    layer({k: v for k, v in (overrides or {}).items() if v is not None}, "argument")
+    _check_together({**asdict(Config()), **merged}, sources)
     return Config(**merged)
