@@ -19,22 +19,9 @@ from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec, strategy_to_wire
 from microray.exceptions import ActorDiedError
 from microray.protocol import gcs_pb2
-from microray.remote_function import (
-    TASK_OPTIONS,
-    merged_runtime_env,
-    pack_args,
-    resource_shape,
-    validate_options,
-)
+from microray.remote_function import merged_runtime_env, pack_args, resource_shape
+from microray.task_options import ACTOR_OPTIONS, METHOD_OPTIONS, TASK_OPTIONS, validate_options
 
-ACTOR_OPTIONS = {
-    "num_cpus", "num_gpus", "resources", "name", "namespace", "lifetime", "get_if_exists",
-    "max_restarts", "max_task_retries", "max_concurrency", "runtime_env", "scheduling_strategy",
-    "memory", "concurrency_groups", "max_pending_calls", "accelerator_type", "label_selector",
-    "enable_task_events", "_metadata",
-}
-METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions", "concurrency_group",
-                  "enable_task_events", "_metadata"}
 # what @microray.method(...) sets: the method's default call options
 METHOD_DECORATOR_OPTIONS = ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions")
 
@@ -42,25 +29,22 @@ METHOD_DECORATOR_OPTIONS = ("num_returns", "concurrency_group", "max_task_retrie
 def method(options: dict[str, Any]) -> Any:
     """The decorator ``@microray.method(**options)`` returns: records the method's
     default call options (``num_returns``, ``concurrency_group``, ``max_task_retries``,
-    ``retry_exceptions``); ``.options()`` on a call overrides them."""
-    for key, value in options.items():
+    ``retry_exceptions``); ``.options()`` on a call overrides them. Types and ranges are
+    the options' own (``task_options``)."""
+    for key in options:
         if key not in METHOD_DECORATOR_OPTIONS:
             raise TypeError(
                 f"microray.method() got an unsupported option {key!r}; supported: "
                 f"{', '.join(METHOD_DECORATOR_OPTIONS)} (other call options go in .options() per call)"
             )
-        if key == "num_returns" and not (
-                value in ("streaming", "dynamic") or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)):
-            raise ValueError(f"microray.method(num_returns={value!r}): expected an int >= 0 or 'streaming'")
-        if key == "concurrency_group" and not (isinstance(value, str) and value):
-            raise ValueError(f"microray.method(concurrency_group={value!r}): expected a group name")
-        if key == "max_task_retries" and (not isinstance(value, int) or isinstance(value, bool) or value < -1):
-            raise ValueError(f"microray.method(max_task_retries={value!r}): expected an int >= -1")
-        if key == "retry_exceptions" and not isinstance(value, bool):
-            raise ValueError(
-                f"microray.method(retry_exceptions={value!r}): expected True or False (a list of "
-                "exception classes goes in .options(retry_exceptions=[...]) per call)"
-            )
+    validate_options(options, METHOD_OPTIONS, "@microray.method")
+    if "concurrency_group" in options and not options["concurrency_group"]:
+        raise ValueError(f"microray.method(concurrency_group={options['concurrency_group']!r}): expected a group name")
+    if "retry_exceptions" in options and not isinstance(options["retry_exceptions"], bool):
+        raise ValueError(
+            f"microray.method(retry_exceptions={options['retry_exceptions']!r}): expected True or False (a list of "
+            "exception classes goes in .options(retry_exceptions=[...]) per call)"
+        )
 
     def decorator(fn: Any) -> Any:
         fn.__microray_method_options__ = dict(options)
@@ -218,20 +202,9 @@ class _ActorOptions:
 
 
 def _check_actor_options(options: dict[str, Any], name: str) -> None:
-    lifetime = options.get("lifetime")
-    if lifetime not in (None, "detached", "non_detached"):
-        raise ValueError(f"actor {name}: lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
+    """Options that depend on each other (each one alone is checked by validate_options)."""
     if options.get("get_if_exists") and not options.get("name"):
         raise ValueError(f"actor {name}: get_if_exists=True needs a name")
-    for key in ("max_restarts", "max_task_retries"):
-        value = options.get(key)
-        if value is not None and (not isinstance(value, int) or value < -1):
-            raise ValueError(f"actor {name}: {key}={value!r}; expected an int >= -1")
-    mc = options.get("max_concurrency")
-    if mc is not None and (not isinstance(mc, int) or mc < 1):
-        raise ValueError(f"actor {name}: max_concurrency={mc!r}; expected an int >= 1")
-    if options.get("name") is not None and not isinstance(options["name"], str):
-        raise ValueError(f"actor {name}: name must be a string")
 
 
 class ActorHandle:

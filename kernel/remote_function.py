@@ -14,41 +14,7 @@ from microray import ids, serialization
 from microray.core import context as _context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec, strategy_to_wire
-
-TASK_OPTIONS = {
-    "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
-    "runtime_env", "scheduling_strategy", "name", "memory", "accelerator_type",
-    "max_calls", "label_selector", "enable_task_events", "_metadata",
-}
-
-
-def validate_options(options: dict[str, Any], allowed: set[str], what: str) -> dict[str, Any]:
-    for key, value in options.items():
-        if key not in allowed:
-            raise ValueError(f"Invalid option keyword {key!r} for {what}; valid ones are: {', '.join(sorted(allowed))}")
-        if key in ("num_cpus", "num_gpus", "memory") and value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"option {key}={value!r} for {what}: expected a number >= 0")
-        if key == "resources" and value is not None:
-            if not isinstance(value, dict):
-                raise ValueError(f"option resources={value!r} for {what}: expected a dict")
-            for name in ("CPU", "GPU"):
-                if name in value:
-                    raise ValueError(f"Use the 'num_{name.lower()}s' option instead of resources['{name}'] for {what}")
-        if key == "max_calls" and value is not None and (not isinstance(value, int) or value < 0):
-            raise ValueError(f"option max_calls={value!r} for {what}: expected an int >= 0")
-        if key == "max_retries" and value is not None and (not isinstance(value, int) or value < -1):
-            raise ValueError(f"option max_retries={value!r} for {what}: expected an int >= -1")
-        if key == "runtime_env" and value is not None:
-            if not isinstance(value, dict):
-                raise ValueError(f"option runtime_env={value!r} for {what}: expected a dict")
-            unknown = set(value) - {"env_vars", "working_dir", "py_modules", "pip", "conda", "config"}
-            if unknown:
-                raise ValueError(f"runtime_env for {what}: unsupported key(s) {sorted(unknown)}; supported: env_vars")
-            env_vars = value.get("env_vars", {})
-            if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
-                raise ValueError(f"runtime_env['env_vars'] for {what}: expected a dict of str to str")
-    return options
+from microray.task_options import TASK_OPTIONS, validate_options
 
 
 def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, float]:

@@ -383,7 +383,7 @@ def test_unknown_option_is_a_value_error_naming_it(cluster):
 def test_bad_option_values(cluster):
     with pytest.raises(ValueError, match="num_cpus"):
         double.options(num_cpus=-1)
-    with pytest.raises(ValueError, match="max_retries"):
+    with pytest.raises(TypeError, match="max_retries"):  # as Ray: a wrong type is a TypeError
         double.options(max_retries="3")
     with pytest.raises(ValueError, match="runtime_env"):
         double.options(runtime_env={"env_vars": {"A": 1}})
