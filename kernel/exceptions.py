@@ -123,7 +123,13 @@ class ActorUnavailableError(RayActorError):
 
 class RayTaskError(RayError):
     """A task or actor method raised. ``get`` raises an instance that is also an
-    instance of the user's exception class (see ``as_instanceof_cause``)."""
+    instance of the user's exception class (see ``as_instanceof_cause``).
+
+    The error always reaches the caller with the task's traceback text, even when the
+    user's exception cannot travel: one whose ``__init__`` does not take its own
+    ``args`` is rebuilt without calling ``__init__``; one that cannot be pickled at all,
+    or whose class cannot be loaded by the caller, arrives as ``cause=None`` with its
+    class name in ``cause_name``."""
 
     def __init__(
         self,
@@ -132,6 +138,7 @@ class RayTaskError(RayError):
         cause: BaseException | None,
         pid: int | None = None,
         ip: str | None = None,
+        cause_name: str | None = None,
     ) -> None:
         # Exception.__init__, not super(): in RayTaskError(SomeCause) the next class may be
         # a cause with its own __init__ (RaySystemError would reset traceback_str)
@@ -139,28 +146,30 @@ class RayTaskError(RayError):
         self.function_name = function_name
         self.traceback_str = traceback_str
         self.cause = cause
+        self.cause_name = cause_name or (type(cause).__name__ if cause is not None else "Error")
         self.pid = pid
         self.ip = ip
         self.args = (self._message(),)
 
     def _message(self) -> str:
-        cause = type(self.cause).__name__ if self.cause is not None else "Error"
         return (
-            f"{cause} in {self.function_name}() (pid={self.pid}, ip={self.ip})\n"
+            f"{self.cause_name} in {self.function_name}() (pid={self.pid}, ip={self.ip})\n"
             f"{self.traceback_str.rstrip()}"
         )
 
     def __str__(self) -> str:
         return self._message()
 
-    def __reduce__(self):  # keep subclasses picklable
+    def __reduce__(self):  # keep subclasses picklable; the cause travels on its own
         return (
             _rebuild_task_error,
-            (self.function_name, self.traceback_str, self.cause, self.pid, self.ip),
+            (self.function_name, self.traceback_str, _pickled_cause(self.cause), self.pid, self.ip,
+             self.cause_name),
         )
 
     def as_instanceof_cause(self) -> "RayTaskError":
-        """Return an error that is both a ``RayTaskError`` and an instance of the cause's class."""
+        """Return an error that is both a ``RayTaskError`` and an instance of the cause's
+        class, or this error itself when no such class can be made."""
         cause_cls = type(self.cause) if self.cause is not None else None
         if cause_cls is None or isinstance(self, cause_cls) or issubclass(RayTaskError, cause_cls):
             return self
@@ -170,23 +179,77 @@ class RayTaskError(RayError):
                 cls = type(
                     f"RayTaskError({cause_cls.__name__})",
                     (RayTaskError, cause_cls),
-                    {"__init__": _derived_init, "__str__": RayTaskError.__str__},
+                    {"__init__": _derived_init, "__str__": RayTaskError.__str__,
+                     "__getattr__": _cause_attribute},
                 )
                 cls.__module__ = __name__
                 _derived_classes[cause_cls] = cls
-            err = cls(self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
-            return err
-        except TypeError:  # a cause class that cannot be subclassed (e.g. final builtins)
+            return cls(self.function_name, self.traceback_str, self.cause, self.pid, self.ip, self.cause_name)
+        except Exception:  # noqa: BLE001 -- a class that cannot be subclassed or built (final builtins, odd __new__)
             return self
 
 
 _derived_classes: dict[type, type] = {}
 
 
-def _derived_init(self, function_name, traceback_str, cause, pid=None, ip=None):
-    RayTaskError.__init__(self, function_name, traceback_str, cause, pid, ip)
-    self.args = (self._message(),)
+def _derived_init(self, function_name, traceback_str, cause, pid=None, ip=None, cause_name=None):
+    RayTaskError.__init__(self, function_name, traceback_str, cause, pid, ip, cause_name)
 
 
-def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
-    return RayTaskError(function_name, traceback_str, cause, pid, ip)
+def _cause_attribute(self, name: str) -> Any:
+    """Attributes the cause's ``__init__`` set (``err.code``) read through to the cause."""
+    cause = self.__dict__.get("cause")
+    if cause is None or name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(cause, name)
+
+
+def _pickled_cause(cause: BaseException | None) -> bytes | None:
+    """The cause as bytes that unpickle back into an instance of its class, or None.
+
+    Exceptions pickle as ``cls(*args)``, which fails for a class whose ``__init__``
+    takes other arguments than it passes on; such a cause is pickled by its state
+    instead (``cls.__new__`` plus ``args`` and ``__dict__``, no ``__init__``)."""
+    if cause is None:
+        return None
+    import pickle
+
+    import cloudpickle
+
+    for reduced in (cause, _ByState(cause)):
+        try:
+            data = cloudpickle.dumps(reduced, protocol=5)
+            pickle.loads(data)  # the caller loads it the same way; prove it here
+            return data
+        except Exception:  # noqa: BLE001 -- try the next form, then travel without the cause
+            continue
+    return None
+
+
+class _ByState:
+    """Pickles an exception as its class, args and attributes, bypassing ``__init__``."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self):
+        exc = self.exc
+        return (_exception_from_state, (type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
+
+
+def _exception_from_state(cls: type, args: tuple, state: dict) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, ip, cause_name=None):
+    if isinstance(cause, bytes):
+        import pickle
+
+        try:
+            cause = pickle.loads(cause)
+        except Exception:  # noqa: BLE001 -- e.g. the class is not importable here: keep the text
+            cause = None
+    return RayTaskError(function_name, traceback_str, cause, pid, ip, cause_name)

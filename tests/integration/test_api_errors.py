@@ -117,6 +117,41 @@ def test_unpicklable_exception_still_reports(cluster):
     assert ray.get(double.remote(1), timeout=30) == 2
 
 
+class TwoArgError(Exception):
+    def __init__(self, a, b):
+        super().__init__(a)
+        self.b = b
+
+
+@ray.remote
+def raises_two_arg_error():
+    raise TwoArgError("first half", "second half")
+
+
+def test_exception_with_a_two_argument_init_is_not_lost(cluster):
+    # pickled as TwoArgError(*args) it would fail to load in the driver with
+    # "__init__() missing 1 required positional argument: 'b'"
+    with pytest.raises(TwoArgError) as info:
+        ray.get(raises_two_arg_error.remote(), timeout=30)
+    err = info.value
+    assert isinstance(err, RayTaskError)
+    assert err.b == "second half" and err.cause.b == "second half"
+    text = str(err)
+    assert "raises_two_arg_error" in text and "TwoArgError: first half" in text
+    assert "Traceback (most recent call last)" in text
+
+
+def test_unpicklable_exception_is_a_task_error_with_the_traceback(cluster):
+    @ray.remote
+    def raises_unpicklable():
+        raise UnpicklableError()
+
+    with pytest.raises(RayTaskError) as info:
+        ray.get(raises_unpicklable.remote(), timeout=30)
+    assert info.value.cause_name == "UnpicklableError"
+    assert "Traceback (most recent call last)" in str(info.value)
+
+
 def test_error_in_a_list_get(cluster):
     refs = [double.remote(1), raises_value_error.remote("in a list"), double.remote(2)]
     with pytest.raises(ValueError, match="in a list"):
