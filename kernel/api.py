@@ -294,7 +294,10 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
-    """The value(s) of ``object_refs`` (an ObjectRef or a list of them), waiting for them."""
+    """The value(s) of ``object_refs`` (an ObjectRef or a list of them), waiting for them
+    (at most ``timeout`` seconds when given: None or a number >= 0)."""
+    if timeout is not None:
+        _check_timeout(timeout, "get")
     worker = _global_worker()
     if isinstance(object_refs, ObjectRef):
         return worker.get_objects([object_refs], timeout)[0]
@@ -318,8 +321,11 @@ def wait(
     """Return ``(ready, not_ready)`` once ``num_returns`` refs are ready or ``timeout`` passed."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError("wait() expects a list of ObjectRefs")
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+    if timeout is not None:
+        _check_timeout(timeout, "wait")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int):
+        raise TypeError(f"wait(): 'num_returns' must be an integer >= 1, got {num_returns!r} "
+                        f"(a {type(num_returns).__name__})")
     for r in object_refs:
         if not isinstance(r, ObjectRef):
             raise TypeError(f"wait() expects a list of ObjectRefs, got an element {type(r).__name__}")
@@ -332,6 +338,16 @@ def wait(
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided to wait()")
     return _global_worker().wait_objects(list(object_refs), num_returns, timeout)
+
+
+def _check_timeout(timeout: Any, what: str) -> None:
+    """As Ray: a timeout that is not a number is a TypeError, a negative one a ValueError."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what}(): 'timeout' must be None or a number of seconds >= 0, got {timeout!r} "
+                        f"(a {type(timeout).__name__})")
+    if not timeout >= 0:  # negative, or NaN
+        raise ValueError(f"{what}(): the 'timeout' argument must be nonnegative (seconds, or None to wait "
+                         f"without limit). Received {timeout}")
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

@@ -192,6 +192,36 @@ def test_get_timeout_zero_on_unfinished_task(cluster, tmp_path):
     assert ray.get(ref, timeout=60) == "released"
 
 
+@pytest.mark.parametrize("timeout, error, words", [
+    ("x", TypeError, "'timeout' must be None or a number of seconds >= 0, got 'x' (a str)"),
+    ([1], TypeError, "got [1] (a list)"),
+    (True, TypeError, "got True (a bool)"),
+    (-1, ValueError, "must be nonnegative"),
+    (float("nan"), ValueError, "must be nonnegative"),
+])
+def test_bad_timeouts_are_refused_by_get_and_wait(cluster, timeout, error, words):
+    ref = ray.put(1)
+    with pytest.raises(error) as info:
+        ray.get(ref, timeout=timeout)
+    assert str(info.value).startswith("get(): ") and words in str(info.value)
+    with pytest.raises(error) as info:
+        ray.wait([ref], timeout=timeout)
+    assert str(info.value).startswith("wait(): ") and words in str(info.value)
+
+
+def test_bad_num_returns_of_wait(cluster):
+    refs = [ray.put(1), ray.put(2)]
+    with pytest.raises(TypeError, match=r"'num_returns' must be an integer >= 1, got '1' \(a str\)"):
+        ray.wait(refs, num_returns="1")
+    with pytest.raises(TypeError, match="num_returns"):
+        ray.wait(refs, num_returns=1.5)
+    with pytest.raises(ValueError, match="Invalid number of objects to return 0"):
+        ray.wait(refs, num_returns=0)
+    with pytest.raises(ValueError, match="num_returns cannot be greater"):
+        ray.wait(refs, num_returns=3)
+    assert ray.wait(refs, num_returns=2, timeout=10)[0] == refs
+
+
 # -- cancel --------------------------------------------------------------------------------------
 def test_cancel_queued_task(cluster, tmp_path):
     started, release = tmp_path / "started", tmp_path / "release"
