@@ -160,6 +160,7 @@ class TaskSubmitter:
         self.max_in_flight = cw.config.max_tasks_in_flight_per_worker
         self.idle_keep = cw.config.idle_lease_keep_s
         self.inline_limit = cw.config.max_inline_object_bytes
+        self.infeasible_shapes: set[tuple] = set()  # resource shapes the user was warned about
         from microray.core.task_events import TaskEventBuffer
 
         self.events = TaskEventBuffer(cw)
@@ -312,6 +313,7 @@ class TaskSubmitter:
     async def _request_lease(self, key: tuple, state: KeyState) -> None:
         raylet = self.cw.raylet
         grant_or_reject = False
+        shape = tuple(sorted(state.resources.items()))
         try:
             while True:
                 req = raylet_pb2.LeaseRequest(
@@ -322,6 +324,7 @@ class TaskSubmitter:
                     grant_or_reject=grant_or_reject,
                     runtime_env_hash=state.env,
                     task_name=_task_name(state.queue[0].spec) if state.queue else "",
+                    report_infeasible=shape not in self.infeasible_shapes,
                 )
                 try:
                     reply = await raylet.RequestWorkerLease(req)
@@ -334,6 +337,9 @@ class TaskSubmitter:
                     address = f"{reply.spillback.ip}:{reply.spillback.port}"
                     raylet = raylet_pb2_grpc.RayletStub(self.cw.channels.get(address))
                     grant_or_reject = True
+                    continue
+                if reply.infeasible:  # warn once per shape, then ask again: a node may join
+                    self._warn_infeasible(shape, state, reply)
                     continue
                 break
             if reply.error:  # the raylet says no node can ever run these tasks
@@ -353,6 +359,22 @@ class TaskSubmitter:
         finally:
             state.requesting -= 1
         self._pump(key)
+
+    def _warn_infeasible(self, shape: tuple, state: KeyState, reply: Any) -> None:
+        if shape in self.infeasible_shapes:
+            return
+        self.infeasible_shapes.add(shape)
+        demand = dict(shape)
+        total = dict(sorted(reply.cluster_total.amounts.items()))
+        log.warning(
+            "infeasible_task",
+            task=_task_name(state.queue[0].spec) if state.queue else "",
+            demand=demand,
+            cluster_total=total,
+            hint=(f"The following resource request cannot be scheduled right now: {demand}. No node of the "
+                  f"cluster has that much (cluster total: {total}); the task waits until a node with these "
+                  "resources joins."),
+        )
 
     def _return_idle(self, key: tuple, lease: "Lease") -> None:
         lease.idle_timer = None

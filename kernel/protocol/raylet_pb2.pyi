@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("lease_key", "resources", "strategy", "owner_worker_id", "grant_or_reject", "task_name", "actor_spec", "runtime_env_hash")
+    __slots__ = ("lease_key", "resources", "strategy", "owner_worker_id", "grant_or_reject", "task_name", "actor_spec", "runtime_env_hash", "report_infeasible")
     LEASE_KEY_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class LeaseRequest(_message.Message):
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
     ACTOR_SPEC_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_HASH_FIELD_NUMBER: _ClassVar[int]
+    REPORT_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     lease_key: str
     resources: _common_pb2.ResourceMap
     strategy: bytes
@@ -25,10 +26,11 @@ class LeaseRequest(_message.Message):
     task_name: str
     actor_spec: bytes
     runtime_env_hash: str
-    def __init__(self, lease_key: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., strategy: _Optional[bytes] = ..., owner_worker_id: _Optional[str] = ..., grant_or_reject: _Optional[bool] = ..., task_name: _Optional[str] = ..., actor_spec: _Optional[bytes] = ..., runtime_env_hash: _Optional[str] = ...) -> None: ...
+    report_infeasible: bool
+    def __init__(self, lease_key: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., strategy: _Optional[bytes] = ..., owner_worker_id: _Optional[str] = ..., grant_or_reject: _Optional[bool] = ..., task_name: _Optional[str] = ..., actor_spec: _Optional[bytes] = ..., runtime_env_hash: _Optional[str] = ..., report_infeasible: _Optional[bool] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
-    __slots__ = ("granted", "worker", "lease_id", "spillback", "canceled", "error", "worker_pid")
+    __slots__ = ("granted", "worker", "lease_id", "spillback", "canceled", "error", "worker_pid", "infeasible", "cluster_total")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +38,8 @@ class LeaseReply(_message.Message):
     CANCELED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_TOTAL_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     worker: _common_pb2.Address
     lease_id: str
@@ -43,7 +47,9 @@ class LeaseReply(_message.Message):
     canceled: bool
     error: str
     worker_pid: int
-    def __init__(self, granted: _Optional[bool] = ..., worker: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., lease_id: _Optional[str] = ..., spillback: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., canceled: _Optional[bool] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ...) -> None: ...
+    infeasible: bool
+    cluster_total: _common_pb2.ResourceMap
+    def __init__(self, granted: _Optional[bool] = ..., worker: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., lease_id: _Optional[str] = ..., spillback: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., canceled: _Optional[bool] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., infeasible: _Optional[bool] = ..., cluster_total: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ...) -> None: ...
 
 class ReturnWorkerRequest(_message.Message):
     __slots__ = ("lease_id", "disconnect")

@@ -280,6 +280,15 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                     task=request.task_name,
                     hint="the task pends until a node with these resources joins",
                 )
+            if request.report_infeasible:  # the owner warns its user, then asks again to wait
+                view = self.cluster_view()
+                alive = [n for n in view.nodes.values() if n.alive]
+                if not any(n.feasible(resources) for n in alive):
+                    total: dict[str, float] = {}
+                    for n in alive:
+                        for k, v in n.total.items():
+                            total[k] = total.get(k, 0.0) + v
+                    return raylet_pb2.LeaseReply(infeasible=True, cluster_total=common_pb2.ResourceMap(amounts=total))
         hold = None
         is_actor = bool(request.actor_spec)
         if is_actor:

@@ -3,6 +3,7 @@ worker crashes and retries, API misuse, infeasible tasks and bad init arguments.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -517,6 +518,43 @@ def test_infeasible_task_pends_and_warns(cluster):
         ray.cancel(ref)
     with pytest.raises(TaskCancelledError):
         ray.get(ref, timeout=10)
+
+
+def _driver_events(cluster, event: str) -> list[dict]:
+    path = cluster.logs / f"driver-{os.getpid()}.log"
+    found = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            found.append(record)
+    return found
+
+
+def test_infeasible_task_warns_the_driver_naming_demand_and_cluster_total(cluster):
+    refs = [double.options(num_cpus=48, resources={"warn_probe": 1}).remote(i) for i in range(3)]
+    try:
+        def warned():
+            return [r for r in _driver_events(cluster, "infeasible_task")
+                    if r.get("demand") == {"CPU": 48.0, "warn_probe": 1.0}]
+
+        found = wait_for(warned, timeout=20, what="an infeasible_task warning in the driver's log")
+        assert len(found) == 1  # once per shape, however many tasks and lease requests
+        record = found[0]
+        assert record["level"] == "warning" and record["task"] == "double"
+        assert record["cluster_total"]["CPU"] == 2.0 and "warn_probe" not in record["cluster_total"]
+        assert "cannot be scheduled right now" in record["hint"]
+        # the tasks keep pending (a node may join), and the cluster still works
+        ready, not_ready = ray.wait(refs, num_returns=1, timeout=0.5)
+        assert ready == [] and len(not_ready) == 3
+        assert ray.get(double.remote(3), timeout=30) == 6
+    finally:
+        for ref in refs:
+            ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(refs[0], timeout=10)
 
 
 def test_unknown_custom_resource_is_infeasible(cluster):
