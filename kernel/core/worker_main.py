@@ -27,7 +27,7 @@ def run(worker_id: str, args: dict[str, Any]) -> None:
     # a fatal signal (SIGSEGV, SIGBUS, SIGFPE, SIGABRT, SIGILL) leaves the Python stack of
     # every thread in the worker's .err log before the process dies
     faulthandler.enable(file=sys.stderr, all_threads=True)
-    log_setup.configure(level="info", log_file=os.path.join(logs, f"worker-{worker_id[:12]}.log"))
+    log_setup.configure(level=args.get("log_level", "info"), log_file=os.path.join(logs, f"worker-{worker_id[:12]}.log"))
     structlog.contextvars.bind_contextvars(component="worker", worker_id=worker_id)
     from microray.core.worker import WORKER, CoreWorker
 

@@ -57,6 +57,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             on_exit=self.on_worker_exit, on_lost=self.on_workers_lost, lookup=self._worker_id_of,
         )
         self.procs.io_loop = cfg.io_loop
+        self.procs.log_level = cfg.log_level
         self.is_head = is_head
         self.total = node_resources(cfg)
         self.leases = LeaseManager(self.total)

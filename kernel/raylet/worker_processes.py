@@ -62,6 +62,7 @@ class WorkerProcesses:
         self.session_dir = session_dir
         self.raylet_address = ""
         self.io_loop = "auto"
+        self.log_level = "info"  # the cluster's log_level, for the workers' logs
         self._on_forked = on_forked
         self._on_exit = on_exit
         self._on_lost = on_lost
@@ -118,7 +119,7 @@ class WorkerProcesses:
     def start(self, worker_id: str, env_vars: dict[str, str]) -> None:
         """Start a worker: forked by the zygote when it is ready, else spawned."""
         req = {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.raylet_address,
-               "io_loop": self.io_loop}
+               "io_loop": self.io_loop, "log_level": self.log_level}
         zygote = self.zygote
         if zygote is not None and zygote.ready and self._adopts:
             try:
