@@ -56,7 +56,7 @@ class Allowed:
             return bool(value) or not self.nonempty
         return True
 
-    def describe(self) -> str:
+    def describe(self, kind: str = "a number") -> str:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.nonempty:
@@ -69,7 +69,7 @@ class Allowed:
         if self.max is not None:
             parts.append(f"<= {_num(self.max)}")
         unit = f" ({self.unit})" if self.unit else ""
-        return "a number " + " and ".join(parts) + unit if parts else "any value"
+        return f"{kind} " + " and ".join(parts) + unit if parts else "any value"
 
 
 def _num(x: float) -> str:
@@ -111,7 +111,7 @@ class Config:
     num_gpus: int | None = field(default=None, metadata=allowed(min=0))
     resources: dict[str, float] = field(default_factory=dict, metadata=allowed(min=0))
     # bytes; None: 30% of RAM, at most 2 GiB here
-    object_store_memory: int | None = field(default=None, metadata=allowed(min=MIN_OBJECT_STORE_BYTES, unit="bytes"))
+    object_store_memory: int | None = field(default=None, metadata=allowed(min=MIN_OBJECT_STORE_BYTES, unit="bytes; text such as '2GiB' is read too"))
 
     # driver
     namespace: str | None = None
@@ -212,10 +212,31 @@ def _bad(key: str, source: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected {expected}")
 
 
+def accepted(key: str) -> str:
+    """What config key ``key`` accepts, in words (errors and docs/config.md say this)."""
+    hint = _hints()[key]
+    text = str(hint)
+    rule = allowed_values(key)
+    if hint is dict or text.startswith("dict"):
+        if rule is None:
+            return "a table/dict (checked by the chosen backend)" if key.endswith("_options") else "a table/dict"
+        return f"a table of names to {rule.describe('numbers')}"
+    if hint is list or text.startswith("list"):
+        return "a list of " + ("non-empty " if rule is not None and rule.nonempty else "") + "strings"
+    kind = "an integer" if "int" in text and "float" not in text else "a number"
+    if rule is not None:
+        words = rule.describe(kind)
+    elif "bool" in text:
+        words = "true or false"
+    else:
+        words = "a string"
+    return words + (" or None" if "None" in text else "")
+
+
 def _in_range(key: str, value: Any, source: str) -> Any:
     rule = allowed_values(key)
     if rule is not None and not rule.admits(value):
-        raise _bad(key, source, value, rule.describe())
+        raise _bad(key, source, value, accepted(key).removesuffix(" or None"))
     return value
 
 
@@ -232,7 +253,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         rule = allowed_values(key)
         if rule is not None and not rule.admits(size):
             shown = f"{value!r} ({size} bytes)" if size != value else repr(value)
-            raise ConfigError(f"config key {key!r} from {source}: bad value {shown}; expected {rule.describe()}")
+            raise ConfigError(f"config key {key!r} from {source}: bad value {shown}; expected {rule.describe('a size')}")
         return size
     allow_none = "None" in text
     if value is None:
@@ -258,7 +279,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         rule = allowed_values(key)
         for item in value:
             if not isinstance(item, str) or (rule is not None and not rule.admits(item)):
-                raise _bad(key, source, value, "a list of " + ("non-empty " if rule and rule.nonempty else "") + "strings")
+                raise _bad(key, source, value, accepted(key))
         return list(value)
     want: tuple[type, ...]
     if "int" in text and "float" not in text:

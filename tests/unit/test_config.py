@@ -209,7 +209,7 @@ def test_bad_value_from_environment_names_the_variable(tmp_path: Path) -> None:
 def test_negative_counts_are_rejected_from_every_source(tmp_path: Path, source: str) -> None:
     kwargs = {"overrides": {"num_cpus": -1}} if source == "argument" else {"environ": {"MICRORAY_NUM_CPUS": "-1"}}
     kwargs.setdefault("environ", {})
-    with pytest.raises(ConfigError, match=r"'num_cpus'.*bad value -1; expected a number >= 0"):
+    with pytest.raises(ConfigError, match=r"'num_cpus'.*bad value -1; expected an integer >= 0"):
         resolve(cwd=tmp_path, **kwargs)
 
 

@@ -31,3 +31,11 @@ def test_every_config_key_is_documented() -> None:
     text = (DOCS / "config.md").read_text()
     missing = [f.name for f in fields(Config) if f"`{f.name}`" not in text]
     assert not missing, f"config keys missing from docs/config.md: {missing}"
+
+
+def test_every_config_key_range_is_documented_as_checked() -> None:
+    from microray.config import accepted
+
+    text = (DOCS / "config.md").read_text()
+    wrong = [f.name for f in fields(Config) if f"| `{f.name}` | {accepted(f.name)} |" not in text]
+    assert not wrong, f"docs/config.md 'What each key accepts' is out of date for: {wrong}"
