@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import shutil
@@ -32,14 +31,7 @@ def open_object_store(cfg: config_mod.Config, namespace: str, session_dir: str) 
     options = reg.validate_options("object_store", cfg.object_store_options)
     capacity = cfg.object_store_memory or default_capacity()
     spill_dir = os.path.join(session_dir, "spill", namespace)
-    kwargs: dict[str, Any] = dict(options)
-    try:
-        params = inspect.signature(reg.factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "on_event" in params:
-        kwargs["on_event"] = _observer(pm)
-    return reg.factory(namespace, capacity, spill_dir, **kwargs)
+    return reg.factory(namespace, capacity, spill_dir, on_event=_observer(pm), **options)
 
 
 def _observer(pm):

@@ -122,9 +122,11 @@ class GcsStoreRegistration(Registration):
 class ObjectStoreRegistration(Registration):
     """An object store backend.
 
-    ``factory(namespace: str, capacity: int, spill_dir: str, **options) -> ObjectStore``.
-    Every process of a node calls the factory with the same ``namespace`` and
-    must see the same objects. Capabilities: ``zero_copy``, ``persistence``,
+    ``factory(namespace: str, capacity: int, spill_dir: str, *, on_event=None, **options)
+    -> ObjectStore``. Every process of a node calls the factory with the same
+    ``namespace`` and must see the same objects. ``on_event(kind, info)``, when given,
+    is called with ``"spilled"``/``"restored"`` events (a backend that never spills
+    accepts it and never calls it). Capabilities: ``zero_copy``, ``persistence``,
     ``spill``, ``cross_process``.
 
     ``sweep(in_use, **options) -> list[str]``, optional: remove the storage of every

@@ -5,7 +5,6 @@ rebuild, byte patterns, mapping inspection, and the child-process entry point
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 import subprocess
@@ -73,10 +72,6 @@ class StoreFactory:
         self._opened: list[tuple[ObjectStore, StoreSpec]] = []
         factory = registration.factory
         self._factory_path = f"{factory.__module__}:{factory.__qualname__}"
-        try:
-            self._accepts_on_event = "on_event" in inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            self._accepts_on_event = False
 
     def spec(self, *, capacity: int | None = None, namespace: str | None = None, **options: Any) -> StoreSpec:
         """The description of an instance (validated options, defaults filled in)."""
@@ -93,8 +88,7 @@ class StoreFactory:
 
     def __call__(self, *, capacity: int | None = None, namespace: str | None = None, **options: Any) -> ObjectStore:
         spec = self.spec(capacity=capacity, namespace=namespace, **options)
-        extra = {"on_event": self._record} if self._accepts_on_event else {}
-        store = spec.open(**extra)
+        store = spec.open(on_event=self._record)
         self._opened.append((store, spec))
         return store
 
