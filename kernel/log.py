@@ -19,6 +19,13 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR, "critical": logging.CRITICAL}
 
 
+def worker_log_path(logs: str, worker_id: str, suffix: str) -> str:
+    """A worker's log file in the session's ``logs`` folder: ``worker-<id[:12]>.<suffix>``;
+    ``log`` holds its events, ``out`` and ``err`` its stdout and stderr (tracebacks,
+    fatal-signal stacks, and the raylet's note of how it ended)."""
+    return os.path.join(logs, f"worker-{worker_id[:12]}.{suffix}")
+
+
 def configure(
     *,
     level: str = "info",

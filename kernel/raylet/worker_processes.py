@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from microray.log import worker_log_path
 from microray.process import describe_exit, is_subreaper, pid_alive
 from microray.raylet import zygote as zygote_mod
 
@@ -278,6 +279,8 @@ class WorkerProcesses:
         if why and code == -signal.SIGKILL:
             reason += f", sent by the raylet ({why})"
         if worker_id:
+            if code != 0:
+                self._note_in_worker_log(worker_id, pid, reason)
             self.exits[worker_id] = reason
             while len(self.exits) > KEEP_EXITS:
                 self.exits.popitem(last=False)
@@ -285,6 +288,16 @@ class WorkerProcesses:
                 if not fut.done():
                     fut.set_result(reason)
         self._on_exit(worker_id, pid, reason)
+
+    def _note_in_worker_log(self, worker_id: str, pid: int, reason: str) -> None:
+        """Append how the worker ended to its ``.err`` log: a process killed outright (or
+        that called ``os._exit``) cannot say so itself."""
+        path = worker_log_path(os.path.join(self.session_dir, "logs"), worker_id, "err")
+        try:
+            with open(path, "a") as err:
+                err.write(f"[raylet] worker {worker_id} (pid {pid}) {reason}\n")
+        except OSError:
+            pass
 
     async def exit_reason(self, worker_id: str, wait_s: float) -> str:
         """How ``worker_id`` ended, waiting up to ``wait_s`` for it to end; "" if it did not."""

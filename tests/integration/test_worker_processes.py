@@ -108,9 +108,17 @@ def segfault_in_task():
     os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def test_exit_code_is_named_in_the_error(cluster):
-    with pytest.raises(WorkerCrashedError, match=r"exited with code 3"):
+def _worker_err_logs(session_dir: str, needle: str) -> list[str]:
+    return [p.read_text(errors="replace") for p in (Path(session_dir) / "logs").glob("worker-*.err")
+            if needle in p.read_text(errors="replace")]
+
+
+def test_exit_code_is_named_in_the_error_and_the_workers_log(cluster):
+    with pytest.raises(WorkerCrashedError, match=r"exited with code 3") as err:
         ray.get(exit_with.remote(3), timeout=60)
+    pid = int(str(err.value).split("(pid ", 1)[1].split(")", 1)[0])
+    wait_for(lambda: _worker_err_logs(cluster.session_dir, f"(pid {pid}) exited with code 3"), timeout=10,
+             what=f"the raylet's note in worker {pid}'s log")
 
 
 def test_fatal_signal_is_named_and_leaves_a_stack(cluster):
@@ -136,8 +144,11 @@ def test_worker_killed_by_signal_9_is_named(cluster):
     def kill_myself():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    with pytest.raises(WorkerCrashedError, match=r"killed by signal 9 \(SIGKILL\)"):
+    with pytest.raises(WorkerCrashedError, match=r"killed by signal 9 \(SIGKILL\)") as err:
         ray.get(kill_myself.remote(), timeout=60)
+    pid = int(str(err.value).split("(pid ", 1)[1].split(")", 1)[0])
+    wait_for(lambda: _worker_err_logs(cluster.session_dir, f"(pid {pid}) killed by signal 9 (SIGKILL)"),
+             timeout=10, what=f"the raylet's note in worker {pid}'s log")
 
 
 # -- a killed raylet's shared memory -------------------------------------------------------
