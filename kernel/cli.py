@@ -219,7 +219,7 @@ def _cluster_config(handle: Any) -> Any:
     argv = list(handle.gcs_argv)
     try:
         return config_mod.Config.from_json(argv[argv.index("--config-json") + 1])
-    except (ValueError, IndexError, TypeError):
+    except (ValueError, IndexError, OSError, TypeError):
         return config_mod.Config()
 
 

@@ -24,6 +24,7 @@ from typing import Any, get_type_hints
 from microray.exceptions import ConfigError
 
 ENV_PREFIX = "MICRORAY_"
+_ARGV_INLINE_LIMIT = 32 * 1024  # bytes of config JSON passed inline on a command line
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,22 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
+        """The config from ``to_json()`` text, or from the file named by ``"@path"``
+        (what ``argv_value`` passes when the text is too long for a command line)."""
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
         return cls(**json.loads(text))
+
+    def argv_value(self, folder: str) -> str:
+        """This config as one command-line argument for a node process: its JSON, or
+        ``"@<folder>/config.json"`` holding it when the JSON is too long to pass inline
+        (Linux caps one argument at 128 KiB; thousands of custom resources exceed it)."""
+        text = self.to_json()
+        if len(text) <= _ARGV_INLINE_LIMIT:
+            return text
+        path = Path(folder) / "config.json"
+        path.write_text(text)
+        return f"@{path}"
 
     def replace(self, **overrides: Any) -> "Config":
         merged = asdict(self)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -372,10 +373,16 @@ class Launcher:
                     return
                 continue
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
+                # an 8-byte length (with the fds), then the pickled request of that length:
+                # a request carries the node's config, which can be far larger than one
+                # datagram-sized read (a node with thousands of custom resources)
+                header, fds, _flags, _addr = socket.recv_fds(sock, 8, 4)
+                if len(header) < 8:
+                    return
+                msg = _recv_exactly(sock, int.from_bytes(header, "big"))
             except OSError:
                 return
-            if not msg:
+            if msg is None:
                 return
             req = pickle.loads(msg)
             mod_name, func_name = req["target"].split(":")
@@ -402,7 +409,9 @@ class Launcher:
         import socket
 
         with self.lock:
-            socket.send_fds(self.sock, [pickle.dumps(dict(target=target, argv=argv, kwargs=kwargs, log_path=log_path))], list(fds))
+            payload = pickle.dumps(dict(target=target, argv=argv, kwargs=kwargs, log_path=log_path))
+            socket.send_fds(self.sock, [len(payload).to_bytes(8, "big")], list(fds))
+            self.sock.sendall(payload)
             reply = b""
             while len(reply) < 16:
                 chunk = self.sock.recv(16 - len(reply))
@@ -413,6 +422,18 @@ class Launcher:
 
     def alive(self) -> bool:
         return pid_alive(self.pid)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    """``size`` bytes from a stream socket, or None when it closes first."""
+    parts = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
 
 
 _launcher: Launcher | None = None
