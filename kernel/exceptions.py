@@ -102,6 +102,189 @@ class ObjectStoreFullError(RayError, MemoryError):
     """The object store has no room and nothing could be spilled or freed."""
 
 
+# -- the rest of Ray's exception family ----------------------------------------------
+# Every class Ray's ``ray.exceptions`` defines exists here with Ray's base classes, so
+# programs and tests that import, catch or raise them work unchanged, including the
+# ones microray itself never raises (their docstrings say so).
+
+
+class _MessageError(RayError):
+    """A Ray error built from one message; pickles with it."""
+
+    def __init__(self, message: str = "") -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CrossLanguageError(_MessageError):
+    """An error raised by code in another language (microray runs only Python, so it
+    never raises this)."""
+
+
+class LocalRayletDiedError(RayError):
+    """The raylet of the node the task ran on died."""
+
+    def __str__(self) -> str:
+        return "The task's local raylet died."
+
+
+class UserCodeException(RayError):
+    """Wraps an exception raised by user code."""
+
+
+class OutOfDiskError(RayError):
+    """The object store is full and spilling to disk failed because the disk is full too."""
+
+
+class OutOfMemoryError(_MessageError):
+    """The node ran low on memory and killed the task or actor to free some."""
+
+
+class NodeDiedError(_MessageError):
+    """The node that ran the task or held the object is dead or unreachable."""
+
+
+class RpcError(_MessageError):
+    """A call between microray processes failed."""
+
+    def __init__(self, message: str = "", rpc_code: Any = None) -> None:
+        super().__init__(message)
+        self.rpc_code = rpc_code
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.rpc_code))
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching the object timed out because no node was found that holds it."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """The object was freed while a reference to it was still alive."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """The object was freed explicitly by the application before this read."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object is lost and cannot be rebuilt: it was made by ``put``, an actor, or
+    a process other than its owner."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
+    """The object is lost and its task already used up ``max_retries`` rebuilding it."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
+    """The object is lost and the record of the task that made it was dropped."""
+
+
+class PlasmaObjectNotAvailable(RayError):
+    """An object was not available within the time given."""
+
+
+class AsyncioActorExit(RayError):
+    """Raised inside an async actor that ends itself with ``exit_actor()``."""
+
+
+class RuntimeEnvSetupError(RayError):
+    """The task's or actor's runtime environment could not be set up."""
+
+    def __init__(self, error_message: str | None = None) -> None:
+        self.error_message = error_message
+        super().__init__(error_message)
+
+    def __str__(self) -> str:
+        head = "Failed to set up runtime environment."
+        return f"{head}\n{self.error_message}" if self.error_message else head
+
+
+class TaskPlacementGroupRemoved(RayError):
+    """The placement group the task was to run in was removed (microray does not
+    support placement groups, so it never raises this)."""
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this task has been removed."
+
+
+class ActorPlacementGroupRemoved(RayError):
+    """The placement group the actor was to run in was removed (microray does not
+    support placement groups, so it never raises this)."""
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this Actor has been removed."
+
+
+class PendingCallsLimitExceeded(RayError):
+    """An actor handle has more calls waiting than its ``max_pending_calls`` option allows."""
+
+
+class ActorUnschedulableError(RayError):
+    """The actor can never be scheduled (for example, its node affinity names a dead node)."""
+
+    def __init__(self, error_message: str = "") -> None:
+        self.error_message = error_message
+        super().__init__(error_message)
+
+    def __str__(self) -> str:
+        return f"The actor is not schedulable: {self.error_message}"
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    """A streaming generator has no more ObjectRefs to give."""
+
+
+class OufOfBandObjectRefSerializationException(RayError):
+    """An ObjectRef was serialized outside the task system (Ray's own spelling of the
+    name is kept, so code that imports it works)."""
+
+
+class RayChannelError(RaySystemError):
+    """An error of a compiled-graph channel (microray has no compiled graphs, so it never
+    raises this)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A compiled-graph channel operation timed out (never raised by microray)."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """A compiled graph has too many executions in flight (never raised by microray)."""
+
+
+class UnserializableException(RayError):
+    """A task's exception could not be deserialized where it was read; carries the
+    original stack trace as text."""
+
+    def __init__(self, original_stack_trace: str = "") -> None:
+        self.original_stack_trace = original_stack_trace
+        super().__init__(original_stack_trace)
+
+    def __str__(self) -> str:
+        return (
+            "Failed to deserialize the exception raised by a task; its original stack trace is:\n"
+            + self.original_stack_trace
+        )
+
+
+_RAY_FAMILY = [
+    "CrossLanguageError", "LocalRayletDiedError", "UserCodeException", "OutOfDiskError",
+    "OutOfMemoryError", "NodeDiedError", "RpcError", "ObjectFetchTimedOutError",
+    "ReferenceCountingAssertionError", "ObjectFreedError", "ObjectReconstructionFailedError",
+    "ObjectReconstructionFailedMaxAttemptsExceededError",
+    "ObjectReconstructionFailedLineageEvictedError", "PlasmaObjectNotAvailable",
+    "AsyncioActorExit", "RuntimeEnvSetupError", "TaskPlacementGroupRemoved",
+    "ActorPlacementGroupRemoved", "PendingCallsLimitExceeded", "ActorUnschedulableError", "ObjectRefStreamEndOfStreamError",
+    "OufOfBandObjectRefSerializationException", "RayChannelError", "RayChannelTimeoutError",
+    "RayCgraphCapacityExceeded", "UnserializableException",
+]
+__all__ += _RAY_FAMILY
+
+
 class RayActorError(RayError):
     """The actor died or could not be created; the message says why."""
 
@@ -253,3 +436,16 @@ def _rebuild_task_error(function_name, traceback_str, cause, pid, ip, cause_name
         except Exception:  # noqa: BLE001 -- e.g. the class is not importable here: keep the text
             cause = None
     return RayTaskError(function_name, traceback_str, cause, pid, ip, cause_name)
+
+
+# Ray's list of the error types a task's result may hold.
+RAY_EXCEPTION_TYPES = [
+    PlasmaObjectNotAvailable, RayError, RayTaskError, WorkerCrashedError, RayActorError,
+    ObjectStoreFullError, ObjectLostError, ObjectFetchTimedOutError,
+    ReferenceCountingAssertionError, ObjectReconstructionFailedError,
+    ObjectReconstructionFailedMaxAttemptsExceededError, ObjectReconstructionFailedLineageEvictedError,
+    OwnerDiedError, GetTimeoutError, AsyncioActorExit, RuntimeEnvSetupError,
+    TaskPlacementGroupRemoved, ActorPlacementGroupRemoved, PendingCallsLimitExceeded,
+    LocalRayletDiedError, TaskUnschedulableError, ActorDiedError, ActorUnschedulableError,
+    ActorUnavailableError, RayChannelError, RayChannelTimeoutError,
+]
