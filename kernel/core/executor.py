@@ -43,7 +43,7 @@ from microray.core.task_spec import (
     TaskSpec,
 )
 from microray.exceptions import RayActorError, RayTaskError, TaskCancelledError
-from microray.protocol import common_pb2, core_worker_pb2
+from microray.protocol import common_pb2, core_worker_pb2, raylet_pb2
 
 log = structlog.get_logger(__name__)
 
@@ -202,6 +202,25 @@ class TaskExecutor:
             return getattr(self.actor, spec.method_name)
         return self.cw.load_function(spec.function_id)
 
+    def _enter_gpus(self, spec: TaskSpec) -> tuple[str | None, list[int]]:
+        """For a task or actor given GPUs: set ``CUDA_VISIBLE_DEVICES`` (and what
+        ``get_gpu_ids()`` answers) to the GPU ids its lease holds, as Ray does. Returns
+        what ``_leave_gpus`` restores."""
+        reply = self.cw.call(self.cw.raylet.GetWorkerGpus, raylet_pb2.WorkerIdRequest(worker_id=self.cw.worker_id), 30)
+        previous = (os.environ.get("CUDA_VISIBLE_DEVICES"), getattr(self.cw, "gpu_ids", []))
+        gpu_ids = list(reply.gpu_ids)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
+        self.cw.gpu_ids = gpu_ids
+        return previous
+
+    def _leave_gpus(self, previous: tuple[str | None, list[int]]) -> None:
+        env, gpu_ids = previous
+        if env is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = env
+        self.cw.gpu_ids = gpu_ids
+
     def _enter_job(self, job_id: str) -> None:
         """Run user code as part of the task's job, as Ray does: actors and tasks it
         creates belong to that job (so they end with it), and ``get_actor(name)`` and
@@ -226,10 +245,13 @@ class TaskExecutor:
             return
         t0 = time.perf_counter()
         token = context.enter_task(spec)
+        gpus = None
         in_main = threading.get_ident() == self.main_thread_id
         if in_main:
             self.current = spec.task_id
         try:
+            if spec.resources and spec.resources.get("GPU"):
+                gpus = self._enter_gpus(spec)
             fn = self._target(spec)
             args, kwargs = self._resolve_args(spec)
             if spec.num_returns == STREAMING:
@@ -255,6 +277,8 @@ class TaskExecutor:
         finally:
             if in_main:
                 self.current = None
+            if gpus is not None:
+                self._leave_gpus(gpus)
             context.leave_task(token)
         if self._retiring:
             result.worker_exiting = True
@@ -303,6 +327,8 @@ class TaskExecutor:
         self._enter_job(spec.job_id)
         token = context.enter_task(spec)
         try:
+            if spec.resources and spec.resources.get("GPU"):
+                self._enter_gpus(spec)  # kept for the actor's life
             cls = self.cw.load_function(spec.function_id)
             args, kwargs = self._resolve_args(spec)
             self.cw.actor_id = spec.actor_id

@@ -117,6 +117,12 @@ class WorkerExitReply(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class WorkerGpusReply(_message.Message):
+    __slots__ = ("gpu_ids",)
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class NodeStatsReply(_message.Message):
     __slots__ = ("node", "workers")
     NODE_FIELD_NUMBER: _ClassVar[int]

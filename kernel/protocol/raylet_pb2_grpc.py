@@ -71,6 +71,11 @@ class RayletStub:
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_raylet__pb2.NodeStatsReply.FromString,
                 _registered_method=True)
+        self.GetWorkerGpus = channel.unary_unary(
+                '/microray.Raylet/GetWorkerGpus',
+                request_serializer=microray_dot_protocol_dot_raylet__pb2.WorkerIdRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_raylet__pb2.WorkerGpusReply.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/microray.Raylet/Shutdown',
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
@@ -132,6 +137,13 @@ class RayletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkerGpus(self, request, context):
+        """The GPU ids the worker's current lease holds (what it sets CUDA_VISIBLE_DEVICES to).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -183,6 +195,11 @@ def add_RayletServicer_to_server(servicer, server):
                     servicer.GetNodeStats,
                     request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                     response_serializer=microray_dot_protocol_dot_raylet__pb2.NodeStatsReply.SerializeToString,
+            ),
+            'GetWorkerGpus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkerGpus,
+                    request_deserializer=microray_dot_protocol_dot_raylet__pb2.WorkerIdRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_raylet__pb2.WorkerGpusReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -385,6 +402,33 @@ class Raylet:
             '/microray.Raylet/GetNodeStats',
             microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             microray_dot_protocol_dot_raylet__pb2.NodeStatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkerGpus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Raylet/GetWorkerGpus',
+            microray_dot_protocol_dot_raylet__pb2.WorkerIdRequest.SerializeToString,
+            microray_dot_protocol_dot_raylet__pb2.WorkerGpusReply.FromString,
             options,
             channel_credentials,
             insecure,

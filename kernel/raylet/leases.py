@@ -30,6 +30,7 @@ class WorkerState:
     blocked: bool = False
     is_actor: bool = False
     idle_since: float = 0.0
+    gpus: dict[int, float] = field(default_factory=dict)  # GPU index -> share held
 
 
 @dataclass
@@ -60,6 +61,9 @@ class LeaseManager:
         self.pending: deque[PendingLease] = deque()
         self.starting: dict[str, int] = {}   # env hash -> workers being started
         self._ids = itertools.count(1)
+        # the node's GPUs by index (0..GPU-1) and the share of each still free: a lease
+        # that holds GPUs is given ids, which its worker exports as CUDA_VISIBLE_DEVICES
+        self.gpu_free: list[float] = [1.0] * int(self.total.get("GPU", 0.0) + EPS)
 
     # -- resources -----------------------------------------------------------
     def feasible(self, demand: Mapping[str, float]) -> bool:
@@ -135,7 +139,30 @@ class LeaseManager:
         worker.lease_id = lease.lease_id
         worker.held = dict(hold)
         worker.is_actor = lease.is_actor
+        worker.gpus = self._take_gpus(hold.get("GPU", 0.0))
         self.by_lease[lease.lease_id] = worker.worker_id
+
+    def _take_gpus(self, amount: float) -> dict[int, float]:
+        """GPU ids for a lease holding ``amount`` GPUs: a fraction shares one GPU (the
+        fullest one it fits on), a whole number takes that many of the freest GPUs."""
+        free = self.gpu_free
+        if amount <= EPS or not free:
+            return {}
+        if amount < 1.0:
+            fitting = [i for i, share in enumerate(free) if share + EPS >= amount]
+            index = min(fitting, key=lambda i: free[i]) if fitting else max(range(len(free)), key=free.__getitem__)
+            free[index] -= amount
+            return {index: amount}
+        count = min(len(free), int(amount + 1.0 - EPS))
+        chosen = sorted(sorted(range(len(free)), key=lambda i: -free[i])[:count])
+        for i in chosen:
+            free[i] -= 1.0
+        return {i: 1.0 for i in chosen}
+
+    def _give_gpus(self, worker: WorkerState) -> None:
+        for index, share in worker.gpus.items():
+            self.gpu_free[index] = min(1.0, self.gpu_free[index] + share)
+        worker.gpus = {}
 
     # -- workers ---------------------------------------------------------------
     def worker_started(self, worker_id: str, pid: int, env_hash: str) -> None:
@@ -161,6 +188,7 @@ class LeaseManager:
         if w.state == "LEASED":
             self.by_lease.pop(w.lease_id, None)
             self._give(_holding(w))
+            self._give_gpus(w)
         w.state = "DEAD"
         return w
 
@@ -177,6 +205,7 @@ class LeaseManager:
         if w is None:
             return None
         self._give(_holding(w))
+        self._give_gpus(w)
         w.held = {}
         w.blocked = False
         w.lease_id = ""

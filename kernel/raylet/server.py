@@ -400,6 +400,10 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.leases.set_blocked(request.worker_id, False)
         return common_pb2.Empty()
 
+    async def GetWorkerGpus(self, request, context):
+        w = self.leases.workers.get(request.worker_id)
+        return raylet_pb2.WorkerGpusReply(gpu_ids=sorted(w.gpus) if w is not None else [])
+
     async def GetNodeStats(self, request, context):
         workers = [
             raylet_pb2.WorkerStats(
