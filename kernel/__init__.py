@@ -37,6 +37,23 @@ _API = {
     "ObjectRefGenerator": "microray.core.object_ref",
     "exceptions": None,
     "util": None,
+    # more of Ray's top-level names
+    "get_gpu_ids": "microray.api",
+    "ObjectID": "microray.core.object_ref",
+    "DynamicObjectRefGenerator": "microray.core.object_ref",
+    "JobID": "microray.ids",
+    "NodeID": "microray.ids",
+    "WorkerID": "microray.ids",
+    "ActorID": "microray.ids",
+    "TaskID": "microray.ids",
+    "PlacementGroupID": "microray.ids",
+    "UniqueID": "microray.ids",
+    "cloudpickle": None,
+    "runtime_context": None,
+    "job_config": None,
+    "dag": None,
+    "experimental": None,
+    "actor": None,
 }
 
 __all__ = ["__version__", *_API]

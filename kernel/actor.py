@@ -125,6 +125,12 @@ class ActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         return self._remote(args, kwargs, self._options)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A graph node that creates this actor when the graph is executed (``microray.dag``)."""
+        from microray.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
+
     def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> "ActorHandle":
         worker = context.current_worker()
         if self._class_id is None:
@@ -168,7 +174,7 @@ class ActorClass:
             "class_name": self._name,
             "name": name or "",
             "namespace": namespace,
-            "lifetime": options.get("lifetime") or "non_detached",
+            "lifetime": options.get("lifetime") or getattr(worker, "default_actor_lifetime", None) or "non_detached",
             "max_restarts": options.get("max_restarts", 0) or 0,
             "max_task_retries": options.get("max_task_retries", 0) or 0,
             "job_id": worker.job_id,
@@ -199,6 +205,11 @@ class _ActorOptions:
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         return self._cls._remote(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        from microray.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
 
 def _check_actor_options(options: dict[str, Any], name: str) -> None:
@@ -339,6 +350,12 @@ class ActorMethod:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._handle._submit(self._name, args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A graph node that calls this method when the graph is executed (``microray.dag``)."""
+        from microray.dag import ClassMethodNode
+
+        return ClassMethodNode(self._handle, self._name, args, kwargs, self._options)
 
     def options(self, **options: Any) -> "ActorMethod":
         validate_options(options, METHOD_OPTIONS | TASK_OPTIONS, f"actor method {self._name}")

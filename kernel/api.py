@@ -80,14 +80,23 @@ def init(
     logging_level: str | int | None = None,
     log_to_driver: bool | None = None,
     configure_logging: bool = True,
+    job_config: Any = None,
+    _system_config: dict[str, Any] | None = None,
     **config_overrides: Any,
 ) -> RayContext:
     """Connect this process to a cluster, starting an embedded one-node cluster when
     no ``address`` is given (and ``MICRORAY_ADDRESS`` is unset).
 
     Extra keyword arguments are config keys (``gcs_store="redis"``,
-    ``object_store="lmdb"``, ``scheduling_policy="spread"``, ...)."""
+    ``object_store="lmdb"``, ``scheduling_policy="spread"``, ...). ``job_config`` (a
+    ``microray.job_config.JobConfig``) gives the job's runtime_env, namespace and
+    metadata. ``_system_config`` (Ray's internal tuning flags) is accepted and ignored,
+    with a warning naming its keys."""
     global _head
+    if _system_config:
+        _warn_system_config(_system_config)
+    if job_config is not None:
+        runtime_env, namespace = _apply_job_config(job_config, runtime_env, namespace)
     with _lock:
         if context.worker is not None:
             if ignore_reinit_error:
@@ -178,6 +187,9 @@ def init(
                 _head = None
             raise
         worker.job_runtime_env = runtime_env or {}  # the worker made itself current (core.context)
+        if job_config is not None:
+            # read by actor creation (the lifetime of actors created without one)
+            setattr(worker, "default_actor_lifetime", job_config.default_actor_lifetime)
         if configure_logging:
             log_setup.configure(
                 level=cfg.log_level,
@@ -188,6 +200,37 @@ def init(
             structlog.contextvars.bind_contextvars(job_id=worker.job_id, worker_id=worker.worker_id, node_id=worker.node_id)
         log.info("microray_started", seconds=round(time.perf_counter() - t0, 3), session=worker.session_dir)
         return RayContext(_address_info(), dashboard_url=dashboard_url)
+
+
+def _warn_system_config(system_config: dict[str, Any]) -> None:
+    import warnings
+
+    if not isinstance(system_config, dict):
+        raise TypeError(f"_system_config must be a dict, got {type(system_config).__name__}")
+    keys = ", ".join(sorted(map(str, system_config)))
+    warnings.warn(
+        f"microray ignores _system_config (Ray's internal tuning flags); ignored keys: {keys}. "
+        "microray's own settings are config keys (see docs/config.md and docs/compatibility.md).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _apply_job_config(job_config: Any, runtime_env: dict[str, Any] | None,
+                      namespace: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The runtime_env and namespace of ``init`` after ``job_config``'s (an explicit
+    ``init`` argument wins, as in Ray)."""
+    from microray.job_config import JobConfig
+
+    if not isinstance(job_config, JobConfig):
+        raise TypeError(f"job_config must be a microray.job_config.JobConfig, got {type(job_config).__name__}")
+    if job_config._system_config:
+        _warn_system_config(job_config._system_config)
+    if runtime_env is None and job_config.runtime_env:
+        runtime_env = dict(job_config.runtime_env)
+    if namespace is None and job_config.ray_namespace:
+        namespace = job_config.ray_namespace
+    return runtime_env, namespace
 
 
 def _level_name(level: int) -> str:
@@ -402,7 +445,9 @@ def cluster_resources() -> dict[str, float]:
 
 
 def available_resources() -> dict[str, float]:
-    avail: dict[str, float] = {}
+    """Resources free now, summed over live nodes. ``CPU`` is always present (0 when
+    every CPU is in use), as in Ray; other resources appear only while some is free."""
+    avail: dict[str, float] = {"CPU": 0.0}
     for n in _global_worker().get_all_nodes():
         if n.state == "ALIVE":
             for k, v in n.available.amounts.items():
@@ -415,6 +460,12 @@ def get_runtime_context() -> Any:
     from microray.runtime_context import RuntimeContext
 
     return RuntimeContext(_global_worker())
+
+
+def get_gpu_ids() -> list[int]:
+    """The GPU ids the current task or actor was given (as in ``CUDA_VISIBLE_DEVICES``);
+    empty in a driver and in tasks that asked for no GPU."""
+    return list(getattr(_global_worker(), "gpu_ids", None) or [])
 
 
 def _require_worker() -> Any:

@@ -102,6 +102,12 @@ class RemoteFunction:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._remote(args, kwargs, self._options)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A graph node that calls this function when the graph is executed (``microray.dag``)."""
+        from microray.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
+
     def _ensure_pickled(self) -> None:
         if self._function_id is None:
             self._pickled = serialization.dumps_function(self._function)
@@ -213,3 +219,8 @@ class _OptionsWrapper:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn._remote(args, kwargs, self._options, self)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        from microray.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)

@@ -40,6 +40,14 @@ class ObjectRef:
     def task_id(self) -> bytes:
         return self._id[:16]
 
+    @classmethod
+    def nil(cls) -> "ObjectRef":
+        """The nil ref (all 0xff bytes), as Ray's ``ObjectRef.nil()``; it refers to nothing."""
+        return cls(_NIL_ID, _count=False)
+
+    def is_nil(self) -> bool:
+        return self._id == _NIL_ID
+
     @property
     def owner_address(self) -> str:
         return self._owner
@@ -77,8 +85,28 @@ class ObjectRef:
         worker.resolve_async(self, fut)
         return fut
 
+    def as_future(self, _internal: bool = False) -> asyncio.Future:
+        """An ``asyncio.Future`` of the value, on the running (or current) event loop, as
+        Ray's ``as_future()``; cancelling it does not cancel the task."""
+        return asyncio.wrap_future(self.future())
+
+    def _on_completed(self, callback: Any) -> None:
+        """Call ``callback(value)`` once the value is ready, from a microray thread; on
+        failure it gets the exception object instead of a value (as Ray does)."""
+
+        def done(fut: concurrent.futures.Future) -> None:
+            exc = fut.exception()
+            callback(exc if exc is not None else fut.result())
+
+        self.future().add_done_callback(done)
+
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()
+
+
+# Ray's older name for ObjectRef, still importable as ``ray.ObjectID``
+ObjectID = ObjectRef
+_NIL_ID = b"\xff" * 20
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
@@ -128,3 +156,20 @@ class ObjectRefGenerator:
 
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._task_id.hex()})"
+
+
+class DynamicObjectRefGenerator:
+    """The value of a task run with ``num_returns="dynamic"`` (Ray's name): the refs of
+    everything the task yielded, in order. Iterate it, take ``len()``, pass it on."""
+
+    def __init__(self, refs: list[ObjectRef]) -> None:
+        self._refs = list(refs)
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"

@@ -10,6 +10,13 @@ _LAZY = {
     "scheduling_strategies": None,
     "queue": None,
     "state": None,
+    "accelerators": None,
+    "PlacementGroup": "microray.util.placement_group",
+    "get_current_placement_group": "microray.util.placement_group",
+    "get_placement_group": "microray.util.placement_group",
+    "placement_group": None,
+    "placement_group_table": "microray.util.placement_group",
+    "remove_placement_group": "microray.util.placement_group",
 }
 
 

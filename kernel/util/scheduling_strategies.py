@@ -19,16 +19,17 @@ class NodeAffinitySchedulingStrategy:
 
 @dataclass(frozen=True)
 class PlacementGroupSchedulingStrategy:
-    """Run inside a placement group bundle (placement groups arrive with a later issue)."""
+    """Ray's strategy for running inside a placement group bundle. microray does not
+    support placement groups: a strategy that names one fails when a task or actor is
+    submitted with it; with ``placement_group=None`` it means the default strategy."""
 
     placement_group: Any
     placement_group_bundle_index: int = -1
     placement_group_capture_child_tasks: bool | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": "placement_group",
-            "placement_group_id": getattr(self.placement_group, "id", None),
-            "bundle_index": self.placement_group_bundle_index,
-        }
+    def to_wire(self) -> Any:
+        if self.placement_group is None:
+            return "DEFAULT"
+        from microray.util.placement_group import PlacementGroupsNotSupportedError
 
+        raise PlacementGroupsNotSupportedError("PlacementGroupSchedulingStrategy")
