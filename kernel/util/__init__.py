@@ -1,4 +1,5 @@
-"""Ray's ``util`` namespace: ActorPool, Queue, scheduling strategies, the state API."""
+"""Ray's ``util`` namespace: ActorPool, Queue, scheduling strategies, the state API,
+accelerator names and the placement group names (placement groups are not supported)."""
 
 from __future__ import annotations
 
