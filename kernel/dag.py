@@ -130,46 +130,36 @@ class InputAttributeNode(DAGNode):
         raise KeyError(f"the graph's input has no keyword argument {key!r}")
 
 
-class FunctionNode(DAGNode):
-    """A remote function call, made by ``f.bind(...)``."""
+class _CallNode(DAGNode):
+    """A ``.remote()`` call of ``target`` (a remote function or an actor class)."""
 
-    def __init__(self, remote_function: Any, args: tuple, kwargs: dict[str, Any],
+    def __init__(self, target: Any, args: tuple, kwargs: dict[str, Any],
                  options: dict[str, Any] | None = None) -> None:
         super().__init__(args, kwargs, options)
-        self._remote_function = remote_function
+        self._target = target
 
-    def options(self, **options: Any) -> "FunctionNode":
-        return FunctionNode(self._remote_function, self._bound_args, self._bound_kwargs,
-                            {**self._bound_options, **options})
+    def options(self, **options: Any) -> Any:
+        """The same call with these ``.options()`` added."""
+        return type(self)(self._target, self._bound_args, self._bound_kwargs, {**self._bound_options, **options})
 
     def _run(self, ex: _Execution) -> Any:
         args, kwargs = self._resolved_args(ex)
-        fn = self._remote_function.options(**self._bound_options) if self._bound_options else self._remote_function
-        return fn.remote(*args, **kwargs)
+        target = self._target.options(**self._bound_options) if self._bound_options else self._target
+        return target.remote(*args, **kwargs)
 
 
-class ClassNode(DAGNode):
+class FunctionNode(_CallNode):
+    """A remote function call, made by ``f.bind(...)``."""
+
+
+class ClassNode(_CallNode):
     """An actor creation, made by ``Cls.bind(...)``; ``node.method.bind(...)`` calls a
     method of the actor the graph creates."""
-
-    def __init__(self, actor_class: Any, args: tuple, kwargs: dict[str, Any],
-                 options: dict[str, Any] | None = None) -> None:
-        super().__init__(args, kwargs, options)
-        self._actor_class = actor_class
-
-    def options(self, **options: Any) -> "ClassNode":
-        return ClassNode(self._actor_class, self._bound_args, self._bound_kwargs,
-                         {**self._bound_options, **options})
 
     def __getattr__(self, name: str) -> "_UnboundMethod":
         if name.startswith("_"):
             raise AttributeError(name)
         return _UnboundMethod(self, name, {})
-
-    def _run(self, ex: _Execution) -> Any:
-        args, kwargs = self._resolved_args(ex)
-        cls = self._actor_class.options(**self._bound_options) if self._bound_options else self._actor_class
-        return cls.remote(*args, **kwargs)
 
 
 class _UnboundMethod:

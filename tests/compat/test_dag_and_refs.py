@@ -68,6 +68,9 @@ def test_actor_class_and_methods_bind(cluster):
 def test_options_on_bound_function(cluster):
     dag = add.options(num_cpus=0.5).bind(20, 1)
     assert ray.get(dag.execute()) == 21
+    assert ray.get(add.bind(20, 2).options(num_cpus=0.5).execute()) == 22
+    with pytest.raises(ValueError):
+        add.bind(1).options(num_cpus=-1).execute()  # options are checked as .options() checks them
 
 
 def test_as_future_future_and_on_completed(cluster):
