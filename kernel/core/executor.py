@@ -90,6 +90,7 @@ class TaskExecutor:
         self._retired = False  # max_calls reached: exit once every owner has closed its stream
         self._queued: dict[bytes, Any] = {}  # task id -> its result sink, until it starts
         self._queued_lock = threading.Lock()
+        self._taken = False  # the main thread took a task off the queue and has not finished it
         self.ip = cw.address.rsplit(":", 1)[0]
         # actor state
         self.actor: Any = None
@@ -165,12 +166,20 @@ class TaskExecutor:
         self.cancelled.add(task_id)
         return True
 
+    def busy(self) -> bool:
+        """(any thread) Whether a task runs here or waits to run: asked by the raylet when
+        the owner of this worker's lease died (busy: it kills the worker; idle: it leases
+        the worker again)."""
+        return self._taken or bool(self._queued)
+
     # -- main thread -----------------------------------------------------------------
     def run_forever(self) -> None:
         while True:
+            self._taken = False
             spec, sink = self.queue.get()
             if spec is None:
                 return
+            self._taken = True  # before the task leaves _queued: busy() never misses it
             with self._queued_lock:
                 if self._queued.pop(spec.task_id, None) is None:
                     continue  # cancelled while waiting; already answered

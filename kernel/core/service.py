@@ -78,6 +78,10 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
         await asyncio.Event().wait()  # until this process exits
         yield common_pb2.Empty()
 
+    async def LeaseOwnerDied(self, request, context):
+        executor = self.cw.executor
+        return core_worker_pb2.LeaseOwnerDiedReply(busy=executor is not None and executor.busy())
+
     async def RemoveBorrower(self, request, context):
         for oid in request.object_ids:
             self.cw.refs.remove_borrower(oid, request.borrower)

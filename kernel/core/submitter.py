@@ -321,6 +321,7 @@ class TaskSubmitter:
                     resources=common_pb2.ResourceMap(amounts=state.resources),
                     strategy=pickle.dumps(state.strategy),
                     owner_worker_id=self.cw.worker_id,
+                    owner_address=self.cw.address,
                     grant_or_reject=grant_or_reject,
                     runtime_env_hash=state.env,
                     task_name=_task_name(state.queue[0].spec) if state.queue else "",

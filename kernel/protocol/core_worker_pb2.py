@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from microray.protocol import common_pb2 as microray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microray/protocol/core_worker.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"\x1a\n\tTaskBatch\x12\r\n\x05specs\x18\x01 \x03(\x0c\"\x1e\n\x0bResultBatch\x12\x0f\n\x07results\x18\x01 \x03(\x0c\"6\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"?\n\x0eGetObjectReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"F\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\" \n\x0f\x43\x61ncelTaskReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\",\n\x0b\x45xitRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\rBorrowRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\x0c\x12\x10\n\x08\x62orrower\x18\x02 \x01(\t\"S\n\x10ObjectsInfoReply\x12\x0f\n\x07objects\x18\x01 \x01(\x0c\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06job_id\x18\x04 \x01(\t2\xe3\x03\n\nCoreWorker\x12;\n\tPushTasks\x12\x13.microray.TaskBatch\x1a\x15.microray.ResultBatch(\x01\x30\x01\x12\x41\n\tGetObject\x12\x1a.microray.GetObjectRequest\x1a\x18.microray.GetObjectReply\x12\x44\n\nCancelTask\x12\x1b.microray.CancelTaskRequest\x1a\x19.microray.CancelTaskReply\x12.\n\x04\x45xit\x12\x15.microray.ExitRequest\x1a\x0f.microray.Empty\x12\x37\n\x0b\x41\x64\x64\x42orrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12:\n\x0eRemoveBorrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12=\n\x0eGetObjectsInfo\x12\x0f.microray.Empty\x1a\x1a.microray.ObjectsInfoReply\x12+\n\x05Watch\x12\x0f.microray.Empty\x1a\x0f.microray.Empty0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microray/protocol/core_worker.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"\x1a\n\tTaskBatch\x12\r\n\x05specs\x18\x01 \x03(\x0c\"\x1e\n\x0bResultBatch\x12\x0f\n\x07results\x18\x01 \x03(\x0c\"6\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"?\n\x0eGetObjectReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"F\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\" \n\x0f\x43\x61ncelTaskReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\",\n\x0b\x45xitRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\rBorrowRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\x0c\x12\x10\n\x08\x62orrower\x18\x02 \x01(\t\"#\n\x13LeaseOwnerDiedReply\x12\x0c\n\x04\x62usy\x18\x01 \x01(\x08\"S\n\x10ObjectsInfoReply\x12\x0f\n\x07objects\x18\x01 \x01(\x0c\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06job_id\x18\x04 \x01(\t2\xa5\x04\n\nCoreWorker\x12;\n\tPushTasks\x12\x13.microray.TaskBatch\x1a\x15.microray.ResultBatch(\x01\x30\x01\x12\x41\n\tGetObject\x12\x1a.microray.GetObjectRequest\x1a\x18.microray.GetObjectReply\x12\x44\n\nCancelTask\x12\x1b.microray.CancelTaskRequest\x1a\x19.microray.CancelTaskReply\x12.\n\x04\x45xit\x12\x15.microray.ExitRequest\x1a\x0f.microray.Empty\x12\x37\n\x0b\x41\x64\x64\x42orrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12:\n\x0eRemoveBorrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12=\n\x0eGetObjectsInfo\x12\x0f.microray.Empty\x1a\x1a.microray.ObjectsInfoReply\x12+\n\x05Watch\x12\x0f.microray.Empty\x1a\x0f.microray.Empty0\x01\x12@\n\x0eLeaseOwnerDied\x12\x0f.microray.Empty\x1a\x1d.microray.LeaseOwnerDiedReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,8 +48,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXITREQUEST']._serialized_end=412
   _globals['_BORROWREQUEST']._serialized_start=414
   _globals['_BORROWREQUEST']._serialized_end=467
-  _globals['_OBJECTSINFOREPLY']._serialized_start=469
-  _globals['_OBJECTSINFOREPLY']._serialized_end=552
-  _globals['_COREWORKER']._serialized_start=555
-  _globals['_COREWORKER']._serialized_end=1038
+  _globals['_LEASEOWNERDIEDREPLY']._serialized_start=469
+  _globals['_LEASEOWNERDIEDREPLY']._serialized_end=504
+  _globals['_OBJECTSINFOREPLY']._serialized_start=506
+  _globals['_OBJECTSINFOREPLY']._serialized_end=589
+  _globals['_COREWORKER']._serialized_start=592
+  _globals['_COREWORKER']._serialized_end=1141
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,12 @@ class BorrowRequest(_message.Message):
     borrower: str
     def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., borrower: _Optional[str] = ...) -> None: ...
 
+class LeaseOwnerDiedReply(_message.Message):
+    __slots__ = ("busy",)
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    busy: bool
+    def __init__(self, busy: _Optional[bool] = ...) -> None: ...
+
 class ObjectsInfoReply(_message.Message):
     __slots__ = ("objects", "worker_id", "pid", "job_id")
     OBJECTS_FIELD_NUMBER: _ClassVar[int]

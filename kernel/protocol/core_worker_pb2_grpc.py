@@ -76,6 +76,11 @@ class CoreWorkerStub:
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.LeaseOwnerDied = channel.unary_unary(
+                '/microray.CoreWorker/LeaseOwnerDied',
+                request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_core__worker__pb2.LeaseOwnerDiedReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -135,6 +140,15 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseOwnerDied(self, request, context):
+        """The raylet says the owner of this worker's lease died. The reply says whether the
+        worker still runs or holds a task (the raylet then kills it) or is idle (it goes
+        back to the pool).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +191,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                     response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'LeaseOwnerDied': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseOwnerDied,
+                    request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                    response_serializer=microray_dot_protocol_dot_core__worker__pb2.LeaseOwnerDiedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +415,33 @@ class CoreWorker:
             '/microray.CoreWorker/Watch',
             microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseOwnerDied(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.CoreWorker/LeaseOwnerDied',
+            microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            microray_dot_protocol_dot_core__worker__pb2.LeaseOwnerDiedReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,21 +1,22 @@
 """Lease bookkeeping of one raylet (pure: events in, decisions out, no I/O).
 
 The raylet feeds it lease requests, worker registrations and exits, returns,
-and blocked/unblocked notices; ``dispatch()`` answers which pending requests
-can be granted to which idle worker now, and how many workers of each runtime
-environment to start.
+blocked/unblocked notices and the deaths of lease owners; ``dispatch()`` answers
+which pending requests can be granted to which idle worker now, and how many
+workers of each runtime environment to start.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 EPS = 1e-9
+DEAD_OWNERS_KEPT = 10_000  # ids of dead lease owners remembered, to refuse their late requests
 
 
 @dataclass
@@ -26,6 +27,7 @@ class WorkerState:
     env_hash: str = ""
     state: str = "STARTING"   # STARTING | IDLE | LEASED | DEAD
     lease_id: str = ""
+    owner: str = ""           # worker id of the lease's owner while LEASED
     held: dict[str, float] = field(default_factory=dict)
     blocked: bool = False
     is_actor: bool = False
@@ -60,6 +62,7 @@ class LeaseManager:
         self.by_lease: dict[str, str] = {}  # lease id -> worker id
         self.pending: deque[PendingLease] = deque()
         self.starting: dict[str, int] = {}   # env hash -> workers being started
+        self.dead_owners: OrderedDict[str, None] = OrderedDict()
         self._ids = itertools.count(1)
         # the node's GPUs by index (0..GPU-1) and the share of each still free: a lease
         # that holds GPUs is given ids, which its worker exports as CUDA_VISIBLE_DEVICES
@@ -86,8 +89,12 @@ class LeaseManager:
     def new_lease_id(self) -> str:
         return f"L{next(self._ids)}"
 
-    def submit(self, lease: PendingLease) -> None:
+    def submit(self, lease: PendingLease) -> bool:
+        """Queue a request; False (and not queued) when its owner is known to be dead."""
+        if lease.owner and lease.owner in self.dead_owners:
+            return False
         self.pending.append(lease)
+        return True
 
     def cancel(self, predicate) -> list[PendingLease]:
         """Drop pending requests matching ``predicate``; return them."""
@@ -137,6 +144,7 @@ class LeaseManager:
         self._take(hold)
         worker.state = "LEASED"
         worker.lease_id = lease.lease_id
+        worker.owner = lease.owner
         worker.held = dict(hold)
         worker.is_actor = lease.is_actor
         worker.gpus = self._take_gpus(hold.get("GPU", 0.0))
@@ -209,10 +217,25 @@ class LeaseManager:
         w.held = {}
         w.blocked = False
         w.lease_id = ""
+        w.owner = ""
         w.is_actor = False
         w.state = "IDLE"
         w.idle_since = time.monotonic()
         return w
+
+    def owner_died(self, owner: str) -> tuple[list[PendingLease], list[WorkerState]]:
+        """The process ``owner`` (a worker id) is gone. Its waiting requests are dropped
+        and returned (answer them), later requests of it are refused by ``submit``, and
+        the workers leased to it are returned: each must be released (when idle) or
+        killed and reported by ``worker_exited`` (when it still runs the owner's task)."""
+        if not owner:
+            return [], []
+        self.dead_owners[owner] = None
+        if len(self.dead_owners) > DEAD_OWNERS_KEPT:
+            self.dead_owners.popitem(last=False)
+        dropped = self.cancel(lambda p: p.owner == owner)
+        held = [w for w in self.workers.values() if w.state == "LEASED" and w.owner == owner]
+        return dropped, held
 
     def set_blocked(self, worker_id: str, blocked: bool) -> bool:
         """A leased worker blocked in get() lends its CPU back until it unblocks."""

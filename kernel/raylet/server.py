@@ -25,6 +25,7 @@ from microray.plugin_manager import get_plugin_manager
 from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
+from microray.raylet.owners import OwnerWatcher, worker_busy
 from microray.raylet.worker_processes import WorkerProcesses
 from microray import rpc
 from microray.rpc import OPTIONS, bind, is_unavailable, make_server
@@ -82,6 +83,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
         self.id_prefixes: dict[str, bytes] = {}  # worker id -> id prefix of the objects it owns
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
+        self.owners = OwnerWatcher(self.owner_died, self._local_pid)
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -135,6 +137,48 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             if not pid_alive(pid):
                 self.drivers.pop(worker_id, None)
                 self.free_objects_of(worker_id)
+                self.owner_died(worker_id, f"its process (pid {pid}) exited")
+
+    # -- lease owners ------------------------------------------------------------
+    def _local_pid(self, owner_id: str) -> int | None:
+        driver = self.drivers.get(owner_id)
+        if driver is not None:
+            return driver[0]
+        w = self.leases.workers.get(owner_id)
+        return w.pid if w is not None else None
+
+    def owner_died(self, owner_id: str, reason: str) -> None:
+        """A lease owner (driver or worker, on any node) is gone: its waiting requests are
+        answered as cancelled and never granted, and each worker leased to it comes back:
+        to the pool when idle, killed when it still runs the dead owner's task."""
+        self.owners.forget(owner_id)
+        dropped, held = self.leases.owner_died(owner_id)
+        if not dropped and not held:
+            return
+        log.info("lease_owner_died", owner=owner_id, reason=reason, requests=len(dropped),
+                 leases=[w.lease_id for w in held])
+        for p in dropped:
+            fut = self._answers.pop(p.lease_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        loop = asyncio.get_running_loop()
+        for w in held:
+            loop.create_task(self._take_back(w.worker_id, w.lease_id, w.address))
+
+    async def _take_back(self, worker_id: str, lease_id: str, address: str) -> None:
+        busy = await worker_busy(address)
+        w = self.leases.workers.get(worker_id)
+        if w is None or w.lease_id != lease_id:
+            return  # returned, or exited, meanwhile
+        if busy:
+            log.info("worker_of_dead_owner_killed", worker_id=worker_id, worker_pid=w.pid, lease=lease_id)
+            self.leases.worker_exited(worker_id)
+            self._kill_worker(w.pid, "its lease owner died while it ran the owner's task")
+            self.free_objects_of(worker_id)
+            self.owner_died(worker_id, "killed: it ran a task of a dead owner")
+        else:
+            self.leases.release(lease_id)
+        self.dispatch()
 
     def reap_idle_workers(self) -> None:
         """Workers idle longer than ``idle_worker_kill_s`` go, keeping a pool of one
@@ -214,6 +258,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             self.leases.worker_exited(w.worker_id)
         if worker_id:
             self.free_objects_of(worker_id)
+            self.owner_died(worker_id, f"its process exited ({reason})")
         if w is not None:
             self.dispatch()
 
@@ -304,11 +349,13 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             owner=request.owner_worker_id,
             lease_key=request.lease_key,
         )
+        if not self.leases.submit(lease):
+            return raylet_pb2.LeaseReply(canceled=True, error=f"the lease owner {request.owner_worker_id} is dead")
+        self.owners.watch(request.owner_worker_id, request.owner_address)
         if is_actor and request.lease_key:
             self._stop_superseded_actor_worker(request.lease_key)
         fut = asyncio.get_running_loop().create_future()
         self._answers[lease.lease_id] = fut
-        self.leases.submit(lease)
         self.dispatch()
         try:
             worker = await fut
@@ -353,6 +400,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             if w is not None:
                 self._kill_worker(w.pid, "its lease holder lost the connection to it")
                 self.free_objects_of(w.worker_id)
+                self.owner_died(w.worker_id, "its lease holder lost it")
         else:
             self.leases.release(request.lease_id)
         self.dispatch()
@@ -478,6 +526,7 @@ async def serve(
         loop.add_signal_handler(sig, raylet.stopped.set)
     await raylet.stopped.wait()
     heartbeats.cancel()
+    raylet.owners.close()
     try:
         await raylet.gcs.UnregisterNode(gcs_pb2.NodeIdRequest(node_id=node_id), timeout=0.5)
     except grpc.aio.AioRpcError as exc:
