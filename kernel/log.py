@@ -2,21 +2,101 @@
 
 Only entry points (``init``, the node daemons, the CLI) call ``configure``;
 library modules just do ``log = structlog.get_logger(__name__)``. Files get JSON
-lines; a terminal gets the console renderer.
+lines; a terminal gets the console renderer. A warning (or worse) that repeats
+is logged once, then once per ``REPEAT_WINDOW_S`` with the count of the repeats
+left out (``RepeatLimiter``).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import re
 import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR, "critical": logging.CRITICAL}
+
+REPEAT_WINDOW_S = 5.0   # an identical warning is logged at most once per this many seconds
+_REPEAT_KEYS_KEPT = 1000
+_DIGITS = re.compile(r"\d+")
+_SUMMARY = "_repeat_summary"  # marks a count logged at exit: passed through as is
+
+
+class RepeatLimiter:
+    """A structlog processor that rate-limits identical warnings.
+
+    Events below ``warning`` pass untouched. A warning is identical to an earlier one when
+    its level, event name and fields are the same, numbers in them aside (a port or a
+    pid in an error text does not make a new warning). The first one is logged; the
+    repeats within ``window_s`` of it are counted and dropped; the next one after the
+    window is logged with ``repeated=N`` and ``in_last_s=T`` (the repeats left out, and
+    over how long), and starts a new window. ``flush()`` logs the counts still pending
+    (at process exit).
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S, clock=time.monotonic) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        # key -> [window start, repeats dropped, level, last event dict]
+        self._seen: OrderedDict[tuple, list] = OrderedDict()
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if _LEVELS.get(method_name, logging.INFO) < logging.WARNING:
+            return event_dict
+        if event_dict.pop(_SUMMARY, False):
+            return event_dict
+        key = (method_name, _DIGITS.sub("#", repr(sorted(event_dict.items(), key=lambda kv: kv[0]))))
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.window_s:
+                seen[1] += 1
+                seen[3] = dict(event_dict)
+                raise structlog.DropEvent
+            if seen is not None and seen[1]:
+                event_dict["repeated"] = seen[1]
+                event_dict["in_last_s"] = round(now - seen[0], 1)
+            self._seen[key] = [now, 0, method_name, dict(event_dict)]
+            self._seen.move_to_end(key)
+            if len(self._seen) > _REPEAT_KEYS_KEPT:
+                self._seen.popitem(last=False)
+        return event_dict
+
+    def flush(self) -> None:
+        """Log, once, the count of every warning whose repeats were left out."""
+        now = self.clock()
+        with self._lock:
+            pending = [v for v in self._seen.values() if v[1]]
+            self._seen.clear()
+        logger = structlog.get_logger(__name__)
+        for start, count, level, last in pending:
+            fields = {k: v for k, v in last.items() if k != "event"}
+            fields.update(repeated=count, in_last_s=round(now - start, 1))
+            fields[_SUMMARY] = True
+            getattr(logger, level, logger.warning)(last.get("event", ""), **fields)
+
+
+_limiter: RepeatLimiter | None = None
+
+
+@atexit.register
+def _flush_repeats() -> None:
+    if _limiter is not None:
+        try:
+            _limiter.flush()
+        except Exception:  # noqa: BLE001 -- logging at exit must never fail the exit
+            pass
 
 
 def worker_log_path(logs: str, worker_id: str, suffix: str) -> str:
@@ -44,6 +124,10 @@ def configure(
     json_renderer = structlog.processors.JSONRenderer()
     console_renderer = structlog.dev.ConsoleRenderer(colors=console is not None and console.isatty())
     pid = os.getpid()
+    global _limiter
+    if _limiter is not None:
+        _limiter.flush()
+    _limiter = RepeatLimiter()
 
     def emit(logger, method_name, event_dict):
         lvl = _LEVELS.get(method_name, logging.INFO)
@@ -59,6 +143,7 @@ def configure(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _limiter,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
