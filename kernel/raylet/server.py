@@ -462,8 +462,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         ]
         for worker_id, (pid, address) in list(self.drivers.items()):
             if not pid_alive(pid):
-                self.drivers.pop(worker_id, None)
-                continue
+                continue  # check_drivers cleans up after it (its objects, its leases)
             workers.append(raylet_pb2.WorkerStats(worker_id=worker_id, pid=pid, state="DRIVER", address=address, is_driver=True))
         return raylet_pb2.NodeStatsReply(node=self.node_info(), workers=workers)
 
