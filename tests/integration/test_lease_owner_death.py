@@ -115,6 +115,48 @@ def test_leases_of_a_killed_driver_come_back(head, env, tmp_path):
     assert result["available"]["CPU"] == 2.0
 
 
+
+def test_idle_workers_of_a_killed_driver_go_back_to_the_pool(env, tmp_path):  # noqa: F811
+    """Workers leased to a driver but idle when it is killed are not killed: they are
+    leased again (the driver keeps idle leases for a minute here, so they are idle and
+    still leased at the kill)."""
+    h = StartedHead({**env, "MICRORAY_IDLE_LEASE_KEEP_S": "60"}, tmp_path)
+    out = h.start("--num-cpus", "2")
+    assert out.returncode == 0, out.stderr
+    driver = start_driver(
+        """
+        ray.init(address="auto")
+
+        @ray.remote
+        def pid(meet):
+            open(os.path.join(meet, str(os.getpid())), "w").close()
+            while len(os.listdir(meet)) < 2:  # both run at once: two workers are leased
+                time.sleep(0.01)
+            return os.getpid()
+
+        meet = os.path.join(os.getcwd(), "meet")
+        os.mkdir(meet)
+        print("PIDS " + " ".join(map(str, ray.get([pid.remote(meet) for _ in range(2)]))), flush=True)
+        sys.stdin.readline()
+        """,
+        env, tmp_path, stdin=True,
+    )
+    try:
+        held = [int(p) for p in read_marker(driver, "PIDS", timeout=90).split()]
+        assert len(set(held)) == 2, held
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        result = check_freed(env, tmp_path)
+        assert result["available"]["CPU"] == 2.0
+        assert all(pid_alive(p) for p in held), "an idle worker of the dead driver was killed"
+        assert result["task_pid"] in held, (result, held)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.communicate(timeout=10)
+        h.snapshot_tree()
+        h.stop()
+
 def test_leases_of_a_killed_nested_task_owner_come_back(head, env, tmp_path):
     """A worker running a task that submitted tasks and waits for them is killed -9: the
     workers it leased (still running its tasks) are killed and their CPUs come back."""
