@@ -4,11 +4,15 @@ and the event loop the gRPC services run on."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
 import grpc.aio
+import structlog
+
+log = structlog.get_logger(__name__)
 
 IO_LOOPS = ("auto", "uvloop", "asyncio")
 
@@ -99,3 +103,27 @@ def is_unavailable(exc: BaseException) -> bool:
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.UNKNOWN,
     )
+
+
+async def invoke(method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+    """One unary call that rides out a restarting peer: it waits for the channel to be
+    ready and retries calls cut off mid-flight, until ``timeout`` has passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        left = None if deadline is None else max(0.01, deadline - time.monotonic())
+        try:
+            return await method(request, timeout=left, wait_for_ready=True)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or (deadline is not None and time.monotonic() >= deadline):
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+async def invoke_logged(method: Callable[..., Any], request: Any, timeout: float | None) -> None:
+    """One unary call whose failure is logged (at debug), not raised."""
+    try:
+        await method(request, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        log.debug("rpc_failed", error=exc.code().name)

@@ -20,14 +20,17 @@ import queue
 import threading
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 import structlog
 
 from microray import ids, serialization
+from microray.config import Config
 from microray.core import context
 from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
 from microray.core.object_ref import ObjectRef
+from microray.core.reference_counter import ReferenceCounter
 from microray.core.task_spec import (
     ACTOR_CREATION,
     ACTOR_METHOD,
@@ -77,8 +80,33 @@ class _Sink:
         self.out.put_nowait(items)
 
 
+class ExecutorHost(Protocol):
+    """What the executor needs of its core worker (``CoreWorker`` satisfies it)."""
+
+    address: str
+    node_id: str
+    config: Config
+    refs: ReferenceCounter
+    object_sizes: dict[bytes, int]
+    gcs: Any  # GcsStub
+    # identity of the job and actor the worker serves; the executor sets them
+    job_id: str
+    namespace: str | None
+    actor_id: str | None
+    actor_name: str | None
+
+    def call(self, method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any: ...
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+    def load_function(self, function_id: bytes) -> Any: ...
+    def get_objects(self, refs: Sequence[ObjectRef], timeout: float | None = None) -> list[Any]: ...
+    def write_to_store(self, oid: bytes, ser: serialization.Serialized) -> None: ...
+    def register_borrowed(self) -> None: ...
+    def add_borrower_at(self, owner: str, oids: list[bytes], borrower: str) -> None: ...
+
+
 class TaskExecutor:
-    def __init__(self, cw: Any) -> None:
+    def __init__(self, cw: ExecutorHost) -> None:
         self.cw = cw
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled: set[bytes] = set()

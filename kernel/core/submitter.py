@@ -213,7 +213,7 @@ class TaskSubmitter:
             if got is None:
                 # a borrowed object already in this node's store lands at once, before
                 # on_ready is registered (which then returns True and calls nothing)
-                self.cw._fetch_borrowed([_RefLike(oid, arg[2])])
+                self.cw.fetch_borrowed([_RefLike(oid, arg[2])])
                 entry.unresolved += 1  # before on_ready: it may call _dep_ready right away
                 if not memory.on_ready(oid, lambda _o, e=entry: self.cw.call_in_loop(self._dep_ready, e)):
                     continue
@@ -479,6 +479,12 @@ class TaskSubmitter:
                      (ids.object_id(spec.task_id, 0xFFFFFFFF), VALUE, 1)]
         self.cw.memory.put_many(items)
 
+    def fail_all(self, err: bytes) -> None:
+        """Fail every task not finished yet with ``err`` (a serialized error)."""
+        for entry in list(self.tasks.values()):
+            if not entry.done:
+                self._fail(entry, err)
+
     def _fail_queue(self, key: tuple, message: str, error_type: type[Exception] = RaySystemError) -> None:
         err = serialization.serialize_error(error_type(message)).to_bytes()
         state = self.keys[key]
@@ -585,7 +591,7 @@ class TaskSubmitter:
 
 
 class _RefLike:
-    """Just enough of an ObjectRef for ``_fetch_borrowed`` (no ref counting)."""
+    """Just enough of an ObjectRef for ``fetch_borrowed`` (no ref counting)."""
 
     __slots__ = ("_id", "owner_address")
 

@@ -125,7 +125,7 @@ def test_owner_dies_while_get_is_blocked(cluster, gate):
     t = threading.Thread(target=getter, daemon=True)
     t.start()
     # the getter is blocked: nothing can answer it while the owner lives
-    wait_for(lambda: refs[0].binary() in ray.api._worker._fetching, timeout=10,
+    wait_for(lambda: refs[0].binary() in ray.api._worker.objects.fetching, timeout=10,
              what="the driver to be fetching the object from its owner")
     assert "result" not in outcome
     kill_and_wait(pid)
