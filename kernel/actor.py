@@ -308,22 +308,21 @@ class ActorHandle:
             caller_id=worker.worker_id,
             concurrency_group=options.get("concurrency_group") or "",
         )
-        key = ("actor", self._actor_id)
         conn = worker.actor_connections.get(self._actor_id)
         if conn is None:
             conn = worker.actor_connections.setdefault(
                 self._actor_id,
-                ActorConnection(worker.submitter, self._actor_id, options.get("max_task_retries", self._max_task_retries)),
+                ActorConnection(worker.submitter, worker, self._actor_id, options.get("max_task_retries", self._max_task_retries)),
             )
         if num_returns == STREAMING:
             worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
-            worker.submitter.submit(spec, key, {}, conn, "", arg_refs)
+            worker.submitter.submit_actor_call(spec, conn, arg_refs)
             return ObjectRefGenerator(task_id, worker.address, worker)
         return_ids = [ids.object_id(task_id, i + 1) for i in range(num_returns)]
         for oid in return_ids:
             worker.refs.add_owned(oid)
         refs = [ObjectRef(oid, worker.address) for oid in return_ids]
-        worker.submitter.submit(spec, key, {}, conn, "", arg_refs)
+        worker.submitter.submit_actor_call(spec, conn, arg_refs)
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:

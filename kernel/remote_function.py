@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import pickle
 from typing import Any
 
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from microray import ids, serialization
 from microray.core import context as _context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
-from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec, strategy_to_wire
+from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
 from microray.task_options import TASK_OPTIONS, validate_options
 
 
@@ -133,13 +132,12 @@ class RemoteFunction:
             max_retries = 3
         elif max_retries == -1:
             max_retries = 1 << 30
-        env_key = json.dumps(runtime_env, sort_keys=True) if runtime_env else ""
-        key = (tuple(sorted(resources.items())), env_key, pickle.dumps(strategy))
+        key = (tuple(sorted(resources.items())), runtime_env_key(runtime_env), pickle.dumps(strategy))
         max_calls = options.get("max_calls") or 0
         if max_calls:
             key = key + (("max_calls", max_calls),)  # such workers are not shared with other tasks
         return _Prepared(worker, num_returns, resources, runtime_env, strategy, retry, max_retries,
-                         env_key, key, options.get("name") or self._name, options.get("name") or "", max_calls)
+                         key, options.get("name") or self._name, options.get("name") or "", max_calls)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any], cache: Any = None) -> Any:
         worker = _context.current_worker()
@@ -171,13 +169,14 @@ class RemoteFunction:
             retry_exceptions=prep.retry,
             runtime_env=prep.runtime_env,
             resources=prep.resources,
+            strategy=prep.strategy,
             name=prep.name,
             parent_task_id=parent.task_id if parent is not None else b"",
             max_calls=prep.max_calls,
         )
         if num_returns == STREAMING:
             worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
-            worker.submitter.submit(spec, prep.key, prep.resources, prep.strategy, prep.env_key, arg_refs)
+            worker.submitter.submit(spec, prep.key, arg_refs)
             return ObjectRefGenerator(task_id, worker.address, worker)
         add_owned = worker.refs.add_owned
         owner = worker.address
@@ -186,7 +185,7 @@ class RemoteFunction:
             oid = ids.object_id(task_id, i + 1)
             add_owned(oid)
             refs.append(ObjectRef(oid, owner))
-        worker.submitter.submit(spec, prep.key, prep.resources, prep.strategy, prep.env_key, arg_refs)
+        worker.submitter.submit(spec, prep.key, arg_refs)
         if num_returns == 1:
             return refs[0]
         return refs
@@ -201,7 +200,6 @@ class _Prepared:
     strategy: Any
     retry: Any
     max_retries: int
-    env_key: str
     key: tuple
     function_name: str
     name: str

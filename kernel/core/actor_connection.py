@@ -10,24 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import grpc
 import structlog
 
 from microray import serialization
+from microray.core.submitter import KeyState, TaskEntry, TaskStream, TaskSubmitter
 from microray.exceptions import ActorDiedError, TaskCancelledError
 from microray.protocol import gcs_pb2
 
 log = structlog.get_logger(__name__)
 
 
+class ActorHost(Protocol):
+    """What an actor connection needs of its core worker (``CoreWorker`` satisfies it)."""
+
+    gcs: Any  # GcsStub
+    connected: bool
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
+    def call_nowait(self, method: Callable[..., Any], request: Any, timeout: float | None = 30) -> None: ...
+
+
 class ActorConnection:
-    def __init__(self, submitter: Any, actor_id: str, max_task_retries: int) -> None:
+    """Runs on the submitter's io loop (``kill_when_idle`` excepted): the submitter hands
+    it the calls of its key (``pump``) and the loss of its stream (``on_stream_lost``)."""
+
+    def __init__(self, submitter: TaskSubmitter, host: ActorHost, actor_id: str, max_task_retries: int) -> None:
         self.submitter = submitter
+        self.host = host
         self.actor_id = actor_id
         self.max_task_retries = max_task_retries
-        self.stream: Any = None
+        self.stream: TaskStream | None = None
         self.resolving = False
         self.dead_error: BaseException | None = None
         self.incarnation = -1  # num_restarts of the instance we last talked to
@@ -35,7 +51,7 @@ class ActorConnection:
         self.closed = False
 
     # -- sending ---------------------------------------------------------------
-    def pump(self, state: Any) -> None:
+    def pump(self, state: KeyState) -> None:
         if self.dead_error is not None:
             self._fail_all(state)
             return
@@ -49,7 +65,7 @@ class ActorConnection:
         while queue and queue[0].unresolved == 0:
             entry = queue.popleft()
             if entry.cancelled and not entry.done:
-                self.submitter._fail(entry, _cancelled(entry))
+                self.submitter.fail(entry, _cancelled(entry))
                 continue
             if entry.done:
                 continue
@@ -57,10 +73,8 @@ class ActorConnection:
         if batch:
             self.stream.send(batch)
 
-    async def _resolve(self, state: Any) -> None:
-        from microray.core.submitter import TaskStream
-
-        gcs = self.submitter.cw.gcs
+    async def _resolve(self, state: KeyState) -> None:
+        gcs = self.host.gcs
         delay = 0.002
         try:
             if self.unreached:
@@ -96,7 +110,7 @@ class ActorConnection:
         self.pump(state)
 
     # -- failures --------------------------------------------------------------
-    def on_stream_lost(self, state: Any, stream: Any, error: BaseException | None) -> None:
+    def on_stream_lost(self, state: KeyState, stream: TaskStream, error: BaseException | None) -> None:
         if stream is not self.stream:
             return
         self.stream = None
@@ -117,7 +131,7 @@ class ActorConnection:
         retry, failed = [], []
         for entry in lost:
             if entry.cancelled:
-                self.submitter._fail(entry, _cancelled(entry))
+                self.submitter.fail(entry, _cancelled(entry))
             elif unreached:
                 retry.append(entry)
             elif entry.spec.attempt < entry.spec.max_retries:
@@ -132,12 +146,12 @@ class ActorConnection:
         if not self.closed:
             self.pump(state)
 
-    async def _fail_lost(self, entries: list, pid: int) -> None:
+    async def _fail_lost(self, entries: list[TaskEntry], pid: int) -> None:
         """Fail calls that were in flight when the actor's process died, with the cause
         the GCS recorded when there is one (``kill`` records it before it kills)."""
         known = None
         try:
-            reply = await self.submitter.cw.gcs.GetActor(
+            reply = await self.host.gcs.GetActor(
                 gcs_pb2.ActorLookupRequest(actor_id=self.actor_id), timeout=2)
             if reply.found:
                 record = pickle.loads(reply.record)
@@ -152,32 +166,29 @@ class ActorConnection:
                 err = ActorDiedError(self.actor_id, f"{known}; {detail}.")
             else:
                 err = ActorDiedError(self.actor_id, f"The actor {self.actor_id} died unexpectedly: {detail}.")
-            self.submitter._fail(entry, serialization.serialize_error(err).to_bytes())
+            self.submitter.fail(entry, serialization.serialize_error(err).to_bytes())
 
-    def _fail_all(self, state: Any) -> None:
+    def _fail_all(self, state: KeyState) -> None:
         err = serialization.serialize_error(self.dead_error).to_bytes()
         while state.queue:
             entry = state.queue.popleft()
             if not entry.done:
-                self.submitter._fail(entry, err)
+                self.submitter.fail(entry, err)
 
     # -- the handle went out of scope -------------------------------------------
     def kill_when_idle(self, request: Any) -> None:
         """Send ``request`` (KillActor) once none of this caller's calls waits or is in
         flight (any thread): ``ray.get(A.remote().f.remote())`` gets its result."""
-        self.submitter.cw.call_in_loop(self._kill_when_idle, request)
+        self.host.call_in_loop(self._kill_when_idle, request)
 
     def _kill_when_idle(self, request: Any) -> None:
-        key = ("actor", self.actor_id)
-        state = self.submitter.keys.get(key)
-        busy = (bool(state is not None and state.queue) or bool(self.stream is not None and self.stream.inflight)
-                or any(item[1] == key for item in self.submitter.incoming))
+        busy = self.submitter.has_queued(("actor", self.actor_id)) or bool(self.stream is not None and self.stream.inflight)
         if busy and not self.closed and self.dead_error is None and not self.submitter.closed:
             self.submitter.loop.call_later(0.02, self._kill_when_idle, request)
             return
-        cw = self.submitter.cw
-        if cw.connected:
-            cw.call_nowait(cw.gcs.KillActor, request)
+        host = self.host
+        if host.connected:
+            host.call_nowait(host.gcs.KillActor, request)
 
     def close(self) -> None:
         self.closed = True

@@ -17,14 +17,18 @@ from __future__ import annotations
 import asyncio
 import pickle
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
 
 from microray import ids, serialization
-from microray.core.memory_store import ERROR, SERIALIZED, VALUE
+from microray.config import Config
+from microray.core.lease_policy import IdleAction, LeasePolicy
+from microray.core.memory_store import ERROR, SERIALIZED, VALUE, MemoryStore
+from microray.core.reference_counter import ReferenceCounter
 from microray.core.task_spec import (
     APP_ERROR,
     ARG_REF,
@@ -36,14 +40,12 @@ from microray.core.task_spec import (
     STREAMING,
     TaskResult,
     TaskSpec,
+    runtime_env_key,
 )
 from microray.exceptions import RaySystemError, TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 
 log = structlog.get_logger(__name__)
-
-MAX_LEASE_REQUESTS_PER_KEY = 10
-LONG_TASK_S = 0.002  # tasks slower than this on average are not pipelined
 
 
 @dataclass
@@ -59,6 +61,9 @@ class TaskEntry:
 
 @dataclass
 class KeyState:
+    """The tasks of one scheduling key and the leases that run them. ``resources``,
+    ``strategy`` and ``env`` (the runtime env's key) come from the key's first spec."""
+
     resources: dict
     strategy: Any
     env: str
@@ -148,8 +153,27 @@ class Lease(TaskStream):
         self.idle_timer: asyncio.TimerHandle | None = None
 
 
+class SubmitterHost(Protocol):
+    """What the submitter needs of its core worker (``CoreWorker`` satisfies it)."""
+
+    loop: asyncio.AbstractEventLoop
+    config: Config
+    address: str
+    worker_id: str
+    memory: MemoryStore
+    refs: ReferenceCounter
+    object_sizes: dict[bytes, int]
+    channels: Any  # ChannelPool (None after shutdown)
+    raylet: Any  # RayletStub
+    gcs: Any  # GcsStub (the task event buffer reports to it)
+
+    def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
+    def call_nowait(self, method: Callable[..., Any], request: Any, timeout: float | None = 30) -> None: ...
+    def fetch_borrowed(self, refs: Sequence[Any]) -> None: ...
+
+
 class TaskSubmitter:
-    def __init__(self, cw: Any) -> None:
+    def __init__(self, cw: SubmitterHost) -> None:
         self.cw = cw
         self.loop: asyncio.AbstractEventLoop = cw.loop
         self.incoming: deque = deque()
@@ -157,8 +181,7 @@ class TaskSubmitter:
         self.keys: dict[tuple, KeyState] = {}
         self.tasks: dict[bytes, TaskEntry] = {}
         self.closed = False
-        self.max_in_flight = cw.config.max_tasks_in_flight_per_worker
-        self.idle_keep = cw.config.idle_lease_keep_s
+        self.policy = LeasePolicy(cw.config.max_tasks_in_flight_per_worker, cw.config.idle_lease_keep_s)
         self.inline_limit = cw.config.max_inline_object_bytes
         self.infeasible_shapes: set[tuple] = set()  # resource shapes the user was warned about
         from microray.core.task_events import TaskEventBuffer
@@ -167,12 +190,21 @@ class TaskSubmitter:
         cw.loop.call_soon_threadsafe(self.events.start)
 
     # -- from user threads -------------------------------------------------------
-    def submit(self, spec: TaskSpec, key: tuple, resources: dict, strategy: Any, env: str, arg_refs: list[bytes]) -> None:
-        """Queue a task (any thread). ``key`` groups tasks that can share a lease; an
-        actor call's key is ``("actor", actor_id)`` and ``strategy`` its ActorConnection."""
+    def submit(self, spec: TaskSpec, key: tuple, arg_refs: list[bytes]) -> None:
+        """Queue a task (any thread). ``key`` groups the tasks that can share a lease
+        (the spec's resources, runtime env and strategy); ``arg_refs``: the objects its
+        arguments reference."""
+        self._enqueue(spec, key, None, arg_refs)
+
+    def submit_actor_call(self, spec: TaskSpec, conn: Any, arg_refs: list[bytes]) -> None:
+        """Queue an actor call (any thread): sent in order over ``conn``, the caller's
+        ``ActorConnection`` to the actor."""
+        self._enqueue(spec, ("actor", spec.actor_id), conn, arg_refs)
+
+    def _enqueue(self, spec: TaskSpec, key: tuple, conn: Any, arg_refs: list[bytes]) -> None:
         if arg_refs:
             self.cw.refs.add_submitted(arg_refs)
-        self.incoming.append((spec, key, resources, strategy, env, arg_refs))
+        self.incoming.append((spec, key, conn, arg_refs))
         if not self._wake_scheduled:
             self._wake_scheduled = True
             self.loop.call_soon_threadsafe(self._drain)
@@ -182,12 +214,11 @@ class TaskSubmitter:
         touched = set()
         incoming = self.incoming
         while incoming:
-            spec, key, resources, strategy, env, arg_refs = incoming.popleft()
+            spec, key, conn, arg_refs = incoming.popleft()
             state = self.keys.get(key)
             if state is None:
-                state = self.keys[key] = KeyState(resources, strategy, env)
-                if key[0] == "actor":
-                    state.actor = strategy
+                state = self.keys[key] = KeyState(spec.resources, spec.strategy, runtime_env_key(spec.runtime_env),
+                                                  actor=conn)
             entry = TaskEntry(spec, key, arg_refs)
             self.tasks[spec.task_id] = entry
             self.events.submitted(spec, "PENDING_ARGS_AVAIL" if arg_refs else "PENDING_NODE_ASSIGNMENT")
@@ -232,7 +263,7 @@ class TaskSubmitter:
         elif kind == SERIALIZED:
             args[i] = (ARG_SERIALIZED, payload)
         elif kind == ERROR:
-            self._fail(entry, serialization.serialize_error(payload).to_bytes())
+            self.fail(entry, serialization.serialize_error(payload).to_bytes())
 
     def _dep_ready(self, entry: TaskEntry) -> None:
         entry.unresolved -= 1
@@ -256,52 +287,22 @@ class TaskSubmitter:
         if state.actor is not None:
             state.actor.pump(state)
             return
-        queue = state.queue
-        live = [lease for lease in state.leases if not lease.dead and not lease.closing]
-        # Pipeline (queue a task behind another on a busy worker) only when there is more
-        # work than workers we hold or have asked for, and only tasks of functions seen to
-        # be short: a few tasks submitted together each get a worker, and a function not
-        # seen yet (a scheduling key spans functions of one resource shape) never waits
-        # behind another task for its first run.
-        if len(queue) <= len(live) + state.requesting or key[-1][0] == "max_calls":
-            depth = 1
-        else:
-            depth = self.max_in_flight
-        if queue:
-            short = state.avg_task_s
-            for lease in live:
-                room = depth - len(lease.inflight)
-                if room <= 0:
-                    continue
-                batch = []
-                while queue and room > 0:
-                    e = queue[0]
-                    if (lease.inflight or batch) and short.get(e.spec.function_id, LONG_TASK_S + 1) > LONG_TASK_S:
-                        break  # it would wait behind other work: keep it for a free worker
-                    queue.popleft()
-                    if e.cancelled or e.done:
-                        continue
-                    batch.append(e)
-                    room -= 1
-                if batch:
-                    if lease.idle_timer is not None:
-                        lease.idle_timer.cancel()
-                        lease.idle_timer = None
-                    lease.send(batch)
-                if not queue:
-                    break
-        if queue:
-            wanted = min(len(queue), MAX_LEASE_REQUESTS_PER_KEY)
-            while state.requesting < wanted and not self.closed:
-                state.requesting += 1
-                self.loop.create_task(self._request_lease(key, state))
-            return
-        if state.requesting and not self.closed:
+        plan = self.policy.plan(state.queue, state.leases, state.requesting, state.avg_task_s,
+                                one_per_worker=key[-1][0] == "max_calls", closed=self.closed)
+        for lease, batch in plan.sends:
+            if lease.idle_timer is not None:
+                lease.idle_timer.cancel()
+                lease.idle_timer = None
+            lease.send(batch)
+        for _ in range(plan.request):
+            state.requesting += 1
+            self.loop.create_task(self._request_lease(key, state))
+        if plan.cancel_requests:
             # nothing left to run: the raylet should not grant the requests still waiting
             self.loop.create_task(self._cancel_lease_requests(key))
-        for lease in live:  # each idle lease goes back on its own after idle_lease_keep_s
-            if not lease.inflight and lease.idle_timer is None:
-                lease.idle_timer = self.loop.call_later(self.idle_keep, self._return_idle, key, lease)
+        for lease in plan.idle:  # each idle lease goes back on its own after idle_lease_keep_s
+            if lease.idle_timer is None:
+                lease.idle_timer = self.loop.call_at(self.policy.return_at(self.loop.time()), self._return_idle, key, lease)
 
     async def _cancel_lease_requests(self, key: tuple) -> None:
         try:
@@ -380,10 +381,12 @@ class TaskSubmitter:
     def _return_idle(self, key: tuple, lease: "Lease") -> None:
         lease.idle_timer = None
         state = self.keys.get(key)
-        if state is None or lease.inflight or lease.dead or lease.closing:
+        if state is None:
             return
-        if state.queue:
+        action = self.policy.on_idle_timer(lease, len(state.queue))
+        if action is IdleAction.PUMP:
             self._pump(key)
+        if action is not IdleAction.RETURN:
             return
         state.leases.remove(lease)
         self._release(lease, disconnect=False)
@@ -428,8 +431,7 @@ class TaskSubmitter:
                 stored.append((ids.object_id(res.task_id, 0xFFFFFFFF), VALUE, res.extra))
             elif res.extra is not None and status == OK:
                 fid = entry.spec.function_id
-                prev = state.avg_task_s.get(fid)
-                state.avg_task_s[fid] = res.extra if prev is None else 0.8 * prev + 0.2 * res.extra
+                state.avg_task_s[fid] = self.policy.average(state.avg_task_s.get(fid), res.extra)
             if entry.cancelled and status != OK:  # a task that finished first keeps its value
                 self._finish(entry)
                 err = serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes()
@@ -469,7 +471,8 @@ class TaskSubmitter:
         if entry.arg_refs:
             self.cw.refs.remove_submitted(entry.arg_refs)
 
-    def _fail(self, entry: TaskEntry, err: bytes) -> None:
+    def fail(self, entry: TaskEntry, err: bytes) -> None:
+        """Finish ``entry`` with ``err`` (a serialized error) as the value of its returns."""
         self._finish(entry)
         spec = entry.spec
         self.events.state(spec.task_id, "CANCELLED" if entry.cancelled else "FAILED", error_bytes=err)
@@ -479,17 +482,22 @@ class TaskSubmitter:
                      (ids.object_id(spec.task_id, 0xFFFFFFFF), VALUE, 1)]
         self.cw.memory.put_many(items)
 
+    def has_queued(self, key: tuple) -> bool:
+        """Whether tasks of ``key`` wait: queued, or submitted and not yet taken in."""
+        state = self.keys.get(key)
+        return bool(state is not None and state.queue) or any(item[1] == key for item in self.incoming)
+
     def fail_all(self, err: bytes) -> None:
         """Fail every task not finished yet with ``err`` (a serialized error)."""
         for entry in list(self.tasks.values()):
             if not entry.done:
-                self._fail(entry, err)
+                self.fail(entry, err)
 
     def _fail_queue(self, key: tuple, message: str, error_type: type[Exception] = RaySystemError) -> None:
         err = serialization.serialize_error(error_type(message)).to_bytes()
         state = self.keys[key]
         while state.queue:
-            self._fail(state.queue.popleft(), err)
+            self.fail(state.queue.popleft(), err)
 
     def on_stream_lost(self, lease: TaskStream, error: BaseException | None) -> None:
         state = self.keys.get(lease.key)
@@ -505,7 +513,7 @@ class TaskSubmitter:
         failed = []
         for entry in lost:
             if entry.cancelled:
-                self._fail(entry, serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes())
+                self.fail(entry, serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes())
             elif entry.spec.attempt < entry.spec.max_retries:
                 entry.spec.attempt += 1
                 log.warning("task_retry", task=entry.spec.function_name, attempt=entry.spec.attempt,
@@ -520,7 +528,7 @@ class TaskSubmitter:
             for entry in failed:
                 msg = (f"The worker (pid {lease.pid}) running task {entry.spec.function_name} died "
                        f"unexpectedly; no retries left (max_retries={entry.spec.max_retries}).")
-                self._fail(entry, serialization.serialize_error(WorkerCrashedError(msg)).to_bytes())
+                self.fail(entry, serialization.serialize_error(WorkerCrashedError(msg)).to_bytes())
         if state is not None and not self.closed:
             self._pump(lease.key)
 
@@ -557,7 +565,7 @@ class TaskSubmitter:
             return False
         entry.cancelled = True
         if entry.lease is None:
-            self._fail(entry, serialization.serialize_error(TaskCancelledError(task_id.hex())).to_bytes())
+            self.fail(entry, serialization.serialize_error(TaskCancelledError(task_id.hex())).to_bytes())
             return True
         lease = entry.lease
         stub = core_worker_pb2_grpc.CoreWorkerStub(self.cw.channels.get(lease.address))

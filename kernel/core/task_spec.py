@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
@@ -40,6 +41,11 @@ def strategy_to_wire(strategy: Any) -> Any:
     raise ValueError(f"scheduling_strategy {strategy!r} is not valid")
 
 
+def runtime_env_key(runtime_env: dict | None) -> str:
+    """The runtime env as the raylet keys workers by ("" for none)."""
+    return json.dumps(runtime_env, sort_keys=True) if runtime_env else ""
+
+
 # result statuses
 OK = 0
 APP_ERROR = 1       # the user's code raised; returns hold the error
@@ -50,6 +56,9 @@ SYSTEM_ERROR = 4    # the worker could not run the task at all
 
 @dataclass(slots=True)
 class TaskSpec:
+    """One task: what to run, with which arguments, for whom — and the one carrier of
+    what its scheduling needs (``resources``, ``runtime_env``, ``strategy``)."""
+
     task_id: bytes
     function_id: bytes
     function_name: str
@@ -73,6 +82,7 @@ class TaskSpec:
     actor_options: dict | None = None
     max_calls: int = 0  # the worker exits after running this many tasks of the function
     concurrency_group: str = ""  # an actor call's concurrency group ("": the default group)
+    strategy: Any = "DEFAULT"  # the scheduling strategy's wire form (strategy_to_wire)
 
     def __reduce__(self):
         # positional fields: half the time and size of the slots-dataclass default (a dict

@@ -1,0 +1,142 @@
+"""The submitter's lease decisions, pure: when to ask a raylet for a worker lease, which
+queued tasks go to which leased worker (and whether to pipeline several on one), and
+when a lease goes back.
+
+No I/O and no clock: the submitter (``core/submitter.py``) hands in its queue and leases
+and carries out the ``Plan`` it gets back; a time is always an argument. Unit-tested in
+tests/unit/test_lease_policy.py.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+MAX_LEASE_REQUESTS_PER_KEY = 10
+LONG_TASK_S = 0.002  # tasks slower than this on average are not pipelined
+
+
+class QueuedTask(Protocol):
+    """A task waiting for a worker (``submitter.TaskEntry``)."""
+
+    cancelled: bool
+    done: bool
+
+    @property
+    def spec(self) -> Any: ...  # a TaskSpec: its function_id is read
+
+
+class HeldLease(Protocol):
+    """A leased worker and its open task stream (``submitter.Lease``)."""
+
+    dead: bool
+    closing: bool
+
+    @property
+    def inflight(self) -> Collection[Any]: ...  # tasks sent and not finished
+
+
+T = TypeVar("T", bound=QueuedTask)
+L = TypeVar("L", bound=HeldLease)
+
+
+@dataclass(slots=True)
+class Plan(Generic[L, T]):
+    """What to do now for one scheduling key."""
+
+    sends: list[tuple[L, list[T]]] = field(default_factory=list)  # batches to push, per lease
+    request: int = 0  # new lease requests to start
+    cancel_requests: bool = False  # drop the requests still waiting at the raylet
+    idle: list[L] = field(default_factory=list)  # leases with nothing to do: start their return timers
+
+
+class IdleAction(enum.Enum):
+    KEEP = "keep"  # the lease is busy again (or gone): nothing to do
+    PUMP = "pump"  # work is queued: give it to the lease
+    RETURN = "return"  # idle for idle_keep_s with nothing queued: give the worker back
+
+
+class LeasePolicy:
+    """Decisions for the leases of one scheduling key at a time.
+
+    Pipelining (queueing a task behind another on a busy worker, up to
+    ``max_in_flight``) happens only when there is more work than workers held or asked
+    for, and only for tasks of functions seen to be short (< ``long_task_s`` on
+    average): a few tasks submitted together each get a worker, and a function not
+    seen yet (a key spans the functions of one resource shape) never waits behind
+    another task for its first run. An idle lease is kept ``idle_keep_s`` for the next
+    task of its key, then returned.
+    """
+
+    def __init__(self, max_in_flight: int, idle_keep_s: float, *,
+                 max_requests: int = MAX_LEASE_REQUESTS_PER_KEY, long_task_s: float = LONG_TASK_S) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self.idle_keep_s = idle_keep_s
+        self.max_requests = max_requests
+        self.long_task_s = long_task_s
+
+    def plan(self, queue: deque[T], leases: Sequence[L], requesting: int, avg_task_s: Mapping[bytes, float], *,
+             one_per_worker: bool = False, closed: bool = False) -> Plan[L, T]:
+        """Take from ``queue`` the tasks to send now and say how many leases to ask for.
+
+        ``requesting``: lease requests still waiting; ``avg_task_s``: function id ->
+        average run time; ``one_per_worker``: never pipeline (workers of a ``max_calls``
+        function); ``closed``: the submitter is shutting down (ask for nothing).
+        Cancelled or finished tasks met at the head of the queue are dropped."""
+        plan: Plan[L, T] = Plan()
+        live = [lease for lease in leases if not lease.dead and not lease.closing]
+        if len(queue) <= len(live) + requesting or one_per_worker:
+            depth = 1
+        else:
+            depth = self.max_in_flight
+        long_s = self.long_task_s
+        unseen = long_s + 1
+        if queue:
+            for lease in live:
+                room = depth - len(lease.inflight)
+                if room <= 0:
+                    continue
+                batch: list[T] = []
+                while queue and room > 0:
+                    task = queue[0]
+                    if (lease.inflight or batch) and avg_task_s.get(task.spec.function_id, unseen) > long_s:
+                        break  # it would wait behind other work: keep it for a free worker
+                    queue.popleft()
+                    if task.cancelled or task.done:
+                        continue
+                    batch.append(task)
+                    room -= 1
+                if batch:
+                    plan.sends.append((lease, batch))
+                if not queue:
+                    break
+        if queue:
+            if not closed:
+                plan.request = max(0, min(len(queue), self.max_requests) - requesting)
+            return plan
+        plan.cancel_requests = requesting > 0 and not closed
+        sent = {id(lease) for lease, _ in plan.sends}
+        plan.idle = [lease for lease in live if not lease.inflight and id(lease) not in sent]
+        return plan
+
+    def return_at(self, now: float) -> float:
+        """When a lease that went idle at ``now`` is given back if nothing arrives."""
+        return now + self.idle_keep_s
+
+    def on_idle_timer(self, lease: HeldLease, queued: int) -> IdleAction:
+        """A lease's idle time is up: return it, unless it got work or work is queued."""
+        if lease.inflight or lease.dead or lease.closing:
+            return IdleAction.KEEP
+        if queued:
+            return IdleAction.PUMP
+        return IdleAction.RETURN
+
+    @staticmethod
+    def average(prev: float | None, sample: float) -> float:
+        """The moving average of a function's run time after one more run."""
+        return sample if prev is None else 0.8 * prev + 0.2 * sample

@@ -1,0 +1,145 @@
+"""The submitter's lease decisions (core/lease_policy.py), without a process or a socket."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+
+from microray.core.lease_policy import IdleAction, LeasePolicy
+
+SHORT, LONG = b"short", b"long"
+AVG = {SHORT: 0.0005, LONG: 0.5}
+
+
+@dataclass(eq=False)
+class Task:
+    function_id: bytes = SHORT
+    cancelled: bool = False
+    done: bool = False
+
+    @property
+    def spec(self) -> SimpleNamespace:
+        return SimpleNamespace(function_id=self.function_id)
+
+
+@dataclass(eq=False)
+class Lease:
+    inflight: list = field(default_factory=list)
+    dead: bool = False
+    closing: bool = False
+
+
+def tasks(n: int, fid: bytes = SHORT) -> deque:
+    return deque(Task(fid) for _ in range(n))
+
+
+def sent(plan) -> dict[int, int]:
+    return {id(lease): len(batch) for lease, batch in plan.sends}
+
+
+policy = LeasePolicy(max_in_flight=4, idle_keep_s=1.5)
+
+
+def test_with_no_lease_it_asks_for_one_per_queued_task_up_to_the_cap() -> None:
+    plan = policy.plan(tasks(3), [], requesting=0, avg_task_s=AVG)
+    assert (plan.sends, plan.request, plan.cancel_requests, plan.idle) == ([], 3, False, [])
+    assert policy.plan(tasks(25), [], requesting=0, avg_task_s=AVG).request == 10
+    assert policy.plan(tasks(25), [], requesting=4, avg_task_s=AVG).request == 6
+    assert policy.plan(tasks(25), [], requesting=12, avg_task_s=AVG).request == 0
+
+
+def test_a_free_worker_gets_one_task_and_waiting_requests_are_cancelled() -> None:
+    lease, queue = Lease(), tasks(1)
+    plan = policy.plan(queue, [lease], requesting=2, avg_task_s=AVG)
+    assert sent(plan) == {id(lease): 1} and not queue
+    assert plan.request == 0 and plan.cancel_requests
+    assert plan.idle == []  # it just got work
+
+
+def test_few_tasks_are_not_pipelined_each_waits_for_its_own_worker() -> None:
+    # 2 tasks, 1 lease + 1 request in flight: no more work than workers, so depth 1
+    lease, queue = Lease(), tasks(2)
+    plan = policy.plan(queue, [lease], requesting=1, avg_task_s=AVG)
+    assert sent(plan) == {id(lease): 1} and len(queue) == 1
+    assert plan.request == 0  # the request in flight covers the task left
+
+
+def test_more_short_work_than_workers_is_pipelined_up_to_max_in_flight() -> None:
+    a, b = Lease(), Lease()
+    queue = tasks(10)
+    plan = policy.plan(queue, [a, b], requesting=0, avg_task_s=AVG)
+    assert sent(plan) == {id(a): 4, id(b): 4} and len(queue) == 2
+    assert plan.request == 2
+
+
+def test_pipelining_counts_what_a_worker_already_runs() -> None:
+    busy = Lease(inflight=[object()] * 3)
+    queue = tasks(10)
+    plan = policy.plan(queue, [busy], requesting=0, avg_task_s=AVG)
+    assert sent(plan) == {id(busy): 1}
+
+
+def test_a_long_or_unseen_function_never_waits_behind_other_work() -> None:
+    busy = Lease(inflight=[object()])
+    for fid in (LONG, b"never-seen"):
+        queue = tasks(5, fid)
+        plan = policy.plan(queue, [busy], requesting=0, avg_task_s=AVG)
+        assert plan.sends == [] and len(queue) == 5 and plan.request == 5
+    # on a free worker it runs, alone
+    free = Lease()
+    queue = tasks(5, LONG)
+    plan = policy.plan(queue, [free], requesting=0, avg_task_s=AVG)
+    assert sent(plan) == {id(free): 1}
+
+
+def test_max_calls_workers_run_one_task_at_a_time() -> None:
+    lease, queue = Lease(), tasks(10)
+    plan = policy.plan(queue, [lease], requesting=0, avg_task_s=AVG, one_per_worker=True)
+    assert sent(plan) == {id(lease): 1}
+
+
+def test_cancelled_and_finished_tasks_are_dropped_from_the_queue() -> None:
+    lease, live = Lease(), Task()
+    queue = deque([Task(cancelled=True), Task(done=True), live])
+    plan = policy.plan(queue, [lease], requesting=0, avg_task_s=AVG)
+    assert plan.sends == [(lease, [live])] and not queue
+
+
+def test_dead_and_closing_leases_get_nothing() -> None:
+    dead, closing = Lease(dead=True), Lease(closing=True)
+    queue = tasks(2)
+    plan = policy.plan(queue, [dead, closing], requesting=0, avg_task_s=AVG)
+    assert plan.sends == [] and plan.request == 2 and plan.idle == []
+
+
+def test_a_closed_submitter_asks_for_and_cancels_nothing() -> None:
+    assert policy.plan(tasks(3), [], requesting=0, avg_task_s=AVG, closed=True).request == 0
+    assert not policy.plan(deque(), [], requesting=3, avg_task_s=AVG, closed=True).cancel_requests
+
+
+def test_with_nothing_queued_the_free_leases_go_idle() -> None:
+    free, busy = Lease(), Lease(inflight=[object()])
+    plan = policy.plan(deque(), [free, busy], requesting=0, avg_task_s=AVG)
+    assert plan.idle == [free] and not plan.cancel_requests and plan.request == 0
+
+
+def test_an_idle_lease_goes_back_after_idle_keep_unless_work_arrived() -> None:
+    assert policy.return_at(100.0) == 101.5
+    assert policy.on_idle_timer(Lease(), queued=0) is IdleAction.RETURN
+    assert policy.on_idle_timer(Lease(), queued=3) is IdleAction.PUMP
+    assert policy.on_idle_timer(Lease(inflight=[object()]), queued=0) is IdleAction.KEEP
+    assert policy.on_idle_timer(Lease(dead=True), queued=0) is IdleAction.KEEP
+    assert policy.on_idle_timer(Lease(closing=True), queued=0) is IdleAction.KEEP
+
+
+def test_run_times_are_a_moving_average() -> None:
+    assert LeasePolicy.average(None, 0.01) == 0.01
+    assert LeasePolicy.average(0.01, 0.02) == pytest.approx(0.012)
+
+
+def test_max_in_flight_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_in_flight must be >= 1, got 0"):
+        LeasePolicy(max_in_flight=0, idle_keep_s=1.0)
