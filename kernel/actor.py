@@ -104,8 +104,8 @@ class ActorClass:
         _check_actor_options(self._options, self._name)
         self._methods = _method_table(cls)
         _check_concurrency_groups(self._options, self._methods, self._name)
-        self._pickled: bytes | None = None
-        self._class_id: bytes | None = None
+        self._pickled = b""  # the cloudpickled class, made on first use
+        self._class_id = b""  # its content hash
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
 
@@ -133,7 +133,7 @@ class ActorClass:
 
     def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> "ActorHandle":
         worker = context.current_worker()
-        if self._class_id is None:
+        if not self._class_id:
             self._pickled = serialization.dumps_function(self._cls)
             self._class_id = hashlib.sha1(self._pickled).digest()
         worker.export_function(self._class_id, self._pickled)

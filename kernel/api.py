@@ -157,14 +157,14 @@ def init(
                 print(f"Dashboard: {node.dashboard_login_url(handle)}", file=sys.stderr)
         else:
             if address == "auto":
-                handle = node.current_cluster(cfg.session_root)
-                if handle is None:
+                running = node.current_cluster(cfg.session_root)
+                if running is None:
                     raise ConnectionError(
                         "init(address='auto') found no running microray cluster on this machine; "
                         "start one with 'microray start --head'"
                     )
-                gcs_address = handle.gcs_address
-                dashboard_url = handle.dashboard_url or None
+                gcs_address = running.gcs_address
+                dashboard_url = running.dashboard_url or None
             else:
                 gcs_address = address.removeprefix("microray://").removeprefix("ray://")
             for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("resources", resources)):

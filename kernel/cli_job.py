@@ -37,6 +37,7 @@ def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
                     token = (Path(handle.session_dir) / node.DASHBOARD_TOKEN).read_text().strip()
                 except OSError:
                     token = None
+    assert address is not None  # given, or the running cluster's (else raised above)
     return address.rstrip("/"), token or ""
 
 

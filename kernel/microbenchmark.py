@@ -16,7 +16,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
-def _timeit(fn: Callable[[], int], reps: int) -> tuple[float, float]:
+def _timeit(fn: Callable[[], float], reps: int) -> tuple[float, float]:
     fn()  # warm-up
     rates = []
     for _ in range(reps):
@@ -43,13 +43,14 @@ def run(quick: bool = False, only: set[str] | None = None, as_json: bool = False
     def noop():
         return None
 
-    @ray.remote
-    class Ping:
+    class _Ping:
         def ping(self):
             return None
 
         async def aping(self):
             return None
+
+    Ping: Any = ray.remote(_Ping)
 
     arr = np.zeros(100 * 1024 * 1024 // 8, dtype=np.float64)
     results: dict[str, Any] = {}
@@ -89,7 +90,7 @@ def run(quick: bool = False, only: set[str] | None = None, as_json: bool = False
         ray.get(big["ref"])
         return arr.nbytes // 10**9 or 1
 
-    actor = {}
+    actor: dict[str, Any] = {}
 
     def actor_sync() -> int:
         a = actor.setdefault("a", Ping.remote())
@@ -102,7 +103,7 @@ def run(quick: bool = False, only: set[str] | None = None, as_json: bool = False
         ray.get([a.ping.remote() for _ in range(n_async)])
         return n_async
 
-    figures: list[tuple[str, Callable[[], int], float]] = [
+    figures: list[tuple[str, Callable[[], float], float]] = [
         ("single client tasks sync", tasks_sync, 1),
         ("single client tasks async", tasks_async, 1),
         ("single client put calls", put_calls, 1),

@@ -104,6 +104,7 @@ def _launch(name: str, module_main: str, argv: list[str], session_dir: str, embe
     argv = [*argv, "--ready-fd", str(w)]
     log_path = os.path.join(session_dir, "logs", f"{name}.err")
     kwargs = {"start_method": "fork"} if name == "raylet" else {}
+    child: process.StartedProcess
     if method == "fork" and embedded:
         argv = [*argv[:-1], "{fd0}"]
         child = process.launcher().launch(module_main, argv, kwargs, log_path, (w, *extra_fds))

@@ -210,17 +210,21 @@ class _LauncherChild:
         _kill(self.pid, signal.SIGKILL)
 
 
-def _poll_until_exit(child: Child | _LauncherChild, timeout: float | None) -> int:
+# a started node process: a child of ours, or one the launcher forked
+StartedProcess = Child | _LauncherChild
+
+
+def _poll_until_exit(child: StartedProcess, timeout: float | None) -> int:
     """``child.wait`` for a process we cannot wait on directly: poll it, backing off from
     1 ms to 50 ms, until it exits; ``subprocess.TimeoutExpired`` after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.001
-    while child.poll() is None:
+    while (code := child.poll()) is None:
         if deadline is not None and time.monotonic() > deadline:
-            raise subprocess.TimeoutExpired(str(child.pid), timeout)
+            raise subprocess.TimeoutExpired(str(child.pid), timeout or 0.0)
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-    return child.returncode
+    return code
 
 
 def _kill(pid: int, sig: int) -> None:

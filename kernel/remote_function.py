@@ -77,8 +77,8 @@ class RemoteFunction:
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):  # some builtins have none
             self._signature = None
-        self._pickled: bytes | None = None
-        self._function_id: bytes | None = None
+        self._pickled = b""  # the cloudpickled function, made on first use
+        self._function_id = b""  # its content hash
         self._prepared: _Prepared | None = None
         self.__doc__ = getattr(function, "__doc__", None)
         self.__name__ = getattr(function, "__name__", "function")
@@ -108,7 +108,7 @@ class RemoteFunction:
         return FunctionNode(self, args, kwargs)
 
     def _ensure_pickled(self) -> None:
-        if self._function_id is None:
+        if not self._function_id:
             self._pickled = serialization.dumps_function(self._function)
             self._function_id = hashlib.sha1(self._pickled).digest()
 
@@ -132,7 +132,7 @@ class RemoteFunction:
             max_retries = 3
         elif max_retries == -1:
             max_retries = 1 << 30
-        key = (tuple(sorted(resources.items())), runtime_env_key(runtime_env), pickle.dumps(strategy))
+        key: tuple[Any, ...] = (tuple(sorted(resources.items())), runtime_env_key(runtime_env), pickle.dumps(strategy))
         max_calls = options.get("max_calls") or 0
         if max_calls:
             key = key + (("max_calls", max_calls),)  # such workers are not shared with other tasks

@@ -137,7 +137,8 @@ def serialize(value: Any, *, what: str = "value") -> Serialized:
     """Serialize ``value``; raise ``SerializationError`` naming ``what`` on failure."""
     buffers: list[pickle.PickleBuffer] = []
     outer = getattr(_local, "refs", None)
-    _local.refs = refs = []
+    refs: list[Any] = []
+    _local.refs = refs
     try:
         data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:  # noqa: BLE001 -- any pickling failure becomes one clear error

@@ -169,6 +169,7 @@ class ActorConnection:
             self.submitter.fail(entry, serialization.serialize_error(err).to_bytes())
 
     def _fail_all(self, state: KeyState) -> None:
+        assert self.dead_error is not None
         err = serialization.serialize_error(self.dead_error).to_bytes()
         while state.queue:
             entry = state.queue.popleft()

@@ -188,7 +188,7 @@ class TaskExecutor:
                 os._exit(1)
             self.cancelled.add(task_id)
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.main_thread_id), ctypes.py_object(TaskCancelledError)
+                ctypes.c_ulong(self.main_thread_id or 0), ctypes.py_object(TaskCancelledError)
             )
             return True
         self.cancelled.add(task_id)
@@ -325,6 +325,7 @@ class TaskExecutor:
         """Hand an actor call to its concurrency group's pool or semaphore."""
         group = spec.concurrency_group
         if self.mode == "async" and group in self.asems:
+            assert self.aloop is not None  # made with the async actor's semaphores
             asyncio.run_coroutine_threadsafe(self._execute_async(spec, sink, self.asems[group]), self.aloop)
         elif self.mode == "threaded" and group in self.pools:
             self.pools[group].submit(self.execute, spec, sink)

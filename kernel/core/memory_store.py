@@ -55,7 +55,7 @@ class MemoryStore:
         return False
 
     def _run_callbacks(self, ids) -> None:
-        todo = []
+        todo: list[Any] = []
         with self._lock:
             for object_id in ids:
                 cbs = self._callbacks.pop(object_id, None)

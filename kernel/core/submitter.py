@@ -476,7 +476,7 @@ class TaskSubmitter:
         self._finish(entry)
         spec = entry.spec
         self.events.state(spec.task_id, "CANCELLED" if entry.cancelled else "FAILED", error_bytes=err)
-        items = [(oid, SERIALIZED, err) for oid in self._return_ids(spec)]
+        items: list[tuple[bytes, int, Any]] = [(oid, SERIALIZED, err) for oid in self._return_ids(spec)]
         if spec.num_returns == STREAMING:
             items = [(ids.object_id(spec.task_id, 1), SERIALIZED, err),
                      (ids.object_id(spec.task_id, 0xFFFFFFFF), VALUE, 1)]
@@ -504,7 +504,8 @@ class TaskSubmitter:
         if state is not None and state.actor is not None:
             state.actor.on_stream_lost(state, lease, error)
             return
-        if state is not None and lease in state.leases:
+        assert state is not None and isinstance(lease, Lease)  # keys stay; other streams are actors'
+        if lease in state.leases:
             state.leases.remove(lease)
         lost = list(lease.inflight.values())
         lease.inflight.clear()
@@ -529,7 +530,7 @@ class TaskSubmitter:
                 msg = (f"The worker (pid {lease.pid}) running task {entry.spec.function_name} died "
                        f"unexpectedly; no retries left (max_retries={entry.spec.max_retries}).")
                 self.fail(entry, serialization.serialize_error(WorkerCrashedError(msg)).to_bytes())
-        if state is not None and not self.closed:
+        if not self.closed:
             self._pump(lease.key)
 
     async def _worker_died(self, lease: Lease, failed: list[TaskEntry], lost: int) -> None:

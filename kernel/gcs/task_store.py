@@ -59,7 +59,7 @@ class TaskStore:
         """Newest first; ``filters`` are ``(key, "=" | "!=", value)``."""
         if not filters:  # no scan: the total is the size, the page the newest records
             return list(islice(reversed(self.tasks.values()), offset, offset + limit)), len(self.tasks)
-        out = []
+        out: list[dict] = []
         matched = 0
         for rec in reversed(self.tasks.values()):
             if not _matches(rec, filters):

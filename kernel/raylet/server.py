@@ -75,11 +75,11 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.port = 0
         self.remote_nodes: dict[str, common_pb2.NodeInfo] = {}
         self.gcs_channel: grpc.aio.Channel | None = None
-        self.gcs: gcs_pb2_grpc.GcsStub | None = None
+        self.gcs: gcs_pb2_grpc.GcsStub = None  # type: ignore[assignment]  # set by serve() before use
         self._answers: dict[str, asyncio.Future] = {}
         self._warned_infeasible: set[tuple] = set()
         self.stopped = asyncio.Event()
-        self.worker_env: dict[str, dict] = {}
+        self.worker_env: dict[str, str] = {}  # worker id -> its runtime env key, until it registers
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
         self.id_prefixes: dict[str, bytes] = {}  # worker id -> id prefix of the objects it owns
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
