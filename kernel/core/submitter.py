@@ -511,7 +511,7 @@ class TaskSubmitter:
         lease.inflight.clear()
         if not lease.closing or lost:
             self._release(lease, disconnect=True)
-        failed = []
+        failed: list[TaskEntry] = []
         for entry in lost:
             if entry.cancelled:
                 self.fail(entry, serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes())
@@ -523,7 +523,7 @@ class TaskSubmitter:
                 state.queue.appendleft(entry)
             else:
                 failed.append(entry)
-        if lost and isinstance(lease, Lease) and not self.closed:
+        if lost and not self.closed:
             self.loop.create_task(self._worker_died(lease, failed, len(lost)))
         else:
             for entry in failed:
@@ -550,6 +550,7 @@ class TaskSubmitter:
         for entry in failed:
             if entry.done:
                 continue
+            err: BaseException
             if entry.cancelled:
                 err = TaskCancelledError(entry.spec.task_id.hex())
             else:
@@ -557,7 +558,7 @@ class TaskSubmitter:
                     f"The worker (pid {lease.pid}) running task {entry.spec.function_name} died{how}; "
                     f"no retries left (max_retries={entry.spec.max_retries})."
                 )
-            self._fail(entry, serialization.serialize_error(err).to_bytes())
+            self.fail(entry, serialization.serialize_error(err).to_bytes())
 
     # -- cancel ------------------------------------------------------------------
     def cancel(self, task_id: bytes, force: bool) -> bool:

@@ -119,8 +119,8 @@ class WorkerProcesses:
     # -- starting workers --------------------------------------------------------------
     def start(self, worker_id: str, env_vars: dict[str, str]) -> None:
         """Start a worker: forked by the zygote when it is ready, else spawned."""
-        req = {"op": "fork", "worker_id": worker_id, "env": env_vars, "raylet_address": self.raylet_address,
-               "io_loop": self.io_loop, "log_level": self.log_level}
+        req: dict[str, Any] = {"op": "fork", "worker_id": worker_id, "env": env_vars,
+                               "raylet_address": self.raylet_address, "io_loop": self.io_loop, "log_level": self.log_level}
         zygote = self.zygote
         if zygote is not None and zygote.ready and self._adopts:
             try:
