@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 MAX_LEASE_REQUESTS_PER_KEY = 10
@@ -43,14 +42,16 @@ T = TypeVar("T", bound=QueuedTask)
 L = TypeVar("L", bound=HeldLease)
 
 
-@dataclass(slots=True)
 class Plan(Generic[L, T]):
-    """What to do now for one scheduling key."""
+    """What to do now for one scheduling key (made on every pump: kept lean)."""
 
-    sends: list[tuple[L, list[T]]] = field(default_factory=list)  # batches to push, per lease
-    request: int = 0  # new lease requests to start
-    cancel_requests: bool = False  # drop the requests still waiting at the raylet
-    idle: list[L] = field(default_factory=list)  # leases with nothing to do: start their return timers
+    __slots__ = ("sends", "request", "cancel_requests", "idle")
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[L, list[T]]] = []  # batches to push, per lease
+        self.request = 0  # new lease requests to start
+        self.cancel_requests = False  # drop the requests still waiting at the raylet
+        self.idle: Sequence[L] = ()  # leases with nothing to do: start their return timers
 
 
 class IdleAction(enum.Enum):
@@ -120,8 +121,11 @@ class LeasePolicy:
                 plan.request = max(0, min(len(queue), self.max_requests) - requesting)
             return plan
         plan.cancel_requests = requesting > 0 and not closed
-        sent = {id(lease) for lease, _ in plan.sends}
-        plan.idle = [lease for lease in live if not lease.inflight and id(lease) not in sent]
+        if plan.sends:
+            sent = {id(lease) for lease, _ in plan.sends}
+            plan.idle = [lease for lease in live if not lease.inflight and id(lease) not in sent]
+        else:
+            plan.idle = [lease for lease in live if not lease.inflight]
         return plan
 
     def return_at(self, now: float) -> float:

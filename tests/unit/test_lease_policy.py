@@ -45,7 +45,7 @@ policy = LeasePolicy(max_in_flight=4, idle_keep_s=1.5)
 
 def test_with_no_lease_it_asks_for_one_per_queued_task_up_to_the_cap() -> None:
     plan = policy.plan(tasks(3), [], requesting=0, avg_task_s=AVG)
-    assert (plan.sends, plan.request, plan.cancel_requests, plan.idle) == ([], 3, False, [])
+    assert (plan.sends, plan.request, plan.cancel_requests, list(plan.idle)) == ([], 3, False, [])
     assert policy.plan(tasks(25), [], requesting=0, avg_task_s=AVG).request == 10
     assert policy.plan(tasks(25), [], requesting=4, avg_task_s=AVG).request == 6
     assert policy.plan(tasks(25), [], requesting=12, avg_task_s=AVG).request == 0
@@ -112,7 +112,7 @@ def test_dead_and_closing_leases_get_nothing() -> None:
     dead, closing = Lease(dead=True), Lease(closing=True)
     queue = tasks(2)
     plan = policy.plan(queue, [dead, closing], requesting=0, avg_task_s=AVG)
-    assert plan.sends == [] and plan.request == 2 and plan.idle == []
+    assert plan.sends == [] and plan.request == 2 and not plan.idle
 
 
 def test_a_closed_submitter_asks_for_and_cancels_nothing() -> None:
