@@ -2,9 +2,9 @@
 queued tasks go to which leased worker (and whether to pipeline several on one), and
 when a lease goes back.
 
-No I/O and no clock: the submitter (``core/submitter.py``) hands in its queue and leases
-and carries out the ``Plan`` it gets back; a time is always an argument. Unit-tested in
-tests/unit/test_lease_policy.py.
+No I/O and no clock: the submitter (``core/submitter.py``) hands in its queue and leases,
+carries out the ``Plan`` it gets back and runs the idle timers (``idle_keep_s``) whose
+expiry it reports to ``on_idle_timer``. Unit-tested in tests/unit/test_lease_policy.py.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class LeasePolicy:
         self.max_requests = max_requests
         self.long_task_s = long_task_s
 
-    def plan(self, queue: deque[T], leases: Sequence[L], requesting: int, avg_task_s: Mapping[bytes, float], *,
+    def plan(self, queue: deque[T], leases: Sequence[L], requesting: int, avg_task_s: Mapping[bytes, float],
              one_per_worker: bool = False, closed: bool = False) -> Plan[L, T]:
         """Take from ``queue`` the tasks to send now and say how many leases to ask for.
 
@@ -91,49 +91,47 @@ class LeasePolicy:
         Cancelled or finished tasks met at the head of the queue are dropped."""
         plan: Plan[L, T] = Plan()
         live = [lease for lease in leases if not lease.dead and not lease.closing]
+        if not queue:  # after results: nothing to send, nothing to ask for
+            plan.cancel_requests = requesting > 0 and not closed
+            plan.idle = [lease for lease in live if not lease.inflight]
+            return plan
         if len(queue) <= len(live) + requesting or one_per_worker:
             depth = 1
         else:
             depth = self.max_in_flight
         long_s = self.long_task_s
         unseen = long_s + 1
-        if queue:
-            for lease in live:
-                room = depth - len(lease.inflight)
-                if room <= 0:
+        sends = plan.sends
+        for lease in live:
+            room = depth - len(lease.inflight)
+            if room <= 0:
+                continue
+            batch: list[T] = []
+            while queue and room > 0:
+                task = queue[0]
+                if (lease.inflight or batch) and avg_task_s.get(task.spec.function_id, unseen) > long_s:
+                    break  # it would wait behind other work: keep it for a free worker
+                queue.popleft()
+                if task.cancelled or task.done:
                     continue
-                batch: list[T] = []
-                while queue and room > 0:
-                    task = queue[0]
-                    if (lease.inflight or batch) and avg_task_s.get(task.spec.function_id, unseen) > long_s:
-                        break  # it would wait behind other work: keep it for a free worker
-                    queue.popleft()
-                    if task.cancelled or task.done:
-                        continue
-                    batch.append(task)
-                    room -= 1
-                if batch:
-                    plan.sends.append((lease, batch))
-                if not queue:
-                    break
+                batch.append(task)
+                room -= 1
+            if batch:
+                sends.append((lease, batch))
+            if not queue:
+                break
         if queue:
             if not closed:
                 plan.request = max(0, min(len(queue), self.max_requests) - requesting)
             return plan
         plan.cancel_requests = requesting > 0 and not closed
-        if plan.sends:
-            sent = {id(lease) for lease, _ in plan.sends}
-            plan.idle = [lease for lease in live if not lease.inflight and id(lease) not in sent]
-        else:
-            plan.idle = [lease for lease in live if not lease.inflight]
+        sent = [lease for lease, _ in sends]
+        plan.idle = [lease for lease in live if not lease.inflight and lease not in sent]
         return plan
 
-    def return_at(self, now: float) -> float:
-        """When a lease that went idle at ``now`` is given back if nothing arrives."""
-        return now + self.idle_keep_s
-
     def on_idle_timer(self, lease: HeldLease, queued: int) -> IdleAction:
-        """A lease's idle time is up: return it, unless it got work or work is queued."""
+        """A lease idle for ``idle_keep_s`` (its timer, started for a lease in
+        ``Plan.idle``, fired): return it, unless it got work or work is queued."""
         if lease.inflight or lease.dead or lease.closing:
             return IdleAction.KEEP
         if queued:

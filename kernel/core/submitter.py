@@ -288,7 +288,7 @@ class TaskSubmitter:
             state.actor.pump(state)
             return
         plan = self.policy.plan(state.queue, state.leases, state.requesting, state.avg_task_s,
-                                one_per_worker=key[-1][0] == "max_calls", closed=self.closed)
+                                key[-1][0] == "max_calls", self.closed)
         for lease, batch in plan.sends:
             if lease.idle_timer is not None:
                 lease.idle_timer.cancel()
@@ -302,7 +302,7 @@ class TaskSubmitter:
             self.loop.create_task(self._cancel_lease_requests(key))
         for lease in plan.idle:  # each idle lease goes back on its own after idle_lease_keep_s
             if lease.idle_timer is None:
-                lease.idle_timer = self.loop.call_at(self.policy.return_at(self.loop.time()), self._return_idle, key, lease)
+                lease.idle_timer = self.loop.call_later(self.policy.idle_keep_s, self._return_idle, key, lease)
 
     async def _cancel_lease_requests(self, key: tuple) -> None:
         try:

@@ -127,7 +127,6 @@ def test_with_nothing_queued_the_free_leases_go_idle() -> None:
 
 
 def test_an_idle_lease_goes_back_after_idle_keep_unless_work_arrived() -> None:
-    assert policy.return_at(100.0) == 101.5
     assert policy.on_idle_timer(Lease(), queued=0) is IdleAction.RETURN
     assert policy.on_idle_timer(Lease(), queued=3) is IdleAction.PUMP
     assert policy.on_idle_timer(Lease(inflight=[object()]), queued=0) is IdleAction.KEEP
