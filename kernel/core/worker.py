@@ -80,11 +80,8 @@ class CoreWorker:
         mark_grpc_started()
         io = self.io = IoLoop(io_loop)
         self.loop = io.loop
-        self.run = io.run
-        self.spawn = io.spawn
-        self.call_in_loop = io.call_in_loop
-        self.call_nowait = io.call_nowait
-        self.in_loop_thread = io.in_loop_thread
+        (self.run, self.spawn, self.call_in_loop, self.call_nowait, self.in_loop_thread) = (
+            io.run, io.spawn, io.call_in_loop, io.call_nowait, io.in_loop_thread)
         objects = self.objects = Objects(self, io)
         self.memory = objects.memory
         self.refs = objects.refs
@@ -105,14 +102,10 @@ class CoreWorker:
         from microray.plugin_manager import get_plugin_manager
 
         objects.attach(self.object_store, borrowing, get_plugin_manager(self.config.plugins))
-        self.put_object = objects.put
-        self.get_objects = objects.get
-        self.wait_objects = objects.wait
-        self.resolve_async = objects.resolve_async
-        self.next_generator_item = objects.next_generator_item
-        self.store_serialized = objects.store_serialized
-        self.write_to_store = objects.write_to_store
-        self.fetch_borrowed = objects.fetch_borrowed
+        (self.put_object, self.get_objects, self.wait_objects, self.resolve_async, self.next_generator_item,
+         self.store_serialized, self.write_to_store, self.fetch_borrowed) = (
+            objects.put, objects.get, objects.wait, objects.resolve_async, objects.next_generator_item,
+            objects.store_serialized, objects.write_to_store, objects.fetch_borrowed)
         from microray.core.submitter import TaskSubmitter
 
         self.submitter: Any = TaskSubmitter(self)
