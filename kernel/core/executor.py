@@ -85,10 +85,13 @@ class ExecutorHost(Protocol):
 
     address: str
     node_id: str
+    worker_id: str
     config: Config
     refs: ReferenceCounter
     object_sizes: dict[bytes, int]
     gcs: Any  # GcsStub
+    raylet: Any  # RayletStub
+    gpu_ids: list[int]  # the GPUs of the running task's lease (get_gpu_ids()); the executor sets them
     # identity of the job and actor the worker serves; the executor sets them
     job_id: str
     namespace: str | None

@@ -74,6 +74,7 @@ class CoreWorker:
         self.actor_id: str | None = None
         self.actor_name: str | None = None
         self.job_runtime_env: dict[str, Any] = {}
+        self.gpu_ids: list[int] = []  # the GPUs of the task running here (set by the executor)
         self.cluster_id = ""
         from microray.process import mark_grpc_started
 
