@@ -9,6 +9,9 @@
 ``run_driver`` / ``start_driver`` / ``read_marker``
                               a driver program (``import microray as ray`` + a body) in a
                               fresh interpreter, and reading what it prints.
+``session_processes`` / ``kill_session_process``
+                              a session's node processes by role (gcs, raylet, zygote,
+                              worker, dashboard), wherever they hang; SIGKILL one of them.
 
 Where microray's processes are is kernel knowledge, kept here with the kernel: an embedded
 node's GCS, raylet, zygote and workers are forked by the *launcher*, which is double-forked
@@ -37,11 +40,13 @@ __all__ = [
     "descendants",
     "describe",
     "driver_env",
+    "kill_session_process",
     "launcher_pid",
     "node_process_candidates",
     "pid_alive",
     "read_marker",
     "run_driver",
+    "session_processes",
     "start_driver",
     "stray_processes",
     "wait_for",
@@ -209,6 +214,85 @@ def assert_no_stray_processes(
         raise AssertionError(f"{message}: {describe(stray_processes(baseline, ignore_names))}") from None
 
 
+# -- a session's processes by role ---------------------------------------------------------------
+SESSION_ROLES = ("gcs", "raylet", "zygote", "worker", "dashboard")
+
+
+def _stderr_path(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/2")
+    except OSError:
+        return ""
+
+
+def session_processes(session_dir: str | os.PathLike) -> dict[str, list[psutil.Process]]:
+    """The live processes of a session's node by role (``SESSION_ROLES``), found wherever
+    they hang in the process tree: a ``microray start`` head's processes are re-parented to
+    init, and so are the orphans of a killed raylet.
+
+    A role is told by where the process's stderr goes: every node process writes it to
+    ``<session_dir>/logs/<role>[-<id>].err`` (``gcs.err``, ``raylet.err``,
+    ``zygote-<node>.err``, ``worker-<id>.err``, ``dashboard.err``). A worker forked a moment
+    ago still writes to its zygote's file; it is told from the zygote by its parent (a
+    zygote) and counted as a worker. Linux only (``/proc/<pid>/fd/2``)."""
+    logs = os.path.join(os.path.realpath(session_dir), "logs") + os.sep
+    found: dict[int, tuple[str, psutil.Process]] = {}
+    for proc in psutil.process_iter():
+        path = _stderr_path(proc.pid)
+        if not path.startswith(logs):
+            continue
+        role = os.path.basename(path).split(".", 1)[0].split("-", 1)[0]
+        if role not in SESSION_ROLES:
+            continue
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        found[proc.pid] = (role, proc)
+    out: dict[str, list[psutil.Process]] = {role: [] for role in SESSION_ROLES}
+    for pid, (role, proc) in found.items():
+        if role == "zygote":
+            try:
+                parent = proc.ppid()
+            except psutil.NoSuchProcess:
+                continue
+            if found.get(parent, ("",))[0] == "zygote":
+                role = "worker"
+        out[role].append(proc)
+    return out
+
+
+def kill_session_process(
+    session_dir: str | os.PathLike, role: str, pid: int | None = None, timeout: float = 15.0
+) -> int:
+    """SIGKILL one live process of ``role`` in the session (``pid`` if given, which must
+    have that role; else the oldest) and wait until it is gone; return its pid. Fails
+    naming the session's processes when there is no such process."""
+    if role not in SESSION_ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {SESSION_ROLES}")
+    procs = session_processes(session_dir)
+    candidates = [p for p in procs[role] if pid is None or p.pid == pid]
+    if not candidates:
+        listing = {r: [p.pid for p in ps] for r, ps in procs.items()}
+        what = f"{role} with pid {pid}" if pid is not None else f"live {role}"
+        raise AssertionError(f"no {what} in session {session_dir}; its processes by role: {listing}")
+
+    def created(p: psutil.Process) -> float:
+        try:
+            return p.create_time()
+        except psutil.NoSuchProcess:
+            return float("inf")
+
+    victim = min(candidates, key=created)
+    try:
+        victim.kill()
+    except psutil.NoSuchProcess:
+        pass
+    wait_for(lambda: not pid_alive(victim.pid), timeout=timeout, what=f"the killed {role} (pid {victim.pid}) to exit")
+    return victim.pid
+
+
 # -- driver programs -----------------------------------------------------------------------------
 def driver_env(extra: Mapping[str, str] | None = None, path: Sequence[str | os.PathLike] = ()) -> dict[str, str]:
     """This process's environment for a driver: ``path`` put first on ``PYTHONPATH``,
@@ -266,4 +350,4 @@ def read_marker(proc: subprocess.Popen, marker: str, timeout: float, stream: Any
             return line[len(marker):].strip()
     proc.kill()
     _, err = proc.communicate(timeout=10)
-    raise AssertionError(f"driver never printed {marker!r}; stdout={''.join(seen)!r} stderr={err[-4000:]!r}")
+    raise AssertionError(f"driver never printed {marker!r}; stdout={''.join(seen)!r} stderr={(err or '')[-4000:]!r}")
