@@ -232,9 +232,11 @@ def session_processes(session_dir: str | os.PathLike) -> dict[str, list[psutil.P
 
     A role is told by where the process's stderr goes: every node process writes it to
     ``<session_dir>/logs/<role>[-<id>].err`` (``gcs.err``, ``raylet.err``,
-    ``zygote-<node>.err``, ``worker-<id>.err``, ``dashboard.err``). A worker forked a moment
-    ago still writes to its zygote's file; it is told from the zygote by its parent (a
-    zygote) and counted as a worker. Linux only (``/proc/<pid>/fd/2``)."""
+    ``zygote-<node>.err``, ``worker-<id>.err``, ``dashboard.err``). A worker started a
+    moment ago still writes to the zygote's file: it counts as a worker when its command
+    line says so (spawned) or its parent is a zygote (the middle process of a fork); a
+    forked worker not yet in its own files may still be listed as a zygote for a moment,
+    which is why ``kill_session_process`` takes the oldest. Linux only (``/proc``)."""
     logs = os.path.join(os.path.realpath(session_dir), "logs") + os.sep
     found: dict[int, tuple[str, psutil.Process]] = {}
     for proc in psutil.process_iter():
@@ -257,7 +259,7 @@ def session_processes(session_dir: str | os.PathLike) -> dict[str, list[psutil.P
                 parent = proc.ppid()
             except psutil.NoSuchProcess:
                 continue
-            if found.get(parent, ("",))[0] == "zygote":
+            if found.get(parent, ("",))[0] == "zygote" or not _is_zygote(proc):
                 role = "worker"
         out[role].append(proc)
     return out

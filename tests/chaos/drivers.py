@@ -12,8 +12,8 @@
                    shut down and exit.
              Every part of a round catches its own error, so a broken part is reported by
              name while the other parts still answer.
-``BUSY``     a victim driver: an actor, an object in the store, and batches of short
-             tasks in a loop, printing ``BATCH <n>`` after each.
+``BUSY``     a victim driver: an actor (printing ``ACTOR <pid>``), an object in the store,
+             and batches of short tasks in a loop, printing ``BATCH <n>`` after each.
 ``HOLDING``  a victim driver: one task that marks itself and then waits on a gate the
              test never opens, so the driver surely holds a lease when it is killed.
 
@@ -217,8 +217,12 @@ class Acc:
         self.n += k
         return self.n
 
+    def pid(self):
+        return os.getpid()
+
 
 acc = Acc.remote()
+print(f"ACTOR {ray.get(acc.pid.remote())}", flush=True)
 kept = ray.put(np.ones(2_000_000))  # 16 MB in the store, owned by this driver
 n = 0
 while True:

@@ -361,17 +361,28 @@ class Soak:
     # -- the phases ---------------------------------------------------------------------
     def kill_drivers(self) -> None:
         phase = "driver kill"
-        # the holding driver first: the busy one, once looping, keeps both CPUs' leases
+        # the holding driver's task must run first: the busy driver, once looping, keeps
+        # reusing its leases while it has tasks queued, and a later lease request waits
         holding = self.start_driver(HOLDING, "holding")
+        held_worker = self.wait_marked("victim-held")  # its task runs: it holds a lease
         busy = self.start_driver(BUSY, "busy")
-        self.wait_marked("victim-held")               # its task runs: it holds a lease
-        read_marker(busy, "BATCH 2", START_TIMEOUT)   # mid-work: tasks, an actor, an object
+        actor = int(read_marker(busy, "ACTOR ", START_TIMEOUT))
+        read_marker(busy, "BATCH 2", START_TIMEOUT)    # mid-work: tasks, an actor, an object
         cmd = self.send_round("drivers", seed=11)
         for proc in (busy, holding):
             proc.send_signal(signal.SIGKILL)
             proc.wait(EXIT_DEADLINE)
         self.note(f"{phase}: drivers {busy.pid} and {holding.pid} killed")
-        self.phase_end(phase, self.finish_round(phase, cmd))
+        round_ok = self.finish_round(phase, cmd)
+        # what died with its owner: the actor, and the worker running the owner's task
+        for pid, what in ((actor, "the killed driver's actor"),
+                          (held_worker, "the worker running the killed driver's task")):
+            try:
+                wait_for(lambda: not pid_alive(pid), timeout=EXIT_DEADLINE, what=f"{what} (pid {pid}) to exit")
+            except AssertionError:
+                round_ok = False
+                self.problem(phase, f"{what} (pid {pid}) still runs {EXIT_DEADLINE}s after the driver was killed")
+        self.phase_end(phase, round_ok)
 
     def kill_nested_owner(self) -> None:
         phase = "nested-task owner kill"
