@@ -136,14 +136,13 @@ def init(
             from microray import process
 
             if process.choose_start_method(cfg.start_method) == "fork":
-                # fork the launcher while this process has no gRPC threads yet, with
-                # the node processes' modules imported (they then start in milliseconds)
-                node.preload_process_modules()
+                # the node processes are forks of a clean launcher that imported their
+                # modules (they then start in milliseconds): a fork of this process when
+                # nothing but its main thread runs, else a fresh interpreter
                 from microray import rpc
 
-                rpc.uvloop_wanted(cfg.io_loop)  # imports it here, so every fork shares its pages
-
-                process.launcher(cfg.launcher_idle_s)
+                preload = [*node.NODE_PROCESS_MODULES, *(["uvloop"] if rpc.uvloop_wanted(cfg.io_loop) else [])]
+                process.launcher(cfg.launcher_idle_s, preload)
                 # atexit runs the last registered hook first: stop this driver's node
                 # gracefully before stop_launcher ends the launcher (whose death
                 # SIGKILLs the node processes, leaving their shm store behind)

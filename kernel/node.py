@@ -86,14 +86,6 @@ NODE_PROCESS_MODULES = (
 )
 
 
-def preload_process_modules() -> None:
-    """Import the modules a node's processes run, so that processes forked from this one
-    (the launcher, and through it the GCS and raylet) start with them loaded and share
-    their pages."""
-    for name in NODE_PROCESS_MODULES:
-        importlib.import_module(name)
-
-
 def _launch(name: str, module_main: str, argv: list[str], session_dir: str, embedded: bool, method: str,
             extra_fds: tuple[int, ...] = ()):
     """Start a node process running ``module_main`` (``pkg.mod:function``) with ``argv``.
@@ -167,7 +159,7 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
     gcs_port = cfg.gcs_port or free_port(ip)
     node_id = new_hex_id()
     cfg_json = cfg.argv_value(session_dir)
-    method = process.choose_start_method(cfg.start_method)
+    method = process.choose_start_method(cfg.start_method, embedded=embedded)
     gcs_argv = ["--host", ip, "--port", str(gcs_port), "--session-dir", session_dir, "--config-json", cfg_json]
     gcs, gcs_fd = _launch("gcs", "microray.gcs.server:main", gcs_argv, session_dir, embedded, method)
     gcs_address = f"{ip}:{gcs_port}"

@@ -1,16 +1,23 @@
 """Starting the processes of a node: by fork (fast, shares imported modules) or by spawn.
 
-``fork`` is the default when the starting process has one thread: the GCS and
-raylet (and through the raylet, the zygote and workers) are forks of a process
-that already imported everything, so they are serving within milliseconds and
-share their module pages (a small summed PSS). With other threads alive a fork
-could inherit a lock held mid-operation, so ``spawn`` (a fresh interpreter) is
-used instead. Config key ``start_method`` forces either.
+``fork`` is the default: the GCS and raylet (and through the raylet, the zygote and
+workers) are forks of a *launcher* that already imported everything, so they are
+serving within milliseconds and share their module pages (a small summed PSS).
+
+A process may only be forked while nothing but its main thread runs: a fork copies
+locks held mid-operation by other threads, and gRPC's core (threads Python cannot
+see, epoll instances a child must not share) breaks in the child. So the launcher is
+a fork of the driver only when ``fork_hazards()`` finds nothing (checked from what
+is really there, ``/proc/self/task``); otherwise -- the driver used gRPC itself,
+started threads, or loaded a library that did (OpenBLAS) -- the launcher is a fresh
+interpreter that imports the node modules once and forks from there. ``spawn``
+starts every node process as a fresh interpreter. Config key ``start_method``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 import socket
@@ -19,6 +26,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 _grpc_started = False
 
@@ -41,16 +52,72 @@ def mark_grpc_started() -> None:
     _grpc_started = True
 
 
-def choose_start_method(requested: str) -> str:
-    """``fork`` when asked, or (``auto``) when a clean launcher exists, or when this
-    process has a single thread and has not started gRPC yet; else ``spawn``."""
+def fork_hazards() -> list[str]:
+    """Why forking this process now would be unsafe; empty when it is safe.
+
+    Asks the kernel, not Python: every thread of the process (``/proc/self/task``)
+    besides the main one -- Python threads, gRPC's core threads, a BLAS pool -- and,
+    while gRPC is loaded, any open epoll instance (its event engine's)."""
+    reasons = []
+    if _grpc_started:
+        reasons.append("microray's gRPC client or server ran in this process")
+    try:
+        tids = [t for t in os.listdir("/proc/self/task") if int(t) != os.getpid()]
+    except OSError:  # no /proc: Python's own count is all there is
+        if threading.active_count() > 1:
+            reasons.append(f"{threading.active_count() - 1} Python thread(s) besides the main thread")
+        return reasons
+    if tids:
+        reasons.append(f"{len(tids)} thread(s) besides the main thread: {', '.join(_thread_names(tids))}")
+    if "grpc" in sys.modules and _epoll_fds():
+        reasons.append("gRPC is loaded and an epoll instance is open (gRPC's core may hold it)")
+    return reasons
+
+
+def _thread_names(tids: list[str]) -> list[str]:
+    """Each thread's name: a Python thread's own (``Python thread 'name'``), else the
+    kernel's (``grpc_global_tim``, ``event_engine``, ...); "name xN" for repeats."""
+    python = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    counts: dict[str, int] = {}
+    for tid in tids:
+        if int(tid) in python:
+            name = f"Python thread {python[int(tid)]!r}"
+        else:
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue  # exited meanwhile
+        counts[name] = counts.get(name, 0) + 1
+    return [name if n == 1 else f"{name} x{n}" for name, n in sorted(counts.items())]
+
+
+def _epoll_fds() -> int:
+    n = 0
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return n
+
+
+def choose_start_method(requested: str, *, embedded: bool = True) -> str:
+    """``spawn`` or ``fork`` as asked; ``auto``: ``fork`` for an embedded head (its node
+    processes are forks of a clean launcher, see ``launcher``), and for a detached head
+    (forked from this process itself) when ``fork_hazards()`` finds nothing."""
     if requested in ("fork", "spawn"):
         return requested
-    if _launcher is not None and _launcher.alive():
+    if embedded:
         return "fork"
-    if _grpc_started:
+    hazards = fork_hazards()
+    if hazards:
+        log.debug("start_method_spawn", reason="; ".join(hazards))
         return "spawn"
-    return "fork" if threading.active_count() == 1 else "spawn"
+    return "fork"
 
 
 class Child:
@@ -300,19 +367,43 @@ def pid_alive(pid: int) -> bool:
 
 
 class Launcher:
-    """A clean fork of the driver, made before it starts gRPC, that forks node processes.
+    """A clean process that forks node processes on request.
 
-    Forking a process whose gRPC core already runs threads is unsafe, and a driver
-    that called ``init``/``shutdown`` once has such threads. The launcher is forked
-    at the first ``init`` while the driver is still clean; later inits ask it to fork
-    the GCS and raylet, so every init starts in milliseconds. It leaves when the driver
-    does (its socket closes) or ``idle_s`` after the driver's last node stopped.
+    Forking a process with threads (gRPC's core, a thread pool) is unsafe, and a
+    driver that called ``init``/``shutdown`` once has such threads. So the first
+    ``init`` makes a launcher: a fork of the driver while the driver is still clean
+    (sharing its imported modules), else a fresh interpreter that imports ``preload``
+    itself; later inits ask the same launcher, so every init starts in milliseconds.
+    It leaves when the driver does (its socket closes) or ``idle_s`` after the
+    driver's last node stopped. ``how`` is ``"forked"`` or ``"spawned"``, ``reason``
+    why it had to be spawned.
     """
 
-    def __init__(self, idle_s: float = 5.0) -> None:
+    def __init__(self, idle_s: float = 5.0, preload: Sequence[str] = ()) -> None:
         import socket
 
+        self.reason = "; ".join(fork_hazards())
+        if not self.reason:
+            for name in preload:  # forks of the launcher share these pages with the driver
+                importlib.import_module(name)
+            self.reason = "; ".join(fork_hazards())
         parent, child = socket.socketpair()
+        self._popen: subprocess.Popen | None = None
+        if self.reason:
+            log.debug("launcher_spawned", reason=self.reason)
+            self.how = "spawned"
+            self.pid = self._spawn(child, idle_s, preload)
+        else:
+            self.how = "forked"
+            self.pid = self._fork(parent, child, idle_s, preload)
+        child.close()
+        self.sock = parent
+        self.lock = threading.Lock()
+        import atexit
+
+        atexit.register(stop_launcher)
+
+    def _fork(self, parent, child, idle_s: float, preload: Sequence[str]) -> int:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -329,33 +420,23 @@ class Launcher:
                 os.write(w, str(grandchild).encode())
                 os._exit(0)
             os.close(w)
-            code = 0
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-                import gc
-
-                # forks share these objects' pages; a collection would dirty them. No
-                # collect() first: it writes to every object's header, copying the pages
-                gc.freeze()
-                self._serve(child, idle_s)
-            except BaseException:  # noqa: BLE001
-                import traceback
-
-                traceback.print_exc()
-                code = 1
-            os._exit(code)
+            os._exit(_run_launcher(child, idle_s, preload))
         os.close(w)
         os.waitpid(pid, 0)
         with os.fdopen(r, "rb") as pipe:
-            pid = int(pipe.read().decode() or "0")
-        child.close()
-        self.pid = pid
-        self.sock = parent
-        self.lock = threading.Lock()
-        import atexit
+            return int(pipe.read().decode() or "0")
 
-        atexit.register(stop_launcher)
+    def _spawn(self, child, idle_s: float, preload: Sequence[str]) -> int:
+        env = dict(os.environ)
+        env.pop("MICRORAY_ADDRESS", None)
+        # no preexec_fn (unsafe with threads running): the launcher leaves when its
+        # socket to us closes, and its children die with it
+        self._popen = subprocess.Popen(
+            [sys.executable, "-c", "from microray.process import launcher_main; launcher_main()",
+             str(child.fileno()), repr(idle_s), *preload],
+            pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+        )
+        return self._popen.pid
 
     @staticmethod
     def _serve(sock, idle_s: float) -> None:
@@ -390,8 +471,6 @@ class Launcher:
                 return
             req = pickle.loads(msg)
             mod_name, func_name = req["target"].split(":")
-            import importlib
-
             func = getattr(importlib.import_module(mod_name), func_name)
             # fd numbers differ in this process: "{fd0}" in argv names the first passed fd
             names = {f"{{fd{i}}}": str(fd) for i, fd in enumerate(fds)}
@@ -425,6 +504,8 @@ class Launcher:
         return _LauncherChild(int(reply.strip()))
 
     def alive(self) -> bool:
+        if self._popen is not None and self._popen.poll() is not None:
+            return False  # a spawned launcher is our child: poll() reaps it
         return pid_alive(self.pid)
 
 
@@ -440,6 +521,36 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
     return b"".join(parts)
 
 
+def _run_launcher(sock, idle_s: float, preload: Sequence[str]) -> int:
+    """Be a launcher: import ``preload``, then fork node processes on request until
+    ``sock`` closes or ``idle_s`` passed with none running. Returns the exit code."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+        for name in preload:
+            importlib.import_module(name)
+        import gc
+
+        # forks share these objects' pages; a collection would dirty them. No
+        # collect() first: it writes to every object's header, copying the pages
+        gc.freeze()
+        Launcher._serve(sock, idle_s)
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def launcher_main() -> None:
+    """Entry of a spawned launcher: ``python -c '...launcher_main()' SOCKET_FD IDLE_S MODULE...``."""
+    import socket
+
+    fd, idle_s, *preload = sys.argv[1:]
+    sys.exit(_run_launcher(socket.socket(fileno=int(fd)), float(idle_s), preload))
+
+
 _launcher: Launcher | None = None
 
 
@@ -448,18 +559,33 @@ def stop_launcher() -> None:
     global _launcher
     if _launcher is not None:
         _kill(_launcher.pid, signal.SIGKILL)
-        try:
-            os.waitpid(_launcher.pid, 0)
-        except ChildProcessError:
-            pass
+        if _launcher._popen is not None:
+            _launcher._popen.wait()
+        else:
+            try:
+                os.waitpid(_launcher.pid, 0)
+            except ChildProcessError:
+                pass
         _launcher.sock.close()
         _launcher = None
 
 
-def launcher(idle_s: float = 5.0) -> Launcher:
-    """The driver's launcher, made on first use (call it before gRPC starts threads).
-    It leaves ``idle_s`` seconds after the last node it started has stopped."""
-    global _launcher
+_launcher_args: tuple[float, tuple[str, ...]] = (5.0, ())
+
+
+def launcher(idle_s: float | None = None, preload: Sequence[str] | None = None) -> Launcher:
+    """The driver's launcher, made on first use (and again if it left): a fork of this
+    process when ``fork_hazards()`` finds nothing, else a fresh interpreter. ``preload``
+    names the modules node processes run (imported once, before any fork); it leaves
+    ``idle_s`` seconds after the last node it started has stopped. Arguments not given
+    are those of the last call."""
+    global _launcher, _launcher_args
+    _launcher_args = (
+        _launcher_args[0] if idle_s is None else idle_s,
+        _launcher_args[1] if preload is None else tuple(preload),
+    )
     if _launcher is None or not _launcher.alive():
-        _launcher = Launcher(idle_s)
+        if _launcher is not None:
+            stop_launcher()  # reap it and close our end
+        _launcher = Launcher(*_launcher_args)
     return _launcher

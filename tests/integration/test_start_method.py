@@ -1,0 +1,123 @@
+"""``init()`` starts a cluster whatever the driver did before it.
+
+A node's processes are forks of a launcher, and a process may only be forked while
+nothing but its main thread runs. Each test runs a fresh driver that first does what
+a user's program might (a failed gRPC call, a thread, a numpy matmul with OpenBLAS's
+threads), then ``init()`` and tasks -- three times over, since a fork from a process
+with gRPC's threads failed only most of the time. The launcher's origin and the
+reason logged at debug level are printed by the driver and checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import pytest
+
+from microray.testing import processes
+
+RUNS = 3
+
+DRIVER = """
+import json
+from microray import log, process
+log.configure(level="debug", console=sys.stdout)
+{before}
+ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+
+@ray.remote
+def square(x):
+    return x * x
+
+assert ray.get([square.remote(i) for i in range(20)]) == [i * i for i in range(20)]
+launcher = process._launcher
+print("RESULT " + json.dumps({{"how": launcher.how, "reason": launcher.reason}}), flush=True)
+ray.shutdown()
+{after}
+"""
+
+GRPC_CALL = """
+import grpc
+channel = grpc.insecure_channel("127.0.0.1:1")
+try:
+    channel.unary_unary("/nothing.Here/Call")(b"", timeout=1)
+except grpc.RpcError as exc:
+    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+"""
+
+PYTHON_THREAD = """
+import threading
+release = threading.Event()
+waiter = threading.Thread(target=release.wait, name="user-waiter")
+waiter.start()
+"""
+
+NUMPY_MATMUL = """
+import numpy as np
+a = np.random.default_rng(0).random((300, 300))
+assert (a @ a).shape == (300, 300)
+"""
+
+
+def run(before: str, after: str = "", tmp_path=None) -> dict:
+    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
+    proc = processes.run_driver(DRIVER.format(before=before, after=after), env, timeout=120,
+                                cwd=tempfile.gettempdir())
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, proc.stdout
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    result["stdout"] = proc.stdout
+    return result
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "names"),
+    [
+        pytest.param(GRPC_CALL, "", ("grpc", "event_engine"), id="failed-grpc-call"),
+        pytest.param(PYTHON_THREAD, "release.set()", ("user-waiter",), id="python-thread"),
+        pytest.param(NUMPY_MATMUL, "", (), id="numpy-matmul"),
+    ],
+)
+def test_init_after_the_driver_made_threads(before, after, names, tmp_path):
+    for _ in range(RUNS):
+        result = run(before, after, tmp_path)
+        if result["how"] == "forked":
+            # only a driver that has no thread left by then may be forked (numpy
+            # without a BLAS thread pool, say): nothing to explain
+            assert not names, result
+            continue
+        assert result["how"] == "spawned", result
+        assert "thread" in result["reason"], result
+        for name in names:
+            assert name in result["reason"], result
+        # the reason is logged at debug level
+        assert "launcher_spawned" in result["stdout"] and result["reason"] in result["stdout"], result["stdout"]
+
+
+def test_a_clean_driver_forks_its_launcher(tmp_path):
+    result = run("", "", tmp_path)
+    assert result == {**result, "how": "forked", "reason": ""}
+    assert "launcher_spawned" not in result["stdout"]
+
+
+def test_init_again_after_the_launcher_left(tmp_path):
+    """A second init once the first launcher left (the driver has run gRPC by then)
+    gets a spawned launcher, and works."""
+    after = """
+deadline = time.monotonic() + 60
+while launcher.alive():
+    assert time.monotonic() < deadline, "the launcher did not leave"
+    time.sleep(0.05)
+ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+assert ray.get(square.remote(7)) == 49
+second = process._launcher
+print("SECOND " + json.dumps({"how": second.how, "reason": second.reason}), flush=True)
+ray.shutdown()
+"""
+    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions"),
+                                "MICRORAY_LAUNCHER_IDLE_S": "0.2"})
+    proc = processes.run_driver(DRIVER.format(before="", after=after), env, timeout=120,
+                                cwd=tempfile.gettempdir())
+    second = json.loads([line for line in proc.stdout.splitlines() if line.startswith("SECOND ")][-1][7:])
+    assert second["how"] == "spawned" and "gRPC" in second["reason"], second
