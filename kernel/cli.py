@@ -83,6 +83,12 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
     try:
         cfg = config_mod.resolve(overrides)
         _check_backends(cfg)
+        if _secret_on_command_line(cfg, overrides):
+            click.echo("warning: a secret given with --*-store-option is visible to other users in this "
+                       "command's arguments (ps); give it through MICRORAY_GCS_STORE_OPTIONS or "
+                       "microray.toml instead", err=True)
+            if cfg.start_method == "auto":  # forks would show this command line for their whole life
+                cfg = cfg.replace(start_method="spawn")
         running = node.current_cluster(cfg.session_root)
         if running is not None:
             raise click.ClickException(
@@ -111,6 +117,19 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
             time.sleep(0.2)
         node.stop_node(handle)
         node.forget_current(cfg.session_root)
+
+
+def _secret_on_command_line(cfg: Any, overrides: dict[str, Any]) -> bool:
+    """Whether an option table given as flags holds a secret (a password, in a URL or not)."""
+    from microray import redaction
+    from microray.plugin_manager import get_plugin_manager
+
+    given = {k: overrides[k] for k in ("gcs_store_options", "object_store_options") if k in overrides}
+    if not given:
+        return False
+    shown = redaction.redact_config({**given, "gcs_store": cfg.gcs_store, "object_store": cfg.object_store},
+                                    get_plugin_manager(cfg.plugins))
+    return any(shown[k] != v for k, v in given.items())
 
 
 def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
@@ -212,13 +231,14 @@ def restart_gcs(force: bool, allow_state_loss: bool, timeout: float) -> None:
 
 
 def _cluster_config(handle: Any) -> Any:
-    """The config a started head runs with (from the GCS's command line; defaults when
-    the command line does not carry one)."""
+    """The config a started head runs with (from the config file its GCS was started
+    with; defaults when there is none)."""
     from microray import config as config_mod
+    from microray import session
 
     argv = list(handle.gcs_argv)
     try:
-        return config_mod.Config.from_json(argv[argv.index("--config-json") + 1])
+        return session.read_node_config(argv[argv.index("--config-file") + 1])
     except (ValueError, IndexError, OSError, TypeError):
         return config_mod.Config()
 

@@ -24,7 +24,6 @@ from typing import Any, get_type_hints
 from microray.exceptions import ConfigError
 
 ENV_PREFIX = "MICRORAY_"
-_ARGV_INLINE_LIMIT = 32 * 1024  # bytes of config JSON passed inline on a command line
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,7 @@ class Config:
     # runtime
     # not /tmp/microray: a folder named like the package in a cwd shadows it
     session_root: str = field(default="/tmp/microray-sessions", metadata=_NAME)
+    session_keep: int = field(default=10, metadata=allowed(min=0, unit="session folders; 0: keep all"))
     node_ip: str = field(default="127.0.0.1", metadata=_NAME)
     gcs_port: int = field(default=0, metadata=_PORT)
     raylet_port: int = field(default=0, metadata=_PORT)
@@ -152,22 +152,7 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
-        """The config from ``to_json()`` text, or from the file named by ``"@path"``
-        (what ``argv_value`` passes when the text is too long for a command line)."""
-        if text.startswith("@"):
-            text = Path(text[1:]).read_text()
         return cls(**json.loads(text))
-
-    def argv_value(self, folder: str) -> str:
-        """This config as one command-line argument for a node process: its JSON, or
-        ``"@<folder>/config.json"`` holding it when the JSON is too long to pass inline
-        (Linux caps one argument at 128 KiB; thousands of custom resources exceed it)."""
-        text = self.to_json()
-        if len(text) <= _ARGV_INLINE_LIMIT:
-            return text
-        path = Path(folder) / "config.json"
-        path.write_text(text)
-        return f"@{path}"
 
     def replace(self, **overrides: Any) -> "Config":
         merged = asdict(self)
@@ -225,7 +210,10 @@ def _expected(hint: Any) -> str:
 
 
 def _bad(key: str, source: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config key {key!r} from {source}: bad value {value!r}; expected {expected}")
+    from microray.redaction import mask_urls
+
+    # a value may hold a password (an options table's URL): never show one
+    return ConfigError(f"config key {key!r} from {source}: bad value {mask_urls(repr(value))}; expected {expected}")
 
 
 def accepted(key: str) -> str:

@@ -28,6 +28,7 @@ import structlog
 
 from microray import config as config_mod
 from microray import log as log_setup
+from microray import session
 from microray.process import report_start_failure
 
 log = structlog.get_logger(__name__)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="microray-dashboard")
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--config-json", required=True)
+    parser.add_argument("--config-file", required=True, help="the node's config.json (0600; holds secrets)")
     parser.add_argument("--token-file", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8265)
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         os.setpriority(os.PRIO_PROCESS, 0, _started_priority + NICE_WHILE_STARTING)
     except OSError:
         pass
-    cfg = config_mod.Config.from_json(args.config_json)
+    session.hold(args.session_dir)
+    cfg = session.read_node_config(args.config_file)
     if cfg.dashboard_on_demand and args.listen_fd >= 0:
         # the head checked the dashboard's name and options already; wait before doing
         # anything else, so a waiting dashboard holds next to nothing of its own

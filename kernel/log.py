@@ -120,7 +120,9 @@ def configure(
     file_handle = None
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        file_handle = open(log_file, "a", buffering=1)  # noqa: SIM115 -- lives for the process
+        # this user's only (0600): a log names addresses, ids and paths of the session
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        file_handle = os.fdopen(fd, "a", buffering=1)  # noqa: SIM115 -- lives for the process
     json_renderer = structlog.processors.JSONRenderer()
     console_renderer = structlog.dev.ConsoleRenderer(colors=console is not None and console.isatty())
     pid = os.getpid()

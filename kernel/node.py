@@ -3,7 +3,7 @@
 ``microray start --head`` and the embedded default of ``init()`` both call
 ``start_head``: a GCS process and a raylet process (which starts the zygote and
 the workers). The embedded head dies with its driver; a started one records
-itself in the session folder and in ``/tmp/microray/current_cluster`` so that
+itself in the session folder and in ``<session_root>/current_cluster`` so that
 ``init(address="auto")`` and ``microray stop`` find it.
 """
 
@@ -29,6 +29,7 @@ from microray import config as config_mod
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
 from microray import process
+from microray import session
 
 log = structlog.get_logger(__name__)
 
@@ -52,21 +53,6 @@ class NodeHandle:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-
-def new_session_dir(root: str) -> str:
-    Path(root).mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    path = Path(root) / f"session_{stamp}_{os.getpid()}_{os.urandom(3).hex()}"
-    (path / "logs").mkdir(parents=True)
-    latest = Path(root) / "session_latest"
-    try:
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(path)
-    except OSError:
-        pass
-    return str(path)
 
 
 def free_port(host: str) -> int:
@@ -154,18 +140,26 @@ def _read_ready(fd: int, proc: "process.Child", name: str, deadline: float, sess
 
 def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0) -> NodeHandle:
     """Start a GCS and a head raylet; return when both are serving."""
-    session_dir = new_session_dir(cfg.session_root)
+    session_dir = session.new_session_dir(cfg.session_root, cfg.session_keep)
+    try:
+        return _start_head(cfg, session_dir, embedded, timeout)
+    finally:
+        session.release(session_dir)  # the node's processes hold it now (or it failed)
+
+
+def _start_head(cfg: config_mod.Config, session_dir: str, embedded: bool, timeout: float) -> NodeHandle:
     ip = cfg.node_ip
     gcs_port = cfg.gcs_port or free_port(ip)
     node_id = new_hex_id()
-    cfg_json = cfg.argv_value(session_dir)
+    # the config (secrets included) goes to the node processes in a 0600 file, never in argv
+    cfg_file = session.write_node_config(session_dir, cfg)
     method = process.choose_start_method(cfg.start_method, embedded=embedded)
-    gcs_argv = ["--host", ip, "--port", str(gcs_port), "--session-dir", session_dir, "--config-json", cfg_json]
+    gcs_argv = ["--host", ip, "--port", str(gcs_port), "--session-dir", session_dir, "--config-file", cfg_file]
     gcs, gcs_fd = _launch("gcs", "microray.gcs.server:main", gcs_argv, session_dir, embedded, method)
     gcs_address = f"{ip}:{gcs_port}"
     raylet, raylet_fd = _launch(
         "raylet", "microray.raylet.__main__:main",
-        ["--gcs-address", gcs_address, "--session-dir", session_dir, "--config-json", cfg_json,
+        ["--gcs-address", gcs_address, "--session-dir", session_dir, "--config-file", cfg_file,
          "--node-id", node_id, "--port", str(cfg.raylet_port), "--head"],
         session_dir, embedded, method,
     )
@@ -197,15 +191,13 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0)
     handle._procs = [raylet, gcs]  # type: ignore[attr-defined]
     if cfg.dashboard != "none":
         try:
-            _start_dashboard(handle, cfg, cfg_json, method)
+            _start_dashboard(handle, cfg, cfg_file, method)
         except BaseException:
             stop_node(handle)
             raise
-    path = Path(session_dir) / ADDRESS_FILE
-    path.write_text(handle.to_json())
+    session.write_private(Path(session_dir) / ADDRESS_FILE, handle.to_json())
     if not embedded:
-        current = Path(cfg.session_root) / CURRENT
-        current.write_text(handle.to_json())
+        session.write_private(Path(cfg.session_root) / CURRENT, handle.to_json())
     return handle
 
 
@@ -235,7 +227,7 @@ def _dashboard_socket(host: str, port: int) -> socket.socket:
     )
 
 
-def _start_dashboard(handle: NodeHandle, cfg: config_mod.Config, cfg_json: str, method: str) -> None:
+def _start_dashboard(handle: NodeHandle, cfg: config_mod.Config, cfg_file: str, method: str) -> None:
     """Start the dashboard process on a socket bound here, so its URL is valid at once.
 
     The session token goes to ``<session>/dashboard_token`` (mode 0600). An embedded
@@ -255,7 +247,7 @@ def _start_dashboard(handle: NodeHandle, cfg: config_mod.Config, cfg_json: str, 
     try:
         dash, ready_fd = _launch(
             "dashboard", "microray.dashboard_main:main",
-            ["--gcs-address", handle.gcs_address, "--session-dir", handle.session_dir, "--config-json", cfg_json,
+            ["--gcs-address", handle.gcs_address, "--session-dir", handle.session_dir, "--config-file", cfg_file,
              "--token-file", token_path, "--host", cfg.dashboard_host, "--port", str(port), "--listen-fd", "{fd1}"],
             handle.session_dir, handle.embedded, method, extra_fds=(sock.fileno(),),
         )
@@ -316,16 +308,26 @@ def restart_gcs(handle: NodeHandle, timeout: float = 60.0) -> NodeHandle:
     procs = getattr(handle, "_procs", None)
     if procs is not None:  # stop_node waits for the new GCS, not the dead one
         handle._procs = [p for p in procs if p.pid != old_pid] + [child]  # type: ignore[attr-defined]
-    (Path(handle.session_dir) / ADDRESS_FILE).write_text(handle.to_json())
+    session.write_private(Path(handle.session_dir) / ADDRESS_FILE, handle.to_json())
     if not handle.embedded:
-        cfg_root = Path(handle.session_dir).parent
-        (cfg_root / CURRENT).write_text(handle.to_json())
+        session.write_private(Path(handle.session_dir).parent / CURRENT, handle.to_json())
     log.info("gcs_restarted", pid=child.pid, address=handle.gcs_address)
     return handle
 
 
 def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
-    """Stop the dashboard, the raylet (and its workers) and the GCS of ``handle``."""
+    """Stop the dashboard, the raylet (and its workers) and the GCS of ``handle``, and
+    delete the node's config file (the one file of the session that holds secrets)."""
+    try:
+        _stop_processes(handle, timeout)
+    finally:
+        try:
+            os.unlink(os.path.join(handle.session_dir, session.CONFIG_FILE))
+        except OSError:
+            pass
+
+
+def _stop_processes(handle: NodeHandle, timeout: float) -> None:
     procs = getattr(handle, "_procs", None)
     stopped = getattr(handle, "_dashboard_stopped", None)
     if stopped is not None:
@@ -364,10 +366,10 @@ def stop_node(handle: NodeHandle, timeout: float = 5.0) -> None:
 
 
 def current_cluster(root: str) -> NodeHandle | None:
-    path = Path(root) / CURRENT
-    if not path.is_file():
+    text = session.read_private(Path(root) / CURRENT)
+    if text is None:
         return None
-    data = json.loads(path.read_text())
+    data = json.loads(text)
     handle = NodeHandle(**{k: v for k, v in data.items() if k in NodeHandle.__dataclass_fields__})
     if not any(process.pid_alive(pid) for pid in handle.pids.values()):
         return None

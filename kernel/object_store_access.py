@@ -31,6 +31,10 @@ def open_object_store(cfg: config_mod.Config, namespace: str, session_dir: str) 
     options = reg.validate_options("object_store", cfg.object_store_options)
     capacity = cfg.object_store_memory or default_capacity()
     spill_dir = os.path.join(session_dir, "spill", namespace)
+    try:  # spilled objects are this user's only, like the session folder
+        os.makedirs(os.path.dirname(spill_dir), mode=0o700, exist_ok=True)
+    except OSError:
+        pass  # not ours to make: the backend says what is wrong if it needs the folder
     return reg.factory(namespace, capacity, spill_dir, on_event=_observer(pm), **options)
 
 

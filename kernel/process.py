@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import os
 import signal
 import socket
@@ -184,7 +185,7 @@ def fork_child(
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         if log_path is not None:
-            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.dup2(out, 1)
             os.dup2(out, 2)
             os.close(out)
@@ -241,7 +242,7 @@ def spawn_child(
     env = dict(os.environ)
     env.pop("MICRORAY_ADDRESS", None)
     env.update(env_vars or {})
-    with open(log_path, "ab") as err:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as err:
         popen = subprocess.Popen(
             [sys.executable, *argv],
             pass_fds=tuple(pass_fds),
@@ -431,9 +432,11 @@ class Launcher:
         env.pop("MICRORAY_ADDRESS", None)
         # no preexec_fn (unsafe with threads running): the launcher leaves when its
         # socket to us closes, and its children die with it
+        # with the driver's import path (its script's folder, test roots...): the node's
+        # workers, forks of this launcher, must find what the driver's functions import
         self._popen = subprocess.Popen(
             [sys.executable, "-c", "from microray.process import launcher_main; launcher_main()",
-             str(child.fileno()), repr(idle_s), *preload],
+             str(child.fileno()), repr(idle_s), json.dumps(sys.path), *preload],
             pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
         )
         return self._popen.pid
@@ -544,10 +547,13 @@ def _run_launcher(sock, idle_s: float, preload: Sequence[str]) -> int:
 
 
 def launcher_main() -> None:
-    """Entry of a spawned launcher: ``python -c '...launcher_main()' SOCKET_FD IDLE_S MODULE...``."""
+    """Entry of a spawned launcher:
+    ``python -c '...launcher_main()' SOCKET_FD IDLE_S SYS_PATH_JSON MODULE...``."""
     import socket
 
-    fd, idle_s, *preload = sys.argv[1:]
+    fd, idle_s, path, *preload = sys.argv[1:]
+    driver_path = json.loads(path)
+    sys.path[:] = driver_path + [p for p in sys.path if p not in driver_path]
     sys.exit(_run_launcher(socket.socket(fileno=int(fd)), float(idle_s), preload))
 
 

@@ -32,12 +32,16 @@ class OptionSpec:
     ``type`` is the Python type the value must have after parsing (str, int,
     float, bool, list). ``parse`` may turn strings such as ``"64GiB"`` into the
     final value; it raises ``ValueError`` with a message when it cannot.
+    ``secret``: the value is a secret (a password): it is masked wherever config is
+    shown, logged or answered, and reaches node processes only through a private file
+    (see ``microray.redaction``). A URL's password is masked in any option.
     """
 
     type: type | tuple[type, ...]
     description: str = ""
     default: Any = None
     parse: Callable[[Any], Any] | None = None
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,13 @@ class Registration:
         bad value and what was expected.
         """
         from microray.exceptions import ConfigError
+        from microray.redaction import MASK, mask_urls
 
         out: dict[str, Any] = {}
         for key, value in given.items():
             spec = self.options.get(key)
+            secret = spec is not None and spec.secret
+            shown = MASK if secret else (mask_urls(value) if isinstance(value, str) else value)
             if spec is None:
                 known = ", ".join(sorted(self.options)) or "(none)"
                 raise ConfigError(
@@ -88,8 +95,8 @@ class Registration:
                     value = spec.parse(value)
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(
-                        f"{family}_options.{key}: bad value {value!r} for {family} "
-                        f"{self.name!r}: {exc}"
+                        f"{family}_options.{key}: bad value {shown!r} for {family} "
+                        f"{self.name!r}: {_masked(exc, value if secret else None)}"
                     ) from None
             types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
             if float in types and int not in types and isinstance(value, int) and not isinstance(value, bool):
@@ -101,13 +108,23 @@ class Registration:
                     else spec.type.__name__
                 )
                 raise ConfigError(
-                    f"{family}_options.{key}: bad value {value!r} for {family} "
+                    f"{family}_options.{key}: bad value {shown!r} for {family} "
                     f"{self.name!r}; expected {want}"
                 )
             out[key] = value
         for key, spec in self.options.items():
             out.setdefault(key, spec.default)
         return out
+
+
+def _masked(exc: BaseException, value: Any) -> str:
+    """``exc``'s message without ``value`` (a secret, or None) in it, nor any URL password."""
+    from microray.redaction import MASK, mask_urls
+
+    text = str(exc)
+    if isinstance(value, str) and value:
+        text = text.replace(value, MASK)
+    return mask_urls(text)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,7 @@ class RedisGcsStore:
         request_timeout: float = 10.0,
         retry_timeout: float = 5.0,
         watch_history: int = 1000,
+        password: str = "",
     ) -> None:
         import redis.asyncio  # noqa: F401 -- fail here, not at first use, when redis is missing
 
@@ -163,6 +164,7 @@ class RedisGcsStore:
                 "expected redis://host:port/db, rediss://... or unix://path"
             )
         self.url = url
+        self._password = password
         self.namespace = check_name("namespace", namespace)
         self.connect_timeout = float(connect_timeout)
         self.request_timeout = float(request_timeout)
@@ -192,6 +194,7 @@ class RedisGcsStore:
                 socket_connect_timeout=self.connect_timeout,
                 retry=Retry(NoBackoff(), 0),  # we retry ourselves, with a deadline
                 client_name=f"microray-gcs-{self.namespace}",
+                **({"password": self._password} if self._password else {}),
             )
             self._loop = loop
             self._scripts = {
@@ -401,6 +404,10 @@ def microray_gcs_stores() -> list[GcsStoreRegistration]:
                 **timeout_options(),
                 "watch_history": OptionSpec(
                     int, "Changes kept per table for watchers that reconnect", default=1000, parse=int
+                ),
+                "password": OptionSpec(
+                    str, "Password of the Redis server (AUTH), used when the URL has none", default="",
+                    secret=True,
                 ),
             },
         )

@@ -31,7 +31,7 @@ import grpc
 import structlog
 
 from microray import config as config_mod
-from microray import ids, serialization
+from microray import ids, serialization, session
 from microray.core import context
 from microray.core.borrowing import Borrowing
 from microray.core.gcs_link import GcsLink
@@ -141,10 +141,12 @@ class CoreWorker:
         )
         self.raylet: Any = raylet
         self.node_id = reply.node_id
-        self.config = config_mod.Config.from_json(reply.config_json)
+        self.config = config_mod.Config.from_json(reply.config_json)  # secrets masked
         self.store_namespace = reply.object_store_namespace
         self.gcs_address = reply.gcs_address
         self.session_dir = reply.session_dir
+        if self.mode != DRIVER:  # a worker of this node: its secrets too (backend options)
+            self.config = session.node_config(self.session_dir, self.config)
         self.gcs: Any = gcs_pb2_grpc.GcsStub(self.channels.get(self.gcs_address))
         cluster = await self.gcs.GetClusterConfig(common_pb2.Empty(), timeout=30, wait_for_ready=True)
         self.cluster_id = cluster.cluster_id

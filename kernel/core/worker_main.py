@@ -14,7 +14,7 @@ from microray import log as log_setup
 
 def _redirect_output(logs: str, worker_id: str) -> None:
     for fd, suffix in ((1, "out"), (2, "err")):
-        f = os.open(log_setup.worker_log_path(logs, worker_id, suffix), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        f = os.open(log_setup.worker_log_path(logs, worker_id, suffix), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(f, fd)
         os.close(f)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pickle
 import signal
@@ -21,6 +22,7 @@ import structlog
 
 from microray import config as config_mod
 from microray import log as log_setup
+from microray import redaction, session
 from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
 from microray.process import pid_alive as _pid_alive, report_start_failure
@@ -49,8 +51,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.store = store
         self.config = config
         self.cluster_id = cluster_id
-        self.config_json = config.to_json()
         self.pm = get_plugin_manager()
+        # what GetClusterConfig and RegisterNode answer: secrets masked
+        self.config_json = redaction.redacted_json(config, self.pm)
         self.host = "127.0.0.1"
         self.last_heartbeat: dict[str, float] = {}
         self.nodes: dict[str, common_pb2.NodeInfo] = {}
@@ -325,12 +328,15 @@ async def open_store(cfg: config_mod.Config) -> Any:
 async def cluster_config(store: Any, cfg: config_mod.Config) -> config_mod.Config:
     """The config this GCS runs the cluster with. A store with the ``persistence``
     capability may hold the config recorded by an earlier GCS of the cluster: a restarted
-    head runs that one. Otherwise ``cfg`` is recorded and returned."""
+    head runs that one. Otherwise ``cfg`` is recorded (secrets masked) and returned."""
     saved = await store.get(T_META, b"config")
-    durable = get_plugin_manager(cfg.plugins).has_capability("gcs_store", cfg.gcs_store, "persistence")
-    if saved is not None and durable:
-        return config_mod.Config.from_json(saved.decode())
-    await store.put(T_META, b"config", cfg.to_json().encode())
+    pm = get_plugin_manager(cfg.plugins)
+    if saved is not None and pm.has_capability("gcs_store", cfg.gcs_store, "persistence"):
+        # recorded without secrets: the store's own options are those it was just opened with
+        recorded = json.loads(saved.decode())
+        recorded.update(gcs_store=cfg.gcs_store, gcs_store_options=cfg.gcs_store_options)
+        return config_mod.Config(**recorded)
+    await store.put(T_META, b"config", redaction.redacted_json(cfg, pm).encode())
     return cfg
 
 
@@ -372,10 +378,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--config-json", required=True)
+    parser.add_argument("--config-file", required=True, help="the node's config.json (0600; holds secrets)")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
-    cfg = config_mod.Config.from_json(args.config_json)
+    session.hold(args.session_dir)
+    cfg = session.read_node_config(args.config_file)
     log_setup.configure(level=cfg.log_level, log_file=os.path.join(args.session_dir, "logs", "gcs.log"))
     structlog.contextvars.bind_contextvars(component="gcs")
     try:

@@ -17,12 +17,16 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     parser = argparse.ArgumentParser(prog="microray-raylet")
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--config-json", required=True)
+    parser.add_argument("--config-file", required=True, help="the node's config.json (0600; holds secrets)")
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
+    from microray import session
+
+    session.hold(args.session_dir)
+    cfg = session.read_node_config(args.config_file)
     logs = os.path.join(args.session_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     from microray.process import become_subreaper
@@ -31,17 +35,15 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     # workers are re-parented to us when the zygote's middle process exits: we reap them
     become_subreaper()
     zygote = zygote_mod.start(
-        {"session_dir": args.session_dir, "node_id": args.node_id, "config_json": args.config_json},
+        {"session_dir": args.session_dir, "node_id": args.node_id, "config_json": cfg.to_json()},
         start_method,
         os.path.join(logs, f"zygote-{args.node_id[:8]}.err"),
     )
     # a write to a zygote that just died must fail with EPIPE, not kill the node
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    from microray import config as config_mod
     from microray import log as log_setup
     import structlog
 
-    cfg = config_mod.Config.from_json(args.config_json)
     log_setup.configure(level=cfg.log_level, log_file=os.path.join(logs, f"raylet-{args.node_id[:8]}.log"))
     structlog.contextvars.bind_contextvars(component="raylet", node_id=args.node_id)
     from microray.process import report_start_failure

@@ -27,7 +27,7 @@ from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, ray
 from microray.raylet.leases import LeaseManager, PendingLease
 from microray.raylet.owners import OwnerWatcher, worker_busy
 from microray.raylet.worker_processes import WorkerProcesses
-from microray import rpc
+from microray import redaction, rpc, session
 from microray.rpc import OPTIONS, bind, is_unavailable, make_server
 
 log = structlog.get_logger(__name__)
@@ -65,6 +65,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         pm = get_plugin_manager(cfg.plugins)
         reg = pm.select("scheduling_policy", cfg.scheduling_policy)
         self.policy = reg.factory(**reg.validate_options("scheduling_policy", cfg.scheduling_policy_options))
+        self.config_json = redaction.redacted_json(cfg, pm)  # what RegisterWorker answers: secrets masked
         self.store_namespace = node_namespace(os.getpid(), node_id)
         self.object_store = open_object_store(cfg, self.store_namespace, session_dir)
         try:
@@ -433,7 +434,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             self.dispatch()
         return raylet_pb2.RegisterWorkerReply(
             node_id=self.node_id,
-            config_json=self.cfg.to_json(),
+            config_json=self.config_json,
             object_store_namespace=self.store_namespace,
             gcs_address=self.gcs_address,
             session_dir=self.session_dir,
@@ -541,7 +542,7 @@ async def serve(
 
 
 def run(args: Any, zygote: Any, ready_fd: int | None) -> None:
-    cfg = config_mod.Config.from_json(args.config_json)
+    cfg = session.read_node_config(args.config_file)
     rpc.run(
         serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd),
         cfg.io_loop,

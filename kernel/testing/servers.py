@@ -41,6 +41,7 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import structlog
@@ -326,9 +327,16 @@ class ServerProcess:
 
 
 class RedisServer(ServerProcess):
-    """A ``redis-server`` with an append-only file, so a restart keeps the data."""
+    """A ``redis-server`` with an append-only file, so a restart keeps the data.
+
+    With ``password`` it requires it (``requirepass``, given in a 0600 config file, not
+    on its command line) and ``url`` carries it (``redis://:password@...``)."""
 
     kind = "redis"
+
+    def __init__(self, binary: str | None = None, *, password: str = "", **kwargs: Any) -> None:
+        self.password = password
+        super().__init__(binary, **kwargs)
 
     def _find(self) -> str | None:
         return find_redis_server()
@@ -341,11 +349,17 @@ class RedisServer(ServerProcess):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def _command(self) -> list[str]:
+        conf = self.data_dir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.password}\n" if self.password else "")
         return [
             self.binary,
+            str(conf),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -361,6 +375,10 @@ class RedisServer(ServerProcess):
     def _ready(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                if self.password:
+                    sock.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not sock.recv(64).startswith(b"+OK"):
+                        return False
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:

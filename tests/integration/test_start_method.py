@@ -11,6 +11,8 @@ reason logged at debug level are printed by the driver and checked here.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -121,3 +123,35 @@ ray.shutdown()
                                 cwd=tempfile.gettempdir())
     second = json.loads([line for line in proc.stdout.splitlines() if line.startswith("SECOND ")][-1][7:])
     assert second["how"] == "spawned" and "gRPC" in second["reason"], second
+
+
+def test_a_spawned_launcher_imports_what_the_driver_can(tmp_path):
+    """Workers of a spawned launcher find the modules beside the driver's script (the
+    driver's import path), as forks of the driver would."""
+    (tmp_path / "helper_beside_script.py").write_text("VALUE = 42\n")
+    script = tmp_path / "driver.py"
+    script.write_text(processes.driver_code(PYTHON_THREAD + """
+import helper_beside_script
+from microray import process
+ray.init(num_cpus=1, include_dashboard=False)
+
+@ray.remote
+def value():
+    import helper_beside_script
+    return helper_beside_script.VALUE
+
+@ray.remote
+def by_reference():
+    return helper_beside_script.VALUE
+
+assert process._launcher.how == "spawned", process._launcher.reason
+assert ray.get([value.remote(), by_reference.remote()], timeout=60) == [42, 42]
+ray.shutdown()
+release.set()
+print("OK", flush=True)
+"""))
+    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
+    env.pop("PYTHONPATH", None)  # the script's folder is on the path only as the driver's sys.path[0]
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=tempfile.gettempdir())
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

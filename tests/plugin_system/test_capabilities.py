@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from microray import cli, node
+from microray import cli, node, session
 from microray.backends.gcs.memory import MemoryGcsStore
 from microray.config import Config
 from microray.gcs.server import T_META, cluster_config
@@ -63,7 +63,7 @@ def test_restart_gcs_refused_without_persistence(
     handle = node.NodeHandle(
         gcs_address="127.0.0.1:1", raylet_address="127.0.0.1:2", node_id="n", session_dir=str(tmp_path),
         store_namespace="ns", pids={"gcs": 0},
-        gcs_argv=["--config-json", Config(gcs_store="volatile").to_json()],
+        gcs_argv=["--config-file", session.write_node_config(str(tmp_path), Config(gcs_store="volatile"))],
     )
     monkeypatch.setattr(node, "current_cluster", lambda root: handle)
     result = CliRunner().invoke(cli.cli, ["restart-gcs"])

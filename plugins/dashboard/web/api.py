@@ -19,6 +19,7 @@ import grpc
 from aiohttp import web
 
 from microray.plugin_manager import get_plugin_manager
+from microray.redaction import redact, redact_config  # noqa: F401 -- redact: part of this module's API
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, gcs_pb2
 from microray.util import state as state_api
 
@@ -35,8 +36,6 @@ TASK_FILTER_KEYS = ("state", "name", "func_or_class_name", "job_id", "actor_id",
                     "task_id", "parent_task_id")
 ACTOR_FILTER_KEYS = ("state", "name", "class_name", "namespace", "job_id", "node_id", "pid")
 OBJECT_FILTER_KEYS = ("reference_type", "location", "node_id", "owner_worker_id", "task_status")
-_SECRET_KEY = re.compile(r"pass|secret|token|credential|private|auth|key", re.I)
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
 
 
 class StateUnavailable(RuntimeError):
@@ -283,34 +282,22 @@ async def log_file(request: web.Request) -> web.Response:
 
 
 # -- plugins & config ------------------------------------------------------------------------------
-def redact(value: Any, key: str = "") -> Any:
-    """Config without secrets: values of secret-looking keys and URL passwords are masked."""
-    if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    if key and _SECRET_KEY.search(key) and not key.endswith(("_port", "_host")) and value not in (None, "", {}, []):
-        return "***"
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", value)
-    return value
-
-
 async def plugins(request: web.Request) -> web.Response:
     def read(c: Any) -> dict[str, Any]:
         reply = c.gcs.GetClusterConfig(common_pb2.Empty(), timeout=10)
         cfg = json.loads(reply.config_json)
         pm = get_plugin_manager(cfg.get("plugins") or [])
+        shown = redact_config(cfg, pm)  # the GCS masks secrets already; this page never shows one either
         families: dict[str, dict[str, Any]] = {}
         for row in pm.describe():
             fam = families.setdefault(row["family"], {"family": row["family"], "selected": cfg.get(row["family"]),
-                                                      "options": redact(cfg.get(f"{row['family']}_options", {})),
+                                                      "options": shown.get(f"{row['family']}_options", {}),
                                                       "backends": []})
             row["selected"] = cfg.get(row["family"]) == row["name"]
             fam["backends"].append(row)
         failed = [{"name": f.name, "source": f.source, "error": str(f.error)} for f in pm.failed]
         return {"cluster_id": reply.cluster_id, "families": list(families.values()), "failed": failed,
-                "config": redact(cfg)}
+                "config": shown}
 
     return json_response(await _run(request, read))
 
