@@ -1,7 +1,7 @@
 """Which config values are secret, and hiding them wherever config is shown.
 
 A value is secret when
-- its config key is marked: ``field(..., metadata=SECRET)`` on ``Config``;
+- its config key is marked: ``field(..., metadata={**allowed(...), **SECRET})`` on ``Config``;
 - its backend option is marked: ``OptionSpec(..., secret=True)`` in the registration;
 - its key's name says so (``password``, ``secret``, ``token``, ``credential``, ``auth``,
   ``...key``), for options whose backend is not known where the config is shown;
@@ -69,11 +69,11 @@ def secret_option_keys(registrations: Any, cfg: Mapping[str, Any]) -> dict[str, 
 
 
 def redact_config(cfg: Any, registrations: Any = None) -> dict[str, Any]:
-    """A config (``Config`` or its dict) as a dict safe to show: marked keys, marked
-    options of the selected backends (when ``registrations`` is given), secret-looking
-    option names and URL passwords masked."""
+    """A config (``Config`` or its dict) as a dict safe to show: marked keys (of a
+    ``Config``), marked options of the selected backends (when ``registrations`` is
+    given), secret-looking option names and URL passwords masked."""
     data = asdict(cfg) if is_dataclass(cfg) else dict(cfg)
-    marked = _marked_config_keys()
+    marked = _marked_keys(cfg)
     options = secret_option_keys(registrations, data) if registrations is not None else {}
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -93,7 +93,9 @@ def redacted_json(cfg: Any, registrations: Any = None) -> str:
     return json.dumps(redact_config(cfg, registrations), sort_keys=True)
 
 
-def _marked_config_keys() -> set[str]:
-    from microray.config import Config
-
-    return {f.name for f in fields(Config) if f.metadata.get("secret")}
+def _marked_keys(cfg: Any) -> set[str]:
+    """The keys of a ``Config`` marked secret (``metadata`` with ``SECRET``); a plain dict
+    has no marks (the config it came from was redacted where it was made)."""
+    if not is_dataclass(cfg):
+        return set()
+    return {f.name for f in fields(cfg) if f.metadata.get("secret")}
