@@ -72,7 +72,7 @@ def redact_config(cfg: Any, registrations: Any = None) -> dict[str, Any]:
     """A config (``Config`` or its dict) as a dict safe to show: marked keys (of a
     ``Config``), marked options of the selected backends (when ``registrations`` is
     given), secret-looking option names and URL passwords masked."""
-    data = asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+    data = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else dict(cfg)
     marked = _marked_keys(cfg)
     options = secret_option_keys(registrations, data) if registrations is not None else {}
     out: dict[str, Any] = {}
