@@ -463,10 +463,6 @@ def _sigkill(pid: int) -> None:
         pass
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "leases of a dead owner are not released: after a driver or a nested-task owner is SIGKILLed its "
-    "leased workers stay LEASED (available_resources() stays below cluster_resources()), and the worker "
-    "running the killed driver's task is not killed"))
 def test_one_node_soak(tmp_path):
     soak = Soak(tmp_path)
     try:
