@@ -14,8 +14,8 @@
              name while the other parts still answer.
 ``BUSY``     a victim driver: an actor (printing ``ACTOR <pid>``), an object in the store,
              and batches of short tasks in a loop, printing ``BATCH <n>`` after each.
-``HOLDING``  a victim driver: one task that marks itself and then waits on a gate the
-             test never opens, so the driver surely holds a lease when it is killed.
+``HOLDING``  a victim driver: one task that marks itself (``SOAK_HOLD_TAG``) and then waits
+             on a gate the test never opens, so the driver surely holds a lease when it is killed.
 
 Synchronisation with the test is by files in a marks folder (``SOAK_MARKS``), never by
 sleeping: a task writes ``<tag>@<pid>`` when it starts, and a task that must stay busy
@@ -233,6 +233,6 @@ while True:
 """
 
 HOLDING = PRELUDE + """
-ref = gated.remote("victim-held", 3)
+ref = gated.remote(os.environ["SOAK_HOLD_TAG"], 3)
 ray.get(ref)
 """

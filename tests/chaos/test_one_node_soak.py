@@ -8,7 +8,8 @@ Every answer of every round is compared with the value it must have. While a rou
 the test SIGKILLs, in turn:
 
 1. drivers: two other drivers, one looping over batches of tasks with an actor and an
-   object in the store, one holding a task that never ends (their answers are not checked);
+   object in the store, one holding a task that never ends (their answers are not checked;
+   the killed driver's actor and the worker running its task must exit);
 2. a nested-task owner: the worker running a task of the checked driver that has submitted
    nested tasks and waits for them (the task is retried; its answer must be right);
 3. a task worker running a task of the checked driver (retried; its answer must be right);
@@ -18,8 +19,11 @@ the test SIGKILLs, in turn:
    that the node's zygote and workers die with it, that ``microray stop`` then leaves
    nothing behind (no process, no /dev/shm entry of the node's store namespace, no spill
    file), and that ``microray start --head`` gives a fresh node on which a round of the
-   workload is right again. The raylet is not restarted in place (nothing in microray
-   promises that), and the checked driver of the killed node is killed with it, unchecked.
+   workload is right again. microray does not restart a raylet in place, so the test does
+   not wait for one; the checked driver of the killed node is killed too, unchecked.
+
+Kinds 1-4 run ``CYCLES`` times on the same head and the same checked driver (whose actor
+must keep its process and its count through all of them); the raylet kill comes last.
 
 After each kill, with the victims gone and the round answered, every lease must come back:
 ``available_resources() == cluster_resources()`` within ``LEASE_DEADLINE`` seconds (asked by
@@ -67,6 +71,7 @@ OBJ_BYTES = 4 * 1024 * 1024
 N_OBJECTS = 24             # 96 MiB held at once: over the store's spill threshold
 ROUND_S = 40.0             # a round of the checked driver gives up after this long
 LEASE_DEADLINE = 10.0      # "within a few seconds"; the GCS sees a node's resources per heartbeat
+CYCLES = 2                 # times the driver, nested owner, task worker and zygote kills are run
 EXIT_DEADLINE = 15.0       # for killed processes and their dependants to be gone
 START_TIMEOUT = 90.0       # a CLI command or a driver's start, on 2 busy cores
 
@@ -210,13 +215,14 @@ class Soak:
             shutil.rmtree(Path(session) / "spill", ignore_errors=True)
 
     # -- drivers ------------------------------------------------------------------------
-    def start_driver(self, body: str, name: str) -> subprocess.Popen:
+    def start_driver(self, body: str, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """A driver whose stdout the test reads; its stderr goes to ``<tmp>/drivers/<name>.err``
         (a pipe nobody reads would block it once full)."""
         err_dir = self.cwd / "drivers"
         err_dir.mkdir(exist_ok=True)
         with open(err_dir / f"{name}.err", "ab") as err:
-            proc = subprocess.Popen([sys.executable, "-c", driver_code(body)], env=self.env, cwd=self.cwd,
+            proc = subprocess.Popen([sys.executable, "-c", driver_code(body)], env={**self.env, **(env or {})},
+                                    cwd=self.cwd,
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
         self.drivers.append(proc)
         return proc
@@ -359,16 +365,16 @@ class Soak:
             self.restart(phase, "round wrong" if leases_ok else "leases not back")
 
     # -- the phases ---------------------------------------------------------------------
-    def kill_drivers(self) -> None:
-        phase = "driver kill"
+    def kill_drivers(self, cycle: int) -> None:
+        phase = f"driver kill #{cycle}"
         # the holding driver's task must run first: the busy driver, once looping, keeps
         # reusing its leases while it has tasks queued, and a later lease request waits
-        holding = self.start_driver(HOLDING, "holding")
-        held_worker = self.wait_marked("victim-held")  # its task runs: it holds a lease
-        busy = self.start_driver(BUSY, "busy")
+        holding = self.start_driver(HOLDING, f"holding-{cycle}", {"SOAK_HOLD_TAG": f"victim{cycle}"})
+        held_worker = self.wait_marked(f"victim{cycle}")  # its task runs: it holds a lease
+        busy = self.start_driver(BUSY, f"busy-{cycle}")
         actor = int(read_marker(busy, "ACTOR ", START_TIMEOUT))
         read_marker(busy, "BATCH 2", START_TIMEOUT)    # mid-work: tasks, an actor, an object
-        cmd = self.send_round("drivers", seed=11)
+        cmd = self.send_round(f"drivers{cycle}", seed=11 + 100 * cycle)
         for proc in (busy, holding):
             proc.send_signal(signal.SIGKILL)
             proc.wait(EXIT_DEADLINE)
@@ -384,33 +390,33 @@ class Soak:
                 self.problem(phase, f"{what} (pid {pid}) still runs {EXIT_DEADLINE}s after the driver was killed")
         self.phase_end(phase, round_ok)
 
-    def kill_nested_owner(self) -> None:
-        phase = "nested-task owner kill"
-        cmd = self.send_round("nested", seed=21, held="nested")
-        owner = self.wait_marked("nested")                 # submitted its 4 nested tasks
-        wait_for(lambda: len(self.marked_pids("nested-inner")) >= NUM_CPUS, timeout=START_TIMEOUT,
+    def kill_nested_owner(self, cycle: int) -> None:
+        phase, tag = f"nested-task owner kill #{cycle}", f"nested{cycle}"
+        cmd = self.send_round(tag, seed=21 + 100 * cycle, held="nested")
+        owner = self.wait_marked(tag)                      # submitted its 4 nested tasks
+        wait_for(lambda: len(self.marked_pids(f"{tag}-inner")) >= NUM_CPUS, timeout=START_TIMEOUT,
                  what="nested tasks to run on every CPU (leases the owner holds; the rest wait)")
         kill_session_process(self.session, "worker", pid=owner)
         self.note(f"{phase}: worker {owner} killed")
-        self.open_gate("nested")
+        self.open_gate(tag)
         self.phase_end(phase, self.finish_round(phase, cmd))
 
-    def kill_task_worker(self) -> None:
-        phase = "task worker kill"
-        cmd = self.send_round("task", seed=31, held="task")
-        pid = self.wait_marked("task")
+    def kill_task_worker(self, cycle: int) -> None:
+        phase, tag = f"task worker kill #{cycle}", f"task{cycle}"
+        cmd = self.send_round(tag, seed=31 + 100 * cycle, held="task")
+        pid = self.wait_marked(tag)
         kill_session_process(self.session, "worker", pid=pid)
         self.note(f"{phase}: worker {pid} killed")
-        self.open_gate("task")
+        self.open_gate(tag)
         self.phase_end(phase, self.finish_round(phase, cmd))
 
-    def kill_zygote(self) -> None:
-        phase = "zygote kill"
-        cmd = self.send_round("zygote", seed=41, held="task", new_actor=True)
-        self.wait_marked("zygote")                         # work in flight on a worker
+    def kill_zygote(self, cycle: int) -> None:
+        phase, tag = f"zygote kill #{cycle}", f"zygote{cycle}"
+        cmd = self.send_round(tag, seed=41 + 100 * cycle, held="task", new_actor=True)
+        self.wait_marked(tag)                              # work in flight on a worker
         pid = kill_session_process(self.session, "zygote")
         self.note(f"{phase}: zygote {pid} killed")
-        self.open_gate("zygote")
+        self.open_gate(tag)
         round_ok = self.finish_round(phase, cmd)
 
         def new_zygote() -> list[int]:
@@ -467,10 +473,11 @@ def test_one_node_soak(tmp_path):
     soak = Soak(tmp_path)
     try:
         soak.start()
-        soak.kill_drivers()
-        soak.kill_nested_owner()
-        soak.kill_task_worker()
-        soak.kill_zygote()
+        for cycle in range(1, CYCLES + 1):
+            soak.kill_drivers(cycle)
+            soak.kill_nested_owner(cycle)
+            soak.kill_task_worker(cycle)
+            soak.kill_zygote(cycle)
         soak.kill_raylet()
         soak.stop("final stop")
         for record in soak.sessions:     # the earlier heads' leftovers were checked at their stop
