@@ -134,7 +134,8 @@ def configure(
     def emit(logger, method_name, event_dict):
         lvl = _LEVELS.get(method_name, logging.INFO)
         if file_handle is not None and lvl >= file_level:
-            file_handle.write(json_renderer(logger, method_name, {"process": pid, **event_dict}) + "\n")
+            line = json_renderer(logger, method_name, {"process": pid, **event_dict})
+            file_handle.write((line if isinstance(line, str) else line.decode()) + "\n")
         if console is not None and lvl >= con_level:
             try:
                 console.write(console_renderer(logger, method_name, dict(event_dict)) + "\n")
