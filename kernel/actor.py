@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import pickle
 from typing import Any
 
 from microray import ids, serialization
 from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
-from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec, strategy_to_wire
+from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
 from microray.exceptions import ActorDiedError
 from microray.protocol import gcs_pb2
 from microray.remote_function import merged_runtime_env, pack_args, resource_shape
@@ -165,6 +164,7 @@ class ActorClass:
             max_retries=0,
             runtime_env=runtime_env,
             resources=schedule,
+            strategy=strategy_to_wire(options.get("scheduling_strategy")),
             actor_id=actor_id,
             actor_options={"max_concurrency": options.get("max_concurrency"), "is_async": is_async, "name": name,
                            "concurrency_groups": dict(options.get("concurrency_groups") or {})},
@@ -179,10 +179,10 @@ class ActorClass:
             "max_task_retries": options.get("max_task_retries", 0) or 0,
             "job_id": worker.job_id,
             "owner": worker.address,
-            "resources": schedule,
+            "resources": spec.resources,
             "hold": hold,
-            "strategy": strategy_to_wire(options.get("scheduling_strategy")),
-            "env_key": json.dumps(runtime_env, sort_keys=True) if runtime_env else "",
+            "strategy": spec.strategy,
+            "env_key": runtime_env_key(spec.runtime_env),
             "methods": self._methods,
             "creation_spec": pickle.dumps(spec, protocol=5),
             "state": "PENDING_CREATION",
