@@ -18,7 +18,7 @@ from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
 from microray.exceptions import ActorDiedError
 from microray.protocol import gcs_pb2
-from microray.remote_function import merged_runtime_env, pack_args, resource_shape
+from microray.remote_function import CallShape, merged_runtime_env, pack_args, resource_shape
 from microray.task_options import ACTOR_OPTIONS, METHOD_OPTIONS, TASK_OPTIONS, validate_options
 
 # what @microray.method(...) sets: the method's default call options
@@ -64,12 +64,20 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
         num_returns = options.pop("num_returns", None)
         if num_returns is None and (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
             num_returns = STREAMING
+        # a static method takes no self; a class method is already bound to the class
+        raw = inspect.getattr_static(cls, name, None)
+        params = CallShape.params(member, drop_first=not isinstance(raw, (staticmethod, classmethod)))
         table[name] = {
             "num_returns": 1 if num_returns is None else num_returns,
             "is_async": inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
+            "params": params,
             **options,
         }
     return table
+
+
+# what a method's table entry holds besides its default call options
+_METHOD_FACTS = ("is_async", "params")
 
 
 def _check_concurrency_groups(options: dict[str, Any], methods: dict[str, dict[str, Any]], name: str) -> None:
@@ -103,6 +111,11 @@ class ActorClass:
         _check_actor_options(self._options, self._name)
         self._methods = _method_table(cls)
         _check_concurrency_groups(self._options, self._methods, self._name)
+        params = CallShape.params(cls)  # the constructor's parameters, without self
+        self._init_shape = CallShape(params) if params is not None else None
+        # as in Ray, any coroutine function (an ``async def __init__`` too) makes an async actor
+        self._is_async = (any(m["is_async"] for m in self._methods.values())
+                          or inspect.iscoroutinefunction(getattr(cls, "__init__", None)))
         self._pickled = b""  # the cloudpickled class, made on first use
         self._class_id = b""  # its content hash
         self.__doc__ = cls.__doc__
@@ -116,6 +129,9 @@ class ActorClass:
 
     def options(self, **options: Any) -> "_ActorOptions":
         validate_options(options, ACTOR_OPTIONS, f"actor class {self._name}")
+        if "concurrency_groups" in options:  # as Ray: groups belong to the class
+            raise ValueError("Setting 'concurrency_groups' is not supported in '.options()'. "
+                             "Give them to @remote(concurrency_groups=...) on the class.")
         merged = {**self._options, **options}
         _check_actor_options(merged, self._name)
         _check_concurrency_groups(merged, self._methods, self._name)
@@ -136,6 +152,8 @@ class ActorClass:
             self._pickled = serialization.dumps_function(self._cls)
             self._class_id = hashlib.sha1(self._pickled).digest()
         worker.export_function(self._class_id, self._pickled)
+        if self._init_shape is not None:  # as Ray: a constructor call that cannot bind fails here
+            self._init_shape.check(args, kwargs, f"{self._name}.remote()")
         namespace = options.get("namespace") or worker.namespace
         name = options.get("name")
         if options.get("get_if_exists") and name:
@@ -150,7 +168,7 @@ class ActorClass:
         schedule = resource_shape(options, 1)
         hold = resource_shape(options, 0) if explicit_cpus is None else dict(schedule)
         runtime_env = merged_runtime_env(worker, options)
-        is_async = any(m["is_async"] for m in self._methods.values())
+        is_async = self._is_async
         spec = TaskSpec(
             task_id=ids.new_task_id(),
             function_id=self._class_id,
@@ -214,8 +232,10 @@ class _ActorOptions:
 
 def _check_actor_options(options: dict[str, Any], name: str) -> None:
     """Options that depend on each other (each one alone is checked by validate_options)."""
+    if options.get("name") == "":
+        raise ValueError(f"Actor name cannot be an empty string (actor class {name}).")
     if options.get("get_if_exists") and not options.get("name"):
-        raise ValueError(f"actor {name}: get_if_exists=True needs a name")
+        raise ValueError(f"The actor name must be specified to use `get_if_exists` (actor class {name}).")
 
 
 class ActorHandle:
@@ -230,6 +250,7 @@ class ActorHandle:
         self._original = original
         self._escaped = False
         self._detached = False
+        self._shapes: dict[str, CallShape | None] = {}  # per method, built at its first call
 
     @classmethod
     def _from_record(cls, record: dict) -> "ActorHandle":
@@ -282,6 +303,12 @@ class ActorHandle:
     def _submit(self, method: str, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         from microray.core.actor_connection import ActorConnection
 
+        shape = self._shapes.get(method, False)
+        if shape is False:
+            params = self._methods.get(method, {}).get("params")
+            shape = self._shapes[method] = CallShape(params) if params is not None else None
+        if shape is not None:  # as Ray: a call that cannot bind fails at .remote()
+            shape.check(args, kwargs, f"{self._class_name}.{method}.remote()")
         worker = context.current_worker()
         entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, f"{self._class_name}.{method}")
         num_returns = options.get("num_returns", 1)
@@ -343,7 +370,7 @@ class ActorMethod:
         self._handle = handle
         self._name = name
         if options is None:  # the method's defaults (see _method_table)
-            options = {k: v for k, v in info.items() if k != "is_async"}
+            options = {k: v for k, v in info.items() if k not in _METHOD_FACTS}
             options.setdefault("num_returns", 1)
         self._options = options
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import pickle
+import sys
 from typing import Any
 
 from dataclasses import dataclass
@@ -33,6 +34,54 @@ def merged_runtime_env(worker: Any, options: dict[str, Any]) -> dict | None:
         return None
     env_vars = {**job_env.get("env_vars", {}), **env.get("env_vars", {})}
     return {"env_vars": env_vars} if env_vars else None
+
+
+_P = inspect.Parameter
+_KINDS = (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL, _P.KEYWORD_ONLY, _P.VAR_KEYWORD)
+_POSITIONAL = _KINDS[:2]
+
+
+class CallShape:
+    """The parameters a remote function, actor constructor or actor method takes, to
+    check a call's arguments at ``.remote()`` as Python would check a direct call
+    (``TypeError``, as in Ray). Built from plain data (``params()``), so actor handles
+    carry it through the GCS; the common call (only positional arguments, in range)
+    is checked without ``Signature.bind``."""
+
+    __slots__ = ("signature", "min_pos", "max_pos", "plain")
+
+    def __init__(self, params: tuple[tuple[str, int, bool], ...]) -> None:
+        empty = inspect.Parameter.empty
+        parameters = [_P(name, _KINDS[kind], default=None if has_default else empty)
+                      for name, kind, has_default in params]
+        self.signature = inspect.Signature(parameters)
+        positional = [p for p in parameters if p.kind in _POSITIONAL]
+        self.min_pos = sum(1 for p in positional if p.default is empty)
+        var_positional = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+        self.max_pos = sys.maxsize if var_positional else len(positional)
+        self.plain = not any(p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is empty for p in parameters)
+
+    @staticmethod
+    def params(fn: Any, drop_first: bool = False) -> tuple[tuple[str, int, bool], ...] | None:
+        """``fn``'s parameters as ``(name, kind, has_default)``; None when Python cannot
+        tell them (some builtins). ``drop_first`` leaves out ``self``."""
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return None
+        parameters = list(signature.parameters.values())
+        if drop_first and parameters and parameters[0].kind in _POSITIONAL:
+            parameters = parameters[1:]
+        return tuple((p.name, int(p.kind), p.default is not p.empty) for p in parameters)
+
+    def check(self, args: tuple, kwargs: dict, label: str) -> None:
+        """Raise ``TypeError`` naming ``label`` when ``args``/``kwargs`` do not fit."""
+        if not kwargs and self.plain and self.min_pos <= len(args) <= self.max_pos:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{label}: {exc}") from None
 
 
 def pack_args(worker: Any, args: tuple, kwargs: dict, fn_name: str) -> tuple[list, tuple, list[bytes]]:
@@ -73,10 +122,8 @@ class RemoteFunction:
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._options = validate_options(dict(options), TASK_OPTIONS, f"remote function {self._name}")
         self._is_generator = inspect.isgeneratorfunction(function)
-        try:
-            self._signature: inspect.Signature | None = inspect.signature(function)
-        except (TypeError, ValueError):  # some builtins have none
-            self._signature = None
+        params = CallShape.params(function)
+        self._shape = CallShape(params) if params is not None else None
         self._pickled = b""  # the cloudpickled function, made on first use
         self._function_id = b""  # its content hash
         self._prepared: _Prepared | None = None
@@ -96,6 +143,9 @@ class RemoteFunction:
 
     def options(self, **options: Any) -> "_OptionsWrapper":
         validate_options(options, TASK_OPTIONS, f"remote function {self._name}")
+        if "max_calls" in options:  # as Ray: a worker's call limit belongs to the function
+            raise ValueError("Setting 'max_calls' is not supported in '.options()'. "
+                             "Give it to @remote(max_calls=...) on the function.")
         return _OptionsWrapper(self, {**self._options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -147,11 +197,8 @@ class RemoteFunction:
             self._ensure_pickled()
             worker.export_function(self._function_id, self._pickled)
             prep = holder._prepared = self._prepare(worker, options)
-        if self._signature is not None:
-            try:
-                self._signature.bind(*args, **kwargs)
-            except TypeError as exc:  # as Ray: a call that cannot bind fails at .remote()
-                raise TypeError(f"{self._name}.remote(): {exc}") from None
+        if self._shape is not None:  # as Ray: a call that cannot bind fails at .remote()
+            self._shape.check(args, kwargs, f"{self._name}.remote()")
         entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, self._name)
         task_id = ids.new_task_id()
         parent = _context.current_task()

@@ -105,7 +105,7 @@ def _one_of(*words: Any) -> Callable[[Any], str | None]:
     return check
 
 
-_RESOURCE = OptionRule(NUMBER + (NONE,), "None, 0 or a positive number", _quantity)
+_RESOURCE = OptionRule((float, int, NONE), "None, 0 or a positive number", _quantity)
 _TEXT = OptionRule((str, NONE), "a string or None")
 _FLAG = OptionRule((bool, NONE), "True or False")
 _TABLE = OptionRule((dict, NONE), "a dict or None")
@@ -137,7 +137,7 @@ RULES: dict[str, OptionRule] = {
     "max_task_retries": OptionRule((int, NONE), "an integer >= -1", _count(-1)),
     "max_concurrency": OptionRule((int, NONE), "an integer >= 1", _count(1)),
     "max_pending_calls": OptionRule((int, NONE), "an integer >= -1", _count(-1)),
-    "concurrency_groups": OptionRule((dict, list, NONE), "a dict of group names to sizes, or a list"),
+    "concurrency_groups": OptionRule((list, dict, NONE), "a dict of group names to sizes, or a list"),
     "concurrency_group": _TEXT,
 }
 
@@ -160,6 +160,49 @@ def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join("None" if t is NONE else t.__name__ for t in types)
 
 
+_COUNTS = {
+    -1: "The keyword '{key}' only accepts None, 0, -1 or a positive integer, where -1 represents infinity.",
+    0: "The keyword '{key}' only accepts None, 0 or a positive integer.",
+    1: "The keyword '{key}' only accepts None or a positive integer.",
+}
+_COUNT_LOW = {"max_retries": -1, "max_restarts": -1, "max_task_retries": -1, "max_pending_calls": -1,
+              "max_calls": 0, "max_concurrency": 1}
+
+
+def _quantity_words(name: str, amount: Any) -> str | None:
+    if isinstance(amount, bool) or not isinstance(amount, NUMBER) or math.isnan(amount):
+        return None
+    if amount < 0:
+        return f"The quantity of resource {name} cannot be negative."
+    if 0 < amount < RESOURCE_PRECISION:
+        return f"The precision of the fractional quantity of resource {name} cannot go beyond {RESOURCE_PRECISION}."
+    return None
+
+
+def _ray_words(key: str, value: Any) -> str | None:
+    """Ray's own sentence for an out-of-range value, where programs and tests match on it."""
+    if key in _COUNT_LOW:
+        return _COUNTS[_COUNT_LOW[key]].format(key=key)
+    if key == "num_returns":
+        return ("The keyword 'num_returns' only accepts None, a non-negative integer, or \"dynamic\" "
+                "(for generators), or \"streaming\".")
+    if key in ("num_cpus", "num_gpus", "memory"):
+        return _quantity_words(key, value)
+    if key == "resources":
+        if "CPU" in value or "GPU" in value:
+            return "Use the 'num_cpus' and 'num_gpus' keyword instead of 'CPU' and 'GPU' in 'resources' keyword."
+        for name, amount in value.items():
+            words = _quantity_words(name, amount)
+            if words:
+                return words
+        return None
+    if key == "retry_exceptions":
+        return "retry_exceptions must be either a boolean or a list of exceptions."
+    if key == "lifetime":
+        return "actor `lifetime` argument must be one of 'detached', 'non_detached' and 'None'."
+    return None
+
+
 def validate_options(options: dict[str, Any], allowed: set[str] | frozenset[str], what: str) -> dict[str, Any]:
     """Check ``options`` against the schema; returns them unchanged.
 
@@ -167,7 +210,7 @@ def validate_options(options: dict[str, Any], allowed: set[str] | frozenset[str]
     ``TypeError``; ``what`` says what they were given to (e.g. ``remote function f``)."""
     for key, value in options.items():
         if key not in allowed:
-            raise ValueError(f"Invalid option keyword {key!r} for {what}; valid ones are: {', '.join(sorted(allowed))}")
+            raise ValueError(f"Invalid option keyword {key} for {what}. Valid ones are: {', '.join(sorted(allowed))}")
         rule = RULES.get(key)
         if rule is None:
             continue
@@ -176,15 +219,18 @@ def validate_options(options: dict[str, Any], allowed: set[str] | frozenset[str]
             wrong = not (value is None or isinstance(value, str) or hasattr(value, "to_wire"))
         else:
             wrong = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-        if wrong:
+        if wrong:  # Ray's sentence first (programs match on it), then what this option takes
             raise TypeError(
-                f"option {key}={value!r} for {what}: expected {rule.accepts} "
+                f"The type of keyword '{key}' must be {types if len(types) > 1 else types[0]}, but received type "
+                f"{type(value)}: option {key}={value!r} for {what}: expected {rule.accepts} "
                 f"(a value of type {_type_names(types)}), got a {type(value).__name__}"
             )
         if rule.check is not None:
             problem = rule.check(value)
             if problem:
-                raise ValueError(f"option {key}={value!r} for {what}: expected {problem}")
+                ray_words = _ray_words(key, value)
+                prefix = f"{ray_words} " if ray_words else ""
+                raise ValueError(f"{prefix}option {key}={value!r} for {what}: expected {problem}")
     return options
 
 

@@ -125,6 +125,7 @@ class TaskExecutor:
         self.ip = cw.address.rsplit(":", 1)[0]
         # actor state
         self.actor: Any = None
+        self._plain_methods: dict[str, Any] = {}  # method name -> the class's function, or None
         self.actor_error: BaseException | None = None
         self.mode = "sync"  # sync | threaded | async
         # per concurrency group ("" is the default group): a thread pool (threaded) or a
@@ -239,8 +240,19 @@ class TaskExecutor:
             if spec.method_name == "__microray_terminate__":
                 self.cw.spawn(_exit_soon())
                 return lambda: None
-            return getattr(self.actor, spec.method_name)
+            return self._actor_method(spec.method_name)
         return self.cw.load_function(spec.function_id)
+
+    def _actor_method(self, name: str) -> Any:
+        """The actor's method ``name`` as its class defines it, as Ray calls it: an
+        instance attribute of the same name does not hide the method."""
+        plain = self._plain_methods.get(name, False)
+        if plain is False:  # first call: is it a plain function of the class?
+            attr = inspect.getattr_static(type(self.actor), name, None)
+            plain = self._plain_methods[name] = attr if inspect.isfunction(attr) else None
+        if plain is not None:
+            return plain.__get__(self.actor)
+        return getattr(self.actor, name)  # static and class methods, other descriptors
 
     def _enter_gpus(self, spec: TaskSpec) -> tuple[str | None, list[int]]:
         """For a task or actor given GPUs: set ``CUDA_VISIBLE_DEVICES`` (and what
@@ -367,15 +379,24 @@ class TaskExecutor:
     def _create_actor(self, spec: TaskSpec, sink: _Sink) -> None:
         self._enter_job(spec.job_id)
         token = context.enter_task(spec)
+        opts = spec.actor_options or {}
+        if opts.get("is_async", False):
+            self._start_actor_loop()
         try:
             if spec.resources and spec.resources.get("GPU"):
                 self._enter_gpus(spec)  # kept for the actor's life
             cls = self.cw.load_function(spec.function_id)
             args, kwargs = self._resolve_args(spec)
             self.cw.actor_id = spec.actor_id
-            opts = spec.actor_options or {}
             self.cw.actor_name = opts.get("name")
-            self.actor = cls(*args, **kwargs)
+            if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                # ``async def __init__`` (an async actor): run it on the actor's loop, as Ray does
+                actor = cls.__new__(cls)
+                future = asyncio.run_coroutine_threadsafe(_in_task(spec, actor.__init__(*args, **kwargs)), self.aloop)
+                future.result()
+                self.actor = actor
+            else:
+                self.actor = cls(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 -- the constructor's error marks the actor dead
             if isinstance(exc, SystemExit):
                 raise
@@ -390,13 +411,11 @@ class TaskExecutor:
         groups: dict[str, int] = opts.get("concurrency_groups") or {}
         if is_async:
             self.mode = "async"
-            self.aloop = asyncio.new_event_loop()
             limits = {"": concurrency or 1000, **groups}
 
             async def make_sems() -> dict[str, asyncio.Semaphore]:
                 return {group: asyncio.Semaphore(n) for group, n in limits.items()}
 
-            threading.Thread(target=self.aloop.run_forever, name="microray-actor-async", daemon=True).start()
             self.asems = asyncio.run_coroutine_threadsafe(make_sems(), self.aloop).result()
         elif groups or (concurrency and concurrency > 1):
             self.mode = "threaded"
@@ -406,6 +425,14 @@ class TaskExecutor:
             }
         log.info("actor_created", actor_id=spec.actor_id, mode=self.mode)
         sink(TaskResult(spec.task_id, OK, [], None, os.getpid()))
+
+    def _start_actor_loop(self) -> None:
+        """An async actor's event loop, on a thread of its own, started before the
+        constructor runs: ``asyncio.get_event_loop()`` in a plain ``__init__`` (made the
+        main thread's loop here) and ``async def __init__`` both see it."""
+        self.aloop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.aloop)
+        threading.Thread(target=self.aloop.run_forever, name="microray-actor-async", daemon=True).start()
 
     # -- arguments and returns -------------------------------------------------------
     def _resolve_args(self, spec: TaskSpec) -> tuple[list, dict]:
@@ -528,6 +555,15 @@ def _split_sizes(result: TaskResult, contained: dict) -> None:
     sizes = contained.pop("__sizes__", None)
     result.sizes = sizes
     result.contained = contained or None
+
+
+async def _in_task(spec: TaskSpec, coro: Any) -> Any:
+    """Await ``coro`` with ``spec`` as the current task (the runtime context inside it)."""
+    token = context.enter_task(spec)
+    try:
+        return await coro
+    finally:
+        context.leave_task(token)
 
 
 async def _exit_soon() -> None:

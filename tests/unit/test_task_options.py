@@ -79,7 +79,8 @@ def test_good_task_options_pass() -> None:
     fn = ray.remote(f)
     fn.options(num_cpus=0.5, num_gpus=0, resources={"x": 2}, name="n", max_retries=-1, num_returns="streaming",
                retry_exceptions=[KeyError], scheduling_strategy=NodeAffinitySchedulingStrategy("ab", soft=True),
-               runtime_env={"env_vars": {"A": "1"}}, memory=None, max_calls=0)
+               runtime_env={"env_vars": {"A": "1"}}, memory=None)
+    ray.remote(max_calls=0)(f)
     fn.options(scheduling_strategy="spread", retry_exceptions=True, num_cpus=None)
 
 
