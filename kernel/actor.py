@@ -137,7 +137,7 @@ class ActorClass:
         _check_concurrency_groups(merged, self._methods, self._name)
         return _ActorOptions(self, merged)
 
-    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+    def remote(self, /, *args: Any, **kwargs: Any) -> "ActorHandle":
         return self._remote(args, kwargs, self._options)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -221,7 +221,7 @@ class _ActorOptions:
         self._cls = cls
         self._options = options
 
-    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+    def remote(self, /, *args: Any, **kwargs: Any) -> "ActorHandle":
         return self._cls._remote(args, kwargs, self._options)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -374,7 +374,7 @@ class ActorMethod:
             options.setdefault("num_returns", 1)
         self._options = options
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
+    def remote(self, /, *args: Any, **kwargs: Any) -> Any:
         return self._handle._submit(self._name, args, kwargs, self._options)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:

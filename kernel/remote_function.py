@@ -120,6 +120,10 @@ class RemoteFunction:
     def __init__(self, function: Any, options: dict[str, Any]) -> None:
         self._function = function
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        if inspect.iscoroutinefunction(function):  # as Ray: only actors run coroutines
+            raise ValueError(
+                f"'async def' should not be used for remote tasks ({self._name}). Run the coroutine "
+                "inside a plain function (`asyncio.run(f())`), or make it a method of an async actor.")
         self._options = validate_options(dict(options), TASK_OPTIONS, f"remote function {self._name}")
         self._is_generator = inspect.isgeneratorfunction(function)
         params = CallShape.params(function)
@@ -148,7 +152,7 @@ class RemoteFunction:
                              "Give it to @remote(max_calls=...) on the function.")
         return _OptionsWrapper(self, {**self._options, **options})
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
+    def remote(self, /, *args: Any, **kwargs: Any) -> Any:
         return self._remote(args, kwargs, self._options)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -262,7 +266,7 @@ class _OptionsWrapper:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_prepared": None}
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
+    def remote(self, /, *args: Any, **kwargs: Any) -> Any:
         return self._fn._remote(args, kwargs, self._options, self)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
