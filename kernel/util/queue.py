@@ -19,6 +19,13 @@ class Full(_stdlib_queue.Full):
     """Raised by ``put`` when the queue is full (after ``timeout``, or at once without blocking)."""
 
 
+def _plain(error: BaseException, cls: type[Exception]) -> Exception:
+    """The queue actor's own ``Empty``/``Full`` out of the task error that carried it,
+    so callers get the exception itself, not one wrapped in ``RayTaskError``."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, cls) else cls(*getattr(cause, "args", ()))
+
+
 class _QueueActor:
     """The actor holding the items; async, so blocked getters and putters wait together."""
 
@@ -97,47 +104,73 @@ class Queue:
     def full(self) -> bool:
         return microray.get(self.actor.full.remote())
 
+    def _put_ref(self, item: Any, block: bool, timeout: float | None) -> Any:
+        if not block:
+            return self.actor.put_nowait.remote(item)
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        return self.actor.put.remote(item, timeout)
+
+    def _get_ref(self, block: bool, timeout: float | None) -> Any:
+        if not block:
+            return self.actor.get_nowait.remote()
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        return self.actor.get.remote(timeout)
+
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Add ``item``; with ``block`` wait up to ``timeout`` for room, else raise ``Full``."""
-        if not block:
-            microray.get(self.actor.put_nowait.remote(item))
-        elif timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        else:
-            microray.get(self.actor.put.remote(item, timeout))
+        try:
+            microray.get(self._put_ref(item, block, timeout))
+        except Full as exc:
+            raise _plain(exc, Full) from None
 
     async def put_async(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if not block:
-            await self.actor.put_nowait.remote(item)
-        else:
-            await self.actor.put.remote(item, timeout)
+        """``put`` for asyncio code: awaits room instead of blocking the thread."""
+        try:
+            await self._put_ref(item, block, timeout)
+        except Full as exc:
+            raise _plain(exc, Full) from None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return an item; with ``block`` wait up to ``timeout``, else raise ``Empty``."""
-        if not block:
-            return microray.get(self.actor.get_nowait.remote())
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        return microray.get(self.actor.get.remote(timeout))
+        try:
+            return microray.get(self._get_ref(block, timeout))
+        except Empty as exc:
+            raise _plain(exc, Empty) from None
 
     async def get_async(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not block:
-            return await self.actor.get_nowait.remote()
-        return await self.actor.get.remote(timeout)
+        """``get`` for asyncio code: awaits an item instead of blocking the thread."""
+        try:
+            return await self._get_ref(block, timeout)
+        except Empty as exc:
+            raise _plain(exc, Empty) from None
 
     def put_nowait(self, item: Any) -> None:
         return self.put(item, block=False)
 
     def put_nowait_batch(self, items: Iterable[Any]) -> None:
-        microray.get(self.actor.put_nowait_batch.remote(list(items)))
+        """Add all ``items`` at once, or none (``Full``) if they do not all fit."""
+        if not isinstance(items, Iterable):
+            raise TypeError("Argument 'items' must be an Iterable")
+        try:
+            microray.get(self.actor.put_nowait_batch.remote(list(items)))
+        except Full as exc:
+            raise _plain(exc, Full) from None
 
     def get_nowait(self) -> Any:
         return self.get(block=False)
 
     def get_nowait_batch(self, num_items: int) -> list:
-        if not isinstance(num_items, int) or num_items < 0:
-            raise ValueError("'num_items' must be a nonnegative integer")
-        return microray.get(self.actor.get_nowait_batch.remote(num_items))
+        """Remove and return ``num_items`` items, or none (``Empty``) if there are fewer."""
+        if not isinstance(num_items, int):
+            raise TypeError("Argument 'num_items' must be an int")
+        if num_items < 0:
+            raise ValueError("'num_items' must be nonnegative")
+        try:
+            return microray.get(self.actor.get_nowait_batch.remote(num_items))
+        except Empty as exc:
+            raise _plain(exc, Empty) from None
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
         """Kill the actor behind the queue."""

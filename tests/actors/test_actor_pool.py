@@ -91,8 +91,9 @@ def test_get_next_timeout(workers):
         pool.get_next(timeout=0.1)
     assert pool.get_next(timeout=30) == "late"
     pool.submit(lambda a, v: a.sleep_then.remote(v), (1.5, "late"))
-    assert pool.get_next_unordered(timeout=0.1, ignore_if_timedout=True) is None
-    assert pool.get_next_unordered(timeout=30) == "late"
+    with pytest.raises(TimeoutError, match="has been ignored"):  # as Ray: dropped, and said so
+        pool.get_next_unordered(timeout=0.1, ignore_if_timedout=True)
+    assert not pool.has_next()
 
 
 def test_push_and_pop_idle(cluster):
