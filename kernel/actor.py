@@ -15,7 +15,7 @@ from typing import Any
 from microray import ids, serialization
 from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
-from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
+from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, DYNAMIC, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
 from microray.exceptions import ActorDiedError
 from microray.protocol import gcs_pb2
 from microray.remote_function import CallShape, merged_runtime_env, pack_args, resource_shape
@@ -312,8 +312,10 @@ class ActorHandle:
         worker = context.current_worker()
         entries, kwarg_names, arg_refs = pack_args(worker, args, kwargs, f"{self._class_name}.{method}")
         num_returns = options.get("num_returns", 1)
-        if num_returns in ("streaming", "dynamic"):
+        if num_returns == "streaming":
             num_returns = STREAMING
+        elif num_returns == "dynamic":  # one ref, whose value is a DynamicObjectRefGenerator
+            num_returns = DYNAMIC
         task_id = ids.new_task_id()
         retry = options.get("retry_exceptions", False)
         if isinstance(retry, (list, tuple)):
@@ -345,12 +347,12 @@ class ActorHandle:
             worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
             worker.submitter.submit_actor_call(spec, conn, arg_refs)
             return ObjectRefGenerator(task_id, worker.address, worker)
-        return_ids = [ids.object_id(task_id, i + 1) for i in range(num_returns)]
+        return_ids = [ids.object_id(task_id, i + 1) for i in range(1 if num_returns == DYNAMIC else num_returns)]
         for oid in return_ids:
             worker.refs.add_owned(oid)
         refs = [ObjectRef(oid, worker.address) for oid in return_ids]
         worker.submitter.submit_actor_call(spec, conn, arg_refs)
-        if num_returns == 1:
+        if num_returns == 1 or num_returns == DYNAMIC:
             return refs[0]
         if num_returns == 0:
             return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from microray import ids, serialization
 from microray.core import context as _context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
-from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
+from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, DYNAMIC, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
 from microray.task_options import TASK_OPTIONS, validate_options
 
 
@@ -171,8 +171,10 @@ class RemoteFunction:
         num_returns = options.get("num_returns")
         if num_returns is None:
             num_returns = STREAMING if self._is_generator else 1
-        elif num_returns in ("streaming", "dynamic"):
+        elif num_returns == "streaming":
             num_returns = STREAMING
+        elif num_returns == "dynamic":  # one ref, whose value is a DynamicObjectRefGenerator
+            num_returns = DYNAMIC
         elif not isinstance(num_returns, int) or num_returns < 0:
             raise ValueError(f"num_returns={num_returns!r} for {self._name}: expected an int >= 0 or 'streaming'")
         resources = resource_shape(options, 1)
@@ -232,12 +234,12 @@ class RemoteFunction:
         add_owned = worker.refs.add_owned
         owner = worker.address
         refs = []
-        for i in range(num_returns):
+        for i in range(1 if num_returns == DYNAMIC else num_returns):
             oid = ids.object_id(task_id, i + 1)
             add_owned(oid)
             refs.append(ObjectRef(oid, owner))
         worker.submitter.submit(spec, prep.key, arg_refs)
-        if num_returns == 1:
+        if num_returns == 1 or num_returns == DYNAMIC:
             return refs[0]
         return refs
 

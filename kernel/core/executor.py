@@ -27,7 +27,7 @@ import structlog
 
 from microray import ids, serialization
 from microray.config import Config
-from microray.core import context
+from microray.core import context, returns
 from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
 from microray.core.object_ref import ObjectRef
 from microray.core.reference_counter import ReferenceCounter
@@ -37,6 +37,7 @@ from microray.core.task_spec import (
     APP_ERROR,
     ARG_SERIALIZED,
     ARG_VALUE,
+    DYNAMIC,
     GEN_END,
     GEN_ITEM,
     OK,
@@ -312,10 +313,7 @@ class TaskExecutor:
             value = fn(*args, **kwargs)
             if in_main:
                 self.current = None
-            contained: dict = {}
-            result = TaskResult(spec.task_id, OK, self._store_returns(spec, value, contained), time.perf_counter() - t0,
-                                os.getpid())
-            _split_sizes(result, contained)
+            result = self._result(spec, value, t0)
         except BaseException as exc:  # noqa: BLE001 -- every failure goes back to the owner
             if in_main:
                 self.current = None
@@ -361,12 +359,12 @@ class TaskExecutor:
                 fn = self._target(spec)
                 args, kwargs = self._resolve_args(spec)
                 value = fn(*args, **kwargs)
+                if spec.num_returns == STREAMING:  # a generator method, async or not: stream it
+                    await returns.stream_async(spec, value, sink, self._store_value, self._task_error, _split_sizes)
+                    return
                 if inspect.isawaitable(value):
                     value = await value
-                contained: dict = {}
-                result = TaskResult(spec.task_id, OK, self._store_returns(spec, value, contained),
-                                    time.perf_counter() - t0, os.getpid())
-                _split_sizes(result, contained)
+                result = self._result(spec, value, t0)
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, SystemExit):
                     raise
@@ -490,6 +488,25 @@ class TaskExecutor:
             self.cw.add_borrower_at(owner, rids, spec.owner)
         contained[oid] = pairs
 
+    def _result(self, spec: TaskSpec, value: Any, t0: float) -> TaskResult:
+        """The result of a task that returned ``value``: its returns, or, for a
+        generator that failed part-way (``core.returns``), the returns it made and the
+        error in the rest."""
+        contained: dict = {}
+        error = None
+        if spec.num_returns == DYNAMIC:
+            stored = returns.dynamic(spec, value, contained, self._store_value, self._task_error)
+        elif spec.num_returns > 0 and inspect.isgenerator(value):
+            stored, error, err = returns.static_generator(spec, value, contained, self._store_value, self._task_error)
+        else:
+            stored = self._store_returns(spec, value, contained)
+        if error is None:
+            result = TaskResult(spec.task_id, OK, stored, time.perf_counter() - t0, os.getpid())
+        else:
+            result = TaskResult(spec.task_id, APP_ERROR, stored, err, os.getpid(), self._retryable(spec, error))
+        _split_sizes(result, contained)
+        return result
+
     def _store_returns(self, spec: TaskSpec, value: Any, contained: dict | None = None) -> list:
         n = spec.num_returns
         if n == 1:
@@ -497,9 +514,10 @@ class TaskExecutor:
         if n == 0:
             return []
         values = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else None
-        if values is None or len(values) != n:
-            got = f"{type(value).__name__} of length {len(values)}" if values is not None else type(value).__name__
-            raise ValueError(f"Task {spec.function_name} declared num_returns={n} but returned {got}")
+        if values is None or len(values) != n:  # Ray's words, then what came back
+            got = f"a {type(value).__name__} of length {len(values)}" if values is not None else type(value).__name__
+            count = len(values) if values is not None else 1
+            raise ValueError(f"Task returned {count} objects, but num_returns={n}. ({spec.function_name} returned {got})")
         return [self._store_value(ids.object_id(spec.task_id, i + 1), v, spec, contained) for i, v in enumerate(values)]
 
     def _run_generator(self, spec: TaskSpec, gen: Any, sink: _Sink) -> None:
@@ -531,14 +549,16 @@ class TaskExecutor:
             cause = RayTaskError(name, traceback.format_exc(), exc, os.getpid(), self.ip)
         return serialization.serialize_error(cause).to_bytes()
 
-    def _app_error(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
+    def _retryable(self, spec: TaskSpec, exc: BaseException) -> bool:
         retry = spec.retry_exceptions
         if isinstance(retry, bytes):
             retry = pickle.loads(retry)
-        retryable = retry is True or (isinstance(retry, (list, tuple)) and isinstance(exc, tuple(retry)))
+        return retry is True or (isinstance(retry, (list, tuple)) and isinstance(exc, tuple(retry)))
+
+    def _app_error(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
         err = self._task_error(spec, exc)
         returns = [(oid, SERIALIZED, err) for oid in _return_ids(spec)]
-        return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), retryable)
+        return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), self._retryable(spec, exc))
 
     def _error_result_for(self, task_id: bytes, exc: BaseException) -> TaskResult:
         """A cancelled task that never started: its owner knows its return ids by task id;

@@ -148,11 +148,17 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
-        loop = asyncio.get_running_loop()
+        # the wait runs on a thread; StopIteration cannot cross into a future, so the end is None
+        ref = await asyncio.get_running_loop().run_in_executor(None, self._next_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def _next_or_none(self) -> ObjectRef | None:
         try:
-            return await loop.run_in_executor(None, self.__next__)
+            return self.__next__()
         except StopIteration:
-            raise StopAsyncIteration from None
+            return None
 
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._task_id.hex()})"

@@ -34,6 +34,7 @@ from microray.core.task_spec import (
     ARG_REF,
     ARG_SERIALIZED,
     ARG_VALUE,
+    DYNAMIC,
     GEN_END,
     GEN_ITEM,
     OK,
@@ -445,6 +446,9 @@ class TaskSubmitter:
                 state.queue.appendleft(entry)
                 continue
             self._finish(entry)
+            if entry.spec.num_returns == DYNAMIC:  # the generator's values: this caller owns them
+                for item in res.returns[1:]:
+                    refs.add_owned(item[0])
             stored.extend(res.returns)
             if res.worker_exiting and isinstance(lease, Lease) and not lease.closing:
                 # max_calls reached: the worker exits now; lease another for what is left
@@ -452,7 +456,8 @@ class TaskSubmitter:
                 if lease in state.leases:
                     state.leases.remove(lease)
             if status == APP_ERROR:
-                err = res.returns[0][2] if res.returns else res.extra
+                # a generator that failed part-way carries its error in extra (its first returns hold values)
+                err = res.extra if isinstance(res.extra, bytes) else res.returns[0][2] if res.returns else None
                 self.events.state(res.task_id, "FAILED", error_bytes=err, worker_pid=res.worker_pid)
             else:
                 self.events.state(res.task_id, "FINISHED", duration_s=res.extra)

@@ -19,6 +19,8 @@ ARG_REF = 2
 
 # num_returns for a streaming generator
 STREAMING = -1
+# num_returns="dynamic": return 1 holds a DynamicObjectRefGenerator of returns 2, 3, ...
+DYNAMIC = -2
 
 
 
