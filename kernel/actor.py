@@ -303,8 +303,9 @@ class ActorHandle:
     def _submit(self, method: str, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         from microray.core.actor_connection import ActorConnection
 
-        shape = self._shapes.get(method, False)
-        if shape is False:
+        if method in self._shapes:
+            shape = self._shapes[method]
+        else:
             params = self._methods.get(method, {}).get("params")
             shape = self._shapes[method] = CallShape(params) if params is not None else None
         if shape is not None:  # as Ray: a call that cannot bind fails at .remote()

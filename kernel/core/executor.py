@@ -390,7 +390,8 @@ class TaskExecutor:
             if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
                 # ``async def __init__`` (an async actor): run it on the actor's loop, as Ray does
                 actor = cls.__new__(cls)
-                future = asyncio.run_coroutine_threadsafe(_in_task(spec, actor.__init__(*args, **kwargs)), self.aloop)
+                loop = self.aloop or self._start_actor_loop()
+                future = asyncio.run_coroutine_threadsafe(_in_task(spec, actor.__init__(*args, **kwargs)), loop)
                 future.result()
                 self.actor = actor
             else:
@@ -414,7 +415,7 @@ class TaskExecutor:
             async def make_sems() -> dict[str, asyncio.Semaphore]:
                 return {group: asyncio.Semaphore(n) for group, n in limits.items()}
 
-            self.asems = asyncio.run_coroutine_threadsafe(make_sems(), self.aloop).result()
+            self.asems = asyncio.run_coroutine_threadsafe(make_sems(), self.aloop or self._start_actor_loop()).result()
         elif groups or (concurrency and concurrency > 1):
             self.mode = "threaded"
             self.pools = {
@@ -424,13 +425,14 @@ class TaskExecutor:
         log.info("actor_created", actor_id=spec.actor_id, mode=self.mode)
         sink(TaskResult(spec.task_id, OK, [], None, os.getpid()))
 
-    def _start_actor_loop(self) -> None:
+    def _start_actor_loop(self) -> asyncio.AbstractEventLoop:
         """An async actor's event loop, on a thread of its own, started before the
         constructor runs: ``asyncio.get_event_loop()`` in a plain ``__init__`` (made the
         main thread's loop here) and ``async def __init__`` both see it."""
         self.aloop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.aloop)
         threading.Thread(target=self.aloop.run_forever, name="microray-actor-async", daemon=True).start()
+        return self.aloop
 
     # -- arguments and returns -------------------------------------------------------
     def _resolve_args(self, spec: TaskSpec) -> tuple[list, dict]:

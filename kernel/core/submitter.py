@@ -457,8 +457,8 @@ class TaskSubmitter:
                     state.leases.remove(lease)
             if status == APP_ERROR:
                 # a generator that failed part-way carries its error in extra (its first returns hold values)
-                err = res.extra if isinstance(res.extra, bytes) else res.returns[0][2] if res.returns else None
-                self.events.state(res.task_id, "FAILED", error_bytes=err, worker_pid=res.worker_pid)
+                failure = res.extra if isinstance(res.extra, bytes) else res.returns[0][2] if res.returns else None
+                self.events.state(res.task_id, "FAILED", error_bytes=failure, worker_pid=res.worker_pid)
             else:
                 self.events.state(res.task_id, "FINISHED", duration_s=res.extra)
         if stored:
