@@ -157,13 +157,19 @@ def init(
         else:
             if address == "auto":
                 running = node.current_cluster(cfg.session_root)
-                if running is None:
-                    raise ConnectionError(
-                        "init(address='auto') found no running microray cluster on this machine; "
-                        "start one with 'microray start --head'"
-                    )
-                gcs_address = running.gcs_address
-                dashboard_url = running.dashboard_url or None
+                if running is not None:
+                    gcs_address = running.gcs_address
+                    dashboard_url = running.dashboard_url or None
+                else:  # no head here: a worker node started here names its cluster
+                    from microray.worker_node import local_gcs_address
+
+                    joined = local_gcs_address(cfg.session_root)
+                    if joined is None:
+                        raise ConnectionError(
+                            "init(address='auto') found no running microray cluster on this machine; "
+                            "start one with 'microray start --head'"
+                        )
+                    gcs_address = joined
             else:
                 gcs_address = address.removeprefix("microray://").removeprefix("ray://")
             for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("resources", resources)):

@@ -45,34 +45,74 @@ def cli() -> None:
     """microray: Ray's programming model as a plugin-based microkernel."""
 
 
+def _parse_labels(text: str | None) -> dict[str, str]:
+    """``--labels``: a JSON object (``'{"zone": "a"}'``) or ``k=v`` pairs (``zone=a,rack=3``)."""
+    if not text:
+        return {}
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise click.BadParameter(f"--labels must be a JSON object or k=v pairs such as 'zone=a,rack=3', "
+                                     f"got {text!r}") from None
+        if not isinstance(value, dict):
+            raise click.BadParameter(f"--labels must be a JSON object, got {text!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    out = {}
+    for pair in (p.strip() for p in text.split(",")):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"--labels expects k=v pairs separated by commas (or JSON), got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 @cli.command()
 @click.option("--head", is_flag=True, help="Start a head node (GCS + raylet) on this machine.")
-@click.option("--address", default=None, help="Join the cluster whose GCS is at HOST:PORT (later issue).")
+@click.option("--address", default=None, help="Join the cluster whose GCS is at HOST:PORT (a worker node).")
 @click.option("--port", type=int, default=None, help="GCS port of the head (default: any free port).")
+@click.option("--node-manager-port", type=int, default=None, help="Port of this node's raylet (default: any free port).")
+@click.option("--node-ip-address", default=None, help="The IP this node's services bind to and announce (default 127.0.0.1).")
 @click.option("--num-cpus", type=int, default=None)
 @click.option("--num-gpus", type=int, default=None)
 @click.option("--resources", default=None, help='Custom resources as JSON, e.g. \'{"disk": 2}\'.')
+@click.option("--labels", default=None, help="Node labels: JSON ('{\"zone\": \"a\"}') or k=v pairs ('zone=a,rack=3').")
 @click.option("--object-store-memory", default=None, help="Object store capacity (bytes or e.g. 2GiB).")
-@click.option("--gcs-store", default=None, help="GCS store backend (memory, redis, etcd, ...).")
-@click.option("--gcs-store-option", multiple=True, help="key=value option of the GCS store.")
+@click.option("--gcs-store", default=None, help="GCS store backend (memory, redis, etcd, ...); head only.")
+@click.option("--gcs-store-option", multiple=True, help="key=value option of the GCS store; head only.")
 @click.option("--object-store", default=None, help="Object store backend (shm, lmdb, ...).")
 @click.option("--object-store-option", multiple=True, help="key=value option of the object store.")
-@click.option("--scheduling-policy", default=None)
-@click.option("--dashboard", default=None)
+@click.option("--scheduling-policy", default=None, help="Scheduling policy of the cluster; head only.")
+@click.option("--dashboard", default=None, help="Dashboard backend ('none': no dashboard); head only.")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
-def start(head, address, port, num_cpus, num_gpus, resources, object_store_memory, gcs_store,
-          gcs_store_option, object_store, object_store_option, scheduling_policy, dashboard, block) -> None:
-    """Start the processes of a node on this machine."""
+def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num_gpus, resources, labels,
+          object_store_memory, gcs_store, gcs_store_option, object_store, object_store_option, scheduling_policy,
+          dashboard, block) -> None:
+    """Start the processes of a node on this machine: a head (--head) or a worker node
+    joining the cluster at --address=HOST:PORT."""
     from microray import config as config_mod
     from microray import node
-    from microray.process import pid_alive
     from microray.api import _check_backends
     from microray.exceptions import ConfigError, PluginError, RaySystemError
+    from microray.process import pid_alive
 
-    if not head:
-        raise click.UsageError("only --head is supported so far (worker nodes joining come in a later release)")
+    if head and address:
+        raise click.UsageError("pass either --head (start a cluster) or --address=HOST:PORT (join one), not both")
+    if not head and not address:
+        raise click.UsageError("pass --head to start a cluster, or --address=HOST:PORT to join the cluster there")
+    if address:
+        head_only = {"--port": port, "--gcs-store": gcs_store, "--gcs-store-option": gcs_store_option,
+                     "--scheduling-policy": scheduling_policy, "--dashboard": dashboard}
+        given = [flag for flag, value in head_only.items() if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} configure the head; a joining node takes them from the "
+                                   "cluster (pass them to 'microray start --head')")
     overrides = dict(
-        gcs_port=port, num_cpus=num_cpus, num_gpus=num_gpus, resources=_parse_resources(resources) or None,
+        gcs_port=port, raylet_port=node_manager_port, node_ip=node_ip_address, num_cpus=num_cpus,
+        num_gpus=num_gpus, resources=_parse_resources(resources) or None, labels=_parse_labels(labels) or None,
         object_store_memory=object_store_memory, gcs_store=gcs_store, object_store=object_store,
         scheduling_policy=scheduling_policy, dashboard=dashboard,
     )
@@ -89,11 +129,14 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
                        "microray.toml instead", err=True)
             if cfg.start_method == "auto":  # forks would show this command line for their whole life
                 cfg = cfg.replace(start_method="spawn")
+        if address:
+            _start_worker_node(cfg, address.removeprefix("microray://").removeprefix("ray://"), block)
+            return
         running = node.current_cluster(cfg.session_root)
         if running is not None:
             raise click.ClickException(
                 f"a microray cluster is already running here (GCS {running.gcs_address}); "
-                "run 'microray stop' first"
+                "run 'microray stop' first, or join it with 'microray start --address=" + running.gcs_address + "'"
             )
         handle = node.start_head(cfg, embedded=False)
     except (ConfigError, PluginError, RaySystemError) as exc:
@@ -101,17 +144,12 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
     click.echo(f"Started a microray head node.\n  GCS address: {handle.gcs_address}\n"
                f"  Session:     {handle.session_dir}\n"
                f"Connect a driver with microray.init(address=\"{handle.gcs_address}\") or address=\"auto\".\n"
+               f"Join a worker node with: microray start --address={handle.gcs_address}\n"
                "Stop it with: microray stop")
     if handle.dashboard_url:
         click.echo(f"Dashboard: {node.dashboard_login_url(handle)}")
     if block:
-        stop_flag = {"stop": False}
-
-        def _stop(*_a):
-            stop_flag["stop"] = True
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        stop_flag = _stop_on_signals()
         while not stop_flag["stop"] and pid_alive(handle.pids["raylet"]) and _gcs_running_or_restartable(
                 handle, cfg):
             time.sleep(0.2)
@@ -130,6 +168,48 @@ def _secret_on_command_line(cfg: Any, overrides: dict[str, Any]) -> bool:
     shown = redaction.redact_config({**given, "gcs_store": cfg.gcs_store, "object_store": cfg.object_store},
                                     get_plugin_manager(cfg.plugins))
     return any(shown[k] != v for k, v in given.items())
+
+
+def _stop_on_signals() -> dict[str, bool]:
+    stop_flag = {"stop": False}
+
+    def _stop(*_a):
+        stop_flag["stop"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return stop_flag
+
+
+def _start_worker_node(cfg: Any, gcs_address: str, block: bool) -> None:
+    """``microray start --address``: start a raylet that joins the cluster at
+    ``gcs_address``; return once the GCS lists it ALIVE (``--block``: run until
+    interrupted, then stop it)."""
+    from microray import worker_node
+    from microray.exceptions import RaySystemError
+    from microray.process import pid_alive
+
+    handle = worker_node.start_worker_node(cfg, gcs_address)
+    worker_node.record_node(cfg.session_root, handle, head=False)
+    try:
+        worker_node.wait_registered(gcs_address, handle.node_id)
+    except RaySystemError:
+        worker_node.kill_process_group(handle.pids["raylet"])
+        worker_node.forget_node(cfg.session_root, handle.node_id)
+        raise
+    click.echo(f"Started a microray worker node.\n  Node id:     {handle.node_id}\n"
+               f"  Raylet:      {handle.raylet_address}\n  GCS address: {gcs_address}\n"
+               f"  Session:     {handle.session_dir}\n"
+               "Stop it (and every node started on this machine) with: microray stop")
+    if block:
+        stop_flag = _stop_on_signals()
+        raylet = handle.pids["raylet"]
+        while not stop_flag["stop"] and pid_alive(raylet):
+            time.sleep(0.2)
+        if pid_alive(raylet):
+            os.kill(raylet, signal.SIGTERM)
+        worker_node._wait_gone([raylet], 10.0) or worker_node.kill_process_group(raylet)
+        worker_node.forget_node(cfg.session_root, handle.node_id)
 
 
 def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
@@ -154,27 +234,38 @@ def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
 
 
 @cli.command()
-@click.option("--force", is_flag=True, help="SIGKILL instead of SIGTERM.")
-def stop(force: bool) -> None:
-    """Stop the node processes that 'microray start' started on this machine."""
+@click.option("--force", is_flag=True, help="SIGKILL at once (with each process group) instead of SIGTERM.")
+@click.option("--grace-period", type=float, default=10.0, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+def stop(force: bool, grace_period: float) -> None:
+    """Stop the nodes that 'microray start' started on this machine (worker nodes and
+    the head): exactly the processes recorded when they started."""
     from microray import config as config_mod
-    from microray import node
+    from microray import node, worker_node
 
     cfg = config_mod.resolve({})
+    workers = worker_node.stop_recorded(cfg.session_root, force=force, grace=grace_period)
+    for record in workers:
+        click.echo(f"Stopped the worker node {record['node_id']} (raylet pid {record['pids'].get('raylet')}).")
     handle = node.current_cluster(cfg.session_root)
     if handle is None:
         node.forget_current(cfg.session_root)
-        click.echo("No running microray cluster found.")
-        return
+        if not workers:
+            click.echo("No running microray cluster found.")
+    else:
+        if force:
+            for pid in handle.pids.values():
+                worker_node.kill_process_group(pid)
+        node.stop_node(handle, timeout=grace_period)
+        node.forget_current(cfg.session_root)
+        click.echo(f"Stopped the microray cluster (GCS {handle.gcs_address}).")
     if force:
-        for pid in handle.pids.values():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    node.stop_node(handle)
-    node.forget_current(cfg.session_root)
-    click.echo(f"Stopped the microray cluster (GCS {handle.gcs_address}).")
+        from microray.object_store_access import sweep_stale_namespaces
+
+        try:  # SIGKILLed raylets could not remove their object store namespace
+            sweep_stale_namespaces(cfg)
+        except Exception as exc:  # noqa: BLE001 -- the processes are gone; report the rest
+            click.echo(f"warning: could not remove stale object store namespaces: {exc}", err=True)
 
 
 @cli.command("restart-gcs")

@@ -110,6 +110,8 @@ class Config:
     num_cpus: int | None = field(default=None, metadata=allowed(min=0))
     num_gpus: int | None = field(default=None, metadata=allowed(min=0))
     resources: dict[str, float] = field(default_factory=dict, metadata=allowed(min=0))
+    # node labels (name -> text), recorded on the node in the GCS (list_nodes, policies)
+    labels: dict = field(default_factory=dict)
     # bytes; None: 30% of RAM, at most 2 GiB here
     object_store_memory: int | None = field(default=None, metadata=allowed(min=MIN_OBJECT_STORE_BYTES, unit="bytes; text such as '2GiB' is read too"))
 
@@ -134,11 +136,11 @@ class Config:
     start_method: str = field(default="auto", metadata=allowed(choices=("auto", "fork", "spawn")))
     # event loop of microray's own I/O: auto (uvloop when installed) | uvloop | asyncio
     io_loop: str = field(default="auto", metadata=allowed(choices=("auto", "uvloop", "asyncio")))
-    heartbeat_period_s: float = field(default=1.0, metadata=allowed(min=0.05, max=3600, unit="seconds"))
+    heartbeat_period_s: float = field(default=0.5, metadata=allowed(min=0.05, max=3600, unit="seconds"))
     # how long calls wait for an unreachable GCS (a restart)
     gcs_rpc_timeout_s: float = field(default=60.0, metadata=allowed(above=0, unit="seconds"))
     # must also exceed heartbeat_period_s (checked with the other keys)
-    node_dead_after_s: float = field(default=10.0, metadata=allowed(min=0.1, unit="seconds"))
+    node_dead_after_s: float = field(default=4.0, metadata=allowed(min=0.1, unit="seconds"))
     log_level: str = field(default="info", metadata=allowed(choices=("debug", "info", "warning", "error", "critical")))
     log_to_driver: bool = True
     task_history_cap: int = field(default=10000, metadata=allowed(min=1))
@@ -330,6 +332,25 @@ def _check_amounts(key: str, amounts: Mapping[str, Any], source: str) -> None:
                 or (rule is not None and not rule.admits(amount))):
             expected = rule.describe() if rule is not None else "a number"
             raise ConfigError(f"config key {key!r} from {source}: bad amount {amount!r} for {name!r}; expected {expected}")
+
+
+# What a node decides for itself when it joins a cluster; every other key is the cluster's
+# (the head's config, from its GCS): timeouts, inline sizes, the scheduling policy...
+NODE_LOCAL_KEYS = (
+    "num_cpus", "num_gpus", "resources", "labels", "object_store_memory", "object_store",
+    "object_store_options", "session_root", "node_ip", "raylet_port", "start_method", "io_loop",
+    "log_level", "prestart_workers", "launcher_idle_s", "idle_worker_kill_s",
+)
+
+
+def joining_node_config(cluster: Config, local: Config) -> Config:
+    """The config of a node joining the cluster that runs ``cluster``: the cluster's, with
+    this machine's ``NODE_LOCAL_KEYS`` from ``local`` and the plugin modules of both."""
+    merged = asdict(cluster)
+    merged.update({key: getattr(local, key) for key in NODE_LOCAL_KEYS})
+    merged["plugins"] = list(dict.fromkeys([*cluster.plugins, *local.plugins]))
+    _check_together(merged, {key: "this node's config" for key in NODE_LOCAL_KEYS})
+    return Config(**merged)
 
 
 def _check_all(values: Mapping[str, Any], source: str) -> dict[str, Any]:

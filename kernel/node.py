@@ -384,7 +384,9 @@ def forget_current(root: str) -> None:
 
 
 def find_raylet(gcs_address: str, ip: str) -> tuple[str, str]:
-    """Ask the GCS at ``gcs_address`` for a live raylet on this machine (``ip``)."""
+    """Ask the GCS at ``gcs_address`` for the raylet a driver on this machine (``ip``)
+    uses: a live node on this IP (the head's when it runs here too), else the head's
+    raylet, else any live node's."""
     import grpc
 
     from microray.protocol import common_pb2, gcs_pb2_grpc
@@ -396,9 +398,10 @@ def find_raylet(gcs_address: str, ip: str) -> tuple[str, str]:
             raise ConnectionError(
                 f"could not reach a microray cluster at {gcs_address}: {exc.code().name} {exc.details()}"
             ) from None
-    alive = [n for n in nodes if n.state == "ALIVE"]
-    local = [n for n in alive if n.ip == ip] or alive
-    if not local:
+    alive = sorted((n for n in nodes if n.state == "ALIVE"), key=lambda n: (n.ip != ip, not n.is_head))
+    if not alive:
         raise ConnectionError(f"the cluster at {gcs_address} has no live node")
-    node = local[0]
+    node = alive[0]
+    if node.ip != ip:
+        log.info("no_local_raylet", ip=ip, using=f"{node.ip}:{node.raylet_port}", node_id=node.node_id)
     return f"{node.ip}:{node.raylet_port}", node.node_id

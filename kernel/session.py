@@ -74,9 +74,10 @@ def ensure_root(root: str) -> Path:
     return path
 
 
-def new_session_dir(root: str, keep: int = 10) -> str:
+def new_session_dir(root: str, keep: int = 10, latest: bool = True) -> str:
     """Create a session folder (0700, with ``logs/``), hold it live (see ``release``),
-    point ``session_latest`` at it and prune old sessions beyond ``keep``."""
+    point ``session_latest`` at it (unless ``latest`` is False: a worker node's session is
+    not the latest head's) and prune old sessions beyond ``keep``."""
     base = ensure_root(root)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     name = f"{PREFIX}{stamp}_{os.getpid()}_{os.urandom(3).hex()}"
@@ -89,11 +90,12 @@ def new_session_dir(root: str, keep: int = 10) -> str:
     path = base / name
     os.rename(creating, path)
     _held[str(path)] = fd
-    latest = base / LATEST
+    link = base / LATEST
     try:
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(path)
+        if latest and (link.is_symlink() or link.exists()):
+            link.unlink()
+        if latest:
+            link.symlink_to(path)
     except OSError:
         pass
     if keep > 0:

@@ -56,7 +56,12 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.config_json = redaction.redacted_json(config, self.pm)
         self.host = "127.0.0.1"
         self.last_heartbeat: dict[str, float] = {}
+        self.dead_reasons: dict[str, str] = {}  # node id -> why it was declared dead
         self.nodes: dict[str, common_pb2.NodeInfo] = {}
+        # bumped on every change of the node table's membership (join, leave, death);
+        # WatchNodes callers wait on it
+        self.node_version = 0
+        self._nodes_changed = asyncio.Event()
         self._job_lock = asyncio.Lock()
         self._named_lock = asyncio.Lock()
         from microray.gcs.actor_manager import ActorManager
@@ -113,7 +118,22 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     async def GetClusterConfig(self, request, context):
         return gcs_pb2.ClusterConfigReply(config_json=self.config_json, cluster_id=self.cluster_id)
 
+    def _node_table_changed(self) -> None:
+        self.node_version += 1
+        self._nodes_changed.set()
+        self._nodes_changed = asyncio.Event()
+
+    def _dead_reason(self, info: common_pb2.NodeInfo) -> str:
+        why = self.dead_reasons.get(info.node_id, "recorded DEAD in the GCS store")
+        return (f"node {info.node_id} ({info.ip}:{info.raylet_port}) was declared dead ({why}); a dead "
+                "node never serves again: start a new node")
+
     async def RegisterNode(self, request, context):
+        known = self.nodes.get(request.node_id)
+        if known is not None and known.state == "DEAD":
+            # no split brain: a node declared dead stays dead; its raylet must exit
+            log.warning("dead_node_refused", node_id=request.node_id, address=f"{request.ip}:{request.raylet_port}")
+            return gcs_pb2.RegisterNodeReply(refused=self._dead_reason(known), cluster_id=self.cluster_id)
         info = common_pb2.NodeInfo()
         info.CopyFrom(request)
         info.state = "ALIVE"
@@ -122,6 +142,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.last_heartbeat[info.node_id] = time.time()
         await self.store.put(T_NODES, info.node_id.encode(), info.SerializeToString())
         log.info("node_registered", node_id=info.node_id, address=f"{info.ip}:{info.raylet_port}")
+        self._node_table_changed()
         self._notify("microray_node_added", node=_node_dict(info))
         return gcs_pb2.RegisterNodeReply(config_json=self.config_json, cluster_id=self.cluster_id)
 
@@ -131,8 +152,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     async def Heartbeat(self, request, context):
         info = self.nodes.get(request.node_id)
-        if info is None or info.state != "ALIVE":
+        if info is None:  # this GCS never knew it (restarted without its state)
             return gcs_pb2.HeartbeatReply(reregister=True)
+        if info.state != "ALIVE":
+            return gcs_pb2.HeartbeatReply(dead=True, reason=self._dead_reason(info))
         self.last_heartbeat[request.node_id] = time.time()
         info.available.CopyFrom(request.available)
         info.object_store_used = request.object_store_used
@@ -141,16 +164,26 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.HeartbeatReply(reregister=False)
 
     async def GetAllNodes(self, request, context):
-        return gcs_pb2.NodeList(nodes=list(self.nodes.values()))
+        return gcs_pb2.NodeList(nodes=list(self.nodes.values()), version=self.node_version)
+
+    async def WatchNodes(self, request, context):
+        if request.version == self.node_version and request.wait_s > 0:
+            try:
+                await asyncio.wait_for(self._nodes_changed.wait(), min(request.wait_s, 60.0))
+            except asyncio.TimeoutError:
+                pass
+        return gcs_pb2.NodeList(nodes=list(self.nodes.values()), version=self.node_version)
 
     async def _mark_dead(self, node_id: str, reason: str) -> None:
         info = self.nodes.get(node_id)
         if info is None or info.state == "DEAD":
             return
         info.state = "DEAD"
+        self.dead_reasons[node_id] = reason
         self.last_heartbeat.pop(node_id, None)
+        self._node_table_changed()
         await self.store.put(T_NODES, node_id.encode(), info.SerializeToString())
-        log.warning("node_dead", node_id=node_id, reason=reason)
+        (log.info if reason == "unregistered" else log.warning)("node_dead", node_id=node_id, reason=reason)
         self._notify("microray_node_removed", node=_node_dict(info))
         self.actors.node_died(node_id, reason)
 
@@ -172,14 +205,33 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             await self._mark_dead(info.node_id, f"another node ({reply.node.node_id}) runs at {address}")
 
     async def monitor_nodes(self) -> None:
+        """Declare dead every node whose last heartbeat is older than node_dead_after_s.
+
+        When this loop itself was held up (the GCS process stalled), the heartbeats that
+        arrived meanwhile are still queued: the stall is added to every node's grace, so a
+        slow GCS never declares healthy nodes dead."""
         timeout = self.config.node_dead_after_s
+        interval = min(0.25, timeout / 4)
+        last_tick = time.monotonic()
+        last_drivers = 0.0
         while True:
-            await asyncio.sleep(min(1.0, timeout / 4))
+            await asyncio.sleep(interval)
+            tick = time.monotonic()
+            stall = tick - last_tick - interval
+            last_tick = tick
             now = time.time()
+            if stall > interval:
+                log.warning("gcs_monitor_stalled", seconds=round(stall, 2))
+                for node_id in list(self.last_heartbeat):
+                    self.last_heartbeat[node_id] += stall
+                continue
             for node_id, last in list(self.last_heartbeat.items()):
                 if now - last > timeout:
-                    await self._mark_dead(node_id, f"no heartbeat for {now - last:.1f}s")
-            await self._check_drivers()
+                    await self._mark_dead(node_id, f"no heartbeat for {now - last:.1f}s "
+                                                   f"(node_dead_after_s={timeout:g})")
+            if tick - last_drivers >= 1.0:
+                last_drivers = tick
+                await self._check_drivers()
 
     async def _check_drivers(self) -> None:
         """A driver on this machine that died without saying so finishes its job."""
@@ -306,6 +358,8 @@ def _node_dict(info: common_pb2.NodeInfo) -> dict[str, Any]:
         "address": f"{info.ip}:{info.raylet_port}",
         "resources": dict(info.total.amounts),
         "state": info.state,
+        "labels": dict(info.labels),
+        "is_head": info.is_head,
     }
 
 

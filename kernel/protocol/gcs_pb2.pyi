@@ -80,12 +80,14 @@ class ClusterConfigReply(_message.Message):
     def __init__(self, config_json: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
-    __slots__ = ("config_json", "cluster_id")
+    __slots__ = ("config_json", "cluster_id", "refused")
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     config_json: str
     cluster_id: str
-    def __init__(self, config_json: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+    refused: str
+    def __init__(self, config_json: _Optional[str] = ..., cluster_id: _Optional[str] = ..., refused: _Optional[str] = ...) -> None: ...
 
 class NodeIdRequest(_message.Message):
     __slots__ = ("node_id",)
@@ -108,16 +110,30 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., object_store_used: _Optional[int] = ..., num_workers: _Optional[int] = ..., pending_demands: _Optional[_Iterable[_Union[_common_pb2.ResourceMap, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("reregister",)
+    __slots__ = ("reregister", "dead", "reason")
     REREGISTER_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     reregister: bool
-    def __init__(self, reregister: _Optional[bool] = ...) -> None: ...
+    dead: bool
+    reason: str
+    def __init__(self, reregister: _Optional[bool] = ..., dead: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class NodeList(_message.Message):
-    __slots__ = ("nodes",)
+    __slots__ = ("nodes", "version")
     NODES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...
+    version: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class WatchNodesRequest(_message.Message):
+    __slots__ = ("version", "wait_s")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    wait_s: float
+    def __init__(self, version: _Optional[int] = ..., wait_s: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "driver_ip", "driver_pid", "start_time", "end_time", "state", "entrypoint", "namespace")

@@ -81,6 +81,11 @@ class GcsStub:
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_gcs__pb2.NodeList.FromString,
                 _registered_method=True)
+        self.WatchNodes = channel.unary_unary(
+                '/microray.Gcs/WatchNodes',
+                request_serializer=microray_dot_protocol_dot_gcs__pb2.WatchNodesRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_gcs__pb2.NodeList.FromString,
+                _registered_method=True)
         self.AddJob = channel.unary_unary(
                 '/microray.Gcs/AddJob',
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.JobInfo.SerializeToString,
@@ -187,6 +192,14 @@ class GcsServicer:
 
     def GetAllNodes(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchNodes(self, request, context):
+        """The node table once its version differs from the caller's (at once), or after
+        wait_s seconds with the current table: raylets learn node changes as they happen.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -301,6 +314,11 @@ def add_GcsServicer_to_server(servicer, server):
             'GetAllNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAllNodes,
                     request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                    response_serializer=microray_dot_protocol_dot_gcs__pb2.NodeList.SerializeToString,
+            ),
+            'WatchNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.WatchNodes,
+                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.WatchNodesRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_gcs__pb2.NodeList.SerializeToString,
             ),
             'AddJob': grpc.unary_unary_rpc_method_handler(
@@ -597,6 +615,33 @@ class Gcs:
             target,
             '/microray.Gcs/GetAllNodes',
             microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            microray_dot_protocol_dot_gcs__pb2.NodeList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/WatchNodes',
+            microray_dot_protocol_dot_gcs__pb2.WatchNodesRequest.SerializeToString,
             microray_dot_protocol_dot_gcs__pb2.NodeList.FromString,
             options,
             channel_credentials,

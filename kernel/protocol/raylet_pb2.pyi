@@ -150,3 +150,9 @@ class WorkerStats(_message.Message):
     is_driver: bool
     job_id: str
     def __init__(self, worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[str] = ..., actor_id: _Optional[str] = ..., address: _Optional[str] = ..., is_driver: _Optional[bool] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ClusterViewReply(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...

@@ -76,6 +76,11 @@ class RayletStub:
                 request_serializer=microray_dot_protocol_dot_raylet__pb2.WorkerIdRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_raylet__pb2.WorkerGpusReply.FromString,
                 _registered_method=True)
+        self.GetClusterView = channel.unary_unary(
+                '/microray.Raylet/GetClusterView',
+                request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_raylet__pb2.ClusterViewReply.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/microray.Raylet/Shutdown',
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
@@ -144,6 +149,13 @@ class RayletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterView(self, request, context):
+        """The nodes this raylet knows of (itself included) and their states, as it schedules with them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -200,6 +212,11 @@ def add_RayletServicer_to_server(servicer, server):
                     servicer.GetWorkerGpus,
                     request_deserializer=microray_dot_protocol_dot_raylet__pb2.WorkerIdRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_raylet__pb2.WorkerGpusReply.SerializeToString,
+            ),
+            'GetClusterView': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterView,
+                    request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                    response_serializer=microray_dot_protocol_dot_raylet__pb2.ClusterViewReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -429,6 +446,33 @@ class Raylet:
             '/microray.Raylet/GetWorkerGpus',
             microray_dot_protocol_dot_raylet__pb2.WorkerIdRequest.SerializeToString,
             microray_dot_protocol_dot_raylet__pb2.WorkerGpusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Raylet/GetClusterView',
+            microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            microray_dot_protocol_dot_raylet__pb2.ClusterViewReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,12 +50,14 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     from microray.raylet import server
 
     try:
-        server.run(args, zygote, args.ready_fd)
+        code = server.run(args, zygote, args.ready_fd)
     except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
         structlog.get_logger("microray.raylet").error("raylet_failed", error=f"{type(exc).__name__}: {exc}")
         zygote.kill()
         report_start_failure(args.ready_fd, exc)
         sys.exit(1)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

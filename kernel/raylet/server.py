@@ -85,6 +85,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.id_prefixes: dict[str, bytes] = {}  # worker id -> id prefix of the objects it owns
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
         self.owners = OwnerWatcher(self.owner_died, self._local_pid)
+        self.exit_code = 0  # 1 when the GCS refused this node (declared dead)
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -103,6 +104,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             object_store_capacity=usage.capacity_bytes,
             pid=os.getpid(),
             num_workers=len(self.leases.workers),
+            labels={str(k): str(v) for k, v in self.cfg.labels.items()},
         )
 
     async def register_with_gcs(self, deadline: float) -> None:
@@ -110,6 +112,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         while True:
             try:
                 reply = await self.gcs.RegisterNode(self.node_info(), timeout=2)
+                if reply.refused:
+                    raise RuntimeError(f"the GCS at {self.gcs_address} refused this node: {reply.refused}")
                 log.info("node_registered", node_id=self.node_id, cluster_id=reply.cluster_id)
                 return
             except grpc.aio.AioRpcError as exc:
@@ -216,13 +220,61 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                     ),
                     timeout=max(period, 1.0),
                 )
+                if reply.dead:
+                    self.refused(reply.reason)
+                    return
                 if reply.reregister:
                     log.warning("gcs_asked_to_reregister", node_id=self.node_id)
-                    await self.gcs.RegisterNode(self.node_info(), timeout=2)
-                nodes = await self.gcs.GetAllNodes(common_pb2.Empty(), timeout=2)
-                self.remote_nodes = {n.node_id: n for n in nodes.nodes if n.node_id != self.node_id}
+                    again = await self.gcs.RegisterNode(self.node_info(), timeout=2)
+                    if again.refused:
+                        self.refused(again.refused)
+                        return
             except grpc.aio.AioRpcError as exc:
                 log.warning("gcs_unreachable", error=exc.code().name)
+
+    def refused(self, reason: str) -> None:
+        """The GCS declared this node dead (it missed heartbeats, e.g. it was stopped or cut
+        off): it must not serve again, or the cluster would run two views of its work. Stop
+        the node; the raylet exits with code 1."""
+        if self.stopped.is_set():
+            return
+        log.error("node_refused_exiting", node_id=self.node_id, reason=reason,
+                  hint="this node's work was given up by the cluster; start a new node to rejoin")
+        self.exit_code = 1
+        self.stopped.set()
+
+    async def watch_nodes_loop(self) -> None:
+        """Keep ``remote_nodes`` (the cluster view the scheduler sees) in step with the GCS
+        node table: a join or a death arrives at once (long-poll), resource figures at least
+        every heartbeat period."""
+        period = self.cfg.heartbeat_period_s
+        version = -1
+        while True:
+            try:
+                reply = await self.gcs.WatchNodes(
+                    gcs_pb2.WatchNodesRequest(version=version, wait_s=period), timeout=period + 5
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.debug("watch_nodes_failed", error=exc.code().name)
+                await asyncio.sleep(period)
+                continue
+            version = reply.version
+            self.apply_node_table(reply.nodes)
+
+    def apply_node_table(self, nodes: Any) -> None:
+        remote = {}
+        for n in nodes:
+            if n.node_id == self.node_id:
+                if n.state == "DEAD":
+                    self.refused(f"the GCS node table lists node {self.node_id} as DEAD")
+                continue
+            remote[n.node_id] = n
+            old = self.remote_nodes.get(n.node_id)
+            if old is None and n.state == "ALIVE":
+                log.info("node_joined_view", peer_node_id=n.node_id, address=f"{n.ip}:{n.raylet_port}")
+            elif old is not None and old.state == "ALIVE" and n.state != "ALIVE":
+                log.info("node_left_view", peer_node_id=n.node_id, address=f"{n.ip}:{n.raylet_port}")
+        self.remote_nodes = remote
 
     # -- zygote / worker pool --------------------------------------------------
     def start_workers(self, env: str, count: int) -> None:
@@ -277,11 +329,13 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
     # -- scheduling ------------------------------------------------------------
     def cluster_view(self) -> ClusterView:
         nodes = {
-            self.node_id: NodeView(self.node_id, dict(self.total), dict(self.leases.available), True)
+            self.node_id: NodeView(self.node_id, dict(self.total), dict(self.leases.available), True,
+                                   dict(self.cfg.labels))
         }
         for node_id, info in self.remote_nodes.items():
             nodes[node_id] = NodeView(
-                node_id, dict(info.total.amounts), dict(info.available.amounts), info.state == "ALIVE"
+                node_id, dict(info.total.amounts), dict(info.available.amounts), info.state == "ALIVE",
+                dict(info.labels),
             )
         return ClusterView(nodes=nodes, local_node_id=self.node_id)
 
@@ -467,6 +521,9 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             workers.append(raylet_pb2.WorkerStats(worker_id=worker_id, pid=pid, state="DRIVER", address=address, is_driver=True))
         return raylet_pb2.NodeStatsReply(node=self.node_info(), workers=workers)
 
+    async def GetClusterView(self, request, context):
+        return raylet_pb2.ClusterViewReply(nodes=[self.node_info(), *self.remote_nodes.values()])
+
     async def Shutdown(self, request, context):
         asyncio.get_running_loop().call_later(0.01, self.stopped.set)
         return common_pb2.Empty()
@@ -498,7 +555,12 @@ async def serve(
     zygote: Any,
     is_head: bool,
     ready_fd: int | None,
-) -> None:
+) -> int:
+    gcs_channel = grpc.aio.insecure_channel(gcs_address, options=OPTIONS)
+    if not is_head:
+        cfg = await joined_config(gcs_pb2_grpc.GcsStub(gcs_channel), gcs_address, cfg)
+        # the node's processes (workers, drivers here) read the node's config from its session
+        session.write_node_config(session_dir, cfg)
     raylet = Raylet(cfg, node_id, session_dir, gcs_address, zygote, is_head)
     loop = asyncio.get_running_loop()
     raylet.procs.attach(loop)
@@ -514,36 +576,64 @@ async def serve(
         count = 1
         raylet.leases.starting[""] = count
         raylet.start_workers("", count)
-    raylet.gcs_channel = grpc.aio.insecure_channel(gcs_address, options=OPTIONS)
+    raylet.gcs_channel = gcs_channel
     raylet.gcs = gcs_pb2_grpc.GcsStub(raylet.gcs_channel)
     await raylet.register_with_gcs(time.monotonic() + 30)
+    try:  # the first view before the first lease request
+        raylet.apply_node_table((await raylet.gcs.GetAllNodes(common_pb2.Empty(), timeout=5)).nodes)
+    except grpc.aio.AioRpcError as exc:
+        log.warning("gcs_unreachable", error=exc.code().name)
     if ready_fd is not None:
         os.write(ready_fd, f"{raylet.port} {node_id} {raylet.store_namespace}\n".encode())
         os.close(ready_fd)
     log.info("raylet_started", node_id=node_id, port=raylet.port, resources=raylet.total)
     heartbeats = asyncio.create_task(raylet.heartbeat_loop())
+    watch = asyncio.create_task(raylet.watch_nodes_loop())
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, raylet.stopped.set)
     await raylet.stopped.wait()
     heartbeats.cancel()
     raylet.owners.close()
-    try:
-        await raylet.gcs.UnregisterNode(gcs_pb2.NodeIdRequest(node_id=node_id), timeout=0.5)
-    except grpc.aio.AioRpcError as exc:
-        if not is_unavailable(exc):
-            log.warning("unregister_failed", error=str(exc))
+    watch.cancel()
+    if not raylet.exit_code:
+        try:
+            await raylet.gcs.UnregisterNode(gcs_pb2.NodeIdRequest(node_id=node_id), timeout=0.5)
+        except grpc.aio.AioRpcError as exc:
+            if not is_unavailable(exc):
+                log.warning("unregister_failed", error=str(exc))
     for w in list(raylet.leases.workers.values()):
         raylet._kill_worker(w.pid, "the node is stopping")
     raylet.procs.stop()  # the zygote, and workers not registered yet
     await server.stop(grace=0.1)
     raylet.object_store.destroy()
     shutil.rmtree(os.path.join(session_dir, "spill", raylet.store_namespace), ignore_errors=True)
-    log.info("raylet_stopped", node_id=node_id)
+    log.info("raylet_stopped", node_id=node_id, exit_code=raylet.exit_code)
+    return raylet.exit_code
 
 
-def run(args: Any, zygote: Any, ready_fd: int | None) -> None:
+async def joined_config(gcs: gcs_pb2_grpc.GcsStub, gcs_address: str, local: config_mod.Config,
+                        timeout: float = 15.0) -> config_mod.Config:
+    """The config of a node joining the cluster at ``gcs_address`` (``local``: this
+    machine's); fails naming the address when its GCS does not answer within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reply = await gcs.GetClusterConfig(common_pb2.Empty(), timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            break
+        except grpc.aio.AioRpcError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no microray GCS answers at {gcs_address} ({exc.code().name}: "
+                                   f"{exc.details()}); is the head running, and is it the right address?") from None
+            await asyncio.sleep(0.2)
+    cfg = config_mod.joining_node_config(config_mod.Config.from_json(reply.config_json), local)
+    log.info("joining_cluster", gcs_address=gcs_address, cluster_id=reply.cluster_id)
+    return cfg
+
+
+def run(args: Any, zygote: Any, ready_fd: int | None) -> int:
+    """Serve until stopped; the exit code the process should end with."""
     cfg = session.read_node_config(args.config_file)
-    rpc.run(
+    return rpc.run(
         serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd),
         cfg.io_loop,
     )

@@ -1,0 +1,290 @@
+"""A cluster of several nodes on this machine, for tests: ``microray.cluster_utils.Cluster``.
+
+Like Ray's ``ray.cluster_utils.Cluster``::
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    node = cluster.add_node(num_cpus=2, resources={"custom": 1})
+    cluster.wait_for_nodes()
+    cluster.connect()                 # microray.init(address=cluster.address)
+    ...
+    cluster.remove_node(node)         # graceful stop; allow_graceful=False: SIGKILL its process group
+    cluster.shutdown()
+
+Every node is real: it is started by ``microray start`` (``--head`` for the first one,
+``--address`` for the others) in a child interpreter, so it runs exactly the code an
+operator's node runs, with its own ports, session folder and object store namespace,
+all under the cluster's own session root (a temporary folder unless one is given).
+Keyword arguments of ``add_node`` are the node's flags (``num_cpus``, ``num_gpus``,
+``resources``, ``labels``, ``object_store_memory``, ``node_ip_address``, ``object_store``,
+``dashboard`` ...); any other config key is given to the node through its
+``MICRORAY_<KEY>`` variable (those of the head, e.g. ``node_dead_after_s``, are the
+cluster's). The nodes import modules from this process's ``sys.path`` (they share this
+machine's files), so functions of a test module run on every node.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# add_node keywords that are `microray start` flags (value: the flag)
+_FLAGS = {
+    "num_cpus": "--num-cpus",
+    "num_gpus": "--num-gpus",
+    "resources": "--resources",
+    "labels": "--labels",
+    "object_store_memory": "--object-store-memory",
+    "node_ip_address": "--node-ip-address",
+    "object_store": "--object-store",
+    "gcs_store": "--gcs-store",
+    "scheduling_policy": "--scheduling-policy",
+    "dashboard": "--dashboard",
+    "port": "--port",
+    "node_manager_port": "--node-manager-port",
+}
+_OPTION_FLAGS = {"object_store_options": "--object-store-option", "gcs_store_options": "--gcs-store-option"}
+
+
+@dataclass
+class ClusterNode:
+    """One node of a ``Cluster``: its ids, addresses, session folder and processes."""
+
+    node_id: str
+    is_head: bool
+    gcs_address: str
+    raylet_address: str
+    session_dir: str
+    store_namespace: str
+    pids: dict[str, int] = field(default_factory=dict)
+    node_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def raylet_pid(self) -> int:
+        return self.pids["raylet"]
+
+    @property
+    def address(self) -> str:
+        """The GCS address of the node's cluster (what ``microray.init`` takes)."""
+        return self.gcs_address
+
+    def alive(self) -> bool:
+        from microray.process import pid_alive
+
+        return any(pid_alive(pid) for pid in self.pids.values())
+
+
+class Cluster:
+    """Nodes started one by one on this machine, under one session root.
+
+    ``initialize_head``: start the head now (with ``head_node_args``); ``connect``: then
+    connect this process as a driver. ``session_root``: where every node keeps its
+    session folder and record (default: a new temporary folder, removed at shutdown)."""
+
+    def __init__(
+        self,
+        initialize_head: bool = False,
+        connect: bool = False,
+        head_node_args: dict[str, Any] | None = None,
+        shutdown_at_exit: bool = True,
+        session_root: str | None = None,
+    ) -> None:
+        self._own_root = session_root is None
+        self.session_root = session_root or tempfile.mkdtemp(prefix="microray-cluster-")
+        self.head_node: ClusterNode | None = None
+        self.worker_nodes: list[ClusterNode] = []
+        self.removed_nodes: list[ClusterNode] = []
+        self.connected = False
+        if shutdown_at_exit:
+            atexit.register(self.shutdown)
+        if initialize_head:
+            self.add_node(**(head_node_args or {}))
+            if connect:
+                self.connect()
+        elif connect:
+            raise ValueError("Cluster(connect=True) needs initialize_head=True (there is nothing to connect to)")
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """The GCS address (``HOST:PORT``) of the cluster's head."""
+        if self.head_node is None:
+            raise RuntimeError("the cluster has no head node yet; call add_node() first")
+        return self.head_node.gcs_address
+
+    @property
+    def gcs_address(self) -> str:
+        return self.address
+
+    def list_all_nodes(self) -> list[ClusterNode]:
+        """The head (when started) and every worker node not removed."""
+        return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
+
+    # -- nodes -----------------------------------------------------------------------------
+    def env(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
+        """The environment of the ``microray`` commands this cluster runs: its session
+        root, this process's module path, and ``extra`` config keys as ``MICRORAY_<KEY>``."""
+        env = dict(os.environ)
+        env.pop("MICRORAY_ADDRESS", None)
+        env["MICRORAY_SESSION_ROOT"] = self.session_root
+        path = [p for p in sys.path if p and os.path.isdir(p)]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([os.getcwd(), *path]))
+        for key, value in (extra or {}).items():
+            env[f"MICRORAY_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return env
+
+    def _cli(self, args: list[str], env: dict[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "microray.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=timeout, cwd=self.session_root)
+
+    def add_node(self, wait: bool = True, **node_args: Any) -> ClusterNode:
+        """Start a node and return it once the GCS lists it ALIVE: the head when the
+        cluster has none yet, else a worker node joining it. ``wait`` is accepted for
+        Ray's signature; the node is always registered when this returns."""
+        from microray.node import ADDRESS_FILE
+
+        is_head = self.head_node is None
+        args = ["start", "--head"] if is_head else ["start", f"--address={self.address}"]
+        rest: dict[str, Any] = {}
+        if is_head:
+            node_args.setdefault("dashboard", "none")
+        for key, value in node_args.items():
+            if value is None:
+                continue
+            if key == "_system_config":  # Ray's name for cluster-wide config keys
+                rest.update(value)
+            elif key in _FLAGS:
+                args += [_FLAGS[key], value if isinstance(value, str) else json.dumps(value)]
+            elif key in _OPTION_FLAGS:
+                for opt_key, opt_value in value.items():
+                    args += [_OPTION_FLAGS[key], f"{opt_key}={json.dumps(opt_value)}"]
+            else:
+                rest[key] = value
+        before = set(self._session_dirs())
+        result = self._cli(args, self.env(rest))
+        if result.returncode != 0:
+            raise RuntimeError(f"'microray {' '.join(args)}' failed ({result.returncode}):\n"
+                               f"{result.stdout}\n{result.stderr[-4000:]}")
+        new = [d for d in self._session_dirs() if d not in before]
+        if len(new) != 1:
+            raise RuntimeError(f"'microray {' '.join(args)}' made {len(new)} session folders, expected 1: {new}")
+        record = json.loads((Path(new[0]) / ADDRESS_FILE).read_text())
+        node = ClusterNode(
+            node_id=record["node_id"], is_head=is_head, gcs_address=record["gcs_address"],
+            raylet_address=record["raylet_address"], session_dir=record["session_dir"],
+            store_namespace=record["store_namespace"], pids=dict(record["pids"]), node_args=dict(node_args),
+        )
+        if is_head:
+            self.head_node = node
+        else:
+            self.worker_nodes.append(node)
+        log.info("cluster_node_added", node_id=node.node_id, head=is_head, pids=node.pids)
+        return node
+
+    def _session_dirs(self) -> list[str]:
+        return [str(p) for p in Path(self.session_root).glob("session_2*") if p.is_dir()]
+
+    def remove_node(self, node: ClusterNode, allow_graceful: bool = True, timeout: float = 20.0) -> None:
+        """Stop ``node``: SIGTERM its processes (its raylet leaves the cluster, stops its
+        workers and removes its object store), or with ``allow_graceful=False`` SIGKILL
+        each of its process groups at once (the node just dies: the GCS declares it dead
+        after ``node_dead_after_s``). Removing the head stops the GCS too."""
+        from microray import node as node_mod
+        from microray import worker_node
+        from microray.process import pid_alive
+
+        order = [node.pids[k] for k in ("dashboard", "raylet", "gcs") if k in node.pids]
+        if allow_graceful:
+            if node.is_head:
+                handle = node_mod.NodeHandle(node.gcs_address, node.raylet_address, node.node_id, node.session_dir,
+                                             node.store_namespace, pids=dict(node.pids))
+                node_mod.stop_node(handle, timeout=timeout)
+            else:
+                worker_node._signal(node.raylet_pid, 15)
+        else:
+            for pid in order:
+                worker_node.kill_process_group(pid)
+        deadline = time.monotonic() + timeout
+        while any(pid_alive(p) for p in order) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in order:  # graceful stop overran: no node is left half-running
+            if pid_alive(pid):
+                worker_node.kill_process_group(pid)
+        if not allow_graceful or any(pid_alive(p) for p in order):
+            self._remove_namespace(node)
+        if node.is_head:
+            node_mod.forget_current(self.session_root)
+            self.head_node = None
+        else:
+            worker_node.forget_node(self.session_root, node.node_id)
+            if node in self.worker_nodes:
+                self.worker_nodes.remove(node)
+        self.removed_nodes.append(node)
+
+    def _remove_namespace(self, node: ClusterNode) -> None:
+        """A killed raylet could not remove its object store namespace: remove it here."""
+        from microray import config as config_mod
+        from microray.object_store_access import destroy_namespace
+
+        cfg = config_mod.resolve({k: v for k, v in node.node_args.items()
+                                  if k in ("object_store", "object_store_options")}, environ={})
+        destroy_namespace(cfg, node.store_namespace, node.session_dir)
+
+    def wait_for_nodes(self, timeout: float = 30.0) -> None:
+        """Until the GCS lists exactly this cluster's nodes as ALIVE."""
+        from microray.util.state import list_nodes
+
+        want = {n.node_id for n in self.list_all_nodes()}
+        deadline = time.monotonic() + timeout
+        alive: set[str] = set()
+        while True:
+            try:
+                alive = {n["node_id"] for n in list_nodes(address=self.address) if n["state"] == "ALIVE"}
+            except Exception as exc:  # noqa: BLE001 -- the GCS may still be starting
+                alive = {f"(GCS unreachable: {exc})"}
+            if alive == want:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the cluster's ALIVE nodes are {sorted(alive)} after {timeout:g}s; "
+                                   f"expected {sorted(want)}")
+            time.sleep(0.05)
+
+    # -- drivers ---------------------------------------------------------------------------
+    def connect(self, **init_kwargs: Any) -> Any:
+        """Connect this process to the cluster as a driver (``microray.init``)."""
+        import microray
+
+        context = microray.init(address=self.address, **init_kwargs)
+        self.connected = True
+        return context
+
+    def shutdown(self) -> None:
+        """Disconnect the driver (when connected), stop every node (worker nodes first,
+        then the head) and remove the cluster's session root when it made it."""
+        atexit.unregister(self.shutdown)
+        if self.connected:
+            import microray
+
+            microray.shutdown()
+            self.connected = False
+        for node in list(self.worker_nodes):
+            try:
+                self.remove_node(node)
+            except Exception as exc:  # noqa: BLE001 -- stop the others regardless
+                log.warning("cluster_node_stop_failed", node_id=node.node_id, error=repr(exc))
+        if self.head_node is not None:
+            self.remove_node(self.head_node)
+        if self._own_root:
+            shutil.rmtree(self.session_root, ignore_errors=True)
