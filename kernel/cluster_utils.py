@@ -58,6 +58,15 @@ _FLAGS = {
 _OPTION_FLAGS = {"object_store_options": "--object-store-option", "gcs_store_options": "--gcs-store-option"}
 
 
+def _env_value(value: Any) -> str:
+    """A config value as its ``MICRORAY_<KEY>`` variable reads it (lists comma-separated)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return json.dumps(value)
+
+
 @dataclass
 class ClusterNode:
     """One node of a ``Cluster``: its ids, addresses, session folder and processes."""
@@ -142,7 +151,7 @@ class Cluster:
         path = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([os.getcwd(), *path]))
         for key, value in (extra or {}).items():
-            env[f"MICRORAY_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+            env[f"MICRORAY_{key.upper()}"] = _env_value(value)
         return env
 
     def _cli(self, args: list[str], env: dict[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess:

@@ -111,7 +111,7 @@ class Config:
     num_gpus: int | None = field(default=None, metadata=allowed(min=0))
     resources: dict[str, float] = field(default_factory=dict, metadata=allowed(min=0))
     # node labels (name -> text), recorded on the node in the GCS (list_nodes, policies)
-    labels: dict = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict, metadata=allowed(nonempty=True))
     # bytes; None: 30% of RAM, at most 2 GiB here
     object_store_memory: int | None = field(default=None, metadata=allowed(min=MIN_OBJECT_STORE_BYTES, unit="bytes; text such as '2GiB' is read too"))
 
@@ -226,6 +226,8 @@ def accepted(key: str) -> str:
     if hint is dict or text.startswith("dict"):
         if rule is None:
             return "a table/dict (checked by the chosen backend)" if key.endswith("_options") else "a table/dict"
+        if text.startswith("dict[str, str]"):
+            return "a table of non-empty names to strings"
         return f"a table of names to {rule.describe('numbers')}"
     if hint is list or text.startswith("list"):
         return "a list of " + ("non-empty " if rule is not None and rule.nonempty else "") + "strings"
@@ -274,7 +276,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 pass
         if not isinstance(value, Mapping):
             raise _bad(key, source, value, "a table/dict")
-        if text.startswith("dict["):  # dict[str, float]: amounts by name
+        if text.startswith("dict[str, str]"):  # labels: text by name
+            if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()):
+                raise _bad(key, source, value, accepted(key))
+        elif text.startswith("dict["):  # dict[str, float]: amounts by name
             _check_amounts(key, value, source)
         return dict(value)
     if hint is list or text.startswith("list"):

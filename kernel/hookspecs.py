@@ -83,7 +83,7 @@ def microray_actor_state_changed(actor: dict[str, Any]) -> None:
 @hookspec
 def microray_node_added(node: dict[str, Any]) -> None:
     """A node registered with the GCS. ``node`` holds ``node_id``, ``address``,
-    ``resources``. Called in the GCS."""
+    ``resources``, ``state``, ``labels``, ``is_head``. Called in the GCS."""
 
 
 @hookspec

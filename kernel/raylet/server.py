@@ -611,11 +611,11 @@ async def serve(
     return raylet.exit_code
 
 
-async def joined_config(gcs: gcs_pb2_grpc.GcsStub, gcs_address: str, local: config_mod.Config,
-                        timeout: float = 15.0) -> config_mod.Config:
+async def joined_config(gcs: gcs_pb2_grpc.GcsStub, gcs_address: str, local: config_mod.Config) -> config_mod.Config:
     """The config of a node joining the cluster at ``gcs_address`` (``local``: this
-    machine's); fails naming the address when its GCS does not answer within ``timeout``."""
-    deadline = time.monotonic() + timeout
+    machine's); fails naming the address when its GCS does not answer within
+    ``gcs_rpc_timeout_s`` (at most 15 s: a wrong address should not keep a user waiting)."""
+    deadline = time.monotonic() + min(local.gcs_rpc_timeout_s, 15.0)
     while True:
         try:
             reply = await gcs.GetClusterConfig(common_pb2.Empty(), timeout=max(0.5, min(5.0, deadline - time.monotonic())))
