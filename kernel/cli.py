@@ -208,7 +208,8 @@ def _start_worker_node(cfg: Any, gcs_address: str, block: bool) -> None:
             time.sleep(0.2)
         if pid_alive(raylet):
             os.kill(raylet, signal.SIGTERM)
-        worker_node._wait_gone([raylet], 10.0) or worker_node.kill_process_group(raylet)
+        if not worker_node.wait_gone([raylet], 10.0):
+            worker_node.kill_process_group(raylet)
         worker_node.forget_node(cfg.session_root, handle.node_id)
 
 

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,9 @@ class Cluster:
         for key, value in node_args.items():
             if value is None:
                 continue
-            if key == "_system_config":  # Ray's name for cluster-wide config keys
-                rest.update(value)
+            if key == "_system_config":  # Ray's internal flags: microray has its own config keys
+                warnings.warn(f"Cluster.add_node ignores _system_config {sorted(value)}: give microray config "
+                              "keys (docs/config.md) as keyword arguments instead", UserWarning, stacklevel=2)
             elif key in _FLAGS:
                 args += [_FLAGS[key], value if isinstance(value, str) else json.dumps(value)]
             elif key in _OPTION_FLAGS:
@@ -221,7 +223,7 @@ class Cluster:
                                              node.store_namespace, pids=dict(node.pids))
                 node_mod.stop_node(handle, timeout=timeout)
             else:
-                worker_node._signal(node.raylet_pid, 15)
+                worker_node.terminate(node.raylet_pid)
         else:
             for pid in order:
                 worker_node.kill_process_group(pid)

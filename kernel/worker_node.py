@@ -180,12 +180,12 @@ def stop_recorded(root: str, force: bool = False, grace: float = 10.0) -> list[d
         order = [pids[k] for k in ("dashboard", "raylet", "gcs") if k in pids]
         for pid in order:
             if not force and record.get("head") and pid == pids.get("gcs"):
-                _wait_gone([pids[k] for k in ("raylet",) if k in pids], grace)
+                wait_gone([pids[k] for k in ("raylet",) if k in pids], grace)
             _signal(pid, signal.SIGKILL if force else signal.SIGTERM)
-        if not _wait_gone(order, grace):
+        if not wait_gone(order, grace):
             for pid in order:
                 _signal(pid, signal.SIGKILL)
-            _wait_gone(order, 5.0)
+            wait_gone(order, 5.0)
         forget_node(root, record["node_id"])
     return records
 
@@ -200,7 +200,8 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def _wait_gone(pids: list[int], timeout: float) -> bool:
+def wait_gone(pids: list[int], timeout: float) -> bool:
+    """Whether every process in ``pids`` ended within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while any(process.pid_alive(p) for p in pids):
         if time.monotonic() > deadline:
@@ -213,3 +214,9 @@ def kill_process_group(pid: int) -> None:
     """SIGKILL the process group led by ``pid`` (a node process started by ``microray
     start`` leads one: its raylet, zygote and workers), or ``pid`` alone."""
     _signal(pid, signal.SIGKILL)
+
+
+def terminate(pid: int) -> None:
+    """SIGTERM ``pid`` (a raylet then leaves the cluster and stops its workers); nothing
+    when it is gone."""
+    _signal(pid, signal.SIGTERM)
