@@ -189,6 +189,7 @@ def _start_worker_node(cfg: Any, gcs_address: str, block: bool) -> None:
     from microray.exceptions import RaySystemError
     from microray.process import pid_alive
 
+    stop_flag = _stop_on_signals() if block else {"stop": False}  # before the node runs: no gap
     handle = worker_node.start_worker_node(cfg, gcs_address)
     worker_node.record_node(cfg.session_root, handle, head=False)
     try:
@@ -202,7 +203,6 @@ def _start_worker_node(cfg: Any, gcs_address: str, block: bool) -> None:
                f"  Session:     {handle.session_dir}\n"
                "Stop it (and every node started on this machine) with: microray stop")
     if block:
-        stop_flag = _stop_on_signals()
         raylet = handle.pids["raylet"]
         while not stop_flag["stop"] and pid_alive(raylet):
             time.sleep(0.2)

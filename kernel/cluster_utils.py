@@ -290,6 +290,10 @@ class Cluster:
 
             microray.shutdown()
             self.connected = False
+        from microray import worker_node
+
+        for node in self.worker_nodes:  # all at once; remove_node then waits for each
+            worker_node.terminate(node.raylet_pid)
         for node in list(self.worker_nodes):
             try:
                 self.remove_node(node)

@@ -15,7 +15,7 @@ import pytest
 
 from microray import node as node_mod
 from microray import worker_node
-from microray.testing.processes import driver_env, pid_alive, run_driver, wait_for
+from microray.testing.processes import driver_env, pid_alive, read_marker, run_driver, wait_for
 from microray.util.state import list_nodes
 
 from .conftest import REPO_ROOT, shm_entries
@@ -148,3 +148,28 @@ def test_join_refuses_head_flags_and_unreachable_addresses(machines, tmp_path):
     assert out.returncode == 1
     assert "127.0.0.1:1" in out.stderr and "GCS" in out.stderr, out.stderr
     assert not worker_node.recorded_nodes(str(here.root))
+
+
+def test_join_with_block_runs_until_terminated(machines):
+    here = machines("here")
+    here.run("start", "--head", "--num-cpus", "1", "--dashboard", "none")
+    gcs = node_mod.current_cluster(str(here.root)).gcs_address
+    blocking = subprocess.Popen([sys.executable, "-m", "microray.cli", "start", f"--address={gcs}", "--num-cpus", "1",
+                                 "--block"], env=here.env, cwd=str(here.cwd), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        read_marker(blocking, "Started a microray worker node", timeout=60)
+        record = worker_node.recorded_nodes(str(here.root))[0]
+        wait_for(lambda: any(n["node_id"] == record["node_id"] and n["state"] == "ALIVE"
+                             for n in list_nodes(address=gcs)), timeout=30, what="the node to be ALIVE")
+        assert blocking.poll() is None  # still in the foreground
+        blocking.terminate()
+        assert blocking.wait(timeout=30) == 0
+    finally:
+        if blocking.poll() is None:
+            blocking.kill()
+            blocking.wait()
+    assert not pid_alive(record["pids"]["raylet"])
+    assert not worker_node.recorded_nodes(str(here.root))
+    states = {n["node_id"]: n["state"] for n in list_nodes(address=gcs)}
+    assert states[record["node_id"]] == "DEAD"  # it left the cluster

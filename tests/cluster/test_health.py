@@ -13,8 +13,10 @@ import time
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 import microray as ray
+from microray.cli_state import status_cmd
 from microray.config import Config
 from microray.protocol import common_pb2, raylet_pb2_grpc
 from microray.testing.processes import pid_alive, wait_for
@@ -78,6 +80,10 @@ def test_killed_node_is_declared_dead_everywhere(make_cluster, events_file):
                  if e["hook"] == "microray_node_removed" and e["node_id"] == victim.node_id],
         timeout=5, what="the microray_node_removed hook to fire")
     assert len(removed) == 1 and removed[0]["state"] == "DEAD"
+    status = CliRunner().invoke(status_cmd, ["--address", cluster.address])
+    assert status.exit_code == 0, status.output
+    dead_part = status.output.split("Dead:")[1].split("Resources")[0]
+    assert victim.node_id[:12] in dead_part and witness.node_id[:12] not in dead_part, status.output
     print(f"declared dead {declared_after:.1f}s after SIGKILL (node_dead_after_s={DEAD_AFTER})")
 
     # the cluster goes on without it
