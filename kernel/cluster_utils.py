@@ -113,6 +113,7 @@ class Cluster:
     ) -> None:
         self._own_root = session_root is None
         self.session_root = session_root or tempfile.mkdtemp(prefix="microray-cluster-")
+        os.makedirs(self.session_root, mode=0o700, exist_ok=True)
         self.head_node: ClusterNode | None = None
         self.worker_nodes: list[ClusterNode] = []
         self.removed_nodes: list[ClusterNode] = []
@@ -201,7 +202,7 @@ class Cluster:
             self.head_node = node
         else:
             self.worker_nodes.append(node)
-        log.info("cluster_node_added", node_id=node.node_id, head=is_head, pids=node.pids)
+        log.debug("cluster_node_added", node_id=node.node_id, head=is_head, pids=node.pids)
         return node
 
     def _session_dirs(self) -> list[str]:

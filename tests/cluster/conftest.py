@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,10 +67,18 @@ def assert_cluster_left_nothing(cluster: Cluster, pids: set[int], namespaces: se
     assert not os.path.exists(cluster.session_root), f"session root {cluster.session_root} left behind"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 @pytest.fixture
-def make_cluster(tmp_path) -> Iterator:
+def make_cluster(request, tmp_path) -> Iterator:
     """Start a ``Cluster(**kwargs)``; at the end of the test: shut it down and check that it
-    left nothing behind."""
+    left nothing behind. When the test failed, the nodes' session folders (logs) are first
+    copied to ``<tmp_path>/cluster-sessions`` for a look."""
     made: list[Cluster] = []
 
     def make(**kwargs) -> Cluster:
@@ -78,7 +87,14 @@ def make_cluster(tmp_path) -> Iterator:
         return cluster
 
     yield make
-    for cluster in made:
+    report = getattr(request.node, "report_call", None)
+    for i, cluster in enumerate(made):
+        if report is not None and report.failed:
+            try:
+                shutil.copytree(cluster.session_root, tmp_path / f"cluster-sessions-{i}", symlinks=True,
+                                ignore_dangling_symlinks=True, dirs_exist_ok=True)
+            except (OSError, shutil.Error):
+                pass  # what could be copied is there
         pids = node_processes(cluster)
         namespaces = {n.store_namespace for n in [*cluster.list_all_nodes(), *cluster.removed_nodes]}
         if ray.is_initialized() and not cluster.connected:

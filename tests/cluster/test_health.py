@@ -61,20 +61,20 @@ def test_killed_node_is_declared_dead_everywhere(make_cluster, events_file):
     cluster.wait_for_nodes()
     for node in (cluster.head_node, witness):
         wait_for(lambda: view_states(node, victim.node_id) == "ALIVE", timeout=10,
-                 what=f"node {node.node_id} to see the victim ALIVE")
+                 what=f"node {node.node_id} to see the victim ALIVE", retry_on=(grpc.RpcError,))
     added = [e["node_id"] for e in read_events(events_file) if e["hook"] == "microray_node_added"]
     assert victim.node_id in added
 
     cluster.remove_node(victim, allow_graceful=False)  # SIGKILL of its whole process group
     killed_at = time.monotonic()
     wait_for(lambda: gcs_state(cluster, victim.node_id) == "DEAD", timeout=DEADLINE,
-             what="the GCS to declare the killed node DEAD")
+             what="the GCS to declare the killed node DEAD", retry_on=(grpc.RpcError,))
     declared_after = time.monotonic() - killed_at
     # not before the timeout: the node was declared dead for its missing heartbeats
     assert declared_after >= DEAD_AFTER - 1.0, declared_after
     for node in (cluster.head_node, witness):
         wait_for(lambda: view_states(node, victim.node_id) == "DEAD", timeout=5,
-                 what=f"the raylet of node {node.node_id} to see the killed node DEAD")
+                 what=f"the raylet of node {node.node_id} to see the killed node DEAD", retry_on=(grpc.RpcError,))
     removed = wait_for(
         lambda: [e for e in read_events(events_file)
                  if e["hook"] == "microray_node_removed" and e["node_id"] == victim.node_id],
@@ -105,9 +105,9 @@ def test_node_back_after_being_declared_dead_is_refused_and_exits(make_cluster):
     os.killpg(group, signal.SIGSTOP)
     try:
         wait_for(lambda: gcs_state(cluster, victim.node_id) == "DEAD", timeout=DEADLINE,
-                 what="the GCS to declare the stopped node DEAD")
+                 what="the GCS to declare the stopped node DEAD", retry_on=(grpc.RpcError,))
         wait_for(lambda: view_states(cluster.head_node, victim.node_id) == "DEAD", timeout=5,
-                 what="the head's raylet to see the stopped node DEAD")
+                 what="the head's raylet to see the stopped node DEAD", retry_on=(grpc.RpcError,))
     finally:
         os.killpg(group, signal.SIGCONT)
     wait_for(lambda: not pid_alive(victim.raylet_pid), timeout=20,
