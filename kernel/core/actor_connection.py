@@ -17,7 +17,8 @@ import grpc
 import structlog
 
 from microray import serialization
-from microray.core.submitter import KeyState, TaskEntry, TaskStream, TaskSubmitter
+from microray.core.submitter import TaskSubmitter
+from microray.core.task_stream import KeyState, TaskEntry, TaskStream
 from microray.exceptions import ActorDiedError, TaskCancelledError
 from microray.protocol import gcs_pb2
 

@@ -19,7 +19,7 @@ LONG_TASK_S = 0.002  # tasks slower than this on average are not pipelined
 
 
 class QueuedTask(Protocol):
-    """A task waiting for a worker (``submitter.TaskEntry``)."""
+    """A task waiting for a worker (``task_stream.TaskEntry``)."""
 
     cancelled: bool
     done: bool
@@ -29,7 +29,7 @@ class QueuedTask(Protocol):
 
 
 class HeldLease(Protocol):
-    """A leased worker and its open task stream (``submitter.Lease``)."""
+    """A leased worker and its open task stream (``task_stream.Lease``)."""
 
     dead: bool
     closing: bool

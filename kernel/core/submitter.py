@@ -18,7 +18,6 @@ import asyncio
 import pickle
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
@@ -43,115 +42,11 @@ from microray.core.task_spec import (
     TaskSpec,
     runtime_env_key,
 )
+from microray.core.task_stream import KeyState, Lease, TaskEntry, TaskStream
 from microray.exceptions import RaySystemError, TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class TaskEntry:
-    spec: TaskSpec
-    key: tuple
-    arg_refs: list[bytes]
-    unresolved: int = 0
-    lease: Any = None
-    cancelled: bool = False
-    done: bool = False
-
-
-@dataclass
-class KeyState:
-    """The tasks of one scheduling key and the leases that run them. ``resources``,
-    ``strategy`` and ``env`` (the runtime env's key) come from the key's first spec."""
-
-    resources: dict
-    strategy: Any
-    env: str
-    queue: deque = field(default_factory=deque)
-    leases: list = field(default_factory=list)
-    requesting: int = 0
-    avg_task_s: dict = field(default_factory=dict)  # function id -> moving average run time
-    actor: Any = None  # an ActorConnection for an actor's calls (in order, one stream)
-
-
-class TaskStream:
-    """One open ``PushTasks`` stream to a worker: batches out, results back."""
-
-    def __init__(self, submitter: "TaskSubmitter", key: tuple, address: str) -> None:
-        self.submitter = submitter
-        self.key = key
-        self.address = address
-        self.pid = 0
-        self.inflight: dict[bytes, TaskEntry] = {}
-        self.outbox: asyncio.Queue = asyncio.Queue()
-        self.dead = False
-        self.closing = False
-        self.reader: asyncio.Task | None = None
-
-    async def _requests(self):
-        while True:
-            batch = await self.outbox.get()
-            if batch is None:
-                return
-            specs = [batch]
-            while not self.outbox.empty():
-                nxt = self.outbox.get_nowait()
-                if nxt is None:
-                    yield core_worker_pb2.TaskBatch(specs=[s for b in specs for s in b])
-                    return
-                specs.append(nxt)
-            yield core_worker_pb2.TaskBatch(specs=[s for b in specs for s in b])
-
-    def start(self) -> None:
-        stub = core_worker_pb2_grpc.CoreWorkerStub(self.submitter.cw.channels.get(self.address))
-        call = stub.PushTasks(self._requests())
-        self.reader = asyncio.get_running_loop().create_task(self._read(call))
-
-    async def _read(self, call) -> None:
-        error: BaseException | None = None
-        try:
-            async for batch in call:
-                self.submitter.on_results(self, [pickle.loads(r) for r in batch.results])
-        except grpc.aio.AioRpcError as exc:
-            error = exc
-        except asyncio.CancelledError:
-            self.close()
-            return
-        self.dead = True
-        self.close()  # ends the request generator, so grpc's sending task finishes too
-        self.submitter.on_stream_lost(self, error)
-
-    def send(self, entries: list[TaskEntry]) -> None:
-        payload = []
-        record = self.submitter.events.state
-        worker_id = getattr(self, "worker_id", "")
-        node_id = getattr(self, "node_id", "")
-        for e in entries:
-            e.lease = self
-            self.inflight[e.spec.task_id] = e
-            payload.append(pickle.dumps(e.spec, protocol=5))
-            record(e.spec.task_id, "SUBMITTED_TO_WORKER", worker_id=worker_id, node_id=node_id,
-                   worker_pid=self.pid, attempt=e.spec.attempt)
-        self.outbox.put_nowait(payload)
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            self.outbox.put_nowait(None)
-
-
-class Lease(TaskStream):
-    """A worker granted by a raylet, with the open task stream to it."""
-
-    def __init__(self, submitter: "TaskSubmitter", key: tuple, reply: raylet_pb2.LeaseReply, raylet: Any) -> None:
-        super().__init__(submitter, key, f"{reply.worker.ip}:{reply.worker.port}")
-        self.lease_id = reply.lease_id
-        self.worker_id = reply.worker.worker_id
-        self.node_id = reply.worker.node_id
-        self.pid = reply.worker_pid
-        self.raylet = raylet
-        self.idle_timer: asyncio.TimerHandle | None = None
 
 
 class SubmitterHost(Protocol):
@@ -403,6 +298,10 @@ class TaskSubmitter:
             )
         except grpc.aio.AioRpcError:
             pass
+
+    def channel(self, address: str) -> Any:
+        """The gRPC channel to a worker (io loop only)."""
+        return self.cw.channels.get(address)
 
     # -- results -----------------------------------------------------------------
     def on_results(self, lease: TaskStream, results: list[TaskResult]) -> None:
