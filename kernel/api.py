@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import json
 import os
 import sys
 import threading
@@ -191,7 +192,16 @@ def init(
                 node.stop_node(_head)
                 _head = None
             raise
-        worker.job_runtime_env = runtime_env or {}  # the worker made itself current (core.context)
+        try:
+            # the worker made itself current (core.context); local working_dir / py_modules
+            # paths are packed and stored in the GCS now, once for the job
+            worker.job_runtime_env = _job_runtime_env(worker, runtime_env)
+        except BaseException:
+            worker.shutdown()
+            if _head is not None:
+                node.stop_node(_head)
+                _head = None
+            raise
         if job_config is not None:
             # read by actor creation (the lifetime of actors created without one)
             setattr(worker, "default_actor_lifetime", job_config.default_actor_lifetime)
@@ -205,6 +215,16 @@ def init(
             structlog.contextvars.bind_contextvars(job_id=worker.job_id, worker_id=worker.worker_id, node_id=worker.node_id)
         log.info("microray_started", seconds=round(time.perf_counter() - t0, 3), session=worker.session_dir)
         return RayContext(_address_info(), dashboard_url=dashboard_url)
+
+
+def _job_runtime_env(worker: Any, runtime_env: dict[str, Any] | None) -> dict[str, Any]:
+    """The job's runtime env: ``init``'s over the one a submitted job's driver is given
+    (``MICRORAY_JOB_RUNTIME_ENV``), its local paths replaced by stored packages."""
+    from microray import runtime_env as renv
+
+    given = os.environ.get(renv.JOB_RUNTIME_ENV_VAR)
+    submitted = json.loads(given) if given else None
+    return renv.merge(submitted, worker.resolve_runtime_env(runtime_env)) or {}
 
 
 def _warn_system_config(system_config: dict[str, Any]) -> None:

@@ -126,6 +126,8 @@ class Config:
     gcs_port: int = field(default=0, metadata=_PORT)
     raylet_port: int = field(default=0, metadata=_PORT)
     max_inline_object_bytes: int = field(default=100 * 1024, metadata=allowed(min=0, max=MAX_INLINE_BYTES, unit="bytes"))
+    # the largest working_dir / py_modules package a runtime_env may ship
+    runtime_env_max_bytes: int = field(default=500 * 1024 * 1024, metadata=allowed(min=1, unit="bytes"))
     max_tasks_in_flight_per_worker: int = field(default=16, metadata=allowed(min=1))
     idle_lease_keep_s: float = field(default=0.5, metadata=allowed(min=0, unit="seconds"))
     idle_worker_kill_s: float = field(default=60.0, metadata=allowed(min=0, unit="seconds"))

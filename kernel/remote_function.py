@@ -14,6 +14,7 @@ from microray import ids, serialization
 from microray.core import context as _context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.core.task_spec import ARG_REF, ARG_SERIALIZED, ARG_VALUE, DYNAMIC, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
+from microray.runtime_env import merge as merge_runtime_env
 from microray.task_options import TASK_OPTIONS, validate_options
 
 
@@ -28,12 +29,15 @@ def resource_shape(options: dict[str, Any], default_cpus: float) -> dict[str, fl
 
 
 def merged_runtime_env(worker: Any, options: dict[str, Any]) -> dict | None:
+    """The runtime env a task or actor runs in: its own (``options['runtime_env']``, local
+    paths packed and stored in the GCS) over the job's, or over its parent task's."""
     job_env = getattr(worker, "job_runtime_env", None) or {}
     env = options.get("runtime_env") or {}
     if not job_env and not env:
         return None
-    env_vars = {**job_env.get("env_vars", {}), **env.get("env_vars", {})}
-    return {"env_vars": env_vars} if env_vars else None
+    if env:
+        env = worker.resolve_runtime_env(env)
+    return merge_runtime_env(job_env, env)
 
 
 _P = inspect.Parameter

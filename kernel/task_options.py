@@ -71,15 +71,31 @@ def _resources(value: Any) -> str | None:
     return None
 
 
+RUNTIME_ENV_KEYS = ("config", "env_vars", "excludes", "py_modules", "working_dir")
+
+
 def _runtime_env(value: Any) -> str | None:
     if value is None:
         return None
-    unknown = set(value) - {"env_vars", "working_dir", "py_modules", "pip", "conda", "config"}
+    unknown = sorted(set(value) - set(RUNTIME_ENV_KEYS))
     if unknown:
-        return f"a dict with the key 'env_vars' (unsupported key(s): {sorted(unknown)})"
+        keys = ", ".join(repr(k) for k in unknown)
+        return (f"a runtime_env without {keys}: microray does not support the runtime_env "
+                f"key{'s' if len(unknown) > 1 else ''} {keys} (it installs no packages and runs no "
+                f"containers; the supported keys are {', '.join(RUNTIME_ENV_KEYS)})")
     env_vars = value.get("env_vars", {})
     if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
         return "{'env_vars': a dict of str to str}"
+    if not isinstance(value.get("working_dir", ""), str):
+        return "{'working_dir': a local folder or a package URI (a str)}"
+    mods = value.get("py_modules", [])
+    if not isinstance(mods, (list, tuple)) or not all(isinstance(m, str) for m in mods):
+        return "{'py_modules': a list of local package folders, .py files or package URIs (str)}"
+    excludes = value.get("excludes", [])
+    if not isinstance(excludes, (list, tuple)) or not all(isinstance(e, str) for e in excludes):
+        return "{'excludes': a list of .gitignore-style patterns (str)}"
+    if not isinstance(value.get("config", {}), dict):
+        return "{'config': a dict}"
     return None
 
 
@@ -123,7 +139,7 @@ RULES: dict[str, OptionRule] = {
     "max_retries": OptionRule((int, NONE), "an integer >= -1", _count(-1)),
     "retry_exceptions": OptionRule((bool, list, tuple), "True, False or a list of exception classes", _retry_exceptions),
     "max_calls": OptionRule((int, NONE), "an integer >= 0", _count(0)),
-    "runtime_env": OptionRule((dict, NONE), "a dict such as {'env_vars': {...}}", _runtime_env),
+    "runtime_env": OptionRule((dict, NONE), "a dict such as {'working_dir': '.', 'env_vars': {...}}", _runtime_env),
     "scheduling_strategy": OptionRule((NONE, str), "None, 'DEFAULT', 'SPREAD' or a strategy object",
                                       _scheduling_strategy),
     "name": _TEXT,

@@ -192,6 +192,27 @@ class CoreWorker:
             self.functions[function_id] = fn
         return fn
 
+    # -- runtime envs ------------------------------------------------------------
+    def resolve_runtime_env(self, env: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``env`` with its local working_dir / py_modules paths packed, stored in the GCS
+        (once per content) and replaced by package URIs (``microray.runtime_env``)."""
+        if not env or ("working_dir" not in env and "py_modules" not in env):
+            return env
+        resolver = getattr(self, "_env_resolver", None)
+        if resolver is None:
+            from microray import runtime_env
+
+            def kv_get(key: bytes) -> bytes | None:
+                reply = self.call(self.gcs.KvGet, gcs_pb2.KvGetRequest(ns=runtime_env.KV_NS, key=key), 60)
+                return reply.value if reply.found else None
+
+            def kv_put(key: bytes, value: bytes) -> None:
+                self.call(self.gcs.KvPut, gcs_pb2.KvPutRequest(ns=runtime_env.KV_NS, key=key, value=value,
+                                                               overwrite=True), 60)
+
+            resolver = self._env_resolver = runtime_env.Resolver(kv_get, kv_put, self.config.runtime_env_max_bytes)
+        return resolver.resolve(env)
+
     # -- cluster info ----------------------------------------------------------
     def get_all_nodes(self) -> list[common_pb2.NodeInfo]:
         return list(self.call(self.gcs.GetAllNodes, common_pb2.Empty()).nodes)

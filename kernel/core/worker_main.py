@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import faulthandler
+import json
 import os
 import sys
 from typing import Any
@@ -34,5 +35,7 @@ def run(worker_id: str, args: dict[str, Any]) -> None:
     # the worker makes itself the process's current one (core.context): the API calls
     # of its tasks go through it
     cw = CoreWorker(WORKER, args["raylet_address"], worker_id=worker_id, io_loop=args.get("io_loop", "auto"))
+    if args.get("runtime_env"):  # the tasks it runs submit theirs in it too (as in Ray)
+        cw.job_runtime_env = json.loads(args["runtime_env"])
     structlog.get_logger(__name__).info("worker_started", pid=os.getpid())
     cw.executor.run_forever()

@@ -26,6 +26,7 @@ from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
 from microray.raylet.owners import OwnerWatcher, worker_busy
+from microray.raylet.runtime_envs import RuntimeEnvs
 from microray.raylet.worker_processes import WorkerProcesses
 from microray import redaction, rpc, session
 from microray.rpc import OPTIONS, bind, is_unavailable, make_server
@@ -86,6 +87,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
         self.owners = OwnerWatcher(self.owner_died, self._local_pid)
         self.exit_code = 0  # 1 when the GCS refused this node (declared dead)
+        self.runtime_envs = RuntimeEnvs(session_dir, self._kv_get)
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -279,10 +281,15 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
     # -- zygote / worker pool --------------------------------------------------
     def start_workers(self, env: str, count: int) -> None:
         env_vars = json.loads(env).get("env_vars", {}) if env else {}
+        setup = self.runtime_envs.setup(env)
         for _ in range(count):
             worker_id = new_hex_id()
             self.worker_env[worker_id] = env
-            self.procs.start(worker_id, env_vars)
+            self.procs.start(worker_id, env_vars, runtime_env=env, cwd=setup.cwd, sys_path=setup.sys_path)
+
+    async def _kv_get(self, key: bytes) -> bytes | None:
+        reply = await self.gcs.KvGet(gcs_pb2.KvGetRequest(ns="runtime_env", key=key), timeout=60)
+        return reply.value if reply.found else None
 
     def on_worker_forked(self, worker_id: str, pid: int) -> None:
         if worker_id in self.worker_env:  # not registered yet
@@ -390,6 +397,10 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                         for k, v in n.total.items():
                             total[k] = total.get(k, 0.0) + v
                     return raylet_pb2.LeaseReply(infeasible=True, cluster_total=common_pb2.ResourceMap(amounts=total))
+        if request.runtime_env_hash and request.runtime_env_hash not in self.runtime_envs.ready:
+            problem = await self.runtime_envs.prepare(request.runtime_env_hash)  # packages unpacked here
+            if problem:
+                return raylet_pb2.LeaseReply(error=f"{request.task_name or 'the task'}: {problem}")
         hold = None
         is_actor = bool(request.actor_spec)
         if is_actor:

@@ -117,10 +117,15 @@ class WorkerProcesses:
             zygote.close()
 
     # -- starting workers --------------------------------------------------------------
-    def start(self, worker_id: str, env_vars: dict[str, str]) -> None:
-        """Start a worker: forked by the zygote when it is ready, else spawned."""
+    def start(self, worker_id: str, env_vars: dict[str, str], *, runtime_env: str = "", cwd: str | None = None,
+              sys_path: tuple[str, ...] = ()) -> None:
+        """Start a worker: forked by the zygote when it is ready, else spawned. A worker of
+        a runtime env (``runtime_env``, its key) starts in ``cwd`` with ``sys_path`` first
+        on its path, before it runs anything of the user's."""
         req: dict[str, Any] = {"op": "fork", "worker_id": worker_id, "env": env_vars,
                                "raylet_address": self.raylet_address, "io_loop": self.io_loop, "log_level": self.log_level}
+        if runtime_env:
+            req.update(runtime_env=runtime_env, cwd=cwd, sys_path=list(sys_path))
         zygote = self.zygote
         if zygote is not None and zygote.ready and self._adopts:
             try:
@@ -130,6 +135,8 @@ class WorkerProcesses:
             except OSError:  # the zygote is dying: its pipe's end reaches us shortly
                 pass
         req.pop("env")
+        if runtime_env:  # its env_vars go to the environment, never the command line
+            env_vars = {**env_vars, zygote_mod.RUNTIME_ENV_VAR: req.pop("runtime_env")}
         req.update(session_dir=self.session_dir, node_id=self.node_id, raylet_pid=os.getpid())
         try:
             child = zygote_mod.spawn_worker(req, self._zygote_log, env_vars)

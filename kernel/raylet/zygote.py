@@ -37,6 +37,8 @@ from microray import process
 # The module a worker process runs (its ``run(worker_id, args)``), by name: the raylet
 # layer starts the core worker without importing it.
 WORKER_MAIN = "microray.core.worker_main"
+# a spawned worker's runtime env key (in its environment: it holds the env_vars)
+RUNTIME_ENV_VAR = "MICRORAY_WORKER_RUNTIME_ENV"
 
 # Everything a worker imports, including what a core worker loads lazily (submitter,
 # executor, actor calls, the public API its tasks call), by name.
@@ -258,6 +260,16 @@ def _run_worker(req: dict, args: dict, raylet_pid: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _tie_to_raylet(raylet_pid)
     os.environ.update(req.get("env") or {})
+    spawned_env = os.environ.pop(RUNTIME_ENV_VAR, None)
+    if spawned_env:
+        req["runtime_env"] = spawned_env
+    # a worker of a runtime env: in its unpacked working_dir, its packages first on the
+    # path, before any function of the user's is unpickled
+    if req.get("cwd"):
+        os.chdir(req["cwd"])
+    for path in reversed(req.get("sys_path") or ()):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     worker_main = importlib.import_module(WORKER_MAIN)
 
     code = 0
