@@ -88,8 +88,43 @@ def _follow(base: str, sid: str, token: str) -> str:
         time.sleep(0.3)
 
 
+def _upload(base: str, token: str, path: str, excludes: list[str], as_module: bool, what: str) -> str:
+    """Pack ``path`` and store it in the cluster (through the dashboard) unless it is
+    there already; its package URI."""
+    import urllib.error
+    import urllib.request
+
+    from microray import runtime_env as renv
+
+    if renv.is_package_uri(path):
+        return path
+    try:
+        pkg = renv.pack(path, excludes=excludes, max_bytes=renv.DEFAULT_MAX_BYTES, as_module=as_module, what=what)
+    except renv.RuntimeEnvError as exc:
+        raise click.ClickException(str(exc)) from None
+    url = f"{base}/api/packages/{renv.package_hash(pkg.uri)}"
+    if _http("GET", url, token)["exists"]:
+        return pkg.uri
+    req = urllib.request.Request(url, data=pkg.data, method="PUT",
+                                 headers={"Content-Type": "application/zip", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            msg = exc.reason
+        raise click.ClickException(f"uploading {what} {path}: {exc.code} {msg}") from None
+    return pkg.uri
+
+
 @job.command("submit", context_settings={"ignore_unknown_options": True})
-@click.option("--working-dir", default=".", show_default=True, help="Directory the entrypoint runs in (on this machine).")
+@click.option("--working-dir", default=".", show_default=True,
+              help="Folder of this machine that the job runs in: packed, stored in the cluster and unpacked "
+                   "on each node that runs the job's driver or its tasks.")
+@click.option("--runtime-env-json", default=None,
+              help="The job's runtime_env as JSON (py_modules, excludes, env_vars; local paths are uploaded).")
 @click.option("--submission-id", default=None)
 @click.option("--metadata-json", default=None, help="JSON object of string metadata.")
 @click.option("--env", "env_pairs", multiple=True, help="KEY=VALUE environment variable for the job; repeatable.")
@@ -97,19 +132,34 @@ def _follow(base: str, sid: str, token: str) -> str:
 @_DASH
 @_TOKEN
 @click.argument("entrypoint", nargs=-1, required=True, type=click.UNPROCESSED)
-def job_submit(working_dir: str, submission_id: str | None, metadata_json: str | None, env_pairs: tuple[str, ...],
-               no_wait: bool, address: str | None, token: str | None, entrypoint: tuple[str, ...]) -> None:
-    """Run ENTRYPOINT (after --) as a job: ``microray job submit --working-dir . -- python script.py``."""
+def job_submit(working_dir: str, runtime_env_json: str | None, submission_id: str | None, metadata_json: str | None,
+               env_pairs: tuple[str, ...], no_wait: bool, address: str | None, token: str | None,
+               entrypoint: tuple[str, ...]) -> None:
+    """Run ENTRYPOINT (after --) as a job: ``microray job submit --working-dir . -- python script.py``.
+    The job's driver runs in the uploaded working dir, and its tasks and actors too."""
+    from microray.task_options import validate_options
+
     base, token = _dashboard(address, token)
     command = entrypoint[0] if len(entrypoint) == 1 else shlex.join(entrypoint)
-    env = {}
+    runtime_env: dict[str, Any] = json.loads(runtime_env_json) if runtime_env_json else {}
+    try:
+        validate_options({"runtime_env": runtime_env}, {"runtime_env"}, "microray job submit")
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--runtime-env-json") from None
+    env = dict(runtime_env.get("env_vars") or {})
     for pair in env_pairs:
         if "=" not in pair:
             raise click.BadParameter(f"--env expects KEY=VALUE, got {pair!r}")
         k, v = pair.split("=", 1)
         env[k] = v
-    body: dict[str, Any] = {"entrypoint": command,
-                            "runtime_env": {"working_dir": os.path.abspath(working_dir), "env_vars": env}}
+    excludes = list(runtime_env.pop("excludes", None) or [])
+    runtime_env["working_dir"] = _upload(base, token, runtime_env.get("working_dir") or working_dir, excludes,
+                                         False, "working_dir")
+    if runtime_env.get("py_modules"):
+        runtime_env["py_modules"] = [_upload(base, token, m, excludes, True, "py_modules entry")
+                                     for m in runtime_env["py_modules"]]
+    runtime_env["env_vars"] = env
+    body: dict[str, Any] = {"entrypoint": command, "runtime_env": runtime_env}
     if submission_id:
         body["submission_id"] = submission_id
     if metadata_json:

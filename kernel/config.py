@@ -127,7 +127,7 @@ class Config:
     raylet_port: int = field(default=0, metadata=_PORT)
     max_inline_object_bytes: int = field(default=100 * 1024, metadata=allowed(min=0, max=MAX_INLINE_BYTES, unit="bytes"))
     # the largest working_dir / py_modules package a runtime_env may ship
-    runtime_env_max_bytes: int = field(default=500 * 1024 * 1024, metadata=allowed(min=1, unit="bytes"))
+    runtime_env_max_bytes: int = field(default=524288000, metadata=allowed(min=1, unit="bytes"))
     max_tasks_in_flight_per_worker: int = field(default=16, metadata=allowed(min=1))
     idle_lease_keep_s: float = field(default=0.5, metadata=allowed(min=0, unit="seconds"))
     idle_worker_kill_s: float = field(default=60.0, metadata=allowed(min=0, unit="seconds"))
@@ -429,7 +429,8 @@ def _from_files(cwd: Path) -> tuple[dict[str, Any], str]:
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     names = {f.name for f in fields(Config)}
-    ignored = {"DISABLE_PLUGIN_AUTOLOAD", "TRACE_HOOKS", "ADDRESS", "LOG_STYLE"}
+    # not config keys: a submitted job's runtime env, a spawned worker's (microray.runtime_env)
+    ignored = {"DISABLE_PLUGIN_AUTOLOAD", "TRACE_HOOKS", "ADDRESS", "LOG_STYLE", "JOB_RUNTIME_ENV", "WORKER_RUNTIME_ENV"}
     out = {}
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX):

@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 KV_NS = "runtime_env"
 URI_PREFIX = "gcs://_microray_pkg_"
 URI_SUFFIX = ".zip"
+DEFAULT_MAX_BYTES = 500 * 1024 * 1024  # the config key runtime_env_max_bytes's default
 CHUNK_BYTES = 1024 * 1024  # under etcd's default request limit (1.5 MiB)
 RESOURCES_DIR = "runtime_resources"
 # the environment variable through which a submitted job's driver gets its runtime env

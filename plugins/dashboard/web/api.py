@@ -9,6 +9,7 @@ docs/dashboard.md for each endpoint's parameters and response.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from microray import runtime_env as renv
 from microray.plugin_manager import get_plugin_manager
 from microray.redaction import redact, redact_config  # noqa: F401 -- redact: part of this module's API
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, gcs_pb2
@@ -338,9 +340,19 @@ def _jobs_call(request: web.Request, fn: Any) -> web.Response:
 
 async def job_submit(request: web.Request) -> web.Response:
     body = await _body(request)
+    setup = None
+    runtime_env = body.get("runtime_env")
+    if isinstance(runtime_env, dict) and renv.package_uris(runtime_env):
+        # the driver runs in the job's unpacked working_dir, on this (the head) node
+        session_dir = request.app[K_CONTEXT].session_dir
+        try:
+            setup = await request.app[K_SOURCE].run(
+                lambda c: _unpack_all(c, session_dir, runtime_env))
+        except renv.RuntimeEnvError as exc:
+            return error(400, str(exc))
 
     def submit(jobs: Any) -> dict[str, Any]:
-        job = jobs.submit(body)
+        job = jobs.submit(body, setup)
         return {"job_id": job.submission_id, "submission_id": job.submission_id, "status": job.status}
 
     return _jobs_call(request, submit)
@@ -362,6 +374,59 @@ async def job_logs(request: web.Request) -> web.Response:
 
 async def job_stop(request: web.Request) -> web.Response:
     return _jobs_call(request, lambda jobs: {"stopped": jobs.stop(request.match_info["job_id"])})
+
+
+def _kv_get(client: Any) -> Any:
+    def get(key: bytes) -> bytes | None:
+        reply = client.gcs.KvGet(gcs_pb2.KvGetRequest(ns=renv.KV_NS, key=key), timeout=60)
+        return reply.value if reply.found else None
+    return get
+
+
+def _unpack_all(client: Any, session_dir: str, runtime_env: dict[str, Any]) -> Any:
+    get = _kv_get(client)
+    for uri in renv.package_uris(runtime_env):
+        renv.ensure_unpacked(session_dir, uri, lambda uri=uri: renv.download(uri, get))
+    return renv.worker_setup(session_dir, runtime_env)
+
+
+# -- runtime_env packages (what `microray job submit --working-dir` uploads) ------------------------
+def _package_uri(request: web.Request) -> str:
+    sha = request.match_info["sha"]
+    if not re.fullmatch(r"[0-9a-f]{40}", sha):
+        raise bad_request(f"a package name is the 40 hex digits of its zip's sha1, got {sha!r}")
+    return renv.URI_PREFIX + sha + renv.URI_SUFFIX
+
+
+async def package_get(request: web.Request) -> web.Response:
+    uri = _package_uri(request)
+    key, _ = renv.chunk_keys(uri)
+    found = await request.app[K_SOURCE].run(lambda c: _kv_get(c)(key) is not None)
+    return json_response({"uri": uri, "exists": found})
+
+
+async def package_put(request: web.Request) -> web.Response:
+    uri = _package_uri(request)
+    cfg = await request.app[K_SOURCE].run(
+        lambda c: json.loads(c.gcs.GetClusterConfig(common_pb2.Empty(), timeout=10).config_json))
+    limit = int(cfg.get("runtime_env_max_bytes") or 500 * 1024 * 1024)
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 20):
+        data += chunk
+        if len(data) > limit:
+            return error(413, f"the package is over the cluster's limit of {limit} bytes "
+                              "(config key 'runtime_env_max_bytes'); leave files out with excludes")
+    pkg = renv.Package(uri, bytes(data), 0)
+    if hashlib.sha1(pkg.data).hexdigest() != renv.package_hash(uri):
+        return error(400, "the uploaded bytes do not match the package's sha1")
+
+    def store(c: Any) -> bool:
+        def put(key: bytes, value: bytes) -> None:
+            c.gcs.KvPut(gcs_pb2.KvPutRequest(ns=renv.KV_NS, key=key, value=value, overwrite=True), timeout=60)
+        return renv.upload(pkg, _kv_get(c), put)
+
+    stored = await request.app[K_SOURCE].run(store)
+    return json_response({"uri": uri, "stored": stored})
 
 
 def add_routes(app: web.Application) -> None:
@@ -392,3 +457,5 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/jobs/{job_id}", job_get)
     r.add_get("/api/jobs/{job_id}/logs", job_logs)
     r.add_post("/api/jobs/{job_id}/stop", job_stop)
+    r.add_get("/api/packages/{sha}", package_get)
+    r.add_put("/api/packages/{sha}", package_put)

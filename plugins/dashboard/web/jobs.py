@@ -25,6 +25,8 @@ from typing import Any
 
 import structlog
 
+from microray.runtime_env import JOB_RUNTIME_ENV_VAR
+
 log = structlog.get_logger(__name__)
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -85,7 +87,10 @@ class JobManager:
         self._mirror = mirror  # callable(job_dict) that records it in the GCS KV, or None
 
     # -- requests ---------------------------------------------------------------------
-    def submit(self, body: dict[str, Any]) -> Job:
+    def submit(self, body: dict[str, Any], setup: Any = None) -> Job:
+        """Start a job. ``setup`` (a ``runtime_env.WorkerSetup``): its runtime env's packages,
+        unpacked on this node; the driver runs in the working_dir and gets the runtime env
+        as its job's (``init`` reads ``MICRORAY_JOB_RUNTIME_ENV``), so its tasks run in it too."""
         entrypoint = body.get("entrypoint")
         if not isinstance(entrypoint, str) or not entrypoint.strip():
             raise JobError("'entrypoint' must be a non-empty string (a shell command)")
@@ -93,8 +98,11 @@ class JobManager:
         if not isinstance(runtime_env, dict):
             raise JobError("'runtime_env' must be an object")
         working_dir = runtime_env.get("working_dir") or body.get("working_dir") or os.getcwd()
-        if not isinstance(working_dir, str) or not os.path.isabs(working_dir) or not os.path.isdir(working_dir):
-            raise JobError(f"working_dir must be an existing absolute directory on the head node, got {working_dir!r}")
+        cwd = setup.cwd if setup is not None and setup.cwd else working_dir
+        if setup is None or not setup.cwd:
+            if not isinstance(working_dir, str) or not os.path.isabs(working_dir) or not os.path.isdir(working_dir):
+                raise JobError("working_dir must be a package uploaded to /api/packages/ or an existing absolute "
+                               f"directory on the head node, got {working_dir!r}")
         env_vars = runtime_env.get("env_vars") or {}
         if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
             raise JobError("runtime_env.env_vars must map strings to strings")
@@ -116,11 +124,14 @@ class JobManager:
         # ``python`` in the entrypoint is the interpreter the cluster runs on
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         env["PYTHONUNBUFFERED"] = "1"
+        if setup is not None:
+            env[JOB_RUNTIME_ENV_VAR] = json.dumps(runtime_env)
+            env["PYTHONPATH"] = os.pathsep.join([*setup.sys_path, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         try:
             with open(job.log_file, "ab") as out:
                 proc = subprocess.Popen(
                     [sys.executable, "-c", _BOOT, str(os.getpid()), entrypoint],
-                    cwd=working_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True,
                 )
         except OSError as exc:
