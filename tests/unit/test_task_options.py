@@ -109,3 +109,31 @@ def test_actor_method_options() -> None:
         ray.method(num_returns=-1)
     with pytest.raises(TypeError, match=r"option name=5"):
         validate_options({"name": 5}, METHOD_OPTIONS, "actor method m")
+
+
+@pytest.mark.parametrize("key", ["pip", "conda", "container", "uv", "image_uri"])
+def test_unsupported_runtime_env_keys_are_refused_by_name(key: str) -> None:
+    env = {"working_dir": ".", key: ["requests"]}
+    for call in (lambda: ray.remote(f).options(runtime_env=env), lambda: ray.remote(runtime_env=env)(f),
+                 lambda: ray.init(runtime_env=env)):
+        with pytest.raises(ValueError) as info:
+            call()
+        text = str(info.value)
+        assert f"does not support the runtime_env key {key!r}" in text
+        assert "working_dir" in text and "py_modules" in text  # what it does support
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"working_dir": 3}, "'working_dir'"),
+    ({"py_modules": "mypkg"}, "'py_modules': a list"),
+    ({"excludes": "*.bin"}, "'excludes': a list"),
+])
+def test_bad_runtime_env_values(env: dict, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        ray.remote(f).options(runtime_env=env)
+
+
+def test_good_runtime_env_passes() -> None:
+    ray.remote(f).options(runtime_env={"working_dir": ".", "py_modules": ["lib/mypkg", "one.py"],
+                                       "excludes": ["data/"], "env_vars": {"A": "1"}, "config": {}})
