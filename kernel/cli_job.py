@@ -5,7 +5,6 @@ cluster's session folder (or ``--address`` / ``--token``)."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 import time
@@ -41,18 +40,20 @@ def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
     return address.rstrip("/"), token or ""
 
 
-def _http(method: str, url: str, token: str = "", body: Any = None) -> Any:
+def _http(method: str, url: str, token: str = "", body: Any = None, timeout: float = 30) -> Any:
+    """Call the dashboard; ``body``: a JSON value, or bytes sent as they are (a zip)."""
     import urllib.error
     import urllib.request
 
-    data = json.dumps(body).encode() if body is not None else None
+    raw = isinstance(body, bytes)
+    data = body if raw else json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Accept": "application/json"})
     if data is not None:
-        req.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", "application/zip" if raw else "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:
@@ -91,9 +92,6 @@ def _follow(base: str, sid: str, token: str) -> str:
 def _upload(base: str, token: str, path: str, excludes: list[str], as_module: bool, what: str) -> str:
     """Pack ``path`` and store it in the cluster (through the dashboard) unless it is
     there already; its package URI."""
-    import urllib.error
-    import urllib.request
-
     from microray import runtime_env as renv
 
     if renv.is_package_uri(path):
@@ -105,17 +103,7 @@ def _upload(base: str, token: str, path: str, excludes: list[str], as_module: bo
     url = f"{base}/api/packages/{renv.package_hash(pkg.uri)}"
     if _http("GET", url, token)["exists"]:
         return pkg.uri
-    req = urllib.request.Request(url, data=pkg.data, method="PUT",
-                                 headers={"Content-Type": "application/zip", "Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=300) as resp:
-            resp.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            msg = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            msg = exc.reason
-        raise click.ClickException(f"uploading {what} {path}: {exc.code} {msg}") from None
+    _http("PUT", url, token, pkg.data, timeout=300)
     return pkg.uri
 
 

@@ -346,7 +346,7 @@ def worker_setup(session_dir: str, env: dict[str, Any] | None) -> WorkerSetup:
     if not env:
         return WorkerSetup(None, ())
     wd = env.get("working_dir")
-    cwd = local_dir(session_dir, wd) if is_package_uri(wd) else None
+    cwd = local_dir(session_dir, wd) if isinstance(wd, str) and is_package_uri(wd) else None
     paths = ([cwd] if cwd else []) + [local_dir(session_dir, m) for m in env.get("py_modules") or ()
                                       if is_package_uri(m)]
     return WorkerSetup(cwd, tuple(paths))
