@@ -188,7 +188,13 @@ class CoreWorker:
             reply = self.call(self.gcs.KvGet, gcs_pb2.KvGetRequest(ns="fn", key=function_id), 60)
             if not reply.found:
                 raise RaySystemError(f"function {function_id.hex()} was not found in the GCS")
-            fn = serialization.loads_function(reply.value)
+            try:
+                fn = serialization.loads_function(reply.value)
+            except ModuleNotFoundError as exc:
+                raise ModuleNotFoundError(
+                    f"{exc} (on this worker, cwd {os.getcwd()}): a module of the driver's own folder reaches "
+                    "the workers only through runtime_env={'working_dir': ...} or {'py_modules': [...]}",
+                    name=exc.name) from exc
             self.functions[function_id] = fn
         return fn
 

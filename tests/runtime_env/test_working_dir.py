@@ -76,6 +76,7 @@ def test_a_local_module_imports_in_tasks_only_with_working_dir(head: Head, tmp_p
     failed = head.driver(USES_MYMOD.format(init_args=""), proj, check=False)
     assert failed.returncode != 0
     assert "No module named 'mymod'" in failed.stderr, failed.stderr[-3000:]
+    assert "runtime_env={'working_dir'" in failed.stderr  # the way out
 
     proc = head.driver(USES_MYMOD.format(init_args=', runtime_env={"working_dir": "."}'), proj)
     out = head.results(proc)
