@@ -22,8 +22,7 @@ import mymod
 ray.init(address="auto"{init_args})
 
 @ray.remote
-def where():
-    import mymod
+def where():  # mymod is pickled by reference: the worker imports it to load the function
     return {{"value": mymod.value(), "cwd": os.getcwd(), "pid": os.getpid(),
             "data": open("data.txt").read() if os.path.exists("data.txt") else None}}
 
