@@ -14,24 +14,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from microray import runtime_env
+from microray.protocol import gcs_pb2
 
 log = structlog.get_logger(__name__)
-
-KvGetAsync = Callable[[bytes], Awaitable["bytes | None"]]
 
 
 class RuntimeEnvs:
     """Prepare runtime envs on this node (``prepare``) and say how their workers start
-    (``setup``). ``kv_get`` reads the GCS KV's ``runtime_env`` namespace."""
+    (``setup``). ``gcs()`` is the raylet's GCS stub (packages are read from its KV)."""
 
-    def __init__(self, session_dir: str, kv_get: KvGetAsync) -> None:
+    def __init__(self, session_dir: str, gcs: Callable[[], Any]) -> None:
         self.session_dir = session_dir
-        self._kv_get = kv_get
+        self._gcs = gcs
         self.ready: dict[str, runtime_env.WorkerSetup] = {}  # env key -> how its workers start
         self._unpacking: dict[str, asyncio.Future] = {}  # package uri -> its unpack
 
@@ -62,6 +62,10 @@ class RuntimeEnvs:
             if self._unpacking.get(uri) is fut:
                 del self._unpacking[uri]  # a later lease tries again
             raise
+
+    async def _kv_get(self, key: bytes) -> bytes | None:
+        reply = await self._gcs().KvGet(gcs_pb2.KvGetRequest(ns=runtime_env.KV_NS, key=key), timeout=60)
+        return reply.value if reply.found else None
 
     async def _fetch_and_unpack(self, uri: str) -> None:
         if os.path.isdir(runtime_env.local_dir(self.session_dir, uri)):

@@ -87,7 +87,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
         self.owners = OwnerWatcher(self.owner_died, self._local_pid)
         self.exit_code = 0  # 1 when the GCS refused this node (declared dead)
-        self.runtime_envs = RuntimeEnvs(session_dir, self._kv_get)
+        self.runtime_envs = RuntimeEnvs(session_dir, lambda: self.gcs)
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -286,10 +286,6 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             worker_id = new_hex_id()
             self.worker_env[worker_id] = env
             self.procs.start(worker_id, env_vars, runtime_env=env, cwd=setup.cwd, sys_path=setup.sys_path)
-
-    async def _kv_get(self, key: bytes) -> bytes | None:
-        reply = await self.gcs.KvGet(gcs_pb2.KvGetRequest(ns="runtime_env", key=key), timeout=60)
-        return reply.value if reply.found else None
 
     def on_worker_forked(self, worker_id: str, pid: int) -> None:
         if worker_id in self.worker_env:  # not registered yet
