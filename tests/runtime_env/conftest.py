@@ -35,13 +35,13 @@ class Head:
         return subprocess.run([sys.executable, "-m", "microray.cli", *args], env=self.env, cwd=cwd,
                               capture_output=True, text=True, timeout=timeout)
 
-    def driver(self, body: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    def driver(self, body: str, cwd: Path, check: bool = True, args: list[str] | None = None) -> subprocess.CompletedProcess:
         """Run ``body`` as a driver script ``drv.py`` in ``cwd`` (its folder is on the
-        driver's path, as for ``python drv.py``); ``check``: fail on a non-zero exit."""
+        driver's path, as for ``python drv.py``) with ``args``; ``check``: fail on a non-zero exit."""
         script = cwd / "drv.py"
         script.write_text(driver_code(body))
-        proc = subprocess.run([sys.executable, str(script)], env=self.env, cwd=cwd, capture_output=True,
-                              text=True, timeout=TIMEOUT)
+        proc = subprocess.run([sys.executable, str(script), *(args or [])], env=self.env, cwd=cwd,
+                              capture_output=True, text=True, timeout=TIMEOUT)
         if check:
             assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
         return proc
