@@ -48,6 +48,11 @@ from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc,
 
 log = structlog.get_logger(__name__)
 
+# A lease request spilled back to a node that fails (dead, not yet declared dead) goes
+# back to the local raylet with that node excluded, after this pause, up to this many nodes.
+SPILLBACK_RETRY_S = 0.1
+MAX_EXCLUDED_NODES = 16
+
 
 class SubmitterHost(Protocol):
     """What the submitter needs of its core worker (``CoreWorker`` satisfies it)."""
@@ -211,6 +216,8 @@ class TaskSubmitter:
         raylet = self.cw.raylet
         grant_or_reject = False
         shape = tuple(sorted(state.resources.items()))
+        excluded: list[str] = []  # spillback targets that failed (dead, not yet declared dead)
+        target = ""
         try:
             while True:
                 req = raylet_pb2.LeaseRequest(
@@ -223,18 +230,29 @@ class TaskSubmitter:
                     runtime_env_hash=state.env,
                     task_name=_task_name(state.queue[0].spec) if state.queue else "",
                     report_infeasible=shape not in self.infeasible_shapes,
+                    exclude_nodes=excluded,
                 )
                 try:
                     reply = await raylet.RequestWorkerLease(req)
                 except grpc.aio.AioRpcError as exc:
-                    if not self.closed:
-                        log.warning("lease_request_failed", error=exc.code().name, details=exc.details())
-                        self._fail_queue(key, f"could not lease a worker: {exc.details()}")
+                    if self.closed:
+                        return
+                    if target and len(excluded) < MAX_EXCLUDED_NODES:
+                        # the node a spillback sent us to is gone (or unreachable): ask the
+                        # local raylet again, without it, rather than fail the tasks
+                        log.info("spillback_target_failed", node_id=target, error=exc.code().name)
+                        excluded.append(target)
+                        raylet, grant_or_reject, target = self.cw.raylet, False, ""
+                        await asyncio.sleep(SPILLBACK_RETRY_S)
+                        continue
+                    log.warning("lease_request_failed", error=exc.code().name, details=exc.details())
+                    self._fail_queue(key, f"could not lease a worker: {exc.details()}")
                     return
                 if reply.HasField("spillback") and reply.spillback.port:
                     address = f"{reply.spillback.ip}:{reply.spillback.port}"
                     raylet = raylet_pb2_grpc.RayletStub(self.cw.channels.get(address))
                     grant_or_reject = True
+                    target = reply.spillback.node_id or address
                     continue
                 if reply.infeasible:  # warn once per shape, then ask again: a node may join
                     self._warn_infeasible(shape, state, reply)

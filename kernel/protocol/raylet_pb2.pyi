@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("lease_key", "resources", "strategy", "owner_worker_id", "grant_or_reject", "task_name", "actor_spec", "runtime_env_hash", "owner_address", "report_infeasible")
+    __slots__ = ("lease_key", "resources", "strategy", "owner_worker_id", "grant_or_reject", "task_name", "actor_spec", "runtime_env_hash", "owner_address", "report_infeasible", "exclude_nodes")
     LEASE_KEY_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class LeaseRequest(_message.Message):
     RUNTIME_ENV_HASH_FIELD_NUMBER: _ClassVar[int]
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REPORT_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_NODES_FIELD_NUMBER: _ClassVar[int]
     lease_key: str
     resources: _common_pb2.ResourceMap
     strategy: bytes
@@ -29,7 +30,8 @@ class LeaseRequest(_message.Message):
     runtime_env_hash: str
     owner_address: str
     report_infeasible: bool
-    def __init__(self, lease_key: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., strategy: _Optional[bytes] = ..., owner_worker_id: _Optional[str] = ..., grant_or_reject: _Optional[bool] = ..., task_name: _Optional[str] = ..., actor_spec: _Optional[bytes] = ..., runtime_env_hash: _Optional[str] = ..., owner_address: _Optional[str] = ..., report_infeasible: _Optional[bool] = ...) -> None: ...
+    exclude_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease_key: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., strategy: _Optional[bytes] = ..., owner_worker_id: _Optional[str] = ..., grant_or_reject: _Optional[bool] = ..., task_name: _Optional[str] = ..., actor_spec: _Optional[bytes] = ..., runtime_env_hash: _Optional[str] = ..., owner_address: _Optional[str] = ..., report_infeasible: _Optional[bool] = ..., exclude_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
     __slots__ = ("granted", "worker", "lease_id", "spillback", "canceled", "error", "worker_pid", "infeasible", "cluster_total")

@@ -330,15 +330,17 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             self.start_workers(env, count)
 
     # -- scheduling ------------------------------------------------------------
-    def cluster_view(self) -> ClusterView:
+    def cluster_view(self, exclude: frozenset[str] = frozenset()) -> ClusterView:
+        """The nodes as the scheduling policy sees them: a node declared dead, or in
+        ``exclude`` (a spillback to it just failed), is not alive."""
         nodes = {
             self.node_id: NodeView(self.node_id, dict(self.total), dict(self.leases.available), True,
                                    dict(self.cfg.labels))
         }
         for node_id, info in self.remote_nodes.items():
             nodes[node_id] = NodeView(
-                node_id, dict(info.total.amounts), dict(info.available.amounts), info.state == "ALIVE",
-                dict(info.labels),
+                node_id, dict(info.total.amounts), dict(info.available.amounts),
+                info.state == "ALIVE" and node_id not in exclude, dict(info.labels),
             )
         return ClusterView(nodes=nodes, local_node_id=self.node_id)
 
@@ -364,7 +366,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                 spillback=common_pb2.Address(ip=info.ip, port=info.raylet_port, node_id=target)
             )
         if target is None and not request.grant_or_reject and self.remote_nodes:
-            view = self.cluster_view()
+            view = self.cluster_view(frozenset(request.exclude_nodes))
             chosen = self.policy.select_node(SchedulingRequest(resources, strategy, request.task_name), view)
             if chosen is None and not self.leases.feasible(resources):
                 chosen = next((n.node_id for n in view.nodes.values() if n.alive and n.feasible(resources)), None)
