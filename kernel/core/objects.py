@@ -18,6 +18,7 @@ import structlog
 from microray import ids, serialization
 from microray.config import Config
 from microray.core import context
+from microray.core.blocked_notices import BlockedNotices
 from microray.core.borrowing import Borrowing
 from microray.core.io_loop import IoLoop
 from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, MemoryStore
@@ -26,7 +27,7 @@ from microray.core.reference_counter import ReferenceCounter
 from microray.core.service import ST_IN_STORE, ST_INLINE, ST_TIMEOUT
 from microray.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError, RaySystemError, RayTaskError
 from microray.protocol import core_worker_pb2, core_worker_pb2_grpc, raylet_pb2
-from microray.rpc import ChannelPool
+from microray.rpc import ChannelPool, invoke_logged
 
 if TYPE_CHECKING:
     from microray.interfaces.object_store import ObjectStore
@@ -59,6 +60,8 @@ class Objects:
         self.refs = ReferenceCounter(self.free)
         self.sizes: dict[bytes, int] = {}  # sizes of objects in the store, for the state API
         self.fetching: set[bytes] = set()  # borrowed objects being fetched from their owners
+        # the raylet must see blocked/unblocked in the order they happen: one at a time
+        self._blocked = BlockedNotices(io.loop, self._send_blocked)
         self.store: ObjectStore
         self.borrowing: Borrowing
         self._pm: MicrorayPluginManager
@@ -278,12 +281,18 @@ class Objects:
         host = self.host
         if not host.is_worker or context.current_task() is None or self.io.in_loop_thread():
             return False
-        self.io.call_nowait(host.raylet.NotifyBlocked, raylet_pb2.WorkerIdRequest(worker_id=host.worker_id))
+        self._blocked.enter()
         return True
 
     def _notify_unblocked(self) -> None:
+        self._blocked.leave()
+
+    async def _send_blocked(self, blocked: bool) -> None:
         host = self.host
-        self.io.call_nowait(host.raylet.NotifyUnblocked, raylet_pb2.WorkerIdRequest(worker_id=host.worker_id))
+        if host.raylet is None:  # shut down meanwhile
+            return
+        method = host.raylet.NotifyBlocked if blocked else host.raylet.NotifyUnblocked
+        await invoke_logged(method, raylet_pb2.WorkerIdRequest(worker_id=host.worker_id), 30)
 
     # -- freeing -----------------------------------------------------------------------
     def free(self, oid: bytes, owned: bool, owner: str | None = None) -> None:
