@@ -128,6 +128,10 @@ class Config:
     max_inline_object_bytes: int = field(default=100 * 1024, metadata=allowed(min=0, max=MAX_INLINE_BYTES, unit="bytes"))
     # the largest working_dir / py_modules package a runtime_env may ship
     runtime_env_max_bytes: int = field(default=524288000, metadata=allowed(min=1, unit="bytes"))
+    # moving objects between nodes: bytes per chunk of a pull, and pulls a node runs at once
+    object_transfer_chunk_bytes: int = field(
+        default=4 * 1024 * 1024, metadata=allowed(min=64 * 1024, max=64 * 1024 * 1024, unit="bytes"))
+    object_transfer_max_active: int = field(default=4, metadata=allowed(min=1))
     max_tasks_in_flight_per_worker: int = field(default=16, metadata=allowed(min=1))
     idle_lease_keep_s: float = field(default=0.5, metadata=allowed(min=0, unit="seconds"))
     idle_worker_kill_s: float = field(default=60.0, metadata=allowed(min=0, unit="seconds"))

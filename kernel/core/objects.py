@@ -8,6 +8,7 @@ user's thread; fetches from owners run on the io loop.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,7 +27,8 @@ from microray.core.object_ref import ObjectRef
 from microray.core.reference_counter import ReferenceCounter
 from microray.core.service import ST_IN_STORE, ST_INLINE, ST_TIMEOUT
 from microray.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError, RaySystemError, RayTaskError
-from microray.protocol import core_worker_pb2, core_worker_pb2_grpc, raylet_pb2
+from microray.protocol import core_worker_pb2, core_worker_pb2_grpc, object_manager_pb2, object_manager_pb2_grpc
+from microray.protocol import raylet_pb2
 from microray.rpc import ChannelPool, invoke_logged
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ class ObjectsHost(Protocol):
 
     address: str
     node_id: str
+    raylet_address: str
     worker_id: str
     is_worker: bool
     config: Config
@@ -62,6 +65,11 @@ class Objects:
         self.fetching: set[bytes] = set()  # borrowed objects being fetched from their owners
         # the raylet must see blocked/unblocked in the order they happen: one at a time
         self._blocked = BlockedNotices(io.loop, self._send_blocked)
+        # owner side: nodes that pulled a copy of an object this process owns (the node it
+        # was sealed on first is in its memory-store entry)
+        self.copies: dict[bytes, set[str]] = {}
+        # borrower side: the owner of each borrowed object in a node's store (pulled through it)
+        self.owner_of: dict[bytes, str] = {}
         self.store: ObjectStore
         self.borrowing: Borrowing
         self._pm: MicrorayPluginManager
@@ -147,6 +155,11 @@ class Objects:
                 raise GetTimeoutError(
                     f"get timed out after {timeout}s: {len(still)} of {len(set(ids_))} objects not ready"
                 )
+        lost = self._pull_missing(ids_, timeout)
+        if lost:
+            for oid in ids_:
+                if oid in lost:
+                    raise lost[oid]
         return [self.value_of(oid) for oid in ids_]
 
     def value_of(self, oid: bytes) -> Any:
@@ -162,8 +175,15 @@ class Objects:
             self.borrowing.register_borrowed()
         elif kind == IN_STORE:
             view = self.store.get(oid)
-            if view is None:
-                raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is not in the object store of node {payload}")
+            if view is None:  # a pulled copy dropped meanwhile: pull it again
+                if self.io.in_loop_thread():
+                    raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is not in the object store of node {payload}")
+                error = self.io.run(self._pull(oid))
+                if error is not None:
+                    raise error
+                view = self.store.get(oid)
+                if view is None:
+                    raise ObjectLostError(oid.hex(), f"Object {oid.hex()} is not in the object store of node {payload}")
             value, is_error = serialization.deserialize(view)
             self.borrowing.register_borrowed()
         elif kind == ERROR:
@@ -207,10 +227,21 @@ class Objects:
         def done(_oid: bytes) -> None:
             if fut.done():
                 return
+            if self._needs_pull(ref.binary()):
+                self.io.spawn(pulled_then_done())
+                return
             try:
                 fut.set_result(self.value_of(ref.binary()))
             except BaseException as exc:  # noqa: BLE001 -- the error is the result
                 fut.set_exception(exc)
+
+        async def pulled_then_done() -> None:
+            error = await self._pull(ref.binary())
+            if error is not None:
+                if not fut.done():
+                    fut.set_exception(error)
+                return
+            done(ref.binary())
 
         self.fetch_borrowed([ref])
         if self.memory.on_ready(ref.binary(), done):
@@ -245,6 +276,7 @@ class Objects:
             if self.refs.owns(oid) or ref.owner_address in ("", address) or oid in self.fetching:
                 continue
             if self.store.contains(oid):
+                self.owner_of[oid] = ref.owner_address
                 self.memory.put(oid, IN_STORE, self.host.node_id)
                 continue
             self.fetching.add(oid)
@@ -269,12 +301,90 @@ class Objects:
                 if reply.status == ST_INLINE:
                     self.memory.put(oid, SERIALIZED, reply.data)
                 elif reply.status == ST_IN_STORE:
+                    self.owner_of[oid] = owner
                     self.memory.put(oid, IN_STORE, reply.node_id)
                 else:
                     self.memory.put(oid, ERROR, ObjectLostError(oid.hex()))
                 return
         finally:
             self.fetching.discard(oid)
+
+    # -- objects in other nodes' stores --------------------------------------------------
+    def _needs_pull(self, oid: bytes) -> bool:
+        entry = self.memory.entries.get(oid)
+        return (entry is not None and entry[0] == IN_STORE and entry[1] != self.host.node_id
+                and not self.store.contains(oid))
+
+    def _pull_missing(self, ids_: Sequence[bytes], timeout: float | None) -> dict[bytes, BaseException]:
+        """Bring the objects of ``ids_`` that lie in other nodes' stores into this node's
+        store (all at once, through this node's raylet); the errors of those that are lost."""
+        entries = self.memory.entries
+        node_id = self.host.node_id
+        need = None
+        for oid in ids_:
+            entry = entries.get(oid)
+            if entry is not None and entry[0] == IN_STORE and entry[1] != node_id:
+                if not self.store.contains(oid):
+                    need = need or {}
+                    need[oid] = None
+        if not need:
+            return {}
+        if self.io.in_loop_thread():  # pragma: no cover -- get() is never called on the io loop
+            raise RaySystemError("get of an object in another node's store on the io loop thread")
+
+        async def pull_all() -> list[BaseException | None]:
+            return await asyncio.gather(*(self._pull(oid) for oid in need))
+
+        blocked = self._notify_blocked()
+        try:
+            results = self.io.run(pull_all(), timeout)
+        except concurrent.futures.TimeoutError:
+            raise GetTimeoutError(f"get timed out after {timeout}s pulling {len(need)} objects from other nodes") from None
+        finally:
+            if blocked:
+                self._notify_unblocked()
+        return {oid: err for oid, err in zip(need, results) if err is not None}
+
+    async def _pull(self, oid: bytes) -> BaseException | None:
+        """Ask this node's raylet to pull ``oid`` into the node's store (io loop); None
+        when it is there, else the error ``get`` raises."""
+        owner = self.host.address if self.refs.owns(oid) else self.owner_of.get(oid)
+        if not owner:
+            return self.object_lost(oid, "this process does not know the object's owner")
+        stub = object_manager_pb2_grpc.ObjectManagerStub(self.host.channels.get(self.host.raylet_address))
+        try:
+            reply = await stub.FetchObject(object_manager_pb2.FetchObjectRequest(object_id=oid, owner_address=owner))
+        except grpc.aio.AioRpcError as exc:
+            return ObjectLostError(oid.hex(), f"Object {oid.hex()} could not be pulled: this node's raylet "
+                                              f"failed ({exc.code().name}: {exc.details()})")
+        if reply.ok:
+            return None
+        return self.object_lost(oid, reply.error)
+
+    def object_lost(self, oid: bytes, why: str) -> BaseException:
+        """No node could give ``oid``: the error its readers get. (Rebuilding the object
+        by re-running the task that made it would be decided here.)"""
+        return ObjectLostError(oid.hex(), why or f"Object {oid.hex()} is lost")
+
+    def locations(self, oid: bytes) -> tuple[bool, list[str], str]:
+        """Owner side: whether this process holds ``oid`` in a node's store, the nodes
+        with a copy (the node it was sealed on first, first), or why there are none."""
+        entry = self.memory.entries.get(oid)
+        if entry is None:
+            return False, [], "it is not held by its owner (freed, or not made yet)"
+        if entry[0] != IN_STORE:
+            return False, [], "it is not in any node's store (its value is kept by its owner)"
+        copies = self.copies.get(oid)
+        return True, [entry[1], *sorted(copies - {entry[1]})] if copies else [entry[1]], ""
+
+    def add_location(self, oid: bytes, node_id: str) -> bool:
+        """Owner side: ``node_id`` pulled a copy of ``oid``. False when this process no
+        longer holds the object (the node then drops its copy)."""
+        entry = self.memory.entries.get(oid)
+        if entry is None or entry[0] != IN_STORE or not self.refs.owns(oid):
+            return False
+        self.copies.setdefault(oid, set()).add(node_id)
+        return True
 
     # -- blocked-in-get notices (a worker lends its CPU back while it waits) -----------
     def _notify_blocked(self) -> bool:
@@ -302,13 +412,54 @@ class Objects:
             self.borrowing.send_remove_borrower(owner, oid)
         entry = self.memory.entries.pop(oid, None)
         self.sizes.pop(oid, None)
+        self.owner_of.pop(oid, None)
+        copies = self.copies.pop(oid, None)
         if owned and entry is not None and "microray_object_freed" in self._hooks:
             self._observe("microray_object_freed", {"object_id": oid.hex(), "in_store": entry[0] == IN_STORE})
-        if owned and entry is not None and entry[0] == IN_STORE and entry[1] == self.host.node_id:
-            try:
-                self.store.delete(oid)
-            except Exception as exc:  # noqa: BLE001 -- freeing must never raise into __del__
-                log.warning("object_free_failed", object_id=oid.hex(), error=repr(exc))
+        if owned and entry is not None and entry[0] == IN_STORE:
+            node_id = self.host.node_id
+            if entry[1] == node_id:
+                try:
+                    self.store.delete(oid)
+                except Exception as exc:  # noqa: BLE001 -- freeing must never raise into __del__
+                    log.warning("object_free_failed", object_id=oid.hex(), error=repr(exc))
+            if (entry[1] != node_id or copies) and self.host.connected:
+                # the copies on other nodes (and one this node pulled): this node's raylet
+                # deletes its own and forwards the request to the others
+                others = ({entry[1]} | (copies or set())) - {node_id}
+                self.io.spawn(self._free_remote(oid, sorted(others)))
+
+    async def _free_remote(self, oid: bytes, nodes: list[str]) -> None:
+        channels = self.host.channels
+        if channels is None:
+            return
+        stub = object_manager_pb2_grpc.ObjectManagerStub(channels.get(self.host.raylet_address))
+        try:
+            await stub.FreeObjects(object_manager_pb2.FreeObjectsRequest(object_ids=[oid], forward_to=nodes), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("object_free_remote_failed", object_id=oid.hex(), error=exc.code().name)
+
+    async def free_remote_owned(self) -> None:
+        """At shutdown (io loop): free the copies other nodes hold of objects this process
+        owns (nobody else would: their owner is going)."""
+        node_id = self.host.node_id
+        oids: list[bytes] = []
+        nodes: set[str] = set()
+        for oid, (kind, node) in list(self.memory.entries.items()):
+            if kind != IN_STORE or not self.refs.owns(oid):
+                continue
+            held = ({node} | self.copies.get(oid, set())) - {node_id}
+            if held:
+                oids.append(oid)
+                nodes |= held
+        if not oids:
+            return
+        stub = object_manager_pb2_grpc.ObjectManagerStub(self.host.channels.get(self.host.raylet_address))
+        try:
+            await stub.FreeObjects(object_manager_pb2.FreeObjectsRequest(object_ids=oids, forward_to=sorted(nodes)),
+                                   timeout=2)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("object_free_remote_failed", objects=len(oids), error=exc.code().name)
 
     def delete_owned_in_store(self) -> None:
         """At shutdown: delete every object this process owns from the node's store."""

@@ -82,6 +82,14 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
         executor = self.cw.executor
         return core_worker_pb2.LeaseOwnerDiedReply(busy=executor is not None and executor.busy())
 
+    async def GetObjectLocations(self, request, context):
+        known, nodes, why = self.cw.objects.locations(request.object_id)
+        return core_worker_pb2.ObjectLocationsReply(known=known, node_ids=nodes, why=why)
+
+    async def AddObjectLocation(self, request, context):
+        known = self.cw.objects.add_location(request.object_id, request.node_id)
+        return core_worker_pb2.ObjectLocationReply(known=known)
+
     async def RemoveBorrower(self, request, context):
         for oid in request.object_ids:
             self.cw.refs.remove_borrower(oid, request.borrower)

@@ -246,6 +246,7 @@ class CoreWorker:
 
     async def _disconnect(self) -> None:
         await self.submitter.close()
+        await self.objects.free_remote_owned()
         if self.mode == DRIVER and self.job_id:
             try:
                 await self.gcs.MarkJobFinished(gcs_pb2.JobIdRequest(job_id=self.job_id), timeout=1)

@@ -86,3 +86,33 @@ class ObjectsInfoReply(_message.Message):
     pid: int
     job_id: str
     def __init__(self, objects: _Optional[bytes] = ..., worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ObjectLocationsRequest(_message.Message):
+    __slots__ = ("object_id",)
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    object_id: bytes
+    def __init__(self, object_id: _Optional[bytes] = ...) -> None: ...
+
+class ObjectLocationsReply(_message.Message):
+    __slots__ = ("known", "node_ids", "why")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    why: str
+    def __init__(self, known: _Optional[bool] = ..., node_ids: _Optional[_Iterable[str]] = ..., why: _Optional[str] = ...) -> None: ...
+
+class ObjectLocationRequest(_message.Message):
+    __slots__ = ("object_id", "node_id")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    object_id: bytes
+    node_id: str
+    def __init__(self, object_id: _Optional[bytes] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class ObjectLocationReply(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...

@@ -81,6 +81,16 @@ class CoreWorkerStub:
                 request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_core__worker__pb2.LeaseOwnerDiedReply.FromString,
                 _registered_method=True)
+        self.GetObjectLocations = channel.unary_unary(
+                '/microray.CoreWorker/GetObjectLocations',
+                request_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsReply.FromString,
+                _registered_method=True)
+        self.AddObjectLocation = channel.unary_unary(
+                '/microray.CoreWorker/AddObjectLocation',
+                request_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -149,6 +159,22 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetObjectLocations(self, request, context):
+        """Where the copies of an object this process owns are (node ids, the node it was
+        sealed on first); asked by a raylet that pulls it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddObjectLocation(self, request, context):
+        """A node's raylet pulled a copy of an object this process owns. known=false: the owner
+        does not hold the object (any more), and the node drops its copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +222,16 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.LeaseOwnerDied,
                     request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                     response_serializer=microray_dot_protocol_dot_core__worker__pb2.LeaseOwnerDiedReply.SerializeToString,
+            ),
+            'GetObjectLocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetObjectLocations,
+                    request_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsReply.SerializeToString,
+            ),
+            'AddObjectLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddObjectLocation,
+                    request_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +478,60 @@ class CoreWorker:
             '/microray.CoreWorker/LeaseOwnerDied',
             microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             microray_dot_protocol_dot_core__worker__pb2.LeaseOwnerDiedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetObjectLocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.CoreWorker/GetObjectLocations',
+            microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.SerializeToString,
+            microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddObjectLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.CoreWorker/AddObjectLocation',
+            microray_dot_protocol_dot_core__worker__pb2.ObjectLocationRequest.SerializeToString,
+            microray_dot_protocol_dot_core__worker__pb2.ObjectLocationReply.FromString,
             options,
             channel_credentials,
             insecure,

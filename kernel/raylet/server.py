@@ -25,6 +25,7 @@ from microray.plugin_manager import get_plugin_manager
 from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from microray.raylet.leases import LeaseManager, PendingLease
+from microray.raylet.object_manager import ObjectManager
 from microray.raylet.owners import OwnerWatcher, worker_busy
 from microray.raylet.runtime_envs import RuntimeEnvs
 from microray.raylet.worker_processes import WorkerProcesses
@@ -575,6 +576,8 @@ async def serve(
     raylet.procs.attach(loop)
     server = make_server()
     raylet_pb2_grpc.add_RayletServicer_to_server(raylet, server)
+    objects = ObjectManager(raylet)
+    objects.add_to_server(server)
     raylet.port = bind(server, cfg.node_ip, port)
     raylet.address = f"{cfg.node_ip}:{raylet.port}"
     raylet.procs.raylet_address = raylet.address
@@ -603,6 +606,7 @@ async def serve(
     await raylet.stopped.wait()
     heartbeats.cancel()
     raylet.owners.close()
+    objects.close()
     watch.cancel()
     if not raylet.exit_code:
         try:
