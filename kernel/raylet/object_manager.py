@@ -73,6 +73,7 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         self.store = host.object_store
         self.node_id = host.node_id
         self.chunk_bytes = host.cfg.object_transfer_chunk_bytes
+        self.chunk_delay = host.cfg.testing_object_chunk_delay_s
         self.slots = asyncio.Semaphore(host.cfg.object_transfer_max_active)
         self.channels = channels if channels is not None else ChannelPool()
         self.table = TransferTable(host.node_id)
@@ -110,6 +111,8 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         stats.pulls_served += 1
         try:
             for off in range(0, size, chunk):
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
                 data = bytes(view[off:off + chunk])
                 stats.bytes_served += len(data)
                 stats.chunks_served += 1
