@@ -10,7 +10,7 @@ import pytest
 import microray as ray
 from microray.testing.processes import wait_for
 
-from .transfer_support import node_stats, transfer_stats
+from microray.testing.object_transfer import node_stats, transfer_stats
 
 MB = 1_000_000
 
