@@ -320,7 +320,7 @@ class Objects:
         store (all at once, through this node's raylet); the errors of those that are lost."""
         entries = self.memory.entries
         node_id = self.host.node_id
-        need = None
+        need: dict[bytes, None] | None = None
         for oid in ids_:
             entry = entries.get(oid)
             if entry is not None and entry[0] == IN_STORE and entry[1] != node_id:

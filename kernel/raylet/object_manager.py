@@ -124,7 +124,7 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         s = om_pb2.TransferStats()
         s.CopyFrom(self.stats)
         s.secondary_copies = len(self.copies)
-        s.secondary_bytes = self.copies.bytes
+        s.secondary_bytes = self.copies.total_bytes
         s.active = self.running
         return s
 

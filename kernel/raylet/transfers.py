@@ -105,7 +105,7 @@ class SecondaryCopies:
         return len(self.copies)
 
     @property
-    def bytes(self) -> int:
+    def total_bytes(self) -> int:
         return sum(size for size, _ in self.copies.values())
 
     def of_owner(self, owner: str) -> list[bytes]:

@@ -48,7 +48,7 @@ def test_secondary_copies_evict_oldest_first_and_keep_what_is_asked():
     copies.add(Y, 50, "o2")
     z = b"\x03" * 20
     copies.add(z, 30, "o1")
-    assert copies.bytes == 180 and len(copies) == 3
+    assert copies.total_bytes == 180 and len(copies) == 3
     # 200 used of 300: 150 more need 50 freed -> the oldest, X
     assert copies.to_evict(150, 200, 300) == [X]
     # enough room: nothing goes
