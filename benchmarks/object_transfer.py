@@ -138,7 +138,7 @@ def main() -> None:
         result["raylet_extra_rss_shmem_mb_src_dst"] = shmem
 
         btimes = []
-        for _ in range(args.reps):
+        for _ in range(args.reps if receivers else 0):
             ref = make.options(resources={"b": 1}).remote(args.broadcast_mb * MB)
             ray.wait([ref])
             t0 = time.perf_counter()
@@ -149,8 +149,9 @@ def main() -> None:
             gc.collect()
             time.sleep(0.5)
         total = args.broadcast_mb * MB * len(receivers)
-        result["broadcast_s"] = [round(t, 3) for t in btimes]
-        result["broadcast_aggregate_gb_per_s_median"] = round(total / statistics.median(btimes) / 1e9, 2)
+        if btimes:
+            result["broadcast_s"] = [round(t, 3) for t in btimes]
+            result["broadcast_aggregate_gb_per_s_median"] = round(total / statistics.median(btimes) / 1e9, 2)
         if args.system == "microray":
             from microray.testing.object_transfer import transfer_stats
 

@@ -53,6 +53,22 @@ NODES_MAX_AGE_S = 1.0   # the node table is read from the GCS at most this often
 EVICT_FRACTION = 0.8    # pulled copies are dropped before a pull takes the store past this
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def bound_chunk_memory(threshold: int = 1024 * 1024) -> bool:
+    """Make this process's allocations of ``threshold`` bytes and more their own mappings,
+    given back to the system when freed. Without it glibc raises its mmap threshold
+    after the first freed chunk and serves later chunks from its heaps, which keep the
+    memory: measured, a 1 GB pull left 40-120 MB of private memory in the raylet."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 class ObjectManagerHost(Protocol):
     """What the object manager reads from its raylet."""
 
@@ -85,6 +101,7 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         self.stats = om_pb2.TransferStats()
         self.running = 0  # transfers holding a slot
         self.owners = watcher(self._owner_died, lambda _owner: None)
+        bound_chunk_memory()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Serve ``ObjectManager`` and the raw chunk stream on the raylet's server."""
