@@ -235,6 +235,7 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         method = self.channels.get(address).unary_stream(
             PULL_METHOD, request_serializer=om_pb2.PullRequest.SerializeToString, response_deserializer=None)
         call = method(om_pb2.PullRequest(object_id=oid, chunk_size=self.chunk_bytes))
+        started = asyncio.get_running_loop().time()
         buf = None
         try:
             md = await asyncio.wait_for(call.initial_metadata(), STALL_S)
@@ -277,7 +278,9 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
                 self.store.abort(oid)
         self.stats.pulls_completed += 1
         self.stats.bytes_pulled += size
-        log.info("object_pulled", object_id=oid.hex(), source=node_id, size=size)
+        seconds = asyncio.get_running_loop().time() - started
+        log.info("object_pulled", object_id=oid.hex(), source=node_id, size=size, seconds=round(seconds, 3),
+                 gb_per_s=round(size / max(seconds, 1e-9) / 1e9, 2))
         return size
 
     async def _wait_sealed(self, oid: bytes, size: int) -> int:

@@ -46,10 +46,10 @@ def inspect_one_cpu(arr):
     return describe_array(arr)
 
 
-def three_nodes(make_cluster, src_store: str = "shm", dst_store: str = "shm", **src_args):
+def three_nodes(make_cluster, src_store: str = "shm", dst_store: str = "shm", src_args=None, dst_args=None):
     cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    b = cluster.add_node(num_cpus=1, resources={"b": 10}, object_store=src_store, **src_args)
-    c = cluster.add_node(num_cpus=2, resources={"c": 10}, object_store=dst_store)
+    b = cluster.add_node(num_cpus=1, resources={"b": 10}, object_store=src_store, **(src_args or {}))
+    c = cluster.add_node(num_cpus=2, resources={"c": 10}, object_store=dst_store, **(dst_args or {}))
     cluster.wait_for_nodes()
     cluster.connect()
     return cluster, b, c
@@ -148,8 +148,10 @@ def test_small_objects_travel_inline_not_through_the_object_manager(make_cluster
 
 
 def test_holder_killed_mid_transfer_the_pull_finishes_from_another_holder(make_cluster):
-    # B sends slowly (a pause before each chunk), so it can be killed mid-transfer
-    cluster, b, c = three_nodes(make_cluster, testing_object_chunk_delay_s=0.25)
+    # B sends slowly (a pause before each chunk) and C asks for small chunks: C's pull
+    # from B takes 40 chunks x 0.25 s, time enough to kill B in the middle of it
+    cluster, b, c = three_nodes(make_cluster, src_args={"testing_object_chunk_delay_s": 0.25},
+                                dst_args={"object_transfer_chunk_bytes": 1024 * 1024})
     d = cluster.add_node(num_cpus=1, resources={"d": 10})
     cluster.wait_for_nodes()
     n = 40 * MB
@@ -177,3 +179,22 @@ def test_an_object_whose_only_holder_is_gone_is_lost_with_its_id_and_why(make_cl
         ray.get(inspect.options(resources={"c": 1}).remote(ref), timeout=120)
     text = str(info.value)
     assert ref.hex() in text and b.node_id in text, text
+
+
+def test_pulled_copies_are_evicted_oldest_first_to_make_room(make_cluster):
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    b = cluster.add_node(num_cpus=1, resources={"b": 10})
+    c = cluster.add_node(num_cpus=1, resources={"c": 10}, object_store_memory=100 * MB)
+    cluster.wait_for_nodes()
+    cluster.connect()
+    n = 45 * MB
+    x = make_array.options(resources={"b": 1}).remote(n, 1)
+    y = make_array.options(resources={"b": 1}).remote(n, 2)
+    assert ray.get(inspect.options(resources={"c": 1}).remote(x))["sum"] == n
+    # 45 MB held; 45 more would pass 80 MB (80% of 100 MB): the copy of x goes first
+    assert ray.get(inspect.options(resources={"c": 1}).remote(y))["sum"] == 2 * n
+    sc = transfer_stats(c)
+    assert (sc.pulls_completed, sc.secondary_evicted, sc.secondary_copies) == (2, 1, 1)
+    # x is still the owner's: reading it on C pulls it again (and evicts y)
+    assert ray.get(inspect.options(resources={"c": 1}).remote(x))["sum"] == n
+    assert transfer_stats(c).pulls_completed == 3
