@@ -20,6 +20,13 @@ Keyword arguments of ``add_node`` are the node's flags (``num_cpus``, ``num_gpus
 ``MICRORAY_<KEY>`` variable (those of the head, e.g. ``node_dead_after_s``, are the
 cluster's). The nodes import modules from this process's ``sys.path`` (they share this
 machine's files), so functions of a test module run on every node.
+
+``Cluster(isolation="netns")`` runs each worker node as if on a machine of its own (see
+``microray.cluster_netns``): in its own network namespace on a bridge of this machine,
+with its own IP (``--node-ip-address``), loopback and ``/dev/shm``, and its own session
+root; the head and the driver bind to this machine's address on the bridge. Nothing then
+passes between the nodes but over the network. Where namespaces cannot be made it raises
+``IsolationUnavailable`` naming the reason.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
+from microray.cluster_netns import IsolationUnavailable, Network, NodeNamespace
+
+__all__ = ["Cluster", "ClusterNode", "IsolationUnavailable"]
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +91,13 @@ class ClusterNode:
     store_namespace: str
     pids: dict[str, int] = field(default_factory=dict)
     node_args: dict[str, Any] = field(default_factory=dict)
+    session_root: str = ""  # where the node's session folder and record are
+    netns: NodeNamespace | None = None  # its network namespace (isolation="netns"), else None
+
+    @property
+    def ip(self) -> str:
+        """The IP the node's services bind to."""
+        return self.raylet_address.rsplit(":", 1)[0]
 
     @property
     def raylet_pid(self) -> int:
@@ -101,7 +119,9 @@ class Cluster:
 
     ``initialize_head``: start the head now (with ``head_node_args``); ``connect``: then
     connect this process as a driver. ``session_root``: where every node keeps its
-    session folder and record (default: a new temporary folder, removed at shutdown)."""
+    session folder and record (default: a new temporary folder, removed at shutdown).
+    ``isolation="netns"``: each worker node in network and mount namespaces of its own
+    (module docstring); ``None``: every node on this machine's loopback."""
 
     def __init__(
         self,
@@ -110,7 +130,12 @@ class Cluster:
         head_node_args: dict[str, Any] | None = None,
         shutdown_at_exit: bool = True,
         session_root: str | None = None,
+        isolation: str | None = None,
     ) -> None:
+        if isolation not in (None, "none", "netns"):
+            raise ValueError(f"Cluster(isolation={isolation!r}) is not known; expected None or 'netns'")
+        # made first: where namespaces cannot be made, nothing else is started
+        self.network: Network | None = Network.create() if isolation == "netns" else None
         self._own_root = session_root is None
         self.session_root = session_root or tempfile.mkdtemp(prefix="microray-cluster-")
         os.makedirs(self.session_root, mode=0o700, exist_ok=True)
@@ -121,7 +146,11 @@ class Cluster:
         if shutdown_at_exit:
             atexit.register(self.shutdown)
         if initialize_head:
-            self.add_node(**(head_node_args or {}))
+            try:
+                self.add_node(**(head_node_args or {}))
+            except BaseException:
+                self.shutdown()
+                raise
             if connect:
                 self.connect()
         elif connect:
@@ -144,28 +173,29 @@ class Cluster:
         return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
 
     # -- nodes -----------------------------------------------------------------------------
-    def env(self, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    def env(self, extra: dict[str, Any] | None = None, session_root: str | None = None) -> dict[str, str]:
         """The environment of the ``microray`` commands this cluster runs: its session
-        root, this process's module path, and ``extra`` config keys as ``MICRORAY_<KEY>``."""
+        root (or ``session_root``), this process's module path, and ``extra`` config keys
+        as ``MICRORAY_<KEY>``."""
         env = dict(os.environ)
         env.pop("MICRORAY_ADDRESS", None)
-        env["MICRORAY_SESSION_ROOT"] = self.session_root
+        env["MICRORAY_SESSION_ROOT"] = session_root or self.session_root
         path = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([os.getcwd(), *path]))
         for key, value in (extra or {}).items():
             env[f"MICRORAY_{key.upper()}"] = _env_value(value)
         return env
 
-    def _cli(self, args: list[str], env: dict[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "microray.cli", *args], env=env, capture_output=True,
+    def _cli(self, args: list[str], env: dict[str, str], netns: NodeNamespace | None = None,
+             timeout: float = 120.0) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "microray.cli", *args]
+        return subprocess.run(netns.command(argv) if netns else argv, env=env, capture_output=True,
                               text=True, timeout=timeout, cwd=self.session_root)
 
     def add_node(self, wait: bool = True, **node_args: Any) -> ClusterNode:
         """Start a node and return it once the GCS lists it ALIVE: the head when the
         cluster has none yet, else a worker node joining it. ``wait`` is accepted for
         Ray's signature; the node is always registered when this returns."""
-        from microray.node import ADDRESS_FILE
-
         is_head = self.head_node is None
         args = ["start", "--head"] if is_head else ["start", f"--address={self.address}"]
         rest: dict[str, Any] = {}
@@ -184,29 +214,53 @@ class Cluster:
                     args += [_OPTION_FLAGS[key], f"{opt_key}={json.dumps(opt_value)}"]
             else:
                 rest[key] = value
-        before = set(self._session_dirs())
-        result = self._cli(args, self.env(rest))
-        if result.returncode != 0:
-            raise RuntimeError(f"'microray {' '.join(args)}' failed ({result.returncode}):\n"
-                               f"{result.stdout}\n{result.stderr[-4000:]}")
-        new = [d for d in self._session_dirs() if d not in before]
-        if len(new) != 1:
-            raise RuntimeError(f"'microray {' '.join(args)}' made {len(new)} session folders, expected 1: {new}")
-        record = json.loads((Path(new[0]) / ADDRESS_FILE).read_text())
-        node = ClusterNode(
-            node_id=record["node_id"], is_head=is_head, gcs_address=record["gcs_address"],
-            raylet_address=record["raylet_address"], session_dir=record["session_dir"],
-            store_namespace=record["store_namespace"], pids=dict(record["pids"]), node_args=dict(node_args),
-        )
+        root, netns = self.session_root, None
+        if self.network is not None:  # the head binds to the bridge, a worker node to its namespace's IP
+            if "node_ip_address" in node_args:
+                raise ValueError("Cluster(isolation='netns') gives each node its IP; node_ip_address cannot be set")
+            if is_head:
+                args += ["--node-ip-address", self.network.host_ip]
+            else:
+                netns = self.network.add_namespace()
+                args += ["--node-ip-address", netns.ip]
+                root = os.path.join(self.session_root, netns.name)  # no session files shared with others
+                os.makedirs(root, mode=0o700, exist_ok=True)
+        try:
+            node = self._start(args, rest, root, netns, is_head, node_args)
+        except BaseException:
+            if netns is not None and self.network is not None:
+                self.network.remove_namespace(netns)
+            raise
         if is_head:
             self.head_node = node
         else:
             self.worker_nodes.append(node)
-        log.debug("cluster_node_added", node_id=node.node_id, head=is_head, pids=node.pids)
+        log.debug("cluster_node_added", node_id=node.node_id, head=is_head, pids=node.pids, ip=node.ip)
         return node
 
-    def _session_dirs(self) -> list[str]:
-        return [str(p) for p in Path(self.session_root).glob("session_2*") if p.is_dir()]
+    def _start(self, args: list[str], rest: dict[str, Any], root: str, netns: NodeNamespace | None,
+               is_head: bool, node_args: dict[str, Any]) -> ClusterNode:
+        from microray.node import ADDRESS_FILE
+
+        before = set(self._session_dirs(root))
+        result = self._cli(args, self.env(rest, session_root=root), netns)
+        if result.returncode != 0:
+            raise RuntimeError(f"'microray {' '.join(args)}' failed ({result.returncode}):\n"
+                               f"{result.stdout}\n{result.stderr[-4000:]}")
+        new = [d for d in self._session_dirs(root) if d not in before]
+        if len(new) != 1:
+            raise RuntimeError(f"'microray {' '.join(args)}' made {len(new)} session folders, expected 1: {new}")
+        record = json.loads((Path(new[0]) / ADDRESS_FILE).read_text())
+        return ClusterNode(
+            node_id=record["node_id"], is_head=is_head, gcs_address=record["gcs_address"],
+            raylet_address=record["raylet_address"], session_dir=record["session_dir"],
+            store_namespace=record["store_namespace"], pids=dict(record["pids"]), node_args=dict(node_args),
+            session_root=root, netns=netns,
+        )
+
+    @staticmethod
+    def _session_dirs(root: str) -> list[str]:
+        return [str(p) for p in Path(root).glob("session_2*") if p.is_dir()]
 
     def remove_node(self, node: ClusterNode, allow_graceful: bool = True, timeout: float = 20.0) -> None:
         """Stop ``node``: SIGTERM its processes (its raylet leaves the cluster, stops its
@@ -234,13 +288,15 @@ class Cluster:
         for pid in order:  # graceful stop overran: no node is left half-running
             if pid_alive(pid):
                 worker_node.kill_process_group(pid)
+        if node.netns is not None and self.network is not None:
+            self.network.remove_namespace(node.netns)  # what still runs there; its /dev/shm goes with it
         if not allow_graceful or any(pid_alive(p) for p in order):
             self._remove_namespace(node)
         if node.is_head:
             node_mod.forget_current(self.session_root)
             self.head_node = None
         else:
-            worker_node.forget_node(self.session_root, node.node_id)
+            worker_node.forget_node(node.session_root or self.session_root, node.node_id)
             if node in self.worker_nodes:
                 self.worker_nodes.remove(node)
         self.removed_nodes.append(node)
@@ -278,6 +334,8 @@ class Cluster:
         """Connect this process to the cluster as a driver (``microray.init``)."""
         import microray
 
+        if self.network is not None:  # the driver's services bind where the nodes reach them
+            init_kwargs.setdefault("node_ip", self.network.host_ip)
         context = microray.init(address=self.address, **init_kwargs)
         self.connected = True
         return context
@@ -300,7 +358,12 @@ class Cluster:
                 self.remove_node(node)
             except Exception as exc:  # noqa: BLE001 -- stop the others regardless
                 log.warning("cluster_node_stop_failed", node_id=node.node_id, error=repr(exc))
-        if self.head_node is not None:
-            self.remove_node(self.head_node)
+        try:
+            if self.head_node is not None:
+                self.remove_node(self.head_node)
+        finally:
+            if self.network is not None:
+                self.network.teardown()
+                self.network = None
         if self._own_root:
             shutil.rmtree(self.session_root, ignore_errors=True)
