@@ -133,7 +133,8 @@ class Cluster:
         isolation: str | None = None,
     ) -> None:
         if isolation not in (None, "none", "netns"):
-            raise ValueError(f"Cluster(isolation={isolation!r}) is not known; expected None or 'netns'")
+            raise ValueError(f"Cluster isolation {isolation!r} is not known; expected None (every node on this "
+                             "machine's loopback) or 'netns' (each worker node in namespaces of its own)")
         # made first: where namespaces cannot be made, nothing else is started
         self.network: Network | None = Network.create() if isolation == "netns" else None
         self._own_root = session_root is None

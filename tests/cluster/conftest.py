@@ -4,12 +4,17 @@
                             root; shut down when the test ends, then checked to leave no
                             node process (raylets, GCS, zygotes, workers), no /dev/shm
                             entry of any node's object store and no session folder behind.
+                            ``make_cluster(isolation="netns")``: worker nodes in namespaces
+                            of their own (skipped, with the reason, where they cannot be
+                            made); afterwards no namespace, veth or bridge of it is left
+                            (``isolation.ISOLATIONS`` parametrizes a test over both).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +23,12 @@ import psutil
 import pytest
 
 import microray as ray
-from microray.cluster_utils import Cluster
+from microray.cluster_netns import STATE_DIR
+from microray.cluster_utils import Cluster, IsolationUnavailable
 from microray.testing.processes import describe, wait_for
 
 SHM_DIR = "/dev/shm"
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # test plugins (tests.cluster.node_event_plugin) are imported by name in the node processes
 # (which get this process's sys.path from the Cluster) and in a connected driver: this one
@@ -67,6 +74,20 @@ def assert_cluster_left_nothing(cluster: Cluster, pids: set[int], namespaces: se
     assert not os.path.exists(cluster.session_root), f"session root {cluster.session_root} left behind"
 
 
+def network_names() -> set[str]:
+    """The network namespaces and links on this machine now."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return ({line.split()[0] for line in netns.splitlines() if line.strip()}
+            | {line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line})
+
+
+def assert_network_left_nothing(tag: str, names: set[str]) -> None:
+    left = sorted(n for n in network_names() if n in names)
+    assert not left, f"isolated cluster left namespaces/links behind: {left}"
+    assert not (STATE_DIR / f"{tag}.json").exists(), f"isolated cluster left its record {STATE_DIR}/{tag}.json"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -82,7 +103,10 @@ def make_cluster(request, tmp_path) -> Iterator:
     made: list[Cluster] = []
 
     def make(**kwargs) -> Cluster:
-        cluster = Cluster(shutdown_at_exit=False, **kwargs)
+        try:
+            cluster = Cluster(shutdown_at_exit=False, **kwargs)
+        except IsolationUnavailable as exc:
+            pytest.skip(str(exc))
         made.append(cluster)
         return cluster
 
@@ -97,7 +121,14 @@ def make_cluster(request, tmp_path) -> Iterator:
                 pass  # what could be copied is there
         pids = node_processes(cluster)
         namespaces = {n.store_namespace for n in [*cluster.list_all_nodes(), *cluster.removed_nodes]}
+        network = cluster.network
+        if network is not None:
+            made_names = {network.bridge} | {n for ns in network.namespaces for n in (ns.name, ns.host_veth)}
+            made_names |= {n for node in cluster.removed_nodes if node.netns
+                           for n in (node.netns.name, node.netns.host_veth)}
         if ray.is_initialized() and not cluster.connected:
             ray.shutdown()
         cluster.shutdown()
         assert_cluster_left_nothing(cluster, pids, namespaces)
+        if network is not None:
+            assert_network_left_nothing(network.tag, made_names)

@@ -7,8 +7,12 @@ from __future__ import annotations
 import collections
 import os
 
+import pytest
+
 import microray as ray
 from microray.util.state import list_nodes
+
+from .isolation import ISOLATIONS
 
 
 @ray.remote(num_cpus=0.5)
@@ -44,8 +48,9 @@ def test_head_and_two_worker_nodes(make_cluster):
     assert set(custom) == {n2.node_id}
 
 
-def test_spread_tasks_reach_every_node(make_cluster):
-    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_spread_tasks_reach_every_node(make_cluster, isolation):
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1}, isolation=isolation)
     workers = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     cluster.wait_for_nodes()
     cluster.connect()
@@ -64,8 +69,9 @@ def test_driver_uses_the_head_raylet_and_tasks_see_their_node(make_cluster):
     assert ray.get(node_of_task.options(num_cpus=1).remote()) in {cluster.head_node.node_id, worker.node_id}
 
 
-def test_removed_node_leaves_the_cluster(make_cluster):
-    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_removed_node_leaves_the_cluster(make_cluster, isolation):
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1}, isolation=isolation)
     graceful = cluster.add_node(num_cpus=1)
     killed = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
