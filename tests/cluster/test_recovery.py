@@ -12,6 +12,8 @@ import microray as ray
 from microray.exceptions import ActorDiedError, GcsUnavailableError
 from microray.testing.processes import pid_alive, wait_for
 
+from .isolation import ISOLATIONS
+
 # a killed node is declared dead after node_dead_after_s (4 s); deadlines are generous
 DEADLINE = 60
 
@@ -40,8 +42,9 @@ def where_then_wait(marker_dir: str, go: str) -> str:
     return node_id
 
 
-def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path):
-    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, isolation):
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0}, isolation=isolation)
     a = cluster.add_node(num_cpus=1)
     b = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -73,8 +76,9 @@ class Where:
         return ray.get_runtime_context().get_node_id()
 
 
-def test_actor_on_a_killed_node_restarts_elsewhere_then_dies_when_restarts_are_used_up(make_cluster):
-    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_actor_on_a_killed_node_restarts_elsewhere_then_dies_when_restarts_are_used_up(make_cluster, isolation):
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0}, isolation=isolation)
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     cluster.connect()
