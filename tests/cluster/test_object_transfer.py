@@ -4,6 +4,8 @@ node's object came through a pull, which the raylets count (``GetTransferStats``
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,8 @@ import microray as ray
 from microray.testing.processes import wait_for
 
 from microray.testing.object_transfer import node_stats, transfer_stats
+
+from .isolation import ISOLATIONS
 
 MB = 1_000_000
 
@@ -46,8 +50,9 @@ def inspect_one_cpu(arr):
     return describe_array(arr)
 
 
-def three_nodes(make_cluster, src_store: str = "shm", dst_store: str = "shm", src_args=None, dst_args=None):
-    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+def three_nodes(make_cluster, src_store: str = "shm", dst_store: str = "shm", src_args=None, dst_args=None,
+                isolation=None):
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1}, isolation=isolation)
     b = cluster.add_node(num_cpus=1, resources={"b": 10}, object_store=src_store, **(src_args or {}))
     c = cluster.add_node(num_cpus=2, resources={"c": 10}, object_store=dst_store, **(dst_args or {}))
     cluster.wait_for_nodes()
@@ -64,9 +69,10 @@ def store_used(node) -> int:
     return node_stats(node).node.object_store_used
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 @pytest.mark.parametrize("src_store,dst_store", [("shm", "shm")])
-def test_array_made_on_b_is_read_zero_copy_on_c_after_one_pull(make_cluster, src_store, dst_store):
-    cluster, b, c = three_nodes(make_cluster, src_store, dst_store)
+def test_array_made_on_b_is_read_zero_copy_on_c_after_one_pull(make_cluster, src_store, dst_store, isolation):
+    cluster, b, c = three_nodes(make_cluster, src_store, dst_store, isolation=isolation)
     n = 80 * MB
     ref = make_array.options(resources={"b": 1}).remote(n)
     ray.wait([ref])
@@ -76,6 +82,8 @@ def test_array_made_on_b_is_read_zero_copy_on_c_after_one_pull(make_cluster, src
     assert not out["writeable"], "a view of the store must be read-only"
     # zero copy: the array's memory is a shared mapping of C's own store
     assert out["shared"] and c.store_namespace in out["path"], out
+    if isolation:  # C's store is in C's own /dev/shm: the host (and B) never saw it
+        assert not [e for e in os.listdir("/dev/shm") if c.store_namespace in e or b.store_namespace in e]
     sb, sc, sh = transfer_stats(b), transfer_stats(c), transfer_stats(cluster.head_node)
     assert (sc.pulls_completed, sb.pulls_served, sh.pulls_served, sh.pulls_completed) == (1, 1, 0, 0)
     assert object_size(n, sc.bytes_pulled) and sb.bytes_served == sc.bytes_pulled
@@ -124,8 +132,9 @@ def test_two_tasks_on_one_node_pull_one_object_once(make_cluster):
     assert sc.pulls_completed == 1 and sb.pulls_served == 1 and object_size(n, sc.bytes_pulled)
 
 
-def test_driver_gets_an_object_made_on_another_node(make_cluster):
-    cluster, b, c = three_nodes(make_cluster)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_driver_gets_an_object_made_on_another_node(make_cluster, isolation):
+    cluster, b, c = three_nodes(make_cluster, isolation=isolation)
     from microray.testing.contracts.object_store_support import mapping_of
 
     n = 30 * MB
