@@ -138,6 +138,21 @@ def _read_ready(fd: int, proc: "process.Child", name: str, deadline: float, sess
     return line
 
 
+def abandon_start(cfg: config_mod.Config, procs: tuple["process.Child", ...], fds: tuple[int, ...],
+                  raylet_pid: int, node_id: str, session_dir: str) -> None:
+    """A node did not start: kill its processes, close the ready pipes still open and
+    remove the object store namespace its raylet may have made."""
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    from microray.object_store_access import destroy_namespace, node_namespace
+
+    destroy_namespace(cfg, node_namespace(raylet_pid, node_id), session_dir)
+    for fd in fds:
+        if _fd_open(fd):
+            os.close(fd)
+
+
 def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0) -> NodeHandle:
     """Start a GCS and a head raylet; return when both are serving."""
     session_dir = session.new_session_dir(cfg.session_root, cfg.session_keep)
@@ -168,14 +183,7 @@ def _start_head(cfg: config_mod.Config, session_dir: str, embedded: bool, timeou
         _read_ready(gcs_fd, gcs, "GCS", deadline, session_dir)
         line = _read_ready(raylet_fd, raylet, "raylet", deadline, session_dir)
     except BaseException:
-        for proc in (raylet, gcs):
-            proc.kill()
-            proc.wait()
-        from microray.object_store_access import destroy_namespace, node_namespace
-
-        destroy_namespace(cfg, node_namespace(raylet.pid, node_id), session_dir)
-        os.close(gcs_fd) if _fd_open(gcs_fd) else None
-        os.close(raylet_fd) if _fd_open(raylet_fd) else None
+        abandon_start(cfg, (raylet, gcs), (gcs_fd, raylet_fd), raylet.pid, node_id, session_dir)
         raise
     raylet_port, _node, store_ns = line.split()
     handle = NodeHandle(

@@ -24,7 +24,7 @@ from microray import config as config_mod
 from microray import process, session
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
-from microray.node import ADDRESS_FILE, NodeHandle, _fd_open, _launch, _read_ready
+from microray.node import ADDRESS_FILE, NodeHandle, _launch, _read_ready, abandon_start
 
 log = structlog.get_logger(__name__)
 
@@ -56,13 +56,7 @@ def _start_worker_node(cfg: config_mod.Config, gcs_address: str, session_dir: st
     try:
         line = _read_ready(ready_fd, raylet, "raylet", deadline, session_dir)
     except BaseException:
-        raylet.kill()
-        raylet.wait()
-        if _fd_open(ready_fd):
-            os.close(ready_fd)
-        from microray.object_store_access import destroy_namespace, node_namespace
-
-        destroy_namespace(cfg, node_namespace(raylet.pid, node_id), session_dir)
+        abandon_start(cfg, (raylet,), (ready_fd,), raylet.pid, node_id, session_dir)
         raise
     raylet_port, _node, store_ns = line.split()
     handle = NodeHandle(

@@ -82,3 +82,17 @@ def test_removed_node_leaves_the_cluster(make_cluster, isolation):
     cluster.remove_node(killed, allow_graceful=False)
     cluster.wait_for_nodes()  # the head only: the killed node was declared dead
     assert not graceful.alive() and not killed.alive()
+
+
+def test_driver_on_a_worker_nodes_ip_uses_that_nodes_raylet(make_cluster, monkeypatch):
+    """A node with --node-ip-address=127.0.0.2 serves on that IP; a driver whose node_ip is
+    127.0.0.2 (a driver on that "machine") takes that node's raylet as its local raylet."""
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    other = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.2", resources={"custom": 1})
+    assert other.raylet_address.startswith("127.0.0.2:")
+    nodes = {n["node_id"]: n for n in list_nodes(address=cluster.address)}
+    assert nodes[other.node_id]["node_ip"] == "127.0.0.2"
+    monkeypatch.setenv("MICRORAY_NODE_IP", "127.0.0.2")
+    cluster.connect()
+    assert ray.get_runtime_context().get_node_id() == other.node_id
+    assert ray.get(node_of_task.options(resources={"custom": 1}).remote()) == other.node_id

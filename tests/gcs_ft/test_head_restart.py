@@ -336,12 +336,12 @@ def test_a_new_head_after_a_crashed_one_marks_the_lost_node_dead_at_once(make_cl
     """The whole head crashed (GCS and raylet killed) and a new head starts on the same
     namespace, as a restarted head machine or pod would. The crashed node is recorded ALIVE;
     the new GCS finds nothing at its raylet's address and marks it DEAD at once, instead of
-    after node_dead_after_s (10 s) during which the new raylet would spill tasks to it
-    ("could not lease a worker: ... Connection refused")."""
+    after node_dead_after_s (30 s here, so that the probe is what is tested) during which
+    the new raylet would spill tasks to it ("could not lease a worker: ... Connection refused")."""
     import os
     import signal
 
-    options = dict(gcs_store=store.name, gcs_store_options=store.options, namespace="ft")
+    options = dict(gcs_store=store.name, gcs_store_options=store.options, namespace="ft", node_dead_after_s=30)
     first = make_cluster(**options)
     old_node = first.node_id
     head = ray.api._head
@@ -355,7 +355,7 @@ def test_a_new_head_after_a_crashed_one_marks_the_lost_node_dead_at_once(make_cl
     assert second.node_id != old_node
     wait_for(lambda: {n["node_id"]: n["state"] for n in list_nodes()} == {old_node: "DEAD", second.node_id: "ALIVE"},
              timeout=5, what="the crashed node to be marked DEAD")
-    assert time.monotonic() - started < 5  # node_dead_after_s is 10
+    assert time.monotonic() - started < 5  # node_dead_after_s is 30
     while time.monotonic() < started + 3:  # past the new raylet's first heartbeats (node table)
         assert ray.get([inc.remote(i) for i in range(50)], timeout=120) == list(range(1, 51))
 
