@@ -120,3 +120,17 @@ def test_node_back_after_being_declared_dead_is_refused_and_exits(make_cluster):
     # and it removed its object store on the way out
     wait_for(lambda: not [n for n in os.listdir("/dev/shm") if victim.store_namespace in n], timeout=10,
              what="the refused node's object store to be removed")
+
+
+def test_health_timeout_is_the_heads_config_and_joining_nodes_follow_it(make_cluster):
+    cluster = make_cluster(initialize_head=True,
+                           head_node_args={"num_cpus": 1, "heartbeat_period_s": 0.2, "node_dead_after_s": 1.5})
+    victim = cluster.add_node(num_cpus=1, node_dead_after_s=30)  # a node cannot loosen the cluster's timeout
+    with open(os.path.join(victim.session_dir, "config.json")) as f:
+        joined = json.load(f)
+    assert (joined["heartbeat_period_s"], joined["node_dead_after_s"], joined["num_cpus"]) == (0.2, 1.5, 1)
+    cluster.remove_node(victim, allow_graceful=False)
+    killed_at = time.monotonic()
+    wait_for(lambda: gcs_state(cluster, victim.node_id) == "DEAD", timeout=1.5 + 10,
+             what="the GCS to declare the killed node DEAD", retry_on=(grpc.RpcError,))
+    assert time.monotonic() - killed_at >= 1.0  # by its missing heartbeats, after the cluster's timeout
