@@ -269,7 +269,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         for n in nodes:
             if n.node_id == self.node_id:
                 if n.state == "DEAD":
-                    self.refused(f"the GCS node table lists node {self.node_id} as DEAD")
+                    self.refused(f"node {self.node_id} was declared dead (the GCS node table lists it DEAD); "
+                                 "a dead node never serves again: start a new node")
                 continue
             remote[n.node_id] = n
             old = self.remote_nodes.get(n.node_id)
