@@ -37,6 +37,11 @@ class BlockedNotices:
         self._sending = False   # a sender task is running (loop thread only)
 
     @property
+    def blocked(self) -> bool:
+        """Whether a thread waits now (whatever the raylet was told so far)."""
+        return self._waiting > 0
+
+    @property
     def told(self) -> bool:
         """What the raylet was last told (for tests)."""
         return self._told

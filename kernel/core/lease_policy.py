@@ -16,6 +16,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 MAX_LEASE_REQUESTS_PER_KEY = 10
 LONG_TASK_S = 0.002  # tasks slower than this on average are not pipelined
+# an owner blocked in get() keeps an idle lease this long at most: enough for a task
+# looping over get(f.remote()) to submit its next call onto it, short against the stall
+# a held worker causes its nested tasks
+BLOCKED_OWNER_IDLE_KEEP_S = 0.01
 
 
 class QueuedTask(Protocol):
@@ -69,7 +73,7 @@ class LeasePolicy:
     average): a few tasks submitted together each get a worker, and a function not
     seen yet (a key spans the functions of one resource shape) never waits behind
     another task for its first run. An idle lease is kept ``idle_keep_s`` for the next
-    task of its key, then returned.
+    task of its key, then returned (at once, nearly, by an owner blocked in ``get()``).
     """
 
     def __init__(self, max_in_flight: int, idle_keep_s: float, *,
@@ -128,6 +132,16 @@ class LeasePolicy:
         sent = [lease for lease, _ in sends]
         plan.idle = [lease for lease in live if not lease.inflight and lease not in sent]
         return plan
+
+    def idle_keep(self, owner_blocked: bool) -> float:
+        """How long a lease in ``Plan.idle`` is kept before its timer fires.
+
+        An owner blocked in ``get()`` (a task waiting for its nested tasks) has lent its
+        own CPU back; a worker it keeps idle would hold another CPU the tasks it waits
+        for may need, for ``idle_keep_s`` each time (on a full node, a stall that long
+        at every level of a recursion). So it keeps one only for
+        ``BLOCKED_OWNER_IDLE_KEEP_S``."""
+        return min(self.idle_keep_s, BLOCKED_OWNER_IDLE_KEEP_S) if owner_blocked else self.idle_keep_s
 
     def on_idle_timer(self, lease: HeldLease, queued: int) -> IdleAction:
         """A lease idle for ``idle_keep_s`` (its timer, started for a lease in

@@ -397,6 +397,11 @@ class Objects:
     def _notify_unblocked(self) -> None:
         self._blocked.leave()
 
+    def blocked_in_get(self) -> bool:
+        """Whether a thread of this worker is waiting in ``get()``/``wait()`` for a task's
+        objects now (having lent the worker's CPU back); always False in a driver."""
+        return self._blocked.blocked
+
     async def _send_blocked(self, blocked: bool) -> None:
         host = self.host
         if host.raylet is None:  # shut down meanwhile

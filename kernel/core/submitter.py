@@ -71,6 +71,7 @@ class SubmitterHost(Protocol):
     def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
     def call_nowait(self, method: Callable[..., Any], request: Any, timeout: float | None = 30) -> None: ...
     def fetch_borrowed(self, refs: Sequence[Any]) -> None: ...
+    def blocked_in_get(self) -> bool: ...
 
 
 class TaskSubmitter:
@@ -201,9 +202,11 @@ class TaskSubmitter:
         if plan.cancel_requests:
             # nothing left to run: the raylet should not grant the requests still waiting
             self.loop.create_task(self._cancel_lease_requests(key))
-        for lease in plan.idle:  # each idle lease goes back on its own after idle_lease_keep_s
-            if lease.idle_timer is None:
-                lease.idle_timer = self.loop.call_later(self.policy.idle_keep_s, self._return_idle, key, lease)
+        if plan.idle:  # each idle lease goes back on its own after idle_lease_keep_s
+            keep = self.policy.idle_keep(self.cw.blocked_in_get())
+            for lease in plan.idle:
+                if lease.idle_timer is None:
+                    lease.idle_timer = self.loop.call_later(keep, self._return_idle, key, lease)
 
     async def _cancel_lease_requests(self, key: tuple) -> None:
         try:

@@ -104,9 +104,9 @@ class CoreWorker:
 
         objects.attach(self.object_store, borrowing, get_plugin_manager(self.config.plugins))
         (self.put_object, self.get_objects, self.wait_objects, self.resolve_async, self.next_generator_item,
-         self.store_serialized, self.write_to_store, self.fetch_borrowed) = (
+         self.store_serialized, self.write_to_store, self.fetch_borrowed, self.blocked_in_get) = (
             objects.put, objects.get, objects.wait, objects.resolve_async, objects.next_generator_item,
-            objects.store_serialized, objects.write_to_store, objects.fetch_borrowed)
+            objects.store_serialized, objects.write_to_store, objects.fetch_borrowed, objects.blocked_in_get)
         from microray.core.submitter import TaskSubmitter
 
         self.submitter: Any = TaskSubmitter(self)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from microray.core.lease_policy import IdleAction, LeasePolicy
+from microray.core.lease_policy import BLOCKED_OWNER_IDLE_KEEP_S, IdleAction, LeasePolicy
 
 SHORT, LONG = b"short", b"long"
 AVG = {SHORT: 0.0005, LONG: 0.5}
@@ -142,3 +142,11 @@ def test_run_times_are_a_moving_average() -> None:
 def test_max_in_flight_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="max_in_flight must be >= 1, got 0"):
         LeasePolicy(max_in_flight=0, idle_keep_s=1.0)
+
+
+def test_an_owner_blocked_in_get_keeps_no_idle_lease() -> None:
+    # a task waiting for its nested tasks has lent its CPU back; an idle worker it kept
+    # would sit on a CPU those tasks may need
+    assert policy.idle_keep(owner_blocked=False) == 1.5
+    assert policy.idle_keep(owner_blocked=True) == BLOCKED_OWNER_IDLE_KEEP_S < 1.5
+    assert LeasePolicy(max_in_flight=1, idle_keep_s=0).idle_keep(owner_blocked=True) == 0
