@@ -3,7 +3,7 @@
 ``start_worker_node`` starts a raylet (with its zygote and object store namespace) that
 takes the cluster's config from the head's GCS, registers its node and serves; it returns
 once the GCS node table lists the node ALIVE. Every node started by ``microray start``
-(head included) is recorded in ``<session_root>/nodes/<node_id>.json`` with the PIDs it
+is recorded in ``<session_root>/nodes/<node_id>.json`` (a head in ``current_cluster``) with the PIDs it
 started and their start times, so that ``microray stop`` ends exactly those processes
 and no process that merely reuses a recorded PID.
 """
@@ -123,8 +123,8 @@ def forget_node(root: str, node_id: str) -> None:
 
 
 def recorded_nodes(root: str) -> list[dict[str, Any]]:
-    """The node records under ``root``, worker nodes first; records whose processes all
-    ended are removed and left out."""
+    """The worker node records under ``root``; records whose processes all ended are
+    removed and left out."""
     out = []
     for path in sorted((Path(root) / NODES_DIR).glob("*.json")):
         text = session.read_private(path)  # None: missing, or writable by others: not ours
@@ -138,7 +138,6 @@ def recorded_nodes(root: str) -> list[dict[str, Any]]:
             path.unlink(missing_ok=True)
             continue
         out.append(data)
-    out.sort(key=lambda d: bool(d.get("head")))
     return out
 
 
@@ -156,30 +155,29 @@ def recorded_pids(record: dict[str, Any]) -> dict[str, int]:
 
 
 def local_gcs_address(root: str) -> str | None:
-    """The GCS address of a cluster a node started here belongs to (the head first)."""
-    for record in reversed(recorded_nodes(root)):
+    """The GCS address of the cluster a worker node started here belongs to."""
+    for record in recorded_nodes(root):
         return str(record["gcs_address"])
     return None
 
 
 def stop_recorded(root: str, force: bool = False, grace: float = 10.0) -> list[dict[str, Any]]:
-    """Stop every node recorded under ``root``: worker nodes first, then the head (whose
-    dashboard, raylet and GCS stop in that order). SIGTERM, then SIGKILL after ``grace``
-    seconds, or SIGKILL at once with ``force``; with SIGKILL the whole process group of a
-    node process that leads its own group goes (its zygote and workers). Returns the
+    """Stop every worker node recorded under ``root`` (the head is ``current_cluster``'s,
+    see ``node.stop_node``): SIGTERM to every recorded process at once (each raylet leaves
+    the cluster, stops its workers and removes its object store), then SIGKILL to what
+    still runs after ``grace`` seconds; with ``force`` SIGKILL at once. A SIGKILL takes the
+    whole process group of a process that leads one (its zygote and workers). Returns the
     records stopped."""
     records = recorded_nodes(root)
-    for record in records:
-        pids = recorded_pids(record)
-        order = [pids[k] for k in ("dashboard", "raylet", "gcs") if k in pids]
-        for pid in order:
-            if not force and record.get("head") and pid == pids.get("gcs"):
-                wait_gone([pids[k] for k in ("raylet",) if k in pids], grace)
-            _signal(pid, signal.SIGKILL if force else signal.SIGTERM)
-        if not wait_gone(order, grace):
-            for pid in order:
+    pids = [pid for record in records for pid in recorded_pids(record).values()]
+    for pid in pids:
+        _signal(pid, signal.SIGKILL if force else signal.SIGTERM)
+    if not wait_gone(pids, grace):
+        for pid in pids:
+            if process.pid_alive(pid):
                 _signal(pid, signal.SIGKILL)
-            wait_gone(order, 5.0)
+        wait_gone(pids, 5.0)
+    for record in records:
         forget_node(root, record["node_id"])
     return records
 
