@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emicroray/protocol/common.proto\x12\x08microray\"G\n\x07\x41\x64\x64ress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"r\n\x0bResourceMap\x12\x33\n\x07\x61mounts\x18\x01 \x03(\x0b\x32\".microray.ResourceMap.AmountsEntry\x1a.\n\x0c\x41mountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb3\x03\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x13\n\x0braylet_port\x18\x03 \x01(\x05\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.microray.ResourceMap\x12(\n\tavailable\x18\x05 \x01(\x0b\x32\x15.microray.ResourceMap\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0f\n\x07is_head\x18\x07 \x01(\x08\x12\x12\n\nstart_time\x18\x08 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\t \x01(\x01\x12\x1e\n\x16object_store_namespace\x18\n \x01(\t\x12\x19\n\x11object_store_used\x18\x0b \x01(\x03\x12\x1d\n\x15object_store_capacity\x18\x0c \x01(\x03\x12.\n\x06labels\x18\r \x03(\x0b\x32\x1e.microray.NodeInfo.LabelsEntry\x12\x0b\n\x03pid\x18\x0e \x01(\x05\x12\x13\n\x0bnum_workers\x18\x0f \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x07\n\x05\x45mptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emicroray/protocol/common.proto\x12\x08microray\"G\n\x07\x41\x64\x64ress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"r\n\x0bResourceMap\x12\x33\n\x07\x61mounts\x18\x01 \x03(\x0b\x32\".microray.ResourceMap.AmountsEntry\x1a.\n\x0c\x41mountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xde\x03\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x13\n\x0braylet_port\x18\x03 \x01(\x05\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.microray.ResourceMap\x12(\n\tavailable\x18\x05 \x01(\x0b\x32\x15.microray.ResourceMap\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0f\n\x07is_head\x18\x07 \x01(\x08\x12\x12\n\nstart_time\x18\x08 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\t \x01(\x01\x12\x1e\n\x16object_store_namespace\x18\n \x01(\t\x12\x19\n\x11object_store_used\x18\x0b \x01(\x03\x12\x1d\n\x15object_store_capacity\x18\x0c \x01(\x03\x12.\n\x06labels\x18\r \x03(\x0b\x32\x1e.microray.NodeInfo.LabelsEntry\x12\x0b\n\x03pid\x18\x0e \x01(\x05\x12\x13\n\x0bnum_workers\x18\x0f \x01(\x05\x12)\n\x07\x64\x65mands\x18\x10 \x03(\x0b\x32\x18.microray.ResourceDemand\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0eResourceDemand\x12$\n\x05shape\x18\x01 \x01(\x0b\x32\x15.microray.ResourceMap\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x12\n\ninfeasible\x18\x03 \x01(\x08\"\x07\n\x05\x45mptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,9 +42,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCEMAP_AMOUNTSENTRY']._serialized_start=185
   _globals['_RESOURCEMAP_AMOUNTSENTRY']._serialized_end=231
   _globals['_NODEINFO']._serialized_start=234
-  _globals['_NODEINFO']._serialized_end=669
-  _globals['_NODEINFO_LABELSENTRY']._serialized_start=624
-  _globals['_NODEINFO_LABELSENTRY']._serialized_end=669
-  _globals['_EMPTY']._serialized_start=671
-  _globals['_EMPTY']._serialized_end=678
+  _globals['_NODEINFO']._serialized_end=712
+  _globals['_NODEINFO_LABELSENTRY']._serialized_start=667
+  _globals['_NODEINFO_LABELSENTRY']._serialized_end=712
+  _globals['_RESOURCEDEMAND']._serialized_start=714
+  _globals['_RESOURCEDEMAND']._serialized_end=803
+  _globals['_EMPTY']._serialized_start=805
+  _globals['_EMPTY']._serialized_end=812
 # @@protoc_insertion_point(module_scope)

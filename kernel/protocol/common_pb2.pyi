@@ -1,7 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -32,7 +32,7 @@ class ResourceMap(_message.Message):
     def __init__(self, amounts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "ip", "raylet_port", "total", "available", "state", "is_head", "start_time", "last_heartbeat", "object_store_namespace", "object_store_used", "object_store_capacity", "labels", "pid", "num_workers")
+    __slots__ = ("node_id", "ip", "raylet_port", "total", "available", "state", "is_head", "start_time", "last_heartbeat", "object_store_namespace", "object_store_used", "object_store_capacity", "labels", "pid", "num_workers", "demands")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class NodeInfo(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    DEMANDS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     ip: str
     raylet_port: int
@@ -70,7 +71,18 @@ class NodeInfo(_message.Message):
     labels: _containers.ScalarMap[str, str]
     pid: int
     num_workers: int
-    def __init__(self, node_id: _Optional[str] = ..., ip: _Optional[str] = ..., raylet_port: _Optional[int] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., state: _Optional[str] = ..., is_head: _Optional[bool] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., object_store_namespace: _Optional[str] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., num_workers: _Optional[int] = ...) -> None: ...
+    demands: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
+    def __init__(self, node_id: _Optional[str] = ..., ip: _Optional[str] = ..., raylet_port: _Optional[int] = ..., total: _Optional[_Union[ResourceMap, _Mapping]] = ..., available: _Optional[_Union[ResourceMap, _Mapping]] = ..., state: _Optional[str] = ..., is_head: _Optional[bool] = ..., start_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., object_store_namespace: _Optional[str] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., pid: _Optional[int] = ..., num_workers: _Optional[int] = ..., demands: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
+
+class ResourceDemand(_message.Message):
+    __slots__ = ("shape", "count", "infeasible")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    shape: ResourceMap
+    count: int
+    infeasible: bool
+    def __init__(self, shape: _Optional[_Union[ResourceMap, _Mapping]] = ..., count: _Optional[int] = ..., infeasible: _Optional[bool] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from microray.protocol import common_pb2 as microray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmicroray/protocol/gcs.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"I\n\x0cKvPutRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\"\x1b\n\nKvPutReply\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x08\"\'\n\x0cKvGetRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"*\n\nKvGetReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\":\n\x0cKvDelRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x11\n\tby_prefix\x18\x03 \x01(\x08\"\x1d\n\nKvDelReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"+\n\rKvKeysRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x0c\"\x1b\n\x0bKvKeysReply\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"=\n\x12\x43lusterConfigReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"M\n\x11RegisterNodeReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\t\" \n\rNodeIdRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xad\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\tavailable\x18\x02 \x01(\x0b\x32\x15.microray.ResourceMap\x12\x19\n\x11object_store_used\x18\x03 \x01(\x03\x12\x13\n\x0bnum_workers\x18\x04 \x01(\x05\x12.\n\x0fpending_demands\x18\x05 \x03(\x0b\x32\x15.microray.ResourceMap\"B\n\x0eHeartbeatReply\x12\x12\n\nreregister\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\">\n\x08NodeList\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.microray.NodeInfo\x12\x0f\n\x07version\x18\x02 \x01(\x03\"4\n\x11WatchNodesRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\"\x9c\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tdriver_ip\x18\x02 \x01(\t\x12\x12\n\ndriver_pid\x18\x03 \x01(\x05\x12\x12\n\nstart_time\x18\x04 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x12\n\nentrypoint\x18\x07 \x01(\t\x12\x11\n\tnamespace\x18\x08 \x01(\t\"\x1d\n\x0b\x41\x64\x64JobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1e\n\x0cJobIdRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"*\n\x07JobList\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.microray.JobInfo\"$\n\x12\x41\x63torRecordRequest\x12\x0e\n\x06record\x18\x01 \x01(\x0c\"A\n\x12RegisterActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08\x65xisting\x18\x03 \x01(\x0c\"G\n\x12\x41\x63torLookupRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"1\n\x10\x41\x63torRecordReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06record\x18\x02 \x01(\x0c\">\n\x11ListActorsRequest\x12\x16\n\x0e\x61ll_namespaces\x18\x01 \x01(\x08\x12\x11\n\tnamespace\x18\x02 \x01(\t\"!\n\x0e\x41\x63torListReply\x12\x0f\n\x07records\x18\x01 \x03(\x0c\"H\n\x10KillActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x12\n\nno_restart\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x0eTaskEventBatch\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\"V\n\x14GetTaskEventsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\x08\"S\n\x12GetTaskEventsReply\x12\r\n\x05tasks\x18\x01 \x01(\x0c\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ounts\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\")\n\x18GetClusterHistoryRequest\x12\r\n\x05since\x18\x01 \x01(\x01\"J\n\x13\x43lusterHistoryReply\x12\x0f\n\x07samples\x18\x01 \x01(\x0c\x12\x10\n\x08period_s\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x32\xf4\t\n\x03Gcs\x12\x35\n\x05KvPut\x12\x16.microray.KvPutRequest\x1a\x14.microray.KvPutReply\x12\x35\n\x05KvGet\x12\x16.microray.KvGetRequest\x1a\x14.microray.KvGetReply\x12\x35\n\x05KvDel\x12\x16.microray.KvDelRequest\x1a\x14.microray.KvDelReply\x12\x38\n\x06KvKeys\x12\x17.microray.KvKeysRequest\x1a\x15.microray.KvKeysReply\x12\x41\n\x10GetClusterConfig\x12\x0f.microray.Empty\x1a\x1c.microray.ClusterConfigReply\x12?\n\x0cRegisterNode\x12\x12.microray.NodeInfo\x1a\x1b.microray.RegisterNodeReply\x12:\n\x0eUnregisterNode\x12\x17.microray.NodeIdRequest\x1a\x0f.microray.Empty\x12\x41\n\tHeartbeat\x12\x1a.microray.HeartbeatRequest\x1a\x18.microray.HeartbeatReply\x12\x32\n\x0bGetAllNodes\x12\x0f.microray.Empty\x1a\x12.microray.NodeList\x12=\n\nWatchNodes\x12\x1b.microray.WatchNodesRequest\x1a\x12.microray.NodeList\x12\x32\n\x06\x41\x64\x64Job\x12\x11.microray.JobInfo\x1a\x15.microray.AddJobReply\x12:\n\x0fMarkJobFinished\x12\x16.microray.JobIdRequest\x1a\x0f.microray.Empty\x12\x30\n\nGetAllJobs\x12\x0f.microray.Empty\x1a\x11.microray.JobList\x12K\n\rRegisterActor\x12\x1c.microray.ActorRecordRequest\x1a\x1c.microray.RegisterActorReply\x12\x44\n\x08GetActor\x12\x1c.microray.ActorLookupRequest\x1a\x1a.microray.ActorRecordReply\x12\x43\n\nListActors\x12\x1b.microray.ListActorsRequest\x1a\x18.microray.ActorListReply\x12\x38\n\tKillActor\x12\x1a.microray.KillActorRequest\x1a\x0f.microray.Empty\x12=\n\x10ReportTaskEvents\x12\x18.microray.TaskEventBatch\x1a\x0f.microray.Empty\x12M\n\rGetTaskEvents\x12\x1e.microray.GetTaskEventsRequest\x1a\x1c.microray.GetTaskEventsReply\x12V\n\x11GetClusterHistory\x12\".microray.GetClusterHistoryRequest\x1a\x1d.microray.ClusterHistoryReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmicroray/protocol/gcs.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"I\n\x0cKvPutRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\"\x1b\n\nKvPutReply\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x08\"\'\n\x0cKvGetRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"*\n\nKvGetReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\":\n\x0cKvDelRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x11\n\tby_prefix\x18\x03 \x01(\x08\"\x1d\n\nKvDelReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"+\n\rKvKeysRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x0c\"\x1b\n\x0bKvKeysReply\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"=\n\x12\x43lusterConfigReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"M\n\x11RegisterNodeReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\t\" \n\rNodeIdRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xae\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\tavailable\x18\x02 \x01(\x0b\x32\x15.microray.ResourceMap\x12\x19\n\x11object_store_used\x18\x03 \x01(\x03\x12\x13\n\x0bnum_workers\x18\x04 \x01(\x05\x12)\n\x07\x64\x65mands\x18\x06 \x03(\x0b\x32\x18.microray.ResourceDemandJ\x04\x08\x05\x10\x06\"B\n\x0eHeartbeatReply\x12\x12\n\nreregister\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\">\n\x08NodeList\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.microray.NodeInfo\x12\x0f\n\x07version\x18\x02 \x01(\x03\"4\n\x11WatchNodesRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\"\x9c\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tdriver_ip\x18\x02 \x01(\t\x12\x12\n\ndriver_pid\x18\x03 \x01(\x05\x12\x12\n\nstart_time\x18\x04 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x12\n\nentrypoint\x18\x07 \x01(\t\x12\x11\n\tnamespace\x18\x08 \x01(\t\"\x1d\n\x0b\x41\x64\x64JobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1e\n\x0cJobIdRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"*\n\x07JobList\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.microray.JobInfo\"$\n\x12\x41\x63torRecordRequest\x12\x0e\n\x06record\x18\x01 \x01(\x0c\"A\n\x12RegisterActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08\x65xisting\x18\x03 \x01(\x0c\"G\n\x12\x41\x63torLookupRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"1\n\x10\x41\x63torRecordReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06record\x18\x02 \x01(\x0c\">\n\x11ListActorsRequest\x12\x16\n\x0e\x61ll_namespaces\x18\x01 \x01(\x08\x12\x11\n\tnamespace\x18\x02 \x01(\t\"!\n\x0e\x41\x63torListReply\x12\x0f\n\x07records\x18\x01 \x03(\x0c\"H\n\x10KillActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x12\n\nno_restart\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x0eTaskEventBatch\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\"V\n\x14GetTaskEventsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\x08\"S\n\x12GetTaskEventsReply\x12\r\n\x05tasks\x18\x01 \x01(\x0c\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ounts\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\")\n\x18GetClusterHistoryRequest\x12\r\n\x05since\x18\x01 \x01(\x01\"J\n\x13\x43lusterHistoryReply\x12\x0f\n\x07samples\x18\x01 \x01(\x0c\x12\x10\n\x08period_s\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x32\xf4\t\n\x03Gcs\x12\x35\n\x05KvPut\x12\x16.microray.KvPutRequest\x1a\x14.microray.KvPutReply\x12\x35\n\x05KvGet\x12\x16.microray.KvGetRequest\x1a\x14.microray.KvGetReply\x12\x35\n\x05KvDel\x12\x16.microray.KvDelRequest\x1a\x14.microray.KvDelReply\x12\x38\n\x06KvKeys\x12\x17.microray.KvKeysRequest\x1a\x15.microray.KvKeysReply\x12\x41\n\x10GetClusterConfig\x12\x0f.microray.Empty\x1a\x1c.microray.ClusterConfigReply\x12?\n\x0cRegisterNode\x12\x12.microray.NodeInfo\x1a\x1b.microray.RegisterNodeReply\x12:\n\x0eUnregisterNode\x12\x17.microray.NodeIdRequest\x1a\x0f.microray.Empty\x12\x41\n\tHeartbeat\x12\x1a.microray.HeartbeatRequest\x1a\x18.microray.HeartbeatReply\x12\x32\n\x0bGetAllNodes\x12\x0f.microray.Empty\x1a\x12.microray.NodeList\x12=\n\nWatchNodes\x12\x1b.microray.WatchNodesRequest\x1a\x12.microray.NodeList\x12\x32\n\x06\x41\x64\x64Job\x12\x11.microray.JobInfo\x1a\x15.microray.AddJobReply\x12:\n\x0fMarkJobFinished\x12\x16.microray.JobIdRequest\x1a\x0f.microray.Empty\x12\x30\n\nGetAllJobs\x12\x0f.microray.Empty\x1a\x11.microray.JobList\x12K\n\rRegisterActor\x12\x1c.microray.ActorRecordRequest\x1a\x1c.microray.RegisterActorReply\x12\x44\n\x08GetActor\x12\x1c.microray.ActorLookupRequest\x1a\x1a.microray.ActorRecordReply\x12\x43\n\nListActors\x12\x1b.microray.ListActorsRequest\x1a\x18.microray.ActorListReply\x12\x38\n\tKillActor\x12\x1a.microray.KillActorRequest\x1a\x0f.microray.Empty\x12=\n\x10ReportTaskEvents\x12\x18.microray.TaskEventBatch\x1a\x0f.microray.Empty\x12M\n\rGetTaskEvents\x12\x1e.microray.GetTaskEventsRequest\x1a\x1c.microray.GetTaskEventsReply\x12V\n\x11GetClusterHistory\x12\".microray.GetClusterHistoryRequest\x1a\x1d.microray.ClusterHistoryReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,45 +55,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEIDREQUEST']._serialized_start=569
   _globals['_NODEIDREQUEST']._serialized_end=601
   _globals['_HEARTBEATREQUEST']._serialized_start=604
-  _globals['_HEARTBEATREQUEST']._serialized_end=777
-  _globals['_HEARTBEATREPLY']._serialized_start=779
-  _globals['_HEARTBEATREPLY']._serialized_end=845
-  _globals['_NODELIST']._serialized_start=847
-  _globals['_NODELIST']._serialized_end=909
-  _globals['_WATCHNODESREQUEST']._serialized_start=911
-  _globals['_WATCHNODESREQUEST']._serialized_end=963
-  _globals['_JOBINFO']._serialized_start=966
-  _globals['_JOBINFO']._serialized_end=1122
-  _globals['_ADDJOBREPLY']._serialized_start=1124
-  _globals['_ADDJOBREPLY']._serialized_end=1153
-  _globals['_JOBIDREQUEST']._serialized_start=1155
-  _globals['_JOBIDREQUEST']._serialized_end=1185
-  _globals['_JOBLIST']._serialized_start=1187
-  _globals['_JOBLIST']._serialized_end=1229
-  _globals['_ACTORRECORDREQUEST']._serialized_start=1231
-  _globals['_ACTORRECORDREQUEST']._serialized_end=1267
-  _globals['_REGISTERACTORREPLY']._serialized_start=1269
-  _globals['_REGISTERACTORREPLY']._serialized_end=1334
-  _globals['_ACTORLOOKUPREQUEST']._serialized_start=1336
-  _globals['_ACTORLOOKUPREQUEST']._serialized_end=1407
-  _globals['_ACTORRECORDREPLY']._serialized_start=1409
-  _globals['_ACTORRECORDREPLY']._serialized_end=1458
-  _globals['_LISTACTORSREQUEST']._serialized_start=1460
-  _globals['_LISTACTORSREQUEST']._serialized_end=1522
-  _globals['_ACTORLISTREPLY']._serialized_start=1524
-  _globals['_ACTORLISTREPLY']._serialized_end=1557
-  _globals['_KILLACTORREQUEST']._serialized_start=1559
-  _globals['_KILLACTORREQUEST']._serialized_end=1631
-  _globals['_TASKEVENTBATCH']._serialized_start=1633
-  _globals['_TASKEVENTBATCH']._serialized_end=1665
-  _globals['_GETTASKEVENTSREQUEST']._serialized_start=1667
-  _globals['_GETTASKEVENTSREQUEST']._serialized_end=1753
-  _globals['_GETTASKEVENTSREPLY']._serialized_start=1755
-  _globals['_GETTASKEVENTSREPLY']._serialized_end=1838
-  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_start=1840
-  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_end=1881
-  _globals['_CLUSTERHISTORYREPLY']._serialized_start=1883
-  _globals['_CLUSTERHISTORYREPLY']._serialized_end=1957
-  _globals['_GCS']._serialized_start=1960
-  _globals['_GCS']._serialized_end=3228
+  _globals['_HEARTBEATREQUEST']._serialized_end=778
+  _globals['_HEARTBEATREPLY']._serialized_start=780
+  _globals['_HEARTBEATREPLY']._serialized_end=846
+  _globals['_NODELIST']._serialized_start=848
+  _globals['_NODELIST']._serialized_end=910
+  _globals['_WATCHNODESREQUEST']._serialized_start=912
+  _globals['_WATCHNODESREQUEST']._serialized_end=964
+  _globals['_JOBINFO']._serialized_start=967
+  _globals['_JOBINFO']._serialized_end=1123
+  _globals['_ADDJOBREPLY']._serialized_start=1125
+  _globals['_ADDJOBREPLY']._serialized_end=1154
+  _globals['_JOBIDREQUEST']._serialized_start=1156
+  _globals['_JOBIDREQUEST']._serialized_end=1186
+  _globals['_JOBLIST']._serialized_start=1188
+  _globals['_JOBLIST']._serialized_end=1230
+  _globals['_ACTORRECORDREQUEST']._serialized_start=1232
+  _globals['_ACTORRECORDREQUEST']._serialized_end=1268
+  _globals['_REGISTERACTORREPLY']._serialized_start=1270
+  _globals['_REGISTERACTORREPLY']._serialized_end=1335
+  _globals['_ACTORLOOKUPREQUEST']._serialized_start=1337
+  _globals['_ACTORLOOKUPREQUEST']._serialized_end=1408
+  _globals['_ACTORRECORDREPLY']._serialized_start=1410
+  _globals['_ACTORRECORDREPLY']._serialized_end=1459
+  _globals['_LISTACTORSREQUEST']._serialized_start=1461
+  _globals['_LISTACTORSREQUEST']._serialized_end=1523
+  _globals['_ACTORLISTREPLY']._serialized_start=1525
+  _globals['_ACTORLISTREPLY']._serialized_end=1558
+  _globals['_KILLACTORREQUEST']._serialized_start=1560
+  _globals['_KILLACTORREQUEST']._serialized_end=1632
+  _globals['_TASKEVENTBATCH']._serialized_start=1634
+  _globals['_TASKEVENTBATCH']._serialized_end=1666
+  _globals['_GETTASKEVENTSREQUEST']._serialized_start=1668
+  _globals['_GETTASKEVENTSREQUEST']._serialized_end=1754
+  _globals['_GETTASKEVENTSREPLY']._serialized_start=1756
+  _globals['_GETTASKEVENTSREPLY']._serialized_end=1839
+  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_start=1841
+  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_end=1882
+  _globals['_CLUSTERHISTORYREPLY']._serialized_start=1884
+  _globals['_CLUSTERHISTORYREPLY']._serialized_end=1958
+  _globals['_GCS']._serialized_start=1961
+  _globals['_GCS']._serialized_end=3229
 # @@protoc_insertion_point(module_scope)

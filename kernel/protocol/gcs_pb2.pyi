@@ -96,18 +96,18 @@ class NodeIdRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "object_store_used", "num_workers", "pending_demands")
+    __slots__ = ("node_id", "available", "object_store_used", "num_workers", "demands")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_STORE_USED_FIELD_NUMBER: _ClassVar[int]
     NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
-    PENDING_DEMANDS_FIELD_NUMBER: _ClassVar[int]
+    DEMANDS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _common_pb2.ResourceMap
     object_store_used: int
     num_workers: int
-    pending_demands: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResourceMap]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., object_store_used: _Optional[int] = ..., num_workers: _Optional[int] = ..., pending_demands: _Optional[_Iterable[_Union[_common_pb2.ResourceMap, _Mapping]]] = ...) -> None: ...
+    demands: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResourceDemand]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., object_store_used: _Optional[int] = ..., num_workers: _Optional[int] = ..., demands: _Optional[_Iterable[_Union[_common_pb2.ResourceDemand, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("reregister", "dead", "reason")

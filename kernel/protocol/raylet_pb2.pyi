@@ -34,7 +34,7 @@ class LeaseRequest(_message.Message):
     def __init__(self, lease_key: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., strategy: _Optional[bytes] = ..., owner_worker_id: _Optional[str] = ..., grant_or_reject: _Optional[bool] = ..., task_name: _Optional[str] = ..., actor_spec: _Optional[bytes] = ..., runtime_env_hash: _Optional[str] = ..., owner_address: _Optional[str] = ..., report_infeasible: _Optional[bool] = ..., exclude_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
-    __slots__ = ("granted", "worker", "lease_id", "spillback", "canceled", "error", "worker_pid", "infeasible", "cluster_total")
+    __slots__ = ("granted", "worker", "lease_id", "spillback", "canceled", "error", "worker_pid", "infeasible", "cluster_total", "rejected")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class LeaseReply(_message.Message):
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     worker: _common_pb2.Address
     lease_id: str
@@ -53,7 +54,8 @@ class LeaseReply(_message.Message):
     worker_pid: int
     infeasible: bool
     cluster_total: _common_pb2.ResourceMap
-    def __init__(self, granted: _Optional[bool] = ..., worker: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., lease_id: _Optional[str] = ..., spillback: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., canceled: _Optional[bool] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., infeasible: _Optional[bool] = ..., cluster_total: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ...) -> None: ...
+    rejected: bool
+    def __init__(self, granted: _Optional[bool] = ..., worker: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., lease_id: _Optional[str] = ..., spillback: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., canceled: _Optional[bool] = ..., error: _Optional[str] = ..., worker_pid: _Optional[int] = ..., infeasible: _Optional[bool] = ..., cluster_total: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., rejected: _Optional[bool] = ...) -> None: ...
 
 class ReturnWorkerRequest(_message.Message):
     __slots__ = ("lease_id", "disconnect")
