@@ -211,7 +211,7 @@ def summary_cmd(kind: str, fmt: str, address: str | None) -> None:
 @_ADDRESS
 def status_cmd(address: str | None) -> None:
     """Nodes, resources used/total and pending resource demands (like ``ray status``)."""
-    from microray.util.state import StateClient
+    from microray.util.state import StateClient, resource_demands
 
     def read() -> tuple[list[dict], dict, list[dict]]:
         with StateClient(_address(address)) as c:
@@ -248,6 +248,11 @@ def status_cmd(address: str | None) -> None:
         key = json.dumps({k: v for k, v in sorted(res.items())}) + f" ({kind})"
         shapes[key] = shapes.get(key, 0) + 1
     out += [f" {shape}: {n}+ pending" for shape, n in sorted(shapes.items())] or [" (no resource demands)"]
+    demands = resource_demands(nodes)  # what the raylets hold without a worker, by shape
+    out += ["", "Pending demand (lease requests waiting for resources):"]
+    out += [f" {json.dumps(d['resources'])}: {d['count']}" for d in demands["pending"]] or [" (none)"]
+    out += ["Infeasible demand (no alive node has these resources; they wait for one that does):"]
+    out += [f" {json.dumps(d['resources'])}: {d['count']}" for d in demands["infeasible"]] or [" (none)"]
     out += ["", "Tasks", line]
     out.append(" " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v) or "(none yet)"))
     click.echo("\n".join(out))

@@ -49,9 +49,15 @@ from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc,
 log = structlog.get_logger(__name__)
 
 # A lease request spilled back to a node that fails (dead, not yet declared dead) goes
-# back to the local raylet with that node excluded, after this pause, up to this many nodes.
+# back to the local raylet with that node excluded, after this pause; a request carries the
+# latest this many nodes that refused it or failed to answer.
 SPILLBACK_RETRY_S = 0.1
 MAX_EXCLUDED_NODES = 16
+
+
+def _excluding(exclude: list[str], node_id: str) -> list[str]:
+    """``exclude`` with ``node_id`` added last (at most ``MAX_EXCLUDED_NODES``, the latest)."""
+    return [*(n for n in exclude if n != node_id), node_id][-MAX_EXCLUDED_NODES:]
 
 
 class SubmitterHost(Protocol):
@@ -216,11 +222,11 @@ class TaskSubmitter:
             pass
 
     async def _request_lease(self, key: tuple, state: KeyState) -> None:
-        raylet = self.cw.raylet
+        raylet = local = self.cw.raylet
         grant_or_reject = False
+        spilled_to = ""  # the node a spillback sent this request to
+        exclude: list[str] = []  # nodes that refused it or did not answer: the policy chooses among the others
         shape = tuple(sorted(state.resources.items()))
-        excluded: list[str] = []  # spillback targets that failed (dead, not yet declared dead)
-        target = ""
         try:
             while True:
                 req = raylet_pb2.LeaseRequest(
@@ -233,19 +239,19 @@ class TaskSubmitter:
                     runtime_env_hash=state.env,
                     task_name=_task_name(state.queue[0].spec) if state.queue else "",
                     report_infeasible=shape not in self.infeasible_shapes,
-                    exclude_nodes=excluded,
+                    exclude_nodes=exclude,
                 )
                 try:
                     reply = await raylet.RequestWorkerLease(req)
                 except grpc.aio.AioRpcError as exc:
                     if self.closed:
                         return
-                    if target and len(excluded) < MAX_EXCLUDED_NODES:
+                    if spilled_to:
                         # the node a spillback sent us to is gone (or unreachable): ask the
                         # local raylet again, without it, rather than fail the tasks
-                        log.info("spillback_target_failed", node_id=target, error=exc.code().name)
-                        excluded.append(target)
-                        raylet, grant_or_reject, target = self.cw.raylet, False, ""
+                        log.info("spillback_target_failed", node_id=spilled_to, error=exc.code().name)
+                        exclude = _excluding(exclude, spilled_to)
+                        raylet, grant_or_reject, spilled_to = local, False, ""
                         await asyncio.sleep(SPILLBACK_RETRY_S)
                         continue
                     log.warning("lease_request_failed", error=exc.code().name, details=exc.details())
@@ -254,8 +260,11 @@ class TaskSubmitter:
                 if reply.HasField("spillback") and reply.spillback.port:
                     address = f"{reply.spillback.ip}:{reply.spillback.port}"
                     raylet = raylet_pb2_grpc.RayletStub(self.cw.channels.get(address))
-                    grant_or_reject = True
-                    target = reply.spillback.node_id or address
+                    grant_or_reject, spilled_to = True, reply.spillback.node_id
+                    continue
+                if reply.rejected:  # the spillback target cannot grant it now: ask the policy again
+                    exclude = _excluding(exclude, spilled_to)
+                    raylet, grant_or_reject, spilled_to = local, False, ""
                     continue
                 if reply.infeasible:  # warn once per shape, then ask again: a node may join
                     self._warn_infeasible(shape, state, reply)

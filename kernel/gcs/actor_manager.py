@@ -192,7 +192,9 @@ class ActorManager:
         """The raylet's grant, or its refusal for good (``error``); None to ask again later."""
         req = ins.request
         grant_or_reject = False
-        for _ in range(3):
+        first, spilled_to = address, ""
+        exclude: list[str] = []  # nodes that refused or did not answer a spillback
+        for _ in range(4):
             stub = raylet_pb2_grpc.RayletStub(self.channels.get(address))
             request = raylet_pb2.LeaseRequest(
                 lease_key=ins.lease_key,
@@ -203,15 +205,22 @@ class ActorManager:
                 task_name=req.task_name,
                 actor_spec=pickle.dumps({"actor_id": ins.actor_id, "hold": ins.hold}),
                 runtime_env_hash=ins.env_key,
+                exclude_nodes=exclude,
             )
             try:
                 reply = await stub.RequestWorkerLease(request)
             except grpc.aio.AioRpcError as exc:
                 log.warning("actor_lease_failed", actor_id=ins.actor_id, error=exc.code().name)
-                return None
+                if not spilled_to:
+                    return None
+                reply = raylet_pb2.LeaseReply(rejected=True)  # the spillback target did not answer
             if reply.HasField("spillback") and reply.spillback.port:
                 address = f"{reply.spillback.ip}:{reply.spillback.port}"
-                grant_or_reject = True
+                grant_or_reject, spilled_to = True, reply.spillback.node_id
+                continue
+            if reply.rejected:  # ask the first raylet again, without that node
+                exclude.append(spilled_to)
+                address, grant_or_reject, spilled_to = first, False, ""
                 continue
             return reply if reply.granted or reply.error else None
         return None

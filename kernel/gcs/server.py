@@ -160,6 +160,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         info.available.CopyFrom(request.available)
         info.object_store_used = request.object_store_used
         info.num_workers = request.num_workers
+        del info.demands[:]
+        info.demands.extend(request.demands)
         info.last_heartbeat = time.time()
         return gcs_pb2.HeartbeatReply(reregister=False)
 

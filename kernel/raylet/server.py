@@ -19,15 +19,15 @@ import structlog
 
 from microray import config as config_mod
 from microray.ids import new_hex_id
-from microray.interfaces.scheduling import ClusterView, NodeView, SchedulingRequest
 from microray.object_store_access import node_namespace, open_object_store, sweep_stale_namespaces
 from microray.plugin_manager import get_plugin_manager
 from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
-from microray.raylet.leases import LeaseManager, PendingLease
+from microray.raylet.leases import LeaseManager
 from microray.raylet.object_manager import ObjectManager
 from microray.raylet.owners import OwnerWatcher, worker_busy
 from microray.raylet.runtime_envs import RuntimeEnvs
+from microray.raylet.scheduling import LeaseScheduler
 from microray.raylet.worker_processes import WorkerProcesses
 from microray import redaction, rpc, session
 from microray.rpc import OPTIONS, bind, is_unavailable, make_server
@@ -66,7 +66,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.leases = LeaseManager(self.total)
         pm = get_plugin_manager(cfg.plugins)
         reg = pm.select("scheduling_policy", cfg.scheduling_policy)
-        self.policy = reg.factory(**reg.validate_options("scheduling_policy", cfg.scheduling_policy_options))
+        self.scheduler = LeaseScheduler(
+            self, reg.factory(**reg.validate_options("scheduling_policy", cfg.scheduling_policy_options)))
         self.config_json = redaction.redacted_json(cfg, pm)  # what RegisterWorker answers: secrets masked
         self.store_namespace = node_namespace(os.getpid(), node_id)
         self.object_store = open_object_store(cfg, self.store_namespace, session_dir)
@@ -80,7 +81,6 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.gcs_channel: grpc.aio.Channel | None = None
         self.gcs: gcs_pb2_grpc.GcsStub = None  # type: ignore[assignment]  # set by serve() before use
         self._answers: dict[str, asyncio.Future] = {}
-        self._warned_infeasible: set[tuple] = set()
         self.stopped = asyncio.Event()
         self.worker_env: dict[str, str] = {}  # worker id -> its runtime env key, until it registers
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
@@ -108,6 +108,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             pid=os.getpid(),
             num_workers=len(self.leases.workers),
             labels={str(k): str(v) for k, v in self.cfg.labels.items()},
+            demands=self.scheduler.demands(),
         )
 
     async def register_with_gcs(self, deadline: float) -> None:
@@ -160,13 +161,14 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         answered as cancelled and never granted, and each worker leased to it comes back:
         to the pool when idle, killed when it still runs the dead owner's task."""
         self.owners.forget(owner_id)
-        dropped, held = self.leases.owner_died(owner_id)
+        queued, held = self.leases.owner_died(owner_id)
+        dropped = [p.lease_id for p in queued] + self.scheduler.cancel(lambda r: r.owner_worker_id == owner_id)
         if not dropped and not held:
             return
         log.info("lease_owner_died", owner=owner_id, reason=reason, requests=len(dropped),
                  leases=[w.lease_id for w in held])
-        for p in dropped:
-            fut = self._answers.pop(p.lease_id, None)
+        for lease_id in dropped:
+            fut = self._answers.pop(lease_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
         loop = asyncio.get_running_loop()
@@ -220,6 +222,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                         available=common_pb2.ResourceMap(amounts=self.leases.available),
                         object_store_used=usage.used_bytes,
                         num_workers=len(self.leases.workers),
+                        demands=self.scheduler.demands(),
                     ),
                     timeout=max(period, 1.0),
                 )
@@ -279,6 +282,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             elif old is not None and old.state == "ALIVE" and n.state != "ALIVE":
                 log.info("node_left_view", peer_node_id=n.node_id, address=f"{n.ip}:{n.raylet_port}")
         self.remote_nodes = remote
+        self.scheduler.redecide(view_changed=True)
 
     # -- zygote / worker pool --------------------------------------------------
     def start_workers(self, env: str, count: int) -> None:
@@ -321,6 +325,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             self.dispatch()
 
     def dispatch(self) -> None:
+        if self.scheduler.waiting:
+            self.scheduler.redecide(view_changed=False)
         grants, to_start = self.leases.dispatch()
         for grant in grants:
             fut = self._answers.pop(grant.lease.lease_id, None)
@@ -331,118 +337,9 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         for env, count in to_start.items():
             self.start_workers(env, count)
 
-    # -- scheduling ------------------------------------------------------------
-    def cluster_view(self, exclude: frozenset[str] = frozenset()) -> ClusterView:
-        """The nodes as the scheduling policy sees them: a node declared dead, or in
-        ``exclude`` (a spillback to it just failed), is not alive."""
-        nodes = {
-            self.node_id: NodeView(self.node_id, dict(self.total), dict(self.leases.available), True,
-                                   dict(self.cfg.labels))
-        }
-        for node_id, info in self.remote_nodes.items():
-            nodes[node_id] = NodeView(
-                node_id, dict(info.total.amounts), dict(info.available.amounts),
-                info.state == "ALIVE" and node_id not in exclude, dict(info.labels),
-            )
-        return ClusterView(nodes=nodes, local_node_id=self.node_id)
-
-    def _alive_node_ids(self) -> list[str]:
-        return [self.node_id] + [n for n, info in self.remote_nodes.items() if info.state == "ALIVE"]
-
     # -- RPCs ------------------------------------------------------------------
     async def RequestWorkerLease(self, request, context):
-        resources = dict(request.resources.amounts)
-        strategy = pickle.loads(request.strategy) if request.strategy else "DEFAULT"
-        target = _hard_affinity_target(strategy)
-        if target is not None and target != self.node_id:
-            # a hard constraint, not a choice: the target node queues it, or nobody can
-            info = self.remote_nodes.get(target)
-            if info is None or info.state != "ALIVE":
-                return raylet_pb2.LeaseReply(error=(
-                    f"{request.task_name or 'the task'} has a hard node affinity (soft=False) to node "
-                    f"{target!r}, which is not an alive node of the cluster (alive: "
-                    f"{', '.join(sorted(self._alive_node_ids()))}); use soft=True to run it elsewhere "
-                    "when that node is not there"
-                ))
-            return raylet_pb2.LeaseReply(
-                spillback=common_pb2.Address(ip=info.ip, port=info.raylet_port, node_id=target)
-            )
-        if target is None and not request.grant_or_reject and self.remote_nodes:
-            view = self.cluster_view(frozenset(request.exclude_nodes))
-            chosen = self.policy.select_node(SchedulingRequest(resources, strategy, request.task_name), view)
-            if chosen is None and not self.leases.feasible(resources):
-                chosen = next((n.node_id for n in view.nodes.values() if n.alive and n.feasible(resources)), None)
-            if chosen is not None and chosen != self.node_id:
-                info = self.remote_nodes[chosen]
-                return raylet_pb2.LeaseReply(
-                    spillback=common_pb2.Address(ip=info.ip, port=info.raylet_port, node_id=chosen)
-                )
-        if not self.leases.feasible(resources):
-            shape = tuple(sorted(resources.items()))
-            if shape not in self._warned_infeasible:
-                self._warned_infeasible.add(shape)
-                log.warning(
-                    "infeasible_task",
-                    resources=resources,
-                    node_total=self.total,
-                    task=request.task_name,
-                    hint="the task pends until a node with these resources joins",
-                )
-            if request.report_infeasible:  # the owner warns its user, then asks again to wait
-                view = self.cluster_view()
-                alive = [n for n in view.nodes.values() if n.alive]
-                if not any(n.feasible(resources) for n in alive):
-                    total: dict[str, float] = {}
-                    for n in alive:
-                        for k, v in n.total.items():
-                            total[k] = total.get(k, 0.0) + v
-                    return raylet_pb2.LeaseReply(infeasible=True, cluster_total=common_pb2.ResourceMap(amounts=total))
-        if request.runtime_env_hash and request.runtime_env_hash not in self.runtime_envs.ready:
-            problem = await self.runtime_envs.prepare(request.runtime_env_hash)  # packages unpacked here
-            if problem:
-                return raylet_pb2.LeaseReply(error=f"{request.task_name or 'the task'}: {problem}")
-        hold = None
-        is_actor = bool(request.actor_spec)
-        if is_actor:
-            spec = pickle.loads(request.actor_spec)
-            hold = spec.get("hold", {})
-        lease = PendingLease(
-            lease_id=self.leases.new_lease_id(),
-            resources=resources,
-            env_hash=request.runtime_env_hash,
-            hold=hold,
-            is_actor=is_actor,
-            owner=request.owner_worker_id,
-            lease_key=request.lease_key,
-        )
-        if not self.leases.submit(lease):
-            return raylet_pb2.LeaseReply(canceled=True, error=f"the lease owner {request.owner_worker_id} is dead")
-        self.owners.watch(request.owner_worker_id, request.owner_address)
-        if is_actor and request.lease_key:
-            self._stop_superseded_actor_worker(request.lease_key)
-        fut = asyncio.get_running_loop().create_future()
-        self._answers[lease.lease_id] = fut
-        self.dispatch()
-        try:
-            worker = await fut
-        except asyncio.CancelledError:
-            self._answers.pop(lease.lease_id, None)
-            self.leases.cancel(lambda p: p.lease_id == lease.lease_id)
-            if lease.lease_id in self.leases.by_lease:
-                self.leases.release(lease.lease_id)
-                self.dispatch()
-            raise
-        if worker is None:
-            return raylet_pb2.LeaseReply(canceled=True)
-        if is_actor and request.lease_key:
-            self.actor_leases[request.lease_key] = lease.lease_id
-        host, port = worker.address.rsplit(":", 1)
-        return raylet_pb2.LeaseReply(
-            granted=True,
-            worker=common_pb2.Address(ip=host, port=int(port), node_id=self.node_id, worker_id=worker.worker_id),
-            lease_id=lease.lease_id,
-            worker_pid=worker.pid,
-        )
+        return await self.scheduler.request_lease(request)
 
     def _stop_superseded_actor_worker(self, lease_key: str) -> None:
         """The GCS asks again for a worker for the same actor: a worker still leased for an
@@ -473,12 +370,13 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         return common_pb2.Empty()
 
     async def CancelLeaseRequests(self, request, context):
-        dropped = self.leases.cancel(
-            lambda p: p.owner == request.owner_worker_id
-            and (not request.lease_key or p.lease_key == request.lease_key)
-        )
-        for p in dropped:
-            fut = self._answers.pop(p.lease_id, None)
+        def match(owner: str, key: str) -> bool:
+            return owner == request.owner_worker_id and (not request.lease_key or key == request.lease_key)
+
+        dropped = [p.lease_id for p in self.leases.cancel(lambda p: match(p.owner, p.lease_key))]
+        dropped += self.scheduler.cancel(lambda r: match(r.owner_worker_id, r.lease_key))
+        for lease_id in dropped:
+            fut = self._answers.pop(lease_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
         return common_pb2.Empty()
@@ -652,9 +550,3 @@ def run(args: Any, zygote: Any, ready_fd: int | None) -> int:
         cfg.io_loop,
     )
 
-
-def _hard_affinity_target(strategy: object) -> str | None:
-    """The node a hard node-affinity strategy names (None for every other strategy)."""
-    if isinstance(strategy, dict) and strategy.get("type") == "node_affinity" and not strategy.get("soft"):
-        return str(strategy.get("node_id"))
-    return None

@@ -10,6 +10,7 @@ Filters are ``(key, op, value)`` tuples with ``op`` ``"="`` or ``"!="``, as in R
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections import Counter
 from collections.abc import Iterable
@@ -85,6 +86,10 @@ class StateClient:
                 "last_heartbeat": n.last_heartbeat,
                 "pid": n.pid,
                 "labels": dict(n.labels),
+                # lease requests the node holds with no worker yet: waiting for resources,
+                # or infeasible (no alive node could ever fit them)
+                "pending_demands": [{"resources": dict(d.shape.amounts), "count": d.count,
+                                     "infeasible": d.infeasible} for d in n.demands],
             })
         return out
 
@@ -267,6 +272,21 @@ def get_task(id: str, address: str | None = None) -> dict | None:
 def get_objects(id: str, address: str | None = None) -> list[dict]:
     with _client(address) as c:
         return [o for o in c.objects() if o["object_id"] == id]
+
+
+def resource_demands(nodes: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The alive nodes' pending lease requests summed by resource shape:
+    ``{"pending": [...], "infeasible": [...]}``, each ``{"resources": ..., "count": n}``."""
+    out: dict[str, dict[str, dict[str, Any]]] = {"pending": {}, "infeasible": {}}
+    for n in nodes:
+        if n.get("state") != "ALIVE":
+            continue
+        for d in n.get("pending_demands", []):
+            rows = out["infeasible" if d["infeasible"] else "pending"]
+            key = json.dumps(d["resources"], sort_keys=True)
+            row = rows.setdefault(key, {"resources": dict(sorted(d["resources"].items())), "count": 0})
+            row["count"] += d["count"]
+    return {kind: [rows[k] for k in sorted(rows)] for kind, rows in out.items()}
 
 
 def summarize_tasks(address: str | None = None, **_: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from microray.util.state import StateClient
+from microray.util.state import StateClient, resource_demands
 
 log = structlog.get_logger(__name__)
 
@@ -125,5 +125,6 @@ def cluster_summary(latest: dict[str, Any], actors: list[dict[str, Any]]) -> dic
             "dropped_from_history": latest.get("dropped", 0),
         },
         "actors": {"total": len(actors), "by_state": actor_states},
+        "demands": resource_demands(nodes),
         "sampled_at": latest.get("time"),
     }

@@ -22,6 +22,12 @@
   function stat(label, value, extra) {
     return h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value" }, value), extra ? h("span", { class: "stat-extra" }, extra) : null);
   }
+  function demandTable(caption, rows, empty) {
+    return MR.table(caption, [
+      { label: "Resources", value: (d) => mono(Object.entries(d.resources).map(([k, v]) => k + ": " + v).join(", ")) },
+      { label: "Requests", value: (d) => MR.num(d.count) },
+    ], rows, { empty });
+  }
   function link(href, text) {
     return h("a", { href }, text);
   }
@@ -86,6 +92,11 @@
               TASK_STATES.filter((s) => counts[s] !== undefined).map((s) =>
                 h("li", {}, h("a", { href: "#/tasks?state=" + s }, MR.badge(s), " ", h("span", { class: "count", "data-state": s }, MR.num(counts[s])))))),
             c.tasks.dropped_from_history ? h("p", { class: "note" }, MR.num(c.tasks.dropped_from_history) + " finished tasks were evicted from the history (their counts are kept).") : null),
+          section("Resource demand",
+            demandTable("Pending demand: lease requests waiting for resources", c.demands.pending,
+              "No lease request is waiting for resources."),
+            demandTable("Infeasible demand: no alive node has these resources (they wait for a node that does)",
+              c.demands.infeasible, "No infeasible lease request.")),
         );
         const pts = (key) => samples.map((s) => [s.time, s[key]]);
         const now = samples.length ? samples[samples.length - 1].time : Date.now() / 1000;
