@@ -1,9 +1,10 @@
 """``SchedulingPolicy``: where a task or actor should run.
 
 A policy is pure: it gets the request and a snapshot of the cluster and returns
-a node id, with no I/O. The raylet calls it for every lease request it cannot
-serve from a cached decision; a policy must therefore be fast (microseconds per
-call for clusters of a few hundred nodes).
+a node id, with no I/O. Every raylet calls it for every lease request it gets,
+whatever the cluster size (and again for requests that pend there, when the cluster
+view changes); a policy must therefore be fast (microseconds per call for clusters
+of a few hundred nodes).
 """
 
 from __future__ import annotations

@@ -91,6 +91,9 @@ def decide(
         spare = local_spare if local_spare is not None else view.nodes[local].available
         return Decision(LOCAL, local) if _fits(spare, request.resources) else Decision(REJECT)
     chosen = policy.select_node(request, without(view, exclude))
+    target = hard_affinity_target(request.strategy)
+    if target is not None and chosen != target:
+        chosen = None  # a hard affinity is a constraint: that node or none
     if chosen == local:
         return Decision(LOCAL, local)
     if chosen is not None:
@@ -102,7 +105,6 @@ def decide(
                 "the ClusterView's alive nodes where the request fits, or None"
             )
         return Decision(SPILL, chosen)
-    target = hard_affinity_target(request.strategy)
     candidates: list[NodeView] = (
         [n for n in (view.nodes.get(target),) if n is not None] if target is not None else list(view.nodes.values())
     )

@@ -1,0 +1,67 @@
+"""A test plugin: a contrib-style scheduling policy, ``counting``, that records each call.
+
+Registered with ``plugins=["tests.cluster.counting_policy"]`` and selected with
+``scheduling_policy="counting"``. It chooses like first fit (the first alive node in
+node-id order where the request fits now, honouring node affinity) and appends one JSON
+line per ``select_node`` call to the file named by ``TEST_POLICY_CALLS_FILE`` (the I/O is
+for the test only: a real policy does none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from microray.hookspecs import hookimpl
+from microray.interfaces import ClusterView, SchedulingRequest
+from microray.registrations import SchedulingPolicyRegistration
+
+ENV = "TEST_POLICY_CALLS_FILE"
+
+
+class CountingPolicy:
+    name = "counting"
+
+    def select_node(self, request: SchedulingRequest, cluster: ClusterView) -> str | None:
+        chosen = self._choose(request, cluster)
+        path = os.environ.get(ENV)
+        if path:
+            line = json.dumps({"resources": dict(request.resources), "nodes": sorted(cluster.nodes),
+                               "local": cluster.local_node_id, "chosen": chosen, "pid": os.getpid()})
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        return chosen
+
+    @staticmethod
+    def _choose(request: SchedulingRequest, cluster: ClusterView) -> str | None:
+        strategy = request.strategy
+        if isinstance(strategy, dict) and strategy.get("type") == "node_affinity":
+            node = cluster.nodes.get(strategy["node_id"])
+            if node is not None and node.alive and node.fits(request.resources):
+                return node.node_id
+            if not strategy.get("soft", False):
+                return None
+        for node_id in sorted(cluster.nodes):
+            node = cluster.nodes[node_id]
+            if node.alive and node.fits(request.resources):
+                return node_id
+        return None
+
+
+def read_calls(path: str) -> list[dict]:
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+@hookimpl
+def microray_scheduling_policies():
+    yield SchedulingPolicyRegistration(
+        name="counting", factory=CountingPolicy, description="first fit that records its calls",
+        capabilities=frozenset({"node_affinity"}),
+    )
