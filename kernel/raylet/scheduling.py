@@ -302,9 +302,13 @@ class LeaseScheduler:
         resources freed) those that are not infeasible. With other nodes in the view, the
         locally queued requests that do not fit here now go to another node that fits."""
         r = self.raylet
-        if not self.waiting and not (view_changed and r.leases.pending and r.remote_nodes):
-            return
+        if view_changed:
+            if not self.waiting and not (r.leases.pending and r.remote_nodes):
+                return
+        elif all(w.infeasible for w in self.waiting.values()):
+            return  # freed local resources change nothing for those
         view = self.cluster_view()
+        queued = False
         now = time.monotonic()
         answers = r._answers
         for w in list(self.waiting.values()):
@@ -330,11 +334,15 @@ class LeaseScheduler:
                 answers.pop(w.lease_id)
                 fut.set_result(raylet_pb2.LeaseReply(error=f"{w.request.task_name or 'the task'} cannot be "
                                                            f"scheduled: {d.node_id}"))
-            elif not self._queue_local(w.lease_id, w.request, w.sreq, redecide=True):
+            elif self._queue_local(w.lease_id, w.request, w.sreq, redecide=True):
+                queued = True
+            else:
                 answers.pop(w.lease_id)
                 fut.set_result(None)
         if view_changed and r.remote_nodes:
             self._respill_queued(view)
+        if queued and view_changed:
+            r.dispatch()  # (from dispatch itself, its own grant pass follows)
 
     def _respill_queued(self, view: ClusterView) -> None:
         """Requests queued here that do not fit here now go to another node that fits them."""

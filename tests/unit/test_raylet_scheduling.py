@@ -4,12 +4,17 @@ and requests no node fits pend (waiting, or infeasible when no alive node ever c
 
 from __future__ import annotations
 
+from concurrent.futures import Future  # a future with no event loop
+from types import SimpleNamespace
+
 import pytest
 
 from microray.interfaces.scheduling import ClusterView, NodeView, SchedulingRequest
 from microray.plugins.scheduling.hybrid import HybridPolicy
+from microray.protocol import common_pb2, raylet_pb2
+from microray.raylet.leases import LeaseManager, PendingLease
 from microray.raylet.scheduling import (
-    INFEASIBLE, LOCAL, REJECT, SPILL, WAIT, Decision, decide, demand_summary, without,
+    INFEASIBLE, LOCAL, REJECT, SPILL, WAIT, Decision, LeaseScheduler, Waiting, decide, demand_summary, without,
 )
 from microray.util.state import resource_demands
 
@@ -115,3 +120,51 @@ def test_demands_are_counted_by_shape_and_summed_over_alive_nodes():
         "pending": [{"resources": CPU1, "count": 3}],
         "infeasible": [{"resources": {"CPU": 64.0}, "count": 1}],
     }
+
+
+# -- LeaseScheduler: requests pending at a raylet are decided again when the view changes --
+
+
+def fake_raylet(total: dict) -> SimpleNamespace:
+    r = SimpleNamespace(node_id="a", total=total, leases=LeaseManager(total), remote_nodes={}, _answers={},
+                        cfg=SimpleNamespace(heartbeat_period_s=0.5, labels={}), dispatched=0,
+                        owners=SimpleNamespace(watch=lambda *a: None))
+    r.dispatch = lambda: setattr(r, "dispatched", r.dispatched + 1)
+    return r
+
+
+def remote(node_id: str, total: dict, available: dict | None = None) -> common_pb2.NodeInfo:
+    return common_pb2.NodeInfo(node_id=node_id, ip="10.0.0.2", raylet_port=7000, state="ALIVE",
+                               total=common_pb2.ResourceMap(amounts=total),
+                               available=common_pb2.ResourceMap(amounts=available or total))
+
+
+def test_an_infeasible_request_is_spilled_to_a_node_that_joins_and_its_demand_goes():
+    r = fake_raylet({"CPU": 1.0})
+    sched = LeaseScheduler(r, HybridPolicy())
+    big = SchedulingRequest({"CPU": 64.0})
+    sched.waiting["L1"] = Waiting("L1", raylet_pb2.LeaseRequest(), big, frozenset(), infeasible=True)
+    r._answers["L1"] = fut = Future()
+    sched.redecide(view_changed=False)  # local resources freed: nothing new for it
+    assert [(d.count, d.infeasible) for d in sched.demands()] == [(1, True)] and not fut.done()
+    r.remote_nodes["b"] = remote("b", {"CPU": 64.0})
+    sched.redecide(view_changed=True)
+    assert fut.result().spillback.node_id == "b" and fut.result().spillback.port == 7000
+    assert not sched.waiting and sched.demands() == []
+
+
+def test_a_request_queued_on_a_busy_node_goes_to_a_node_that_frees_up():
+    r = fake_raylet({"CPU": 1.0})
+    r.leases.available["CPU"] = 0.0  # busy
+    sched = LeaseScheduler(r, HybridPolicy())
+    r.leases.submit(PendingLease("L1", {"CPU": 1.0}, token=SchedulingRequest({"CPU": 1.0})))
+    r.leases.submit(PendingLease("L2", {"CPU": 1.0}, token=None))  # a spilled-in request: stays
+    f1, f2 = Future(), Future()
+    r._answers.update(L1=f1, L2=f2)
+    r.remote_nodes["b"] = remote("b", {"CPU": 1.0}, {"CPU": 0.0})
+    sched.redecide(view_changed=True)
+    assert [p.lease_id for p in r.leases.pending] == ["L1", "L2"]  # nowhere better yet
+    r.remote_nodes["b"] = remote("b", {"CPU": 1.0})
+    sched.redecide(view_changed=True)
+    assert f1.result().spillback.node_id == "b" and not f2.done()
+    assert [p.lease_id for p in r.leases.pending] == ["L2"]
