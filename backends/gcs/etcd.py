@@ -18,6 +18,14 @@ that, after a lost connection or a server restart, is re-created with
 ``start_revision`` = one past the last event delivered, so nothing is lost
 (unless etcd compacted that history: then ``GcsUnavailableError``).
 
+Members, TLS and auth (``microray.backends.gcs.etcd_conn``): ``url`` or
+``endpoints`` may name several members; a call that cannot reach the member
+in use moves on to the next one, and so does a watch, resuming from its
+revision (revisions are cluster-wide). ``https://`` members use TLS
+(``ca_file``, optional client ``cert_file``/``key_file``); ``user`` and
+``password`` use etcd's auth (a token sent with every call, renewed when etcd
+refuses it).
+
 Large values: etcd's default ``--max-request-bytes`` is 1.5 MiB, so run etcd
 with a larger one (see docs/gcs-stores.md). etcd before 3.5.5 also cannot
 replay a WAL entry over 10 MiB on restart (etcd-io/etcd#14114), so this client
@@ -28,7 +36,6 @@ with ``EtcdRequestTooLargeError`` instead of letting them brick the member.
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -39,6 +46,8 @@ from microray.gcs.store_support import Backoff, as_bytes, check_name, close_in_l
 from microray.hookspecs import hookimpl
 from microray.interfaces.gcs_store import WatchEvent
 from microray.registrations import GcsStoreRegistration, OptionSpec
+
+from .etcd_conn import DEFAULT_URL, EtcdConnection, MemberRpc, parse_members, url_list
 
 log = structlog.get_logger(__name__)
 
@@ -70,21 +79,24 @@ def _range_end(prefix: bytes) -> bytes:
     return bytes(end)
 
 
+def _retryable(code: Any) -> bool:
+    """Whether a call that failed with gRPC status ``code`` may work on another try (or member)."""
+    import grpc
+
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _token_refused(code: Any, details: str) -> bool:
+    """Whether etcd refused the auth token (expired, or the auth store changed since)."""
+    import grpc
+
+    return code == grpc.StatusCode.UNAUTHENTICATED or (
+        code == grpc.StatusCode.INVALID_ARGUMENT and "auth store is old" in details
+    )
+
+
 def _dedupe(keys: Sequence[bytes]) -> list[bytes]:
     return list(dict.fromkeys(as_bytes(k, "key") for k in keys))
-
-
-class _Rpc:
-    """A ``grpc.aio`` channel and the etcd stubs on it, bound to one event loop."""
-
-    def __init__(self, target: str, options: list[tuple[str, Any]]) -> None:
-        import grpc.aio
-        from pyetcd import etcdrpc
-
-        self.loop = asyncio.get_running_loop()
-        self.channel = grpc.aio.insecure_channel(target, options=options)
-        self.kv = etcdrpc.KVStub(self.channel)
-        self.watch = etcdrpc.WatchStub(self.channel)
 
 
 class EtcdGcsStore:
@@ -92,26 +104,29 @@ class EtcdGcsStore:
 
     def __init__(
         self,
-        url: str = "http://127.0.0.1:2379",
+        url: str | list[str] | None = None,
         namespace: str = "default",
         connect_timeout: float = 3.0,
         request_timeout: float = 10.0,
         retry_timeout: float = 5.0,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        endpoints: str | list[str] | tuple[str, ...] = (),
+        user: str = "",
+        password: str = "",
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
     ) -> None:
         import grpc  # noqa: F401 -- fail here, not at first use, when a dependency is missing
         from pyetcd import etcdrpc
 
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
-            raise ConfigError(
-                f"gcs_store_options.url: bad value {url!r} for gcs_store 'etcd'; expected "
-                "http://host:port (TLS and auth are not supported yet)"
-            )
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        self.url = url
-        self.target = f"{host}:{parts.port or 2379}"
+        try:
+            members = parse_members(url, endpoints)
+        except ValueError as exc:
+            raise ConfigError(f"gcs_store_options.url/endpoints for gcs_store 'etcd': {exc}") from None
+        #: The members, comma-separated: how errors and ``repr`` name this store.
+        self.url = ",".join(m.url for m in members)
         self.namespace = check_name("namespace", namespace)
         self.connect_timeout = float(connect_timeout)
         self.request_timeout = float(request_timeout)
@@ -119,10 +134,9 @@ class EtcdGcsStore:
         self.max_request_bytes = int(max_request_bytes)
         self.max_message_bytes = int(max_message_bytes)
         self._pb = etcdrpc
-        self._rpc_state: _Rpc | None = None
         self._closed = False
         self._watch_calls: set[Any] = set()
-        self._options: list[tuple[str, Any]] = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             # reconnect quickly after a restart; bound each connection attempt
@@ -134,19 +148,21 @@ class EtcdGcsStore:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.enable_retries", 0),  # we retry ourselves, with a deadline
         ]
+        self._conn = EtcdConnection(
+            members, options=options, request_timeout=self.request_timeout, ca_file=ca_file,
+            cert_file=cert_file, key_file=key_file, user=user, password=password,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"<EtcdGcsStore {self.url} namespace={self.namespace!r}>"
+        user = f" user={self._conn.user!r}" if self._conn.user else ""
+        return f"<EtcdGcsStore {self.url} namespace={self.namespace!r}{user}>"
+
+    @property
+    def current_member(self) -> str:
+        """URL of the etcd member calls go to now (it changes when that member fails)."""
+        return self._conn.current.url
 
     # -- connection and retry ------------------------------------------------
-    def _rpc(self) -> _Rpc:
-        """The channel for the running event loop (a new one if the loop changed)."""
-        state = self._rpc_state
-        if state is None or state.loop is not asyncio.get_running_loop():
-            # A channel of another (finished) loop cannot be closed from here; drop it.
-            state = self._rpc_state = _Rpc(self.target, self._options)
-        return state
-
     def _closed_error(self) -> GcsUnavailableError:
         return GcsUnavailableError(f"etcd GCS store {self.url} is closed")
 
@@ -163,17 +179,20 @@ class EtcdGcsStore:
         if size > self.max_request_bytes:
             raise self._too_large(what, size)
 
-    async def _run(self, what: str, call: Callable[[_Rpc], Awaitable[T]]) -> T:
-        """Run ``call(rpc)``, retrying unavailability until ``retry_timeout``."""
+    async def _run(self, what: str, call: Callable[[MemberRpc], Awaitable[T]]) -> T:
+        """Run ``call(rpc)`` on the member in use; when it cannot be reached, move on to the
+        next member and retry (with backoff) until ``retry_timeout``."""
         import grpc
 
-        retry_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         if self._closed:
             raise self._closed_error()
         backoff = self._backoff()
         while True:
+            rpc = self._conn.rpc()
+            token = self._conn.token
             try:
-                return await call(self._rpc())
+                await self._conn.ensure_token(rpc)
+                return await call(rpc)
             except grpc.aio.AioRpcError as exc:
                 code, details = exc.code(), exc.details() or ""
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED or (
@@ -184,13 +203,20 @@ class EtcdGcsStore:
                         f"({code.name}: {details}); start etcd with a larger "
                         "--max-request-bytes (see docs/gcs-stores.md)"
                     ) from exc
-                if code not in retry_codes:
+                if _token_refused(code, details) and self._conn.token:
+                    self._conn.drop_token(self._conn.token or token)
+                    await backoff.pause(what, f"{rpc.member.url}: {code.name}: {details}")
+                    continue
+                if not _retryable(code):
                     raise GcsUnavailableError(
-                        f"etcd GCS store at {self.url}: {what} failed: {code.name}: {details}"
+                        f"etcd GCS store at {self.url}: {what} failed on {rpc.member.url}: "
+                        f"{code.name}: {details}"
                     ) from exc
                 if self._closed:
                     raise self._closed_error() from exc
-                await backoff.pause(what, f"{code.name}: {details}")
+                error = f"{rpc.member.url}: {code.name}: {details}"
+                self._conn.failed(rpc, error)
+                await backoff.pause(what, error)
             except asyncio.CancelledError:
                 # close() cancels the calls on its channel; report that, not a cancellation
                 task = asyncio.current_task()
@@ -217,7 +243,7 @@ class EtcdGcsStore:
     async def ping(self) -> None:
         """Check that etcd answers a linearizable read; ``GcsUnavailableError`` (with the URL) if not."""
         req = self._pb.RangeRequest(key=f"/{self.namespace}/!schema".encode(), count_only=True)
-        await self._run("ping", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+        await self._run("ping", lambda r: r.kv.Range(req, **r.kw))
 
     async def check_schema(self, version: int) -> None:
         """Record ``version`` on first use; raise ``ConfigError`` if another is stored."""
@@ -228,7 +254,7 @@ class EtcdGcsStore:
             success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=str(int(version)).encode()))],
             failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key))],
         )
-        resp = await self._run("check_schema", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+        resp = await self._run("check_schema", lambda r: r.kv.Txn(req, **r.kw))
         if resp.succeeded:
             return
         stored = int(resp.responses[0].response_range.kvs[0].value)
@@ -248,14 +274,14 @@ class EtcdGcsStore:
         else:
             req = pb.TxnRequest(compare=[self._compare(full, "CREATE", create_revision=0)], success=[put])
         self._check_size("put", req)
-        resp = await self._run("put", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+        resp = await self._run("put", lambda r: r.kv.Txn(req, **r.kw))
         if overwrite:
             return resp.responses[0].response_range.count == 0
         return bool(resp.succeeded)
 
     async def get(self, table: str, key: bytes) -> bytes | None:
         req = self._pb.RangeRequest(key=self._key(table, key))
-        resp = await self._run("get", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+        resp = await self._run("get", lambda r: r.kv.Range(req, **r.kw))
         return resp.kvs[0].value if resp.kvs else None
 
     async def multi_get(self, table: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
@@ -268,7 +294,7 @@ class EtcdGcsStore:
             req = pb.TxnRequest(
                 success=[pb.RequestOp(request_range=pb.RangeRequest(key=base + k)) for k in chunk]
             )
-            resp = await self._run("multi_get", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+            resp = await self._run("multi_get", lambda r: r.kv.Txn(req, **r.kw))
             for key, op in zip(chunk, resp.responses):
                 if op.response_range.kvs:
                     found[key] = op.response_range.kvs[0].value
@@ -288,7 +314,7 @@ class EtcdGcsStore:
                 sort_order=pb.RangeRequest.ASCEND, sort_target=pb.RangeRequest.KEY,
             )  # fmt: skip
             try:
-                resp = await self._run("get_all", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+                resp = await self._run("get_all", lambda r: r.kv.Range(req, **r.kw))
             except EtcdRequestTooLargeError:
                 if limit == 1:
                     raise
@@ -303,7 +329,7 @@ class EtcdGcsStore:
 
     async def delete(self, table: str, key: bytes) -> bool:
         req = self._pb.DeleteRangeRequest(key=self._key(table, key))
-        resp = await self._run("delete", lambda r: r.kv.DeleteRange(req, timeout=self.request_timeout))
+        resp = await self._run("delete", lambda r: r.kv.DeleteRange(req, **r.kw))
         return resp.deleted > 0
 
     async def batch_delete(self, table: str, keys: Sequence[bytes]) -> int:
@@ -318,13 +344,13 @@ class EtcdGcsStore:
                     for k in wanted[i : i + _TXN_OPS]
                 ]
             )
-            resp = await self._run("batch_delete", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+            resp = await self._run("batch_delete", lambda r: r.kv.Txn(req, **r.kw))
             deleted += sum(op.response_delete_range.deleted for op in resp.responses)
         return deleted
 
     async def exists(self, table: str, key: bytes) -> bool:
         req = self._pb.RangeRequest(key=self._key(table, key), count_only=True)
-        resp = await self._run("exists", lambda r: r.kv.Range(req, timeout=self.request_timeout))
+        resp = await self._run("exists", lambda r: r.kv.Range(req, **r.kw))
         return resp.count > 0
 
     async def compare_and_set(
@@ -342,7 +368,7 @@ class EtcdGcsStore:
             else:
                 # Don't ship a large expected value back: compare the revision we read.
                 current = await self._run(
-                    "compare_and_set", lambda r: r.kv.Range(pb.RangeRequest(key=full), timeout=self.request_timeout)
+                    "compare_and_set", lambda r: r.kv.Range(pb.RangeRequest(key=full), **r.kw)
                 )
                 if not current.kvs or current.kvs[0].value != expected:
                     return False
@@ -351,7 +377,7 @@ class EtcdGcsStore:
             compare=[compare], success=[pb.RequestOp(request_put=pb.PutRequest(key=full, value=value))]
         )
         self._check_size("compare_and_set", req)
-        resp = await self._run("compare_and_set", lambda r: r.kv.Txn(req, timeout=self.request_timeout))
+        resp = await self._run("compare_and_set", lambda r: r.kv.Txn(req, **r.kw))
         return bool(resp.succeeded)
 
     def watch(self, table: str, prefix: bytes = b"") -> AsyncIterator[WatchEvent]:
@@ -376,15 +402,17 @@ class EtcdGcsStore:
         while not self._closed:
             call = None
             error: str | None = None
+            rpc = self._conn.rpc()
             try:
-                rpc = self._rpc()
+                await self._conn.ensure_token(rpc)
                 if next_revision is None:
                     head = await rpc.kv.Range(
-                        pb.RangeRequest(key=start, range_end=end, count_only=True),
-                        timeout=self.request_timeout,
+                        pb.RangeRequest(key=start, range_end=end, count_only=True), **rpc.kw
                     )
                     next_revision = head.header.revision + 1
-                call = rpc.watch.Watch()
+                # hasleader: a member cut off from the leader cancels the watch instead of
+                # going silent, so the watch moves on to another member.
+                call = rpc.watch.Watch(metadata=(*rpc.metadata, ("hasleader", "true")))
                 self._watch_calls.add(call)
                 await call.write(
                     pb.WatchRequest(
@@ -401,7 +429,16 @@ class EtcdGcsStore:
                             f"{resp.compact_revision}; re-read the table and watch again"
                         )
                     if resp.canceled:
-                        error = f"watch canceled by etcd: {resp.cancel_reason or 'no reason given'}"
+                        reason = resp.cancel_reason or "no reason given"
+                        if "permission denied" in reason:
+                            raise GcsUnavailableError(
+                                f"etcd GCS store at {self.url}: watch of table {table!r} refused "
+                                f"by {rpc.member.url}: {reason}; expected user "
+                                f"{self._conn.user!r} to have read permission on /{self.namespace}/"
+                            )
+                        if "auth" in reason:
+                            self._conn.drop_token(self._conn.token)
+                        error = f"{rpc.member.url}: watch canceled by etcd: {reason}"
                         break
                     if resp.created:
                         backoff.reset()
@@ -413,14 +450,16 @@ class EtcdGcsStore:
                         else:
                             yield WatchEvent("put", table, key, ev.kv.value)
                 else:
-                    error = "watch stream ended"
+                    error = f"{rpc.member.url}: watch stream ended"
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                code, details = exc.code(), exc.details() or ""
+                error = f"{rpc.member.url}: {code.name}: {details}"
+                if _token_refused(code, details) and self._conn.token:
+                    self._conn.drop_token(self._conn.token)
+                elif not _retryable(code):
                     raise GcsUnavailableError(
-                        f"etcd GCS store at {self.url}: watch of table {table!r} failed: "
-                        f"{exc.code().name}: {exc.details()}"
+                        f"etcd GCS store at {self.url}: watch of table {table!r} failed on {error}"
                     ) from exc
-                error = f"{exc.code().name}: {exc.details()}"
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self._closed and task is not None and not task.cancelling():
@@ -432,6 +471,7 @@ class EtcdGcsStore:
                     self._watch_calls.discard(call)
             if self._closed:
                 return
+            self._conn.failed(rpc, str(error))
             await backoff.pause(f"watch of table {table!r}", str(error))
 
     async def close(self) -> None:
@@ -441,10 +481,7 @@ class EtcdGcsStore:
         self._closed = True
         for call in list(self._watch_calls):
             call.cancel()
-        state, self._rpc_state = self._rpc_state, None
-        if state is None:
-            return
-        await close_in_loop(state.loop, state.channel.close, "etcd")
+        await self._conn.close(close_in_loop)
 
 
 @hookimpl
@@ -457,7 +494,15 @@ def microray_gcs_stores() -> list[GcsStoreRegistration]:
             description="etcd v3 (gRPC, asyncio); durable and replicated, survives a head restart.",
             capabilities=frozenset({"persistence", "watch"}),
             options={
-                "url": OptionSpec(str, "http://host:port of an etcd member", default="http://127.0.0.1:2379"),
+                "url": OptionSpec(
+                    list, "http(s)://host:port of an etcd member, or several (a list or comma-separated); "
+                    f"{DEFAULT_URL} when neither url nor endpoints is given",
+                    default=None, parse=url_list,
+                ),
+                "endpoints": OptionSpec(
+                    list, "The etcd members (a list or comma-separated URLs); instead of url",
+                    default=(), parse=url_list,
+                ),
                 "namespace": OptionSpec(
                     str, "Cluster id; prefixes every key so clusters can share one etcd",
                     default="default",
@@ -470,6 +515,13 @@ def microray_gcs_stores() -> list[GcsStoreRegistration]:
                 "max_message_bytes": OptionSpec(
                     int, "gRPC message size limit of the client", default=DEFAULT_MAX_MESSAGE_BYTES, parse=int
                 ),
+                "user": OptionSpec(str, "etcd user to authenticate as (etcd auth enabled)", default=""),
+                "password": OptionSpec(str, "Password of the etcd user", default="", secret=True),
+                "ca_file": OptionSpec(
+                    str, "PEM file of the CA that signed the members' certificates (https:// URLs)", default=""
+                ),
+                "cert_file": OptionSpec(str, "PEM client certificate, for etcd --client-cert-auth", default=""),
+                "key_file": OptionSpec(str, "PEM private key of cert_file", default=""),
             },
         )
     ]
