@@ -9,6 +9,11 @@ Layout, for namespace ``ns`` and table ``t`` (neither may contain ``:``):
 - ``ns:t:seq``     the counter behind ``s``;
 - ``ns:!schema``   the schema version written by ``check_schema``.
 
+Connection: ``redis://`` or ``rediss://`` (TLS: ``ca_file``, optional client
+``cert_file``/``key_file``) or ``unix://``; a password in the URL
+(``redis://:pw@host``) or the ``password`` option (marked secret: masked in
+every config shown). Neither ``repr``, errors nor logs show a password.
+
 Every write is one Lua script that changes the hash *and* appends to the
 stream, so the change and its event are atomic and in the same order for all
 clients. ``watch`` reads the stream with ``XREAD BLOCK`` from the last entry
@@ -27,6 +32,7 @@ difference matters. ``redis`` itself is imported only when a store is built.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -138,6 +144,38 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
+def _tls_options(scheme: str, ca_file: str, cert_file: str, key_file: str) -> dict[str, Any]:
+    """redis-py's TLS arguments for the ``ca_file``/``cert_file``/``key_file`` options, each file
+    checked now (a ``ConfigError`` at start, not an outage later)."""
+    files = {"ssl_ca_certs": ("ca_file", ca_file), "ssl_certfile": ("cert_file", cert_file),
+             "ssl_keyfile": ("key_file", key_file)}  # fmt: skip
+    given = {arg: path for arg, (_, path) in files.items() if path}
+    if not given:
+        return {}
+    if scheme != "rediss":
+        raise ConfigError(
+            "gcs_store_options: ca_file/cert_file/key_file are set for gcs_store 'redis' but the URL "
+            "is not rediss://; expected a rediss:// URL for TLS"
+        )
+    if bool(cert_file) != bool(key_file):
+        raise ConfigError(
+            "gcs_store_options: a client certificate needs both cert_file and key_file for "
+            "gcs_store 'redis'; expected both or neither"
+        )
+    for arg, path in given.items():
+        option = files[arg][0]
+        try:
+            with open(os.path.expanduser(path), "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"gcs_store_options.{option}: cannot read {path!r} for gcs_store 'redis': "
+                f"{exc.strerror or exc}; expected a readable PEM file"
+            ) from None
+        given[arg] = os.path.expanduser(path)
+    return given
+
+
 def _glob_escape(prefix: bytes) -> bytes:
     return re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix)
 
@@ -154,6 +192,10 @@ class RedisGcsStore:
         retry_timeout: float = 5.0,
         watch_history: int = 1000,
         password: str = "",
+        username: str = "",
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
     ) -> None:
         import redis.asyncio  # noqa: F401 -- fail here, not at first use, when redis is missing
 
@@ -164,7 +206,10 @@ class RedisGcsStore:
                 "expected redis://host:port/db, rediss://... or unix://path"
             )
         self.url = url
-        self._password = password
+        self._client_options: dict[str, Any] = {"username": username} if username else {}
+        if password:
+            self._client_options["password"] = password  # a password in the URL wins
+        self._client_options.update(_tls_options(scheme, ca_file, cert_file, key_file))
         self.namespace = check_name("namespace", namespace)
         self.connect_timeout = float(connect_timeout)
         self.request_timeout = float(request_timeout)
@@ -194,7 +239,7 @@ class RedisGcsStore:
                 socket_connect_timeout=self.connect_timeout,
                 retry=Retry(NoBackoff(), 0),  # we retry ourselves, with a deadline
                 client_name=f"microray-gcs-{self.namespace}",
-                **({"password": self._password} if self._password else {}),
+                **self._client_options,
             )
             self._loop = loop
             self._scripts = {
@@ -409,6 +454,10 @@ def microray_gcs_stores() -> list[GcsStoreRegistration]:
                     str, "Password of the Redis server (AUTH), used when the URL has none", default="",
                     secret=True,
                 ),
+                "username": OptionSpec(str, "Redis ACL user (AUTH user password); 'default' if empty", default=""),
+                "ca_file": OptionSpec(str, "PEM file of the CA that signed the server's certificate (rediss://)", default=""),
+                "cert_file": OptionSpec(str, "PEM client certificate, for Redis --tls-auth-clients yes", default=""),
+                "key_file": OptionSpec(str, "PEM private key of cert_file", default=""),
             },
         )
     ]

@@ -32,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,8 +42,8 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -58,6 +59,9 @@ __all__ = [
     "find_etcd",
     "redis_server",
     "etcd_server",
+    "etcd_cluster",
+    "etcd_secure_server",
+    "redis_secure_server",
 ]
 
 #: etcd's default request limit is 1.5 MiB; GCS values can be 10 MB and more.
@@ -189,6 +193,8 @@ class ServerProcess:
         self.log_path = self.data_dir / f"{self.kind}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._closed = False
+        self._cmd: list[str] = []
+        self._ready_by = 0.0
 
     # -- subclass API ----------------------------------------------------
     def _find(self) -> str | None:
@@ -215,11 +221,18 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         """Start the process and wait until it answers, or raise ``ServerError``."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> "ServerProcess":
+        """Start the process without waiting for it to answer (``wait_ready`` does): members
+        of a cluster must all be started before any of them is ready."""
         if self._closed:
             raise ServerError(f"{self.kind} server at {self.url} was closed")
         if self.running:
             return self
         cmd = self._command()
+        self._cmd = cmd
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 _with_parent_death_signal(cmd),
@@ -230,21 +243,29 @@ class ServerProcess:
             )
         with _live_lock:
             _live.add(self)
-        deadline = time.monotonic() + self.start_timeout
+        self._ready_by = time.monotonic() + self.start_timeout
+        return self
+
+    def wait_ready(self) -> "ServerProcess":
+        """Wait until the launched process answers; ``ServerError`` if it exits or does not
+        answer within ``start_timeout`` of its launch."""
+        if self.process is None:
+            raise ServerError(f"{self.kind} server at {self.url} is not running")
+        cmd = " ".join(self._cmd)
         while True:
             if self.process.poll() is not None:
                 raise ServerError(
                     f"{self.kind} server exited with code {self.process.returncode} while "
-                    f"starting on port {self.port}: {' '.join(cmd)}\n{self.log_tail()}"
+                    f"starting on port {self.port}: {cmd}\n{self.log_tail()}"
                 )
             if self._ready():
                 log.debug("test_server_started", kind=self.kind, url=self.url, pid=self.process.pid)
                 return self
-            if time.monotonic() > deadline:
+            if time.monotonic() > self._ready_by:
                 self.stop()
                 raise ServerError(
                     f"{self.kind} server on port {self.port} was not ready within "
-                    f"{self.start_timeout:.0f}s: {' '.join(cmd)}\n{self.log_tail()}"
+                    f"{self.start_timeout:.0f}s: {cmd}\n{self.log_tail()}"
                 )
             time.sleep(0.02)
 
@@ -326,16 +347,36 @@ class ServerProcess:
         return f"<{type(self).__name__} {self.url} {state} data_dir={str(self.data_dir)!r}>"
 
 
+def _tls_context(certs: Any, client_cert: bool) -> ssl.SSLContext:
+    """A client TLS context trusting the test CA (with its client certificate if asked)."""
+    context = ssl.create_default_context(cafile=certs.ca)
+    if client_cert:
+        context.load_cert_chain(certs.client_cert, certs.client_key)
+    return context
+
+
 class RedisServer(ServerProcess):
     """A ``redis-server`` with an append-only file, so a restart keeps the data.
 
-    With ``password`` it requires it (``requirepass``, given in a 0600 config file, not
-    on its command line) and ``url`` carries it (``redis://:password@...``)."""
+    With ``password`` it requires it (``requirepass``, given in a 0600 config file, not on its
+    command line) and ``url`` carries it (``redis://:password@...``; ``plain_url`` does not).
+    With ``certs`` (``microray.testing.certs.TestCerts``) it serves TLS only (``rediss://``);
+    ``client_cert_auth`` then also requires a client certificate signed by the test CA."""
 
     kind = "redis"
 
-    def __init__(self, binary: str | None = None, *, password: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        password: str = "",
+        certs: Any = None,
+        client_cert_auth: bool = False,
+        **kwargs: Any,
+    ) -> None:
         self.password = password
+        self.certs = certs
+        self.client_cert_auth = client_cert_auth
         super().__init__(binary, **kwargs)
 
     def _find(self) -> str | None:
@@ -348,19 +389,35 @@ class RedisServer(ServerProcess):
         )
 
     @property
+    def plain_url(self) -> str:
+        """The URL without the password."""
+        return f"{'rediss' if self.certs else 'redis'}://127.0.0.1:{self.port}/0"
+
+    @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        if not self.password:
+            return self.plain_url
+        scheme, rest = self.plain_url.split("://", 1)
+        return f"{scheme}://:{self.password}@{rest}"
 
     def _command(self) -> list[str]:
         conf = self.data_dir / "redis.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"requirepass {self.password}\n" if self.password else "")
+        if self.certs:
+            ports = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", self.certs.server_cert, "--tls-key-file", self.certs.server_key,
+                "--tls-ca-cert-file", self.certs.ca,
+                "--tls-auth-clients", "yes" if self.client_cert_auth else "no",
+            ]  # fmt: skip
+        else:
+            ports = ["--port", str(self.port)]
         return [
             self.binary,
             str(conf),
-            "--port", str(self.port),
+            *ports,
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--daemonize", "no",
@@ -374,7 +431,11 @@ class RedisServer(ServerProcess):
 
     def _ready(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(socket.create_connection(("127.0.0.1", self.port), timeout=0.5))
+                if self.certs:
+                    context = _tls_context(self.certs, self.client_cert_auth)
+                    sock = stack.enter_context(context.wrap_socket(sock, server_hostname="127.0.0.1"))
                 if self.password:
                     sock.sendall(f"AUTH {self.password}\r\n".encode())
                     if not sock.recv(64).startswith(b"+OK"):
@@ -386,7 +447,12 @@ class RedisServer(ServerProcess):
 
 
 class EtcdServer(ServerProcess):
-    """A single-member ``etcd`` with ``--max-request-bytes`` raised for large values."""
+    """An ``etcd`` member with ``--max-request-bytes`` raised for large values.
+
+    Alone by default; ``name``/``initial_cluster``/``cluster_token`` make it a member of a
+    cluster (see ``microray.testing.etcd_cluster.EtcdCluster``). With ``certs`` it serves
+    clients over TLS (``https://``); ``client_cert_auth`` also requires a client certificate.
+    Peers always talk plain HTTP on loopback."""
 
     kind = "etcd"
 
@@ -399,12 +465,22 @@ class EtcdServer(ServerProcess):
         data_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 30.0,
         max_request_bytes: int = ETCD_MAX_REQUEST_BYTES,
+        name: str = "microray-test",
+        initial_cluster: str | None = None,
+        cluster_token: str = "microray-test",
+        certs: Any = None,
+        client_cert_auth: bool = False,
     ) -> None:
         super().__init__(binary, port=port, data_dir=data_dir, start_timeout=start_timeout)
         self.peer_port = peer_port or free_port()
         while self.peer_port == self.port:
             self.peer_port = free_port()
         self.max_request_bytes = max_request_bytes
+        self.name = name
+        self.initial_cluster = initial_cluster
+        self.cluster_token = cluster_token
+        self.certs = certs
+        self.client_cert_auth = client_cert_auth
 
     def _find(self) -> str | None:
         return find_etcd()
@@ -417,29 +493,43 @@ class EtcdServer(ServerProcess):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.certs else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client TLS context for this member (None without TLS)."""
+        return _tls_context(self.certs, self.client_cert_auth) if self.certs else None
 
     def _command(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        tls = []
+        if self.certs:
+            tls = ["--cert-file", self.certs.server_cert, "--key-file", self.certs.server_key,
+                   "--trusted-ca-file", self.certs.ca]  # fmt: skip
+            if self.client_cert_auth:
+                tls.append("--client-cert-auth")
         return [
             self.binary,
-            "--name", "microray-test",
+            "--name", self.name,
             "--data-dir", str(self.data_dir / "member"),
-            "--listen-client-urls", client,
-            "--advertise-client-urls", client,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"microray-test={peer}",
+            "--listen-client-urls", self.url,
+            "--advertise-client-urls", self.url,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
+            "--initial-cluster-token", self.cluster_token,
             "--initial-cluster-state", "new",
             "--max-request-bytes", str(self.max_request_bytes),
+            *tls,
             "--logger", "zap",
             "--log-level", "error",
         ]  # fmt: skip
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=0.5) as resp:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=0.5, context=self.ssl_context()) as resp:
                 return resp.status == 200 and b'"true"' in resp.read()
         except (OSError, urllib.error.URLError, ValueError):
             return False
@@ -498,3 +588,60 @@ if pytest is not None:
             raise
         with running(server):
             yield server
+
+
+    @pytest.fixture(scope="session")
+    def etcd_cluster() -> Iterator[Any]:
+        """A real 3-member etcd cluster (``secure_servers.EtcdCluster``) for the session, stopped
+        and deleted afterwards. Tests that kill members start them again (``ensure_running``)."""
+        from microray.testing.secure_servers import EtcdCluster
+
+        try:
+            cluster = EtcdCluster(3)
+        except ServerError as exc:
+            _missing("etcd_cluster", exc)
+            raise
+        with cluster:
+            yield cluster
+
+    @contextlib.contextmanager
+    def _secure(kind: str) -> Iterator[Any]:
+        from microray.testing.certs import CertError
+        from microray.testing.secure_servers import temporary_certs
+
+        try:
+            with temporary_certs() as certs:
+                yield certs
+        except CertError as exc:
+            pytest.skip(f"{kind}: cannot make a test certificate: {exc}")
+
+    @pytest.fixture(scope="session")
+    def etcd_secure_server() -> Iterator[EtcdServer]:
+        """One etcd member serving TLS only, requiring a client certificate and user/password
+        auth (``.auth`` = ``(user, password)``, ``.certs`` the test CA and certificates)."""
+        from microray.testing.secure_servers import TEST_ETCD_USER, enable_etcd_auth
+
+        with _secure("etcd_secure_server") as certs:
+            try:
+                server = EtcdServer(certs=certs, client_cert_auth=True)
+            except ServerError as exc:
+                _missing("etcd_secure_server", exc)
+                raise
+            with running(server):
+                password = os.urandom(12).hex()
+                enable_etcd_auth(server, TEST_ETCD_USER, password)
+                server.auth = (TEST_ETCD_USER, password)  # type: ignore[attr-defined]
+                yield server
+
+    @pytest.fixture(scope="session")
+    def redis_secure_server() -> Iterator[RedisServer]:
+        """``redis-server`` serving TLS only (``rediss://``) and requiring a password (``url``
+        carries it, ``plain_url`` does not; ``.certs`` the test CA and certificates)."""
+        with _secure("redis_secure_server") as certs:
+            try:
+                server = RedisServer(password=os.urandom(12).hex(), certs=certs)
+            except ServerError as exc:
+                _missing("redis_secure_server", exc)
+                raise
+            with running(server):
+                yield server
