@@ -79,11 +79,14 @@ def _range_end(prefix: bytes) -> bytes:
     return bytes(end)
 
 
-def _retryable(code: Any) -> bool:
-    """Whether a call that failed with gRPC status ``code`` may work on another try (or member)."""
+def _retryable(code: Any, details: str) -> bool:
+    """Whether a call that failed with gRPC status ``code`` may work on another try (or member):
+    the member is unreachable, hangs, or reset the stream as it shut down (seen over TLS)."""
     import grpc
 
-    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or (
+        code == grpc.StatusCode.INTERNAL and ("Stream removed" in details or "RST_STREAM" in details)
+    )
 
 
 def _token_refused(code: Any, details: str) -> bool:
@@ -207,7 +210,7 @@ class EtcdGcsStore:
                     self._conn.drop_token(self._conn.token or token)
                     await backoff.pause(what, f"{rpc.member.url}: {code.name}: {details}")
                     continue
-                if not _retryable(code):
+                if not _retryable(code, details):
                     raise GcsUnavailableError(
                         f"etcd GCS store at {self.url}: {what} failed on {rpc.member.url}: "
                         f"{code.name}: {details}"
@@ -456,7 +459,7 @@ class EtcdGcsStore:
                 error = f"{rpc.member.url}: {code.name}: {details}"
                 if _token_refused(code, details) and self._conn.token:
                     self._conn.drop_token(self._conn.token)
-                elif not _retryable(code):
+                elif not _retryable(code, details):
                     raise GcsUnavailableError(
                         f"etcd GCS store at {self.url}: watch of table {table!r} failed on {error}"
                     ) from exc

@@ -126,7 +126,9 @@ def _with_parent_death_signal(cmd: list[str]) -> list[str]:
     """Prefix ``cmd`` so Linux SIGKILLs the server if the process that started it dies.
 
     Uses util-linux ``setpriv --pdeathsig`` rather than a ``preexec_fn``, so no
-    ``fork()`` of a process that may hold gRPC threads is needed. Without
+    ``fork()`` of a process that may hold gRPC threads is needed. Linux sends that signal
+    when the *thread* that started the server ends, so start servers from a thread that
+    lives as long as they should (not from ``asyncio.to_thread``). Without
     ``setpriv`` the atexit hook and the fixtures' finalizers still clean up.
     """
     setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None

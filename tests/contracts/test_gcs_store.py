@@ -24,6 +24,7 @@ from microray.backends.gcs import redis as redis_backend
 from microray.exceptions import ConfigError, GcsUnavailableError
 from microray.registrations import GcsStoreRegistration
 from microray.testing.contracts import GcsStoreContract
+from microray.testing.secure_servers import EtcdCluster
 from microray.testing.servers import EtcdServer, RedisServer, ServerProcess, free_port
 
 
@@ -112,6 +113,65 @@ class TestEtcdGcsStore(_ServerBackedContract):
     @pytest.fixture
     def server(self, etcd_server: EtcdServer) -> EtcdServer:
         return etcd_server.ensure_running()
+
+
+class TestEtcdClusterGcsStore(_ServerBackedContract):
+    """A 3-member etcd cluster: the whole contract, and each member killed under load."""
+
+    backend = etcd_backend
+
+    @pytest.fixture
+    def server(self, etcd_cluster: EtcdCluster) -> EtcdCluster:
+        return etcd_cluster.ensure_running()
+
+    @pytest.fixture
+    def store_options(self, server: EtcdCluster) -> dict[str, Any]:
+        return {"endpoints": server.urls, "namespace": _namespace()}
+
+
+class TestEtcdSecureGcsStore(_ServerBackedContract):
+    """etcd with TLS, a required client certificate and user/password auth."""
+
+    backend = etcd_backend
+
+    @pytest.fixture
+    def server(self, etcd_secure_server: EtcdServer) -> EtcdServer:
+        return etcd_secure_server.ensure_running()
+
+    @pytest.fixture
+    def store_options(self, server: Any) -> dict[str, Any]:
+        user, password = server.auth
+        certs = server.certs
+        return {
+            "url": server.url, "namespace": _namespace(), "user": user, "password": password,
+            "ca_file": certs.ca, "cert_file": certs.client_cert, "key_file": certs.client_key,
+        }  # fmt: skip
+
+
+class _PlainUrl:
+    """A server whose ``url`` is shown without its password (as the store's errors show it)."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self._server = server
+        self.url = server.plain_url
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+class TestRedisSecureGcsStore(_ServerBackedContract):
+    """Redis over TLS (rediss://) with a password given as the ``password`` option."""
+
+    backend = redis_backend
+
+    @pytest.fixture
+    def server(self, redis_secure_server: RedisServer) -> Any:
+        return _PlainUrl(redis_secure_server.ensure_running())
+
+    @pytest.fixture
+    def store_options(self, server: Any) -> dict[str, Any]:
+        return {"url": server.plain_url, "password": server.password, "ca_file": server.certs.ca,
+                "namespace": _namespace()}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------

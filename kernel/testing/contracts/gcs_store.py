@@ -39,7 +39,11 @@ Fixtures:
     ``restart()`` and ``url`` (``microray.testing.servers.ServerProcess``).
     Enables the tests that lose the server: bounded ``GcsUnavailableError``,
     watch resuming after a restart without losing events, data surviving a
-    restart. The fixture should leave the server running at teardown.
+    restart. The fixture should leave the server running at teardown. A
+    replicated server also has ``members`` (each with ``kill()`` and
+    ``start()``, e.g. ``microray.testing.secure_servers.EtcdCluster``): then
+    each member is killed in turn under load, and no call may fail and nothing
+    may be lost (``gcs_store_replicas``).
 
 Tests run without pytest-asyncio: each test body runs in one ``asyncio.run``
 that also closes every store it used, so a backend may bind its connections
@@ -69,12 +73,13 @@ from microray.testing.contracts._gcs_store_support import (
     run,
     start_watch,
 )
+from microray.testing.contracts.gcs_store_replicas import GcsStoreReplicaTests
 from microray.testing.contracts.gcs_store_resilience import GcsStoreResilienceTests
 
 __all__ = ["GcsStoreContract", "WatchReader"]
 
 
-class GcsStoreContract(GcsStoreResilienceTests):
+class GcsStoreContract(GcsStoreResilienceTests, GcsStoreReplicaTests):
     """Subclass with the fixtures described in the module docstring."""
 
     # -- fixtures a subclass provides -------------------------------------------
