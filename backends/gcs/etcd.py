@@ -81,11 +81,14 @@ def _range_end(prefix: bytes) -> bytes:
 
 def _retryable(code: Any, details: str) -> bool:
     """Whether a call that failed with gRPC status ``code`` may work on another try (or member):
-    the member is unreachable, hangs, or reset the stream as it shut down (seen over TLS)."""
+    the member is unreachable, hangs, has no leader, or reset the stream as it shut down."""
     import grpc
 
-    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or (
-        code == grpc.StatusCode.INTERNAL and ("Stream removed" in details or "RST_STREAM" in details)
+    return (
+        code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        or (code == grpc.StatusCode.INTERNAL and ("Stream removed" in details or "RST_STREAM" in details))
+        # a member without a leader drops proposals (etcd passes raft's error on as UNKNOWN)
+        or (code == grpc.StatusCode.UNKNOWN and "proposal dropped" in details)
     )
 
 
@@ -136,6 +139,8 @@ class EtcdGcsStore:
         self.retry_timeout = float(retry_timeout)
         self.max_request_bytes = int(max_request_bytes)
         self.max_message_bytes = int(max_message_bytes)
+        #: Deadline of each try after a failure (the first try has request_timeout).
+        self._retry_try_timeout = min(self.request_timeout, max(1.0, self.retry_timeout / 3))
         self._pb = etcdrpc
         self._closed = False
         self._watch_calls: set[Any] = set()
@@ -190,8 +195,9 @@ class EtcdGcsStore:
         if self._closed:
             raise self._closed_error()
         backoff = self._backoff()
+        timeout = self.request_timeout
         while True:
-            rpc = self._conn.rpc()
+            rpc = self._conn.rpc().with_timeout(timeout)
             token = self._conn.token
             try:
                 await self._conn.ensure_token(rpc)
@@ -220,6 +226,9 @@ class EtcdGcsStore:
                 error = f"{rpc.member.url}: {code.name}: {details}"
                 self._conn.failed(rpc, error)
                 await backoff.pause(what, error)
+                # A member whose leader just died holds a forwarded write for etcd's own request
+                # timeout (7 s by default) before it gives up; shorter tries move on sooner.
+                timeout = self._retry_try_timeout
             except asyncio.CancelledError:
                 # close() cancels the calls on its channel; report that, not a cancellation
                 task = asyncio.current_task()

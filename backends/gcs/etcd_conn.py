@@ -24,6 +24,7 @@ password is kept in memory only, never shown in logs, errors or ``repr``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,15 @@ class MemberRpc:
         self.watch = etcdrpc.WatchStub(channel)
         self.auth = etcdrpc.AuthStub(channel)
         self._conn = conn
+        self.timeout = conn.request_timeout
+
+    def with_timeout(self, timeout: float) -> "MemberRpc":
+        """The same stubs, with ``timeout`` as the deadline of each unary call."""
+        if timeout == self.timeout:
+            return self
+        view = copy.copy(self)
+        view.timeout = timeout
+        return view
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -141,7 +151,7 @@ class MemberRpc:
 
     @property
     def kw(self) -> dict[str, Any]:
-        return {"timeout": self._conn.request_timeout, "metadata": self.metadata}
+        return {"timeout": self.timeout, "metadata": self.metadata}
 
 
 @dataclass

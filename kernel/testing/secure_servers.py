@@ -101,6 +101,19 @@ class EtcdCluster:
                 return m
         raise ServerError(f"no member of {self!r} serves {url}")
 
+    def leader(self) -> EtcdServer:
+        """The member that is the raft leader now (asked of the running members)."""
+        for m in self.members:
+            if not m.running:
+                continue
+            try:
+                status = _gateway(m, "/v3/maintenance/status", {})
+            except OSError:
+                continue
+            if str(status.get("leader")) == str(status["header"]["member_id"]):
+                return m
+        raise ServerError(f"no member of {self!r} says it is the leader")
+
     def start(self) -> "EtcdCluster":
         """Start every member that is not running and wait until each answers."""
         if self._closed:
