@@ -135,7 +135,7 @@ def _with_parent_death_signal(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
-_STALE = re.compile(r"^microray-(?:redis|etcd)-(\d+)-")
+_STALE = re.compile(r"^microray-(?:redis|etcd|certs)-(\d+)-")
 _swept = False
 
 
