@@ -11,7 +11,8 @@ by commas (what the ``etcd`` store accepts and names in its errors).
 ``enable_etcd_auth(server, user, password)`` turns on etcd's auth through its JSON gateway: a
 ``root`` user, and ``user`` with read/write on every key.
 
-Session fixtures built on these, in ``microray.testing.servers``:
+Session fixtures (load with ``-p microray.testing.secure_servers`` or import them into a
+conftest):
 
 ``etcd_cluster``        a 3-member cluster, plain HTTP.
 ``etcd_secure_server``  one member serving TLS only, requiring a client certificate and
@@ -36,8 +37,16 @@ from typing import Any
 
 import structlog
 
-from microray.testing.certs import TestCerts, make_test_certs
-from microray.testing.servers import EtcdServer, ServerError, _sweep_stale_dirs, free_port
+from microray.testing.certs import CertError, TestCerts, make_test_certs
+from microray.testing.servers import (
+    EtcdServer,
+    RedisServer,
+    ServerError,
+    _missing,
+    _sweep_stale_dirs,
+    free_port,
+    running,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +55,9 @@ __all__ = [
     "enable_etcd_auth",
     "temporary_certs",
     "TEST_ETCD_USER",
+    "etcd_cluster",
+    "etcd_secure_server",
+    "redis_secure_server",
 ]
 
 TEST_ETCD_USER = "microray-gcs"
@@ -194,3 +206,64 @@ def temporary_certs() -> Iterator[TestCerts]:
         yield make_test_certs(directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# pytest fixtures (this module is a pytest plugin: ``-p microray.testing.secure_servers``)
+# ---------------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover -- library use without pytest
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture(scope="session")
+    def etcd_cluster() -> Iterator[Any]:
+        """A real 3-member etcd cluster (``secure_servers.EtcdCluster``) for the session, stopped
+        and deleted afterwards. Tests that kill members start them again (``ensure_running``)."""
+        try:
+            cluster = EtcdCluster(3)
+        except ServerError as exc:
+            _missing("etcd_cluster", exc)
+            raise
+        with cluster:
+            yield cluster
+
+    @contextlib.contextmanager
+    def _secure(kind: str) -> Iterator[Any]:
+        try:
+            with temporary_certs() as certs:
+                yield certs
+        except CertError as exc:
+            pytest.skip(f"{kind}: cannot make a test certificate: {exc}")
+
+    @pytest.fixture(scope="session")
+    def etcd_secure_server() -> Iterator[EtcdServer]:
+        """One etcd member serving TLS only, requiring a client certificate and user/password
+        auth (``.auth`` = ``(user, password)``, ``.certs`` the test CA and certificates)."""
+        with _secure("etcd_secure_server") as certs:
+            try:
+                server = EtcdServer(certs=certs, client_cert_auth=True)
+            except ServerError as exc:
+                _missing("etcd_secure_server", exc)
+                raise
+            with running(server):
+                password = os.urandom(12).hex()
+                enable_etcd_auth(server, TEST_ETCD_USER, password)
+                server.auth = (TEST_ETCD_USER, password)  # type: ignore[attr-defined]
+                yield server
+
+    @pytest.fixture(scope="session")
+    def redis_secure_server() -> Iterator[RedisServer]:
+        """``redis-server`` serving TLS only (``rediss://``) and requiring a password (``url``
+        carries it, ``plain_url`` does not; ``.certs`` the test CA and certificates)."""
+        with _secure("redis_secure_server") as certs:
+            try:
+                server = RedisServer(password=os.urandom(12).hex(), certs=certs)
+            except ServerError as exc:
+                _missing("redis_secure_server", exc)
+                raise
+            with running(server):
+                yield server

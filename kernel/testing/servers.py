@@ -59,9 +59,6 @@ __all__ = [
     "find_etcd",
     "redis_server",
     "etcd_server",
-    "etcd_cluster",
-    "etcd_secure_server",
-    "redis_secure_server",
 ]
 
 #: etcd's default request limit is 1.5 MiB; GCS values can be 10 MB and more.
@@ -590,60 +587,3 @@ if pytest is not None:
             raise
         with running(server):
             yield server
-
-
-    @pytest.fixture(scope="session")
-    def etcd_cluster() -> Iterator[Any]:
-        """A real 3-member etcd cluster (``secure_servers.EtcdCluster``) for the session, stopped
-        and deleted afterwards. Tests that kill members start them again (``ensure_running``)."""
-        from microray.testing.secure_servers import EtcdCluster
-
-        try:
-            cluster = EtcdCluster(3)
-        except ServerError as exc:
-            _missing("etcd_cluster", exc)
-            raise
-        with cluster:
-            yield cluster
-
-    @contextlib.contextmanager
-    def _secure(kind: str) -> Iterator[Any]:
-        from microray.testing.certs import CertError
-        from microray.testing.secure_servers import temporary_certs
-
-        try:
-            with temporary_certs() as certs:
-                yield certs
-        except CertError as exc:
-            pytest.skip(f"{kind}: cannot make a test certificate: {exc}")
-
-    @pytest.fixture(scope="session")
-    def etcd_secure_server() -> Iterator[EtcdServer]:
-        """One etcd member serving TLS only, requiring a client certificate and user/password
-        auth (``.auth`` = ``(user, password)``, ``.certs`` the test CA and certificates)."""
-        from microray.testing.secure_servers import TEST_ETCD_USER, enable_etcd_auth
-
-        with _secure("etcd_secure_server") as certs:
-            try:
-                server = EtcdServer(certs=certs, client_cert_auth=True)
-            except ServerError as exc:
-                _missing("etcd_secure_server", exc)
-                raise
-            with running(server):
-                password = os.urandom(12).hex()
-                enable_etcd_auth(server, TEST_ETCD_USER, password)
-                server.auth = (TEST_ETCD_USER, password)  # type: ignore[attr-defined]
-                yield server
-
-    @pytest.fixture(scope="session")
-    def redis_secure_server() -> Iterator[RedisServer]:
-        """``redis-server`` serving TLS only (``rediss://``) and requiring a password (``url``
-        carries it, ``plain_url`` does not; ``.certs`` the test CA and certificates)."""
-        with _secure("redis_secure_server") as certs:
-            try:
-                server = RedisServer(password=os.urandom(12).hex(), certs=certs)
-            except ServerError as exc:
-                _missing("redis_secure_server", exc)
-                raise
-            with running(server):
-                yield server

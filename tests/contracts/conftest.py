@@ -5,10 +5,9 @@
 ``-p microray.testing.servers`` or by importing them into a conftest).
 """
 
-from microray.testing.servers import (  # noqa: F401 -- pytest fixtures
+from microray.testing.secure_servers import (  # noqa: F401 -- pytest fixtures
     etcd_cluster,
     etcd_secure_server,
-    etcd_server,
     redis_secure_server,
-    redis_server,
 )
+from microray.testing.servers import etcd_server, redis_server  # noqa: F401 -- pytest fixtures
