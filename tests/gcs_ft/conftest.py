@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import microray as ray
-from microray.testing.secure_servers import etcd_cluster  # noqa: F401 -- pytest fixture
+from microray.testing.secure_servers import etcd_cluster, etcd_secure_server, redis_secure_server  # noqa: F401 -- pytest fixtures
 from microray.testing.servers import etcd_server, redis_server  # noqa: F401 -- pytest fixtures
 
 from .helpers import assert_no_leaks, cli, driver_env, mark_baseline, pid_alive, wait_for
