@@ -21,7 +21,9 @@ that, after a lost connection or a server restart, is re-created with
 Members, TLS and auth (``microray.backends.gcs.etcd_conn``): ``url`` or
 ``endpoints`` may name several members; a call that cannot reach the member
 in use moves on to the next one, and so does a watch, resuming from its
-revision (revisions are cluster-wide). ``https://`` members use TLS
+revision (revisions are cluster-wide); a conditional write whose retry finds
+the key already holding its value reports success (an earlier try was
+applied before its member died). ``https://`` members use TLS
 (``ca_file``, optional client ``cert_file``/``key_file``); ``user`` and
 ``password`` use etcd's auth (a token sent with every call, renewed when etcd
 refuses it).
@@ -187,9 +189,12 @@ class EtcdGcsStore:
         if size > self.max_request_bytes:
             raise self._too_large(what, size)
 
-    async def _run(self, what: str, call: Callable[[MemberRpc], Awaitable[T]]) -> T:
+    async def _run(
+        self, what: str, call: Callable[[MemberRpc], Awaitable[T]], retried: list[bool] | None = None
+    ) -> T:
         """Run ``call(rpc)`` on the member in use; when it cannot be reached, move on to the
-        next member and retry (with backoff) until ``retry_timeout``."""
+        next member and retry (with backoff) until ``retry_timeout``. ``retried`` (a one-item
+        list) is set True when a try failed after it may have been applied."""
         import grpc
 
         if self._closed:
@@ -224,6 +229,8 @@ class EtcdGcsStore:
                 if self._closed:
                     raise self._closed_error() from exc
                 error = f"{rpc.member.url}: {code.name}: {details}"
+                if retried is not None:
+                    retried[0] = True
                 self._conn.failed(rpc, error)
                 await backoff.pause(what, error)
                 # A member whose leader just died holds a forwarded write for etcd's own request
@@ -286,10 +293,20 @@ class EtcdGcsStore:
         else:
             req = pb.TxnRequest(compare=[self._compare(full, "CREATE", create_revision=0)], success=[put])
         self._check_size("put", req)
-        resp = await self._run("put", lambda r: r.kv.Txn(req, **r.kw))
+        retried = [False]
+        resp = await self._run("put", lambda r: r.kv.Txn(req, **r.kw), retried)
         if overwrite:
             return resp.responses[0].response_range.count == 0
-        return bool(resp.succeeded)
+        return bool(resp.succeeded) or (retried[0] and await self._applied_before(full, value))
+
+    async def _applied_before(self, full: bytes, value: bytes) -> bool:
+        """After a conditional write failed its condition on a retry: whether the key holds
+        ``value``, i.e. an earlier try of the same write was applied before its member died."""
+        current = await self._run("compare_and_set", lambda r: r.kv.Range(self._pb.RangeRequest(key=full), **r.kw))
+        applied = bool(current.kvs) and current.kvs[0].value == value
+        if applied:
+            log.debug("etcd_write_applied_by_earlier_try", key=full)
+        return applied
 
     async def get(self, table: str, key: bytes) -> bytes | None:
         req = self._pb.RangeRequest(key=self._key(table, key))
@@ -389,8 +406,9 @@ class EtcdGcsStore:
             compare=[compare], success=[pb.RequestOp(request_put=pb.PutRequest(key=full, value=value))]
         )
         self._check_size("compare_and_set", req)
-        resp = await self._run("compare_and_set", lambda r: r.kv.Txn(req, **r.kw))
-        return bool(resp.succeeded)
+        retried = [False]
+        resp = await self._run("compare_and_set", lambda r: r.kv.Txn(req, **r.kw), retried)
+        return bool(resp.succeeded) or (retried[0] and await self._applied_before(full, value))
 
     def watch(self, table: str, prefix: bytes = b"") -> AsyncIterator[WatchEvent]:
         """Changes to ``table`` under ``prefix``, in order, from when iteration starts.
