@@ -132,6 +132,8 @@ class Config:
     object_transfer_chunk_bytes: int = field(
         default=4 * 1024 * 1024, metadata=allowed(min=64 * 1024, max=64 * 1024 * 1024, unit="bytes"))
     object_transfer_max_active: int = field(default=4, metadata=allowed(min=1))
+    # object bytes over a TCP port of their own on each raylet (faster); false: inside gRPC
+    object_transfer_data_path: bool = True
     # for tests: a node pauses this long before each chunk it sends (a test can stop it mid-transfer)
     testing_object_chunk_delay_s: float = field(default=0.0, metadata=allowed(min=0, max=10, unit="seconds"))
     max_tasks_in_flight_per_worker: int = field(default=16, metadata=allowed(min=1))

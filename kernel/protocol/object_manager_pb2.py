@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from microray.protocol import common_pb2 as microray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&microray/protocol/object_manager.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"4\n\x0bPullRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x12\n\nchunk_size\x18\x02 \x01(\x03\">\n\x12\x46\x65tchObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x15\n\rowner_address\x18\x02 \x01(\t\";\n\x10\x46\x65tchObjectReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04lost\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"<\n\x12\x46reeObjectsRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\x0c\x12\x12\n\nforward_to\x18\x02 \x03(\t\"\xea\x02\n\rTransferStats\x12\x14\n\x0cpulls_served\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_served\x18\x02 \x01(\x03\x12\x15\n\rchunks_served\x18\x03 \x01(\x03\x12\x17\n\x0fpulls_completed\x18\x04 \x01(\x03\x12\x14\n\x0c\x62ytes_pulled\x18\x05 \x01(\x03\x12\x15\n\rchunks_pulled\x18\x06 \x01(\x03\x12\x16\n\x0e\x66\x65tches_joined\x18\x07 \x01(\x03\x12\x17\n\x0fsource_failures\x18\x08 \x01(\x03\x12\x14\n\x0cobjects_lost\x18\t \x01(\x03\x12\x18\n\x10secondary_copies\x18\n \x01(\x03\x12\x17\n\x0fsecondary_bytes\x18\x0b \x01(\x03\x12\x17\n\x0fsecondary_freed\x18\x0c \x01(\x03\x12\x19\n\x11secondary_evicted\x18\r \x01(\x03\x12\x12\n\nmax_active\x18\x0e \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x0f \x01(\x03\x32\xd4\x01\n\rObjectManager\x12G\n\x0b\x46\x65tchObject\x12\x1c.microray.FetchObjectRequest\x1a\x1a.microray.FetchObjectReply\x12<\n\x0b\x46reeObjects\x12\x1c.microray.FreeObjectsRequest\x1a\x0f.microray.Empty\x12<\n\x10GetTransferStats\x12\x0f.microray.Empty\x1a\x17.microray.TransferStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&microray/protocol/object_manager.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"G\n\x0bPullRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x12\n\nchunk_size\x18\x02 \x01(\x03\x12\x11\n\tdata_path\x18\x03 \x01(\x08\">\n\x12\x46\x65tchObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x15\n\rowner_address\x18\x02 \x01(\t\";\n\x10\x46\x65tchObjectReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0c\n\x04lost\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"<\n\x12\x46reeObjectsRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\x0c\x12\x12\n\nforward_to\x18\x02 \x03(\t\"\xea\x02\n\rTransferStats\x12\x14\n\x0cpulls_served\x18\x01 \x01(\x03\x12\x14\n\x0c\x62ytes_served\x18\x02 \x01(\x03\x12\x15\n\rchunks_served\x18\x03 \x01(\x03\x12\x17\n\x0fpulls_completed\x18\x04 \x01(\x03\x12\x14\n\x0c\x62ytes_pulled\x18\x05 \x01(\x03\x12\x15\n\rchunks_pulled\x18\x06 \x01(\x03\x12\x16\n\x0e\x66\x65tches_joined\x18\x07 \x01(\x03\x12\x17\n\x0fsource_failures\x18\x08 \x01(\x03\x12\x14\n\x0cobjects_lost\x18\t \x01(\x03\x12\x18\n\x10secondary_copies\x18\n \x01(\x03\x12\x17\n\x0fsecondary_bytes\x18\x0b \x01(\x03\x12\x17\n\x0fsecondary_freed\x18\x0c \x01(\x03\x12\x19\n\x11secondary_evicted\x18\r \x01(\x03\x12\x12\n\nmax_active\x18\x0e \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x0f \x01(\x03\x32\xd4\x01\n\rObjectManager\x12G\n\x0b\x46\x65tchObject\x12\x1c.microray.FetchObjectRequest\x1a\x1a.microray.FetchObjectReply\x12<\n\x0b\x46reeObjects\x12\x1c.microray.FreeObjectsRequest\x1a\x0f.microray.Empty\x12<\n\x10GetTransferStats\x12\x0f.microray.Empty\x1a\x17.microray.TransferStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'microray.protocol.object_ma
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PULLREQUEST']._serialized_start=84
-  _globals['_PULLREQUEST']._serialized_end=136
-  _globals['_FETCHOBJECTREQUEST']._serialized_start=138
-  _globals['_FETCHOBJECTREQUEST']._serialized_end=200
-  _globals['_FETCHOBJECTREPLY']._serialized_start=202
-  _globals['_FETCHOBJECTREPLY']._serialized_end=261
-  _globals['_FREEOBJECTSREQUEST']._serialized_start=263
-  _globals['_FREEOBJECTSREQUEST']._serialized_end=323
-  _globals['_TRANSFERSTATS']._serialized_start=326
-  _globals['_TRANSFERSTATS']._serialized_end=688
-  _globals['_OBJECTMANAGER']._serialized_start=691
-  _globals['_OBJECTMANAGER']._serialized_end=903
+  _globals['_PULLREQUEST']._serialized_end=155
+  _globals['_FETCHOBJECTREQUEST']._serialized_start=157
+  _globals['_FETCHOBJECTREQUEST']._serialized_end=219
+  _globals['_FETCHOBJECTREPLY']._serialized_start=221
+  _globals['_FETCHOBJECTREPLY']._serialized_end=280
+  _globals['_FREEOBJECTSREQUEST']._serialized_start=282
+  _globals['_FREEOBJECTSREQUEST']._serialized_end=342
+  _globals['_TRANSFERSTATS']._serialized_start=345
+  _globals['_TRANSFERSTATS']._serialized_end=707
+  _globals['_OBJECTMANAGER']._serialized_start=710
+  _globals['_OBJECTMANAGER']._serialized_end=922
 # @@protoc_insertion_point(module_scope)

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PullRequest(_message.Message):
-    __slots__ = ("object_id", "chunk_size")
+    __slots__ = ("object_id", "chunk_size", "data_path")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_PATH_FIELD_NUMBER: _ClassVar[int]
     object_id: bytes
     chunk_size: int
-    def __init__(self, object_id: _Optional[bytes] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    data_path: bool
+    def __init__(self, object_id: _Optional[bytes] = ..., chunk_size: _Optional[int] = ..., data_path: _Optional[bool] = ...) -> None: ...
 
 class FetchObjectRequest(_message.Message):
     __slots__ = ("object_id", "owner_address")

@@ -35,7 +35,8 @@ class ObjectManagerStub:
     /microray.ObjectChunks/Pull (PullRequest) returns (stream bytes)
     The source answers with initial metadata "object-size" (the object's size in bytes),
     then the object's bytes in order, in chunks of at most PullRequest.chunk_size; or
-    NOT_FOUND when its store does not hold the object.
+    NOT_FOUND when its store does not hold the object. With data_path, the bytes travel
+    over a plain TCP connection opened with a one-time ticket that this call hands out.
     """
 
     def __init__(self, channel):
@@ -70,7 +71,8 @@ class ObjectManagerServicer:
     /microray.ObjectChunks/Pull (PullRequest) returns (stream bytes)
     The source answers with initial metadata "object-size" (the object's size in bytes),
     then the object's bytes in order, in chunks of at most PullRequest.chunk_size; or
-    NOT_FOUND when its store does not hold the object.
+    NOT_FOUND when its store does not hold the object. With data_path, the bytes travel
+    over a plain TCP connection opened with a one-time ticket that this call hands out.
     """
 
     def FetchObject(self, request, context):
@@ -132,7 +134,8 @@ class ObjectManager:
     /microray.ObjectChunks/Pull (PullRequest) returns (stream bytes)
     The source answers with initial metadata "object-size" (the object's size in bytes),
     then the object's bytes in order, in chunks of at most PullRequest.chunk_size; or
-    NOT_FOUND when its store does not hold the object.
+    NOT_FOUND when its store does not hold the object. With data_path, the bytes travel
+    over a plain TCP connection opened with a one-time ticket that this call hands out.
     """
 
     @staticmethod

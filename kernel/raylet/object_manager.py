@@ -28,6 +28,7 @@ like any local object. C then tells the owner it holds a copy (``AddObjectLocati
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from microray.config import Config
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, gcs_pb2_grpc
 from microray.protocol import object_manager_pb2 as om_pb2
 from microray.protocol import object_manager_pb2_grpc as om_grpc
+from microray.raylet.object_sockets import DataServer, receive_into
 from microray.raylet.owners import OwnerWatcher
 from microray.raylet.transfers import SecondaryCopies, TransferTable, lost_reason
 from microray.rpc import ChannelPool
@@ -47,6 +49,8 @@ log = structlog.get_logger(__name__)
 CHUNK_SERVICE = "microray.ObjectChunks"
 PULL_METHOD = f"/{CHUNK_SERVICE}/Pull"
 SIZE_KEY = "object-size"
+PORT_KEY = "data-port"
+TICKET_KEY = "ticket"
 STALL_S = 30.0          # a source that sends nothing for this long has failed
 OWNER_TIMEOUT_S = 10.0  # asking an owner where an object is
 NODES_MAX_AGE_S = 1.0   # the node table is read from the GCS at most this often per transfer
@@ -102,6 +106,13 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         self.running = 0  # transfers holding a slot
         self.owners = watcher(self._owner_died, lambda _owner: None)
         bound_chunk_memory()
+        # the data path (object_sockets): not with TLS, whose bytes must stay inside gRPC
+        self.data: DataServer | None = None
+        self.use_data_path = host.cfg.object_transfer_data_path and not getattr(host.cfg, "tls", None)
+        if self.use_data_path:
+            self.data = DataServer(host.cfg.node_ip, self._sent_chunk, self.chunk_delay)
+        self.receivers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=host.cfg.object_transfer_max_active, thread_name_prefix="microray-object-recv")
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Serve ``ObjectManager`` and the raw chunk stream on the raylet's server."""
@@ -113,6 +124,16 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
 
     def close(self) -> None:
         self.owners.close()
+        if self.data is not None:
+            self.data.close()
+        self.receivers.shutdown(wait=False, cancel_futures=True)
+
+    def _sent_chunk(self, nbytes: int) -> None:
+        self.stats.bytes_served += nbytes
+        self.stats.chunks_served += 1
+
+    def _pulled_chunk(self) -> None:
+        self.stats.chunks_pulled += 1
 
     # -- serving -----------------------------------------------------------------------
     async def _serve_pull(self, request: om_pb2.PullRequest, context: grpc.aio.ServicerContext):
@@ -123,9 +144,26 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         view = view.cast("B") if view.format != "B" else view
         size = view.nbytes
         chunk = max(64 * 1024, min(request.chunk_size or self.chunk_bytes, 64 * 1024 * 1024))
-        await context.send_initial_metadata(((SIZE_KEY, str(size)),))
         stats = self.stats
         stats.pulls_served += 1
+        if request.data_path and self.data is not None:
+            ticket, claimed, done = self.data.issue(view, chunk)
+            del view
+            await context.send_initial_metadata(
+                ((SIZE_KEY, str(size)), (PORT_KEY, str(self.data.port)), (TICKET_KEY, ticket.hex())))
+            try:
+                await asyncio.wait_for(asyncio.shield(claimed), STALL_S)
+            except asyncio.TimeoutError:
+                self.data.revoke(ticket)
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"the ticket for {oid.hex()} was not used")
+            except asyncio.CancelledError:
+                self.data.revoke(ticket)
+                raise
+            error = await done  # the call lasts as long as the transfer
+            if error is not None:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"sending {oid.hex()} failed: {error!r}")
+            return
+        await context.send_initial_metadata(((SIZE_KEY, str(size)),))
         try:
             for off in range(0, size, chunk):
                 if self.chunk_delay:
@@ -234,12 +272,12 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         address = f"{info.ip}:{info.raylet_port}"
         method = self.channels.get(address).unary_stream(
             PULL_METHOD, request_serializer=om_pb2.PullRequest.SerializeToString, response_deserializer=None)
-        call = method(om_pb2.PullRequest(object_id=oid, chunk_size=self.chunk_bytes))
+        call = method(om_pb2.PullRequest(object_id=oid, chunk_size=self.chunk_bytes, data_path=self.use_data_path))
         started = asyncio.get_running_loop().time()
         buf = None
         try:
-            md = await asyncio.wait_for(call.initial_metadata(), STALL_S)
-            size = int(dict(md or ()).get(SIZE_KEY, "-1"))
+            md = dict(await asyncio.wait_for(call.initial_metadata(), STALL_S) or ())
+            size = int(md.get(SIZE_KEY, "-1"))
             if size < 0:
                 code = await call.code()
                 raise PullFailed(f"{code.name}: {await call.details()}")
@@ -248,17 +286,15 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
                 buf = self.store.create(oid, size)
             except FileExistsError:  # a process of this node is sealing it: wait for it
                 return await self._wait_sealed(oid, size)
-            off = 0
-            while True:
-                chunk = await asyncio.wait_for(call.read(), STALL_S)
-                if chunk is grpc.aio.EOF:
-                    break
-                n = len(chunk)
-                if off + n > size:
-                    raise PullFailed(f"node {node_id} sent more than the {size} bytes it announced")
-                buf[off:off + n] = chunk
-                off += n
-                self.stats.chunks_pulled += 1
+            if PORT_KEY in md:  # the data path: the bytes come over a socket of their own
+                try:
+                    off = await asyncio.get_running_loop().run_in_executor(
+                        self.receivers, receive_into, (info.ip, int(md[PORT_KEY])), bytes.fromhex(md[TICKET_KEY]),
+                        buf, self.chunk_bytes, self._pulled_chunk, STALL_S)
+                except OSError as exc:
+                    raise PullFailed(f"the data stream from node {node_id} failed: {exc!r}") from None
+            else:
+                off = await self._read_chunks(call, buf, size, node_id)
             if off != size:
                 raise PullFailed(f"the stream from node {node_id} ended after {off} of {size} bytes")
             buf = None  # the store's writer mapping goes with the last reference
@@ -282,6 +318,20 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         log.info("object_pulled", object_id=oid.hex(), source=node_id, size=size, seconds=round(seconds, 3),
                  gb_per_s=round(size / max(seconds, 1e-9) / 1e9, 2))
         return size
+
+    async def _read_chunks(self, call: Any, buf: memoryview, size: int, node_id: str) -> int:
+        """The bytes as chunks of the gRPC stream itself (a holder without the data path)."""
+        off = 0
+        while True:
+            chunk = await asyncio.wait_for(call.read(), STALL_S)
+            if chunk is grpc.aio.EOF:
+                return off
+            n = len(chunk)
+            if off + n > size:
+                raise PullFailed(f"node {node_id} sent more than the {size} bytes it announced")
+            buf[off:off + n] = chunk
+            off += n
+            self.stats.chunks_pulled += 1
 
     async def _wait_sealed(self, oid: bytes, size: int) -> int:
         for _ in range(int(STALL_S / 0.05)):

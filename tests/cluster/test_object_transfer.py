@@ -70,9 +70,11 @@ def store_used(node) -> int:
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
-@pytest.mark.parametrize("src_store,dst_store", [("shm", "shm")])
-def test_array_made_on_b_is_read_zero_copy_on_c_after_one_pull(make_cluster, src_store, dst_store, isolation):
-    cluster, b, c = three_nodes(make_cluster, src_store, dst_store, isolation=isolation)
+@pytest.mark.parametrize("data_path", [True, False], ids=["data-path", "grpc-stream"])
+def test_array_made_on_b_is_read_zero_copy_on_c_after_one_pull(make_cluster, data_path, isolation):
+    # the bytes over the raylets' data path, or inside the Pull gRPC stream
+    both = {"object_transfer_data_path": data_path}
+    cluster, b, c = three_nodes(make_cluster, src_args=both, dst_args=both, isolation=isolation)
     n = 80 * MB
     ref = make_array.options(resources={"b": 1}).remote(n)
     ray.wait([ref])
