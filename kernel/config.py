@@ -355,6 +355,9 @@ NODE_LOCAL_KEYS = (
     "num_cpus", "num_gpus", "resources", "labels", "object_store_memory", "object_store",
     "object_store_options", "session_root", "node_ip", "raylet_port", "start_method", "io_loop",
     "log_level", "prestart_workers", "launcher_idle_s", "idle_worker_kill_s",
+    # how this node's raylet moves objects (a puller asks for the data path, a holder offers it)
+    "object_transfer_chunk_bytes", "object_transfer_max_active", "object_transfer_data_path",
+    "testing_object_chunk_delay_s",
 )
 
 
