@@ -172,13 +172,14 @@ def test_holder_killed_mid_transfer_the_pull_finishes_from_another_holder(make_c
 
     task = inspect.options(resources={"c": 1}).remote(ref)  # C pulls from B, the first location
     wait_for(lambda: transfer_stats(c).chunks_pulled >= 1, timeout=60, what="C to start pulling from B")
-    assert transfer_stats(c).pulls_completed == 0, "the pull from B ended before B could be killed"
+    early = transfer_stats(c)
+    assert early.pulls_completed == 0, f"the pull from B ended before B could be killed: {early}"
     cluster.remove_node(b, allow_graceful=False)
     out = ray.get(task, timeout=120)
     assert out["sum"] == 9 * n and out["node_id"] == c.node_id
-    sc = transfer_stats(c)
-    assert sc.source_failures == 1 and sc.pulls_completed == 1
-    assert transfer_stats(d).pulls_served == 1
+    sc, sd = transfer_stats(c), transfer_stats(d)
+    assert sc.source_failures == 1 and sc.pulls_completed == 1, (sc, sd)
+    assert sd.pulls_served == 1, (sc, sd)
 
 
 def test_an_object_whose_only_holder_is_gone_is_lost_with_its_id_and_why(make_cluster):
