@@ -128,6 +128,9 @@ class Config:
     max_inline_object_bytes: int = field(default=100 * 1024, metadata=allowed(min=0, max=MAX_INLINE_BYTES, unit="bytes"))
     # the largest working_dir / py_modules package a runtime_env may ship
     runtime_env_max_bytes: int = field(default=524288000, metadata=allowed(min=1, unit="bytes"))
+    # the owner keeps the specs of finished tasks whose returns are in a store (to rebuild
+    # them when lost) up to about this many bytes; the oldest are dropped past it
+    max_lineage_bytes: int = field(default=256 * 1024 * 1024, metadata=allowed(min=0, unit="bytes"))
     # moving objects between nodes: bytes per chunk of a pull, and pulls a node runs at once
     object_transfer_chunk_bytes: int = field(
         default=4 * 1024 * 1024, metadata=allowed(min=64 * 1024, max=64 * 1024 * 1024, unit="bytes"))

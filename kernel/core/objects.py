@@ -22,6 +22,7 @@ from microray.core import context
 from microray.core.blocked_notices import BlockedNotices
 from microray.core.borrowing import Borrowing
 from microray.core.io_loop import IoLoop
+from microray.core.lineage import Lineage
 from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, MemoryStore
 from microray.core.object_ref import ObjectRef
 from microray.core.reference_counter import ReferenceCounter
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+PULL_ATTEMPTS = 8  # pulls of an object no node could give, each after its owner's answer
+
 
 class ObjectsHost(Protocol):
     """What the objects read from their core worker (at use: dropped at shutdown)."""
@@ -48,6 +51,7 @@ class ObjectsHost(Protocol):
     is_worker: bool
     config: Config
     channels: ChannelPool
+    recovery: Any  # core.recovery.ObjectRecovery: rebuilds lost objects this process owns
     raylet: Any  # RayletStub
     connected: bool
 
@@ -63,6 +67,7 @@ class Objects:
         self.refs = ReferenceCounter(self.free)
         self.sizes: dict[bytes, int] = {}  # sizes of objects in the store, for the state API
         self.fetching: set[bytes] = set()  # borrowed objects being fetched from their owners
+        self.lineage = Lineage(0)  # bounded by the config's max_lineage_bytes at attach
         # the raylet must see blocked/unblocked in the order they happen: one at a time
         self._blocked = BlockedNotices(io.loop, self._send_blocked)
         # owner side: nodes that pulled a copy of an object this process owns (the node it
@@ -78,6 +83,7 @@ class Objects:
     def attach(self, store: ObjectStore, borrowing: Borrowing, pm: MicrorayPluginManager) -> None:
         self.store = store
         self.borrowing = borrowing
+        self.lineage.max_bytes = self.host.config.max_lineage_bytes
         self._pm = pm
         self._hooks = {hook for hook in ("microray_object_created", "microray_object_freed") if pm.has_observers(hook)}
 
@@ -347,24 +353,48 @@ class Objects:
 
     async def _pull(self, oid: bytes) -> BaseException | None:
         """Ask this node's raylet to pull ``oid`` into the node's store (io loop); None
-        when it is there, else the error ``get`` raises."""
+        when it is there, else the error ``get`` raises. When no node can give it, its
+        owner rebuilds it (``object_lost``) and the pull is tried again."""
         owner = self.host.address if self.refs.owns(oid) else self.owner_of.get(oid)
         if not owner:
-            return self.object_lost(oid, "this process does not know the object's owner")
+            return ObjectLostError(oid.hex(), f"Object {oid.hex()} is lost: this process does not know its owner")
         stub = object_manager_pb2_grpc.ObjectManagerStub(self.host.channels.get(self.host.raylet_address))
-        try:
-            reply = await stub.FetchObject(object_manager_pb2.FetchObjectRequest(object_id=oid, owner_address=owner))
-        except grpc.aio.AioRpcError as exc:
-            return ObjectLostError(oid.hex(), f"Object {oid.hex()} could not be pulled: this node's raylet "
-                                              f"failed ({exc.code().name}: {exc.details()})")
-        if reply.ok:
-            return None
-        return self.object_lost(oid, reply.error)
-
-    def object_lost(self, oid: bytes, why: str) -> BaseException:
-        """No node could give ``oid``: the error its readers get. (Rebuilding the object
-        by re-running the task that made it would be decided here.)"""
+        why = ""
+        for attempt in range(PULL_ATTEMPTS):
+            try:
+                reply = await stub.FetchObject(object_manager_pb2.FetchObjectRequest(object_id=oid, owner_address=owner))
+            except grpc.aio.AioRpcError as exc:
+                return ObjectLostError(oid.hex(), f"Object {oid.hex()} could not be pulled: this node's raylet "
+                                                  f"failed ({exc.code().name}: {exc.details()})")
+            if reply.ok:
+                return None
+            why = reply.error
+            error, rebuilt = await self.object_lost(oid, owner, why)
+            if error is not None:
+                return error
+            if not rebuilt:  # a holder's node is not declared dead yet: wait for the verdict
+                await asyncio.sleep(min(0.25 * 2 ** attempt, 2.0))
         return ObjectLostError(oid.hex(), why or f"Object {oid.hex()} is lost")
+
+    async def object_lost(self, oid: bytes, owner: str, why: str) -> tuple[BaseException | None, bool]:
+        """No node could give ``oid``: its owner rebuilds it by running the task that made
+        it again (``core/recovery.py``). ``(error, rebuilt)``: the error readers get, or
+        None to pull again (``rebuilt``: it was made again; else a holder may live)."""
+        if owner == self.host.address:
+            before = self.host.recovery.rebuilt
+            error = await self.host.recovery.recover(oid)
+            return error, self.host.recovery.rebuilt != before
+        stub = core_worker_pb2_grpc.CoreWorkerStub(self.host.channels.get(owner))
+        try:
+            reply = await stub.RecoverObject(core_worker_pb2.ObjectLocationsRequest(object_id=oid))
+        except grpc.aio.AioRpcError as exc:
+            return OwnerDiedError(oid.hex(), (
+                f"Object {oid.hex()} is lost ({why}), and its owner ({owner}), which could rebuild it, is "
+                f"unreachable: {exc.code().name}")), False
+        if reply.error:
+            error, _ = serialization.deserialize(reply.error)
+            return error, False
+        return None, reply.rebuilt
 
     def locations(self, oid: bytes) -> tuple[bool, list[str], str]:
         """Owner side: whether this process holds ``oid`` in a node's store, the nodes
@@ -417,6 +447,11 @@ class Objects:
             self.borrowing.send_remove_borrower(owner, oid)
         entry = self.memory.entries.pop(oid, None)
         self.sizes.pop(oid, None)
+        if owned and self.lineage.entries:  # the lineage is the io loop's
+            try:
+                self.io.call_in_loop(self._lineage_released, oid)
+            except RuntimeError:  # the loop is closed: the process is shutting down
+                pass
         self.owner_of.pop(oid, None)
         copies = self.copies.pop(oid, None)
         if owned and entry is not None and "microray_object_freed" in self._hooks:
@@ -465,6 +500,11 @@ class Objects:
                                    timeout=2)
         except grpc.aio.AioRpcError as exc:
             log.debug("object_free_remote_failed", objects=len(oids), error=exc.code().name)
+
+    def _lineage_released(self, oid: bytes) -> None:
+        unpin = self.lineage.released(oid)
+        if unpin:  # put() arguments held for a rebuild that can no longer be asked for
+            self.refs.remove_submitted(unpin)
 
     def delete_owned_in_store(self) -> None:
         """At shutdown: delete every object this process owns from the node's store."""

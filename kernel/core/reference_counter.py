@@ -130,6 +130,14 @@ class ReferenceCounter:
         with self._lock:
             self._owned.discard(object_id)
 
+    def release_if_unreferenced(self, object_id: bytes) -> None:
+        """Free an owned object nothing holds (a return of a task run again to rebuild
+        another object, which nobody had kept)."""
+        with self._lock:
+            free = object_id in self._owned and self._unreferenced(object_id)
+        if free:
+            self._release(object_id)
+
     def _decrement(self, table: dict[bytes, int], object_ids: Iterable[bytes]) -> None:
         freed = []
         with self._lock:

@@ -8,6 +8,7 @@ from typing import Any
 
 from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
 from microray import serialization
+from microray.exceptions import ObjectLostError
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc
 
 # GetObject reply statuses
@@ -89,6 +90,20 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
     async def AddObjectLocation(self, request, context):
         known = self.cw.objects.add_location(request.object_id, request.node_id)
         return core_worker_pb2.ObjectLocationReply(known=known)
+
+    async def RecoverObject(self, request, context):
+        oid = request.object_id
+        if not self.cw.refs.owns(oid):
+            err: BaseException | None = ObjectLostError(oid.hex(), (
+                f"Object {oid.hex()} is lost: its owner ({self.cw.address}) does not hold it any more"))
+            rebuilt = False
+        else:
+            before = self.cw.recovery.rebuilt
+            err = await self.cw.recovery.recover(oid)
+            rebuilt = self.cw.recovery.rebuilt != before
+        if err is None:
+            return core_worker_pb2.RecoverObjectReply(rebuilt=rebuilt)
+        return core_worker_pb2.RecoverObjectReply(error=serialization.serialize_error(err).to_bytes())
 
     async def RemoveBorrower(self, request, context):
         for oid in request.object_ids:

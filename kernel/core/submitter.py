@@ -26,7 +26,8 @@ import structlog
 from microray import ids, serialization
 from microray.config import Config
 from microray.core.lease_policy import IdleAction, LeasePolicy
-from microray.core.memory_store import ERROR, SERIALIZED, VALUE, MemoryStore
+from microray.core.lineage import Lineage
+from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, MemoryStore
 from microray.core.reference_counter import ReferenceCounter
 from microray.core.task_spec import (
     APP_ERROR,
@@ -69,6 +70,7 @@ class SubmitterHost(Protocol):
     worker_id: str
     memory: MemoryStore
     refs: ReferenceCounter
+    lineage: Lineage
     object_sizes: dict[bytes, int]
     channels: Any  # ChannelPool (None after shutdown)
     raylet: Any  # RayletStub
@@ -91,6 +93,7 @@ class TaskSubmitter:
         self.closed = False
         self.policy = LeasePolicy(cw.config.max_tasks_in_flight_per_worker, cw.config.idle_lease_keep_s)
         self.inline_limit = cw.config.max_inline_object_bytes
+        self.lineage = cw.lineage  # specs kept to rebuild lost returns (core/lineage.py)
         self.infeasible_shapes: set[tuple] = set()  # resource shapes the user was warned about
         from microray.core.task_events import TaskEventBuffer
 
@@ -374,6 +377,10 @@ class TaskSubmitter:
                 self.events.state(res.task_id, "PENDING_NODE_ASSIGNMENT", attempt=entry.spec.attempt)
                 state.queue.appendleft(entry)
                 continue
+            if status == OK and any(item[1] == IN_STORE for item in res.returns):
+                # its returns may be lost with a node: keep what it takes to run it again
+                # (before _finish lets go of its arguments, whose lineage it may need)
+                self._keep_lineage(entry, res.returns)
             self._finish(entry)
             if entry.spec.num_returns == DYNAMIC:  # the generator's values: this caller owns them
                 for item in res.returns[1:]:
@@ -393,6 +400,14 @@ class TaskSubmitter:
         if stored:
             memory.put_many(stored)
         self._pump(lease.key)
+
+    def _keep_lineage(self, entry: TaskEntry, returns: list) -> None:
+        owns = self.cw.refs.owns
+        pin, unpin = self.lineage.record(entry.spec, entry.key, [item[0] for item in returns if owns(item[0])])
+        if pin:
+            self.cw.refs.add_submitted(pin)
+        if unpin:
+            self.cw.refs.remove_submitted(unpin)
 
     def _return_ids(self, spec: TaskSpec) -> list[bytes]:
         if spec.num_returns == STREAMING:

@@ -107,9 +107,13 @@ class CoreWorker:
          self.store_serialized, self.write_to_store, self.fetch_borrowed, self.blocked_in_get) = (
             objects.put, objects.get, objects.wait, objects.resolve_async, objects.next_generator_item,
             objects.store_serialized, objects.write_to_store, objects.fetch_borrowed, objects.blocked_in_get)
+        self.lineage = objects.lineage
         from microray.core.submitter import TaskSubmitter
 
         self.submitter: Any = TaskSubmitter(self)
+        from microray.core.recovery import ObjectRecovery
+
+        self.recovery: Any = ObjectRecovery(self)
         self.executor: Any = None
         if self.is_worker:
             from microray.core.executor import TaskExecutor
@@ -157,6 +161,10 @@ class CoreWorker:
                 timeout=30,
             )
             self.job_id = job.job_id
+
+    def object_locations(self, object_id: bytes) -> list[str]:
+        """The nodes holding a copy of an object this process owns (for its recovery)."""
+        return self.objects.locations(object_id)[1]
 
     def _gcs_lost(self, error: BaseException) -> None:
         """The GCS is gone for good (or lost the cluster): fail the tasks waiting on it."""

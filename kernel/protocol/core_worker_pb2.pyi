@@ -116,3 +116,11 @@ class ObjectLocationReply(_message.Message):
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     known: bool
     def __init__(self, known: _Optional[bool] = ...) -> None: ...
+
+class RecoverObjectReply(_message.Message):
+    __slots__ = ("error", "rebuilt")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REBUILT_FIELD_NUMBER: _ClassVar[int]
+    error: bytes
+    rebuilt: bool
+    def __init__(self, error: _Optional[bytes] = ..., rebuilt: _Optional[bool] = ...) -> None: ...

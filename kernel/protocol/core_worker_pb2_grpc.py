@@ -91,6 +91,11 @@ class CoreWorkerStub:
                 request_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationReply.FromString,
                 _registered_method=True)
+        self.RecoverObject = channel.unary_unary(
+                '/microray.CoreWorker/RecoverObject',
+                request_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_core__worker__pb2.RecoverObjectReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -175,6 +180,15 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecoverObject(self, request, context):
+        """A borrower could not pull an object this process owns from any node: rebuild it
+        (run the task that made it again) and answer once it can be pulled, or with the
+        error its readers get (serialized).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +246,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.AddObjectLocation,
                     request_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationReply.SerializeToString,
+            ),
+            'RecoverObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverObject,
+                    request_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_core__worker__pb2.RecoverObjectReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -532,6 +551,33 @@ class CoreWorker:
             '/microray.CoreWorker/AddObjectLocation',
             microray_dot_protocol_dot_core__worker__pb2.ObjectLocationRequest.SerializeToString,
             microray_dot_protocol_dot_core__worker__pb2.ObjectLocationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.CoreWorker/RecoverObject',
+            microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.SerializeToString,
+            microray_dot_protocol_dot_core__worker__pb2.RecoverObjectReply.FromString,
             options,
             channel_credentials,
             insecure,
