@@ -184,7 +184,8 @@ def test_holder_killed_mid_transfer_the_pull_finishes_from_another_holder(make_c
 
 def test_an_object_whose_only_holder_is_gone_is_lost_with_its_id_and_why(make_cluster):
     cluster, b, c = three_nodes(make_cluster)
-    ref = make_array.options(resources={"b": 1}).remote(20 * MB)
+    # max_retries=0: its task may not run again to rebuild it (docs/cluster.md)
+    ref = make_array.options(resources={"b": 1}, max_retries=0).remote(20 * MB)
     ray.wait([ref])
     cluster.remove_node(b, allow_graceful=False)
     with pytest.raises(ray.exceptions.ObjectLostError) as info:
