@@ -377,7 +377,7 @@ class TaskSubmitter:
                 self.events.state(res.task_id, "PENDING_NODE_ASSIGNMENT", attempt=entry.spec.attempt)
                 state.queue.appendleft(entry)
                 continue
-            if status == OK and any(item[1] == IN_STORE for item in res.returns):
+            if res.sizes and status == OK and any(item[1] == IN_STORE for item in res.returns):
                 # its returns may be lost with a node: keep what it takes to run it again
                 # (before _finish lets go of its arguments, whose lineage it may need)
                 self._keep_lineage(entry, res.returns)
