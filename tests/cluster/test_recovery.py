@@ -66,7 +66,9 @@ def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, iso
     assert attempts == sorted([victim.node_id, survivor.node_id]), attempts
 
 
-@ray.remote(num_cpus=1, max_restarts=1)
+# max_task_retries: a call already sent when the node was killed (its stream not yet seen
+# broken) runs again on the restarted actor instead of failing as in flight
+@ray.remote(num_cpus=1, max_restarts=1, max_task_retries=3)
 class Where:
     def __init__(self) -> None:
         self.calls = 0
