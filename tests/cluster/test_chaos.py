@@ -21,6 +21,8 @@ import structlog
 import microray as ray
 from microray.testing.processes import worker_pids
 
+from .isolation import ISOLATIONS
+
 pytestmark = pytest.mark.slow
 log = structlog.get_logger(__name__)
 
@@ -126,12 +128,14 @@ class Chaos(threading.Thread):
             pass
 
 
-def test_chaos_mixed_workload_with_node_and_worker_kills(make_cluster):
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_chaos_mixed_workload_with_node_and_worker_kills(make_cluster, isolation):
     seed = int(os.environ.get("MICRORAY_CHAOS_SEED", str(random.randrange(1 << 30))))
     print(f"chaos seed: {seed} (MICRORAY_CHAOS_SEED={seed} repeats the kill sequence)")
     rng = random.Random(seed)
     node_args = {"num_cpus": 2, "object_store_memory": 600 * MB}
-    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 600 * MB})
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 600 * MB},
+                           isolation=isolation)
     for store in ("shm", "lmdb", "shm"):
         cluster.add_node(object_store=store, **node_args)
     cluster.wait_for_nodes()

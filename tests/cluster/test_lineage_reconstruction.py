@@ -14,6 +14,8 @@ import microray as ray
 from microray.exceptions import ObjectReconstructionFailedMaxAttemptsExceededError
 from microray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from .isolation import ISOLATIONS
+
 MB = 1_000_000
 DEADLINE = 90
 
@@ -48,8 +50,8 @@ def _on(node, soft: bool = True) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node.node_id, soft=soft)
 
 
-def _two_workers(make_cluster):
-    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+def _two_workers(make_cluster, isolation=None):
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0}, isolation=isolation)
     a = cluster.add_node(num_cpus=1)
     b = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -57,8 +59,9 @@ def _two_workers(make_cluster):
     return cluster, a, b
 
 
-def test_a_chain_lost_with_its_node_is_rebuilt_recursively(make_cluster, tmp_path):
-    cluster, a, b = _two_workers(make_cluster)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_chain_lost_with_its_node_is_rebuilt_recursively(make_cluster, tmp_path, isolation):
+    cluster, a, b = _two_workers(make_cluster, isolation)
     n = 4 * MB
     x = produce.options(scheduling_strategy=_on(a)).remote(str(tmp_path), n, 5)
     y = plus_one.options(scheduling_strategy=_on(a)).remote(str(tmp_path), x)
