@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 MB = 1_000_000
 ARRAY_BYTES = 50 * MB
 CHAOS_S = 45.0          # how long nodes and workers are killed
+ISOLATED_CHAOS_S = 30.0  # the shorter run with each worker node in namespaces of its own
 KILL_EVERY_S = (2.0, 4.0)
 GET_TIMEOUT_S = 120.0   # per round; a round is retried, rebuilt or restarted, never lost
 
@@ -148,7 +149,7 @@ def test_chaos_mixed_workload_with_node_and_worker_kills(make_cluster, isolation
     chaos.start()
     rounds = 0
     try:
-        deadline = time.monotonic() + CHAOS_S
+        deadline = time.monotonic() + (ISOLATED_CHAOS_S if isolation else CHAOS_S)
         while time.monotonic() < deadline and chaos.error is None:
             rounds += 1
             _round(rounds, adders)
