@@ -76,8 +76,10 @@ def _parse_labels(text: str | None) -> dict[str, str]:
 @click.option("--port", type=int, default=None, help="GCS port of the head (default: any free port).")
 @click.option("--node-manager-port", type=int, default=None, help="Port of this node's raylet (default: any free port).")
 @click.option("--node-ip-address", default=None, help="The IP this node's services bind to and announce (default 127.0.0.1).")
-@click.option("--num-cpus", type=int, default=None)
-@click.option("--num-gpus", type=int, default=None)
+@click.option("--num-cpus", type=int, default=None,
+              help="CPUs this node offers to tasks and actors (default: the machine's CPU count).")
+@click.option("--num-gpus", type=int, default=None,
+              help="GPUs this node offers to tasks and actors (default 0: GPUs are not detected).")
 @click.option("--resources", default=None, help='Custom resources as JSON, e.g. \'{"disk": 2}\'.')
 @click.option("--labels", default=None, help="Node labels: JSON ('{\"zone\": \"a\"}') or k=v pairs ('zone=a,rack=3').")
 @click.option("--object-store-memory", default=None, help="Object store capacity (bytes or e.g. 2GiB).")
@@ -85,12 +87,22 @@ def _parse_labels(text: str | None) -> dict[str, str]:
 @click.option("--gcs-store-option", multiple=True, help="key=value option of the GCS store; head only.")
 @click.option("--object-store", default=None, help="Object store backend (shm, lmdb, ...).")
 @click.option("--object-store-option", multiple=True, help="key=value option of the object store.")
-@click.option("--scheduling-policy", default=None, help="Scheduling policy of the cluster; head only.")
-@click.option("--dashboard", default=None, help="Dashboard backend ('none': no dashboard); head only.")
+@click.option("--scheduling-policy", default=None,
+              help="Scheduling policy that places every task and actor (hybrid, spread, or a plugin's; "
+                   "'microray plugins' lists them); head only.")
+@click.option("--scheduling-policy-option", multiple=True, help="key=value option of the scheduling policy; head only.")
+@click.option("--dashboard", default=None,
+              help="Dashboard backend ('web', the default, or 'none': no dashboard); head only.")
+@click.option("--dashboard-host", default=None, help="Interface the dashboard listens on (default 127.0.0.1); head only.")
+@click.option("--dashboard-port", type=int, default=None, help="Port of the dashboard (default 8265); head only.")
+@click.option("--temp-dir", default=None,
+              help="Root folder of the session folders (logs, records; default /tmp/microray-sessions, or "
+                   "/tmp/microray-sessions-<uid> when another user owns that). Other commands find this "
+                   "cluster with MICRORAY_SESSION_ROOT set to the same folder.")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
 def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num_gpus, resources, labels,
           object_store_memory, gcs_store, gcs_store_option, object_store, object_store_option, scheduling_policy,
-          dashboard, block) -> None:
+          scheduling_policy_option, dashboard, dashboard_host, dashboard_port, temp_dir, block) -> None:
     """Start the processes of a node on this machine: a head (--head) or a worker node
     joining the cluster at --address=HOST:PORT."""
     from microray import config as config_mod
@@ -105,7 +117,9 @@ def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num
         raise click.UsageError("pass --head to start a cluster, or --address=HOST:PORT to join the cluster there")
     if address:
         head_only = {"--port": port, "--gcs-store": gcs_store, "--gcs-store-option": gcs_store_option,
-                     "--scheduling-policy": scheduling_policy, "--dashboard": dashboard}
+                     "--scheduling-policy": scheduling_policy, "--dashboard": dashboard,
+                     "--scheduling-policy-option": scheduling_policy_option, "--dashboard-host": dashboard_host,
+                     "--dashboard-port": dashboard_port}
         given = [flag for flag, value in head_only.items() if value]
         if given:
             raise click.UsageError(f"{', '.join(given)} configure the head; a joining node takes them from the "
@@ -114,8 +128,11 @@ def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num
         gcs_port=port, raylet_port=node_manager_port, node_ip=node_ip_address, num_cpus=num_cpus,
         num_gpus=num_gpus, resources=_parse_resources(resources) or None, labels=_parse_labels(labels) or None,
         object_store_memory=object_store_memory, gcs_store=gcs_store, object_store=object_store,
-        scheduling_policy=scheduling_policy, dashboard=dashboard,
+        scheduling_policy=scheduling_policy, dashboard=dashboard, dashboard_host=dashboard_host,
+        dashboard_port=dashboard_port, session_root=temp_dir,
     )
+    if scheduling_policy_option:
+        overrides["scheduling_policy_options"] = _parse_options(scheduling_policy_option, "--scheduling-policy-option")
     if gcs_store_option:
         overrides["gcs_store_options"] = _parse_options(gcs_store_option, "--gcs-store-option")
     if object_store_option:
@@ -238,13 +255,14 @@ def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
 @click.option("--force", is_flag=True, help="SIGKILL at once (with each process group) instead of SIGTERM.")
 @click.option("--grace-period", type=float, default=10.0, show_default=True,
               help="Seconds to wait after SIGTERM before SIGKILL.")
-def stop(force: bool, grace_period: float) -> None:
+@click.option("--temp-dir", default=None, help="The session root given to 'microray start --temp-dir'.")
+def stop(force: bool, grace_period: float, temp_dir: str | None) -> None:
     """Stop the nodes that 'microray start' started on this machine (worker nodes and
     the head): exactly the processes recorded when they started."""
     from microray import config as config_mod
     from microray import node, worker_node
 
-    cfg = config_mod.resolve({})
+    cfg = config_mod.resolve({"session_root": temp_dir})
     workers = worker_node.stop_recorded(cfg.session_root, force=force, grace=grace_period)
     for record in workers:
         click.echo(f"Stopped the worker node {record['node_id']} (raylet pid {record['pids'].get('raylet')}).")
@@ -348,7 +366,8 @@ def _gcs_store_persists(cfg: Any) -> bool:
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
 def plugins(fmt: str) -> None:
     """List every plugin family, the registered backends, where each comes from, and the selected one."""
     from rich.console import Console

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from microray.cli_state import _echo_json, _term_width, _when
+from microray.cli_state import _echo_data, _term_width, _when
 
 
 def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
@@ -25,7 +25,8 @@ def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
         cfg = config_mod.resolve({})
         handle = node.current_cluster(cfg.session_root)
         if handle is None and address is None:
-            raise click.ClickException("no running microray cluster here; pass --address http://HOST:PORT")
+            raise click.ClickException("no running microray cluster found on this machine; start one with "
+                                       "'microray start --head', or pass --address http://HOST:PORT (its dashboard)")
         if handle is not None:
             if address is None:
                 if not handle.dashboard_url:
@@ -113,7 +114,8 @@ def _upload(base: str, token: str, path: str, excludes: list[str], as_module: bo
                    "on each node that runs the job's driver or its tasks.")
 @click.option("--runtime-env-json", default=None,
               help="The job's runtime_env as JSON (py_modules, excludes, env_vars; local paths are uploaded).")
-@click.option("--submission-id", default=None)
+@click.option("--submission-id", default=None,
+              help="Id of the job (1-64 letters, digits, '_' or '-'; default: a new random id).")
 @click.option("--metadata-json", default=None, help="JSON object of string metadata.")
 @click.option("--env", "env_pairs", multiple=True, help="KEY=VALUE environment variable for the job; repeatable.")
 @click.option("--no-wait", is_flag=True, help="Return after submitting instead of following the logs.")
@@ -159,7 +161,13 @@ def job_submit(working_dir: str, runtime_env_json: str | None, submission_id: st
         click.echo(f"Follow it with: microray job logs {sid} --follow", err=True)
         click.echo(sid)
         return
-    status = _follow(base, sid, token)
+    try:
+        status = _follow(base, sid, token)
+    except KeyboardInterrupt:
+        click.echo(f"\nStopped following the logs; job '{sid}' keeps running in the cluster.\n"
+                   f"  Follow it again: microray job logs {sid} --follow\n"
+                   f"  Stop it:         microray job stop {sid}", err=True)
+        sys.exit(130)
     click.echo(f"Job '{sid}' {status.lower()}.", err=True)
     sys.exit(0 if status == "SUCCEEDED" else 1)
 
@@ -214,7 +222,8 @@ def job_stop(submission_id: str, no_wait: bool, address: str | None, token: str 
 
 
 @job.command("list")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True,
+              help="Output format.")
 @_DASH
 @_TOKEN
 def job_list(fmt: str, address: str | None, token: str | None) -> None:
@@ -224,8 +233,8 @@ def job_list(fmt: str, address: str | None, token: str | None) -> None:
 
     base, token = _dashboard(address, token)
     jobs = _http("GET", f"{base}/api/jobs/", token)
-    if fmt == "json":
-        _echo_json(jobs)
+    if fmt != "table":
+        _echo_data(jobs, fmt)
         return
     table = Table(title=f"{len(jobs)} jobs", title_justify="left")
     for col in ("SUBMISSION_ID", "STATUS", "ENTRYPOINT", "START_TIME", "END_TIME", "EXIT_CODE"):

@@ -89,6 +89,20 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
 
 
+def _echo_yaml(data: Any) -> None:
+    import yaml
+
+    click.echo(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=True), nl=False)
+
+
+def _echo_data(data: Any, fmt: str) -> None:
+    """Print ``data`` as ``fmt`` (``json`` or ``yaml``)."""
+    (_echo_yaml if fmt == "yaml" else _echo_json)(data)
+
+
+FORMATS = ("table", "json", "yaml")
+
+
 def _parse_filters(pairs: tuple[str, ...]) -> list[tuple[str, str, str]]:
     out = []
     for pair in pairs:
@@ -106,8 +120,14 @@ def _state_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a state API function; turn 'no cluster' and RPC failures into clean CLI errors."""
     import grpc
 
+    from microray.util.state import NoClusterError
+
     try:
         return fn(*args, **kwargs)
+    except NoClusterError:
+        raise click.ClickException(
+            "no running microray cluster found on this machine; start one with 'microray start --head', "
+            "or pass --address HOST:PORT (the GCS address 'microray start' printed)") from None
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
     except grpc.RpcError as exc:
@@ -125,19 +145,26 @@ def _address(address: str | None) -> str:
 # -- list / get / summary --------------------------------------------------------------------
 @click.command("list")
 @click.argument("kind", type=click.Choice(KINDS))
-@click.option("--filter", "filters", multiple=True, help="key=value or key!=value; repeatable.")
-@click.option("--limit", type=int, default=100, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--detail", is_flag=True, help="Every field (implies --format json).")
+@click.option("--filter", "filters", multiple=True,
+              help="key=value or key!=value (state, type and status values in any case); repeatable. "
+                   "An unknown key is an error that lists the valid ones.")
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many rows.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
+@click.option("--detail", is_flag=True, help="Every field (implies --format json unless yaml is asked).")
 @_ADDRESS
 def list_cmd(kind: str, filters: tuple[str, ...], limit: int, fmt: str, detail: bool, address: str | None) -> None:
     """List cluster state: nodes, actors, tasks, objects, jobs, workers or placement groups."""
     from microray.util import state
 
     fn = getattr(state, f"list_{kind.replace('-', '_')}")
-    rows = _state_call(fn, address=_address(address), filters=_parse_filters(filters), limit=limit, detail=detail)
-    if fmt == "json" or detail:
-        _echo_json(rows)
+    try:  # checked before asking the cluster: a typo is a usage error, not "0 rows"
+        checked = state.check_filters(kind.replace("-", "_"), _parse_filters(filters))
+    except state.InvalidFilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--filter'") from None
+    rows = _state_call(fn, address=_address(address), filters=checked, limit=limit, detail=detail)
+    if fmt != "table" or detail:
+        _echo_data(rows, "yaml" if fmt == "yaml" else "json")
         return
     _table(f"{len(rows)} {kind}" + (f" (limit {limit})" if len(rows) >= limit else ""), kind, rows)
 
@@ -145,8 +172,10 @@ def list_cmd(kind: str, filters: tuple[str, ...], limit: int, fmt: str, detail: 
 @click.command("get")
 @click.argument("kind", type=click.Choice(["nodes", "actors", "tasks", "objects", "jobs", "workers"]))
 @click.argument("id")
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True,
+              help="Output format.")
 @_ADDRESS
-def get_cmd(kind: str, id: str, address: str | None) -> None:
+def get_cmd(kind: str, id: str, fmt: str, address: str | None) -> None:
     """Every field of one node, actor, task, object, job or worker (JSON)."""
     from microray.util import state
 
@@ -156,12 +185,13 @@ def get_cmd(kind: str, id: str, address: str | None) -> None:
         found = _state_call(getattr(state, f"get_{kind[:-1]}"), id, address=_address(address))
     if not found:
         raise click.ClickException(f"no {kind[:-1]} with id {id!r}")
-    _echo_json(found)
+    _echo_data(found, fmt)
 
 
 @click.command("summary")
 @click.argument("kind", type=click.Choice(["tasks", "actors", "objects"]))
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
 @_ADDRESS
 def summary_cmd(kind: str, fmt: str, address: str | None) -> None:
     """Tasks or actors counted by name and state; objects by reference type and location."""
@@ -171,8 +201,8 @@ def summary_cmd(kind: str, fmt: str, address: str | None) -> None:
     from microray.util import state
 
     data = _state_call(getattr(state, f"summarize_{kind}"), address=_address(address))
-    if fmt == "json":
-        _echo_json(data)
+    if fmt != "table":
+        _echo_data(data, fmt)
         return
     console = Console(width=max(120, _term_width()))
     if kind in ("tasks", "actors"):
@@ -260,9 +290,12 @@ def status_cmd(address: str | None) -> None:
 
 # -- memory ----------------------------------------------------------------------------------------
 @click.command("memory")
-@click.option("--group-by", type=click.Choice(["owner", "node"]), default="owner", show_default=True)
-@click.option("--sort-by", type=click.Choice(["size", "id"]), default="size", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--group-by", type=click.Choice(["owner", "node"]), default="owner", show_default=True,
+              help="Group the objects by the process that owns them or by the node that stores them.")
+@click.option("--sort-by", type=click.Choice(["size", "id"]), default="size", show_default=True,
+              help="Order of the objects in each group.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
 @_ADDRESS
 def memory_cmd(group_by: str, sort_by: str, fmt: str, address: str | None) -> None:
     """Objects by owner (or node): size, reference type, location; and object store use."""
@@ -276,8 +309,8 @@ def memory_cmd(group_by: str, sort_by: str, fmt: str, address: str | None) -> No
             return c.objects(), c.nodes()
 
     objects, nodes = _state_call(read)
-    if fmt == "json":
-        _echo_json({"objects": objects, "nodes": nodes})
+    if fmt != "table":
+        _echo_data({"objects": objects, "nodes": nodes}, fmt)
         return
     key = (lambda o: f"owner pid {o.get('owner_pid')} (worker {str(o.get('owner_worker_id'))[:12]})") \
         if group_by == "owner" else (lambda o: f"node {str(o.get('node_id'))[:12]}")

@@ -26,6 +26,10 @@ DEFAULT_LIMIT = 100
 TIMEOUT = 10
 
 
+class NoClusterError(ConnectionError):
+    """No address was given and no cluster runs on this machine."""
+
+
 def _resolve_address(address: str | None) -> str:
     if address and address != "auto":
         return address.removeprefix("microray://")
@@ -38,7 +42,8 @@ def _resolve_address(address: str | None) -> str:
 
     handle = node.current_cluster(config_mod.resolve({}).session_root)
     if handle is None:
-        raise ConnectionError("no running microray cluster found; pass address='HOST:PORT'")
+        raise NoClusterError("no running microray cluster found on this machine; start one with "
+                             "'microray start --head', or pass address='HOST:PORT' (the GCS address)")
     return handle.gcs_address
 
 
@@ -178,14 +183,57 @@ class StateClient:
         return out
 
 
+# -- filters ---------------------------------------------------------------------------------
+# The keys each kind can be filtered on (the fields of its rows); a key outside these is an
+# error, not an empty answer.
+FILTER_KEYS: dict[str, tuple[str, ...]] = {
+    "nodes": ("node_id", "state", "node_ip", "raylet_port", "is_head_node", "num_workers", "pid"),
+    "actors": ("actor_id", "class_name", "state", "name", "namespace", "job_id", "pid", "node_id",
+               "num_restarts", "max_restarts", "lifetime"),
+    "jobs": ("job_id", "status", "driver_ip", "driver_pid", "entrypoint", "namespace"),
+    "tasks": ("task_id", "name", "func_or_class_name", "state", "type", "job_id", "actor_id", "node_id",
+              "worker_id", "worker_pid", "attempt", "parent_task_id", "owner", "error_type"),
+    "workers": ("worker_id", "pid", "state", "node_id", "ip", "worker_type", "is_alive"),
+    "objects": ("object_id", "object_size", "location", "node_id", "owner_worker_id", "owner_pid", "job_id",
+                "reference_type"),
+    "placement_groups": ("placement_group_id", "name", "state"),
+}
+# keys whose values are upper-case names (states, types): matched whatever the case given
+_ENUM_KEYS = frozenset({"state", "type", "status", "worker_type", "location", "lifetime"})
+_BOOL_KEYS = frozenset({"is_head_node", "is_alive"})
+
+
+class InvalidFilterError(ValueError):
+    """A filter names a key the kind does not have, or an operator other than = and !=."""
+
+
+def check_filters(kind: str, filters: Iterable[Filter] | None) -> list[Filter]:
+    """Validate ``filters`` for ``kind`` (``"tasks"``, ``"placement_groups"``...) and normalize
+    their values: enum values (state, type, status...) upper-cased, booleans as ``True``/``False``.
+
+    Raises ``InvalidFilterError`` naming the bad key and every valid one."""
+    valid = FILTER_KEYS[kind]
+    out: list[Filter] = []
+    for key, op, value in filters or []:
+        if op not in ("=", "!="):
+            raise InvalidFilterError(f"filter operator {op!r} is not supported; use '=' or '!='")
+        if key not in valid:
+            raise InvalidFilterError(f"{kind.replace('_', ' ')} cannot be filtered on {key!r}; "
+                                     f"valid keys: {', '.join(sorted(valid))}")
+        if key in _ENUM_KEYS and isinstance(value, str):
+            value = value.upper()
+        elif key in _BOOL_KEYS and str(value).lower() in ("true", "false", "1", "0", "yes", "no"):
+            value = str(str(value).lower() in ("true", "1", "yes"))
+        out.append((key, op, value))
+    return out
+
+
 # -- Ray-named functions -------------------------------------------------------------------
 def _apply(rows: Iterable[dict[str, Any]], filters: list[Filter] | None, limit: int) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         ok = True
         for key, op, value in filters or []:
-            if op not in ("=", "!="):
-                raise ValueError(f"filter operator {op!r} is not supported; use '=' or '!='")
             same = str(row.get(key)) == str(value)
             if (op == "=") != same:
                 ok = False
@@ -202,37 +250,45 @@ def _client(address: str | None) -> StateClient:
 
 
 def list_nodes(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    checked = check_filters("nodes", filters)  # before any call: a bad key is an error, not an empty list
     with _client(address) as c:
-        return _apply(c.nodes(), filters, limit)
+        return _apply(c.nodes(), checked, limit)
 
 
 def list_actors(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    checked = check_filters("actors", filters)  # before any call: a bad key is an error, not an empty list
     with _client(address) as c:
-        return _apply(c.actors(), filters, limit)
+        return _apply(c.actors(), checked, limit)
 
 
 def list_jobs(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    checked = check_filters("jobs", filters)  # before any call: a bad key is an error, not an empty list
     with _client(address) as c:
-        return _apply(c.jobs(), filters, limit)
+        return _apply(c.jobs(), checked, limit)
 
 
 def list_tasks(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    checked = check_filters("tasks", filters)
     with _client(address) as c:
-        return c.tasks(list(filters or []), limit, detail=detail)["tasks"]
+        return c.tasks(checked, limit, detail=detail)["tasks"]
 
 
 def list_workers(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    checked = check_filters("workers", filters)  # before any call: a bad key is an error, not an empty list
     with _client(address) as c:
-        return _apply(c.workers(), filters, limit)
+        return _apply(c.workers(), checked, limit)
 
 
 def list_objects(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    checked = check_filters("objects", filters)  # before any call: a bad key is an error, not an empty list
     with _client(address) as c:
-        return _apply(c.objects(), filters, limit)
+        return _apply(c.objects(), checked, limit)
 
 
 def list_placement_groups(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
-    """Placement groups arrive with the scheduling issue; none exist yet."""
+    """Always empty: microray does not support placement groups (see
+    ``microray.util.placement_group``); the filters are still checked."""
+    check_filters("placement_groups", filters)
     return []
 
 
