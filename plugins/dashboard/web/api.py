@@ -236,7 +236,8 @@ async def objects_summary(request: web.Request) -> web.Response:
 
 async def placement_groups(request: web.Request) -> web.Response:
     return json_response({"placement_groups": [], "total": 0,
-                  "note": "placement groups arrive with the scheduling issue; none can exist yet"})
+                  "note": "microray does not support placement groups, so this list is always empty; "
+                          "use SPREAD, node affinity or custom resources to keep work together or apart"})
 
 
 async def jobs_v0(request: web.Request) -> web.Response:
