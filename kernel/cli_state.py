@@ -401,21 +401,50 @@ def _session_dir(address: str | None) -> tuple[str, str | None]:
     raise click.ClickException("no running microray cluster and no session folder found")
 
 
+_LOG_KINDS = ("actor", "task", "worker", "job", "cluster")
+
+
 @click.command("logs")
+@click.argument("what", required=False)
 @click.argument("file", required=False)
+@click.option("--id", "id_", default=None,
+              help="With 'actor', 'task', 'worker' or 'job': the id (prefix for workers; a job's submission id).")
 @click.option("--node", "node_id", default=None, help="Node id (prefix); only this machine's nodes so far.")
 @click.option("--worker", "worker_id", default=None, help="A worker's id (prefix): its .log, .out and .err.")
 @click.option("--pid", type=int, default=None, help="A worker's or driver's PID.")
 @click.option("--tail", type=int, default=100, show_default=True, help="Lines from the end (0: all).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing what is appended until interrupted (Ctrl-C).")
 @_ADDRESS
-def logs_cmd(file: str | None, node_id: str | None, worker_id: str | None, pid: int | None, tail: int,
-             address: str | None) -> None:
-    """List the session's log files, or print the tail of one (or of a worker's)."""
+def logs_cmd(what: str | None, file: str | None, id_: str | None, node_id: str | None, worker_id: str | None,
+             pid: int | None, tail: int, follow: bool, address: str | None) -> None:
+    """List the session's log files, or print the tail of one (or of a worker's).
+
+    As in Ray: ``logs FILE``, ``logs cluster FILE``, ``logs actor --id ID``, ``logs task --id ID``,
+    ``logs worker --id ID`` (or ``--pid``), ``logs job --id SUBMISSION_ID``."""
     session, head = _session_dir(address)
     logs = Path(session) / "logs"
     if node_id and head and not head.startswith(node_id):
         raise click.ClickException(f"node {node_id} is not this machine's node ({head[:12]}); only local logs can be read")
     names = sorted(p.name for p in logs.iterdir() if p.is_file()) if logs.is_dir() else []
+    if what in _LOG_KINDS:
+        if what == "cluster":
+            what = None  # ``logs cluster [FILE]``: a file of the session, as ``logs [FILE]``
+        else:
+            if file is not None:
+                raise click.UsageError(f"'logs {what}' takes --id (or --pid), not a file name")
+            if not id_ and not (what == "worker" and pid is not None):
+                raise click.UsageError(f"'logs {what}' needs --id ID")
+            if what == "job":
+                file = f"job-{id_}.log"
+                if file not in names:
+                    raise click.ClickException(f"no log of job {id_!r} in {logs} (jobs submitted with "
+                                               "'microray job submit' have one)")
+            else:
+                worker_id, pid = _worker_of(what, id_, pid, address)
+    elif what is not None:
+        if file is not None:
+            raise click.UsageError(f"unknown log kind {what!r}; expected one of {', '.join(_LOG_KINDS)} or a file name")
+        file = what
     if pid is not None and worker_id is None:
         driver = f"driver-{pid}.log"
         if driver in names:
@@ -434,6 +463,8 @@ def logs_cmd(file: str | None, node_id: str | None, worker_id: str | None, pid: 
         for name in picked:
             click.echo(f"==> {name} <==")
             _print_tail(logs / name, tail)
+        if follow:
+            _follow_files([logs / n for n in picked])
         return
     if file is None:
         if node_id:
@@ -445,6 +476,54 @@ def logs_cmd(file: str | None, node_id: str | None, worker_id: str | None, pid: 
     if "/" in file or file.startswith(".") or file not in names:
         raise click.ClickException(f"no log file {file!r} in {logs}")
     _print_tail(logs / file, tail)
+    if follow:
+        _follow_files([logs / file])
+
+
+def _worker_of(kind: str, id_: str | None, pid: int | None, address: str | None) -> tuple[str | None, int | None]:
+    """(worker id, pid) of the process that holds an actor, ran a task, or is the worker asked for."""
+    from microray.util import state
+
+    if kind == "worker":
+        return id_, pid
+    if kind == "actor":
+        actor = _state_call(state.get_actor, id_, address=_address(address))
+        if not actor:
+            raise click.ClickException(f"no actor with id {id_!r}")
+        if not actor.get("pid"):
+            raise click.ClickException(f"actor {id_} has no worker process ({actor.get('state')})")
+        return None, int(actor["pid"])
+    task = _state_call(state.get_task, id_, address=_address(address))
+    if not task:
+        raise click.ClickException(f"no task with id {id_!r}")
+    if task.get("worker_id"):
+        return str(task["worker_id"]), None
+    if task.get("worker_pid"):
+        return None, int(task["worker_pid"])
+    raise click.ClickException(f"task {id_} has not run on a worker yet ({task.get('state')})")
+
+
+def _follow_files(paths: list[Path], poll_s: float = 0.25) -> None:
+    """Print what is appended to ``paths`` until interrupted (``tail -f``)."""
+    offsets = {p: p.stat().st_size for p in paths}
+    try:
+        while True:
+            for p in paths:
+                try:
+                    size = p.stat().st_size
+                except OSError:
+                    continue
+                if size < offsets[p]:  # truncated or replaced: from the start
+                    offsets[p] = 0
+                if size > offsets[p]:
+                    with open(p, "rb") as f:
+                        f.seek(offsets[p])
+                        data = f.read(size - offsets[p])
+                    offsets[p] = size
+                    click.echo(data.decode("utf-8", errors="replace"), nl=False)
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        return
 
 
 def _print_tail(path: Path, lines: int) -> None:

@@ -24,6 +24,8 @@ from typing import Any, get_type_hints
 from microray.exceptions import ConfigError
 
 ENV_PREFIX = "MICRORAY_"
+# where session folders go when session_root is not set (see default_session_root)
+DEFAULT_SESSION_ROOT = "/tmp/microray-sessions"
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ class Config:
 
     # runtime
     # not /tmp/microray: a folder named like the package in a cwd shadows it
-    session_root: str = field(default="/tmp/microray-sessions", metadata=_NAME)
+    # when not set: DEFAULT_SESSION_ROOT, or a per-user folder if another user owns it
+    session_root: str = field(default=DEFAULT_SESSION_ROOT, metadata=_NAME)
     session_keep: int = field(default=10, metadata=allowed(min=0, unit="session folders; 0: keep all"))
     node_ip: str = field(default="127.0.0.1", metadata=_NAME)
     gcs_port: int = field(default=0, metadata=_PORT)
@@ -461,6 +464,31 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def default_session_root(base: str = DEFAULT_SESSION_ROOT, uid: int | None = None) -> str:
+    """The session root when none is configured: ``base``, unless another user owns it.
+    Sessions of different users never share one folder (Ray's ``/tmp/ray`` is per user
+    too): then ``<base>-<uid>``, said once per process in a log line."""
+    uid = os.getuid() if uid is None else uid
+    try:
+        owner = os.lstat(base).st_uid
+    except OSError:
+        return base  # not there yet: this user creates it (0700, see session.ensure_root)
+    if owner == uid:
+        return base
+    alt = f"{base}-{uid}"
+    if base not in _said_per_user:
+        _said_per_user.add(base)
+        import structlog
+
+        structlog.get_logger(__name__).warning(
+            "session_root_per_user", owned_by_uid=owner, root=base, using=alt,
+            hint="set session_root (MICRORAY_SESSION_ROOT, or --temp-dir) to choose another folder")
+    return alt
+
+
+_said_per_user: set[str] = set()
+
+
 def resolve(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -481,5 +509,7 @@ def resolve(
     for key, value in _from_env(os.environ if environ is None else environ).items():
         layer({key: value}, f"environment variable {ENV_PREFIX}{key.upper()}")
     layer({k: v for k, v in (overrides or {}).items() if v is not None}, "argument")
+    if "session_root" not in merged:
+        merged["session_root"] = default_session_root()
     _check_together({**asdict(Config()), **merged}, sources)
     return Config(**merged)

@@ -20,6 +20,8 @@ from click.testing import CliRunner
 
 from microray.cli import cli
 
+from microray.testing.processes import read_marker
+
 from .support import wait_for
 
 DRIVER = textwrap.dedent("""
@@ -188,6 +190,44 @@ def test_logs(head: Any) -> None:
     assert "not this machine's node" in run("logs", "--node", "ffffffff", code=1)
 
 
+def test_logs_in_rays_forms_and_follow(head: Any) -> None:
+    run = head["run"]
+    actor = json.loads(run("list", "actors", "--format", "json"))[0]
+    assert "==> worker-" in run("logs", "actor", "--id", actor["actor_id"])
+    assert "no actor with id" in run("logs", "actor", "--id", "ffff", code=1)
+    assert "needs --id" in run("logs", "actor", code=2)
+    task = json.loads(run("list", "tasks", "--filter", "name=Holder.hold", "--format", "json"))[0]
+    assert "==> worker-" in run("logs", "task", "--id", task["task_id"])
+    worker = json.loads(run("list", "workers", "--filter", "worker_type=worker", "--format", "json"))[0]
+    assert "==> worker-" in run("logs", "worker", "--id", worker["worker_id"])
+    assert run("logs", "cluster", "gcs.log", "--tail", "1").strip().startswith("{")
+    logs = Path(run("logs").splitlines()[0].removeprefix("Log files in ").rstrip(":"))
+    watched = logs / "follow-me.log"
+    watched.write_text("before\n")
+    follower = subprocess.Popen([sys.executable, "-m", "microray.cli", "logs", "follow-me.log", "--follow"],
+                                env=head["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_marker(follower, "before", timeout=60)
+        with watched.open("a") as f:
+            f.write("appended later\n")
+        read_marker(follower, "appended later", timeout=60)
+    finally:
+        follower.kill()
+        follower.communicate(timeout=30)
+        watched.unlink()
+
+
+def test_lowercase_enum_filters_and_yaml(head: Any) -> None:
+    import yaml
+
+    run = head["run"]
+    failed = json.loads(run("list", "tasks", "--filter", "state=failed", "--format", "json"))
+    assert [t["name"] for t in failed] == ["boom"]
+    assert yaml.safe_load(run("list", "tasks", "--filter", "state=Failed", "--format", "yaml"))[0]["name"] == "boom"
+    out = run("list", "tasks", "--filter", "nme=boom", code=2)
+    assert "valid keys" in out and "0 tasks" not in out
+
+
 def test_job_submit_status_logs_stop_list(head: Any, tmp_path: Path) -> None:
     run = head["run"]
     (tmp_path / "job.py").write_text("import microray as ray\nray.init()\n"
@@ -197,6 +237,7 @@ def test_job_submit_status_logs_stop_list(head: Any, tmp_path: Path) -> None:
     assert "job says 42" in out
     assert "SUCCEEDED" in run("job", "status", "cli_job")
     assert "job says 42" in run("job", "logs", "cli_job")
+    assert "job says 42" in run("logs", "job", "--id", "cli_job")
     sid = run("job", "submit", "--no-wait", "--working-dir", str(tmp_path), "--", "sleep", "30").strip().splitlines()[-1]
     assert "RUNNING" in run("job", "status", sid)
     assert "stopped" in run("job", "stop", sid)
@@ -206,3 +247,23 @@ def test_job_submit_status_logs_stop_list(head: Any, tmp_path: Path) -> None:
     assert "failed" in run("job", "submit", "--working-dir", str(tmp_path), "--", "exit 4", code=1).lower()
     assert "401" not in run("job", "list")  # the token came from the session folder
     assert "403" in run("job", "stop", sid, "--token", "wrong", code=1)
+
+
+def test_ctrl_c_in_job_submit_says_the_job_keeps_running(head: Any, tmp_path: Path) -> None:
+    import signal
+
+    run = head["run"]
+    proc = subprocess.Popen([sys.executable, "-m", "microray.cli", "job", "submit", "--working-dir", str(tmp_path),
+                             "--submission-id", "ctrl_c_job", "--", "sleep", "60"],
+                            env=head["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_marker(proc, "Job 'ctrl_c_job' submitted", timeout=60, stream=proc.stderr)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "keeps running" in err and "microray job stop ctrl_c_job" in err, err
+    assert "Traceback" not in err
+    assert "RUNNING" in run("job", "status", "ctrl_c_job")
+    run("job", "stop", "ctrl_c_job")

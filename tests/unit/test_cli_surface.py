@@ -3,6 +3,8 @@ cannot match are refused, and the forms Ray users type are there."""
 
 from __future__ import annotations
 
+import os
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -79,3 +81,25 @@ def test_formats_include_yaml():
     for name in ("list", "summary", "memory"):
         fmt = next(p for p in cli.commands[name].params if p.name == "fmt")
         assert "yaml" in fmt.type.choices
+
+
+def test_session_root_of_another_user_falls_back_to_a_per_user_root(tmp_path):
+    from microray import config as config_mod
+    from microray import session
+
+    base = str(tmp_path / "microray-sessions")
+    assert config_mod.default_session_root(base) == base  # not there: ours to create
+    session.ensure_root(base)
+    assert config_mod.default_session_root(base) == base  # ours
+    other_uid = os.getuid() + 4242  # as seen by that user: the folder belongs to someone else
+    alt = config_mod.default_session_root(base, uid=other_uid)
+    assert alt == f"{base}-{other_uid}"
+
+
+def test_default_session_root_is_resolved_through_the_fallback(monkeypatch):
+    from microray import config as config_mod
+
+    monkeypatch.delenv("MICRORAY_SESSION_ROOT", raising=False)
+    monkeypatch.setattr(config_mod, "default_session_root", lambda: "/tmp/microray-sessions-elsewhere")
+    assert config_mod.resolve({}).session_root == "/tmp/microray-sessions-elsewhere"
+    assert config_mod.resolve({"session_root": "/x"}).session_root == "/x"
