@@ -101,13 +101,12 @@ def _synthetic_batch(start: int, count: int, job: str, node: str) -> bytes:
 
 
 def report_synthetic(gcs_address: str, start: int, count: int, node: str, on_progress: Any, batch: int = 5000) -> float:
-    import grpc
-
+    from microray import rpc
+    from microray.core import context
     from microray.protocol import gcs_pb2, gcs_pb2_grpc
-    from microray.rpc import OPTIONS
 
     t0 = time.perf_counter()
-    with grpc.insecure_channel(gcs_address, options=OPTIONS) as ch:
+    with rpc.blocking_channel(gcs_address, context.worker.credentials) as ch:
         stub = gcs_pb2_grpc.GcsStub(ch)
         done = 0
         while done < count:

@@ -129,7 +129,7 @@ def init(
             log_setup.configure_for_console("warning")
         _check_backends(cfg)
         address = address or os.environ.get("MICRORAY_ADDRESS") or None
-        from microray import node
+        from microray import node, rpc, session
 
         t0 = time.perf_counter()
         dashboard_url = None
@@ -140,8 +140,6 @@ def init(
                 # the node processes are forks of a clean launcher that imported their
                 # modules (they then start in milliseconds): a fork of this process when
                 # nothing but its main thread runs, else a fresh interpreter
-                from microray import rpc
-
                 preload = [*node.NODE_PROCESS_MODULES, *(["uvloop"] if rpc.uvloop_wanted(cfg.io_loop) else [])]
                 process.launcher(cfg.launcher_idle_s, preload)
                 # atexit runs the last registered hook first: stop this driver's node
@@ -152,6 +150,7 @@ def init(
             handle = node.start_head(cfg, embedded=True)
             _head = handle
             raylet_address = handle.raylet_address
+            credentials = rpc.Credentials(session.read_token(handle.session_dir), cfg.tls)
             dashboard_url = handle.dashboard_url or None
             if dashboard_url:
                 print(f"Dashboard: {node.dashboard_login_url(handle)}", file=sys.stderr)
@@ -179,13 +178,14 @@ def init(
                         f"When connecting to an existing cluster, {key} must not be provided; "
                         "set it with 'microray start' instead."
                     )
-            raylet_address, _ = node.find_raylet(gcs_address, cfg.node_ip)
+            credentials = rpc.Credentials(node.cluster_token(gcs_address, cfg.session_root), cfg.tls)
+            raylet_address, _ = node.find_raylet(gcs_address, cfg.node_ip, credentials)
         from microray.core.worker import DRIVER, CoreWorker
 
         try:
             worker = CoreWorker(
                 DRIVER, raylet_address, namespace=namespace or cfg.namespace or _random_namespace(),
-                entrypoint=" ".join(sys.argv), io_loop=cfg.io_loop,
+                entrypoint=" ".join(sys.argv), io_loop=cfg.io_loop, credentials=credentials,
             )
         except BaseException:
             if _head is not None:

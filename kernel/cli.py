@@ -100,9 +100,13 @@ def _parse_labels(text: str | None) -> dict[str, str]:
                    "/tmp/microray-sessions-<uid> when another user owns that). Other commands find this "
                    "cluster with MICRORAY_SESSION_ROOT set to the same folder.")
 @click.option("--block", is_flag=True, help="Stay in the foreground until interrupted.")
+@click.option("--token", default=None, envvar="MICRORAY_TOKEN", show_envvar=True,
+              help="The cluster token. A head makes a new random one unless given; a joining node needs the "
+                   "cluster's (found by itself on the head machine; `microray token` there prints it). Kept in "
+                   "the node's session folder (mode 0600); node processes read it there, never from arguments.")
 def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num_gpus, resources, labels,
           object_store_memory, gcs_store, gcs_store_option, object_store, object_store_option, scheduling_policy,
-          scheduling_policy_option, dashboard, dashboard_host, dashboard_port, temp_dir, block) -> None:
+          scheduling_policy_option, dashboard, dashboard_host, dashboard_port, temp_dir, block, token) -> None:
     """Start the processes of a node on this machine: a head (--head) or a worker node
     joining the cluster at --address=HOST:PORT."""
     from microray import config as config_mod
@@ -147,7 +151,12 @@ def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num
             if cfg.start_method == "auto":  # forks would show this command line for their whole life
                 cfg = cfg.replace(start_method="spawn")
         if address:
-            _start_worker_node(cfg, address.removeprefix("microray://").removeprefix("ray://"), block)
+            gcs_address = address.removeprefix("microray://").removeprefix("ray://")
+            try:
+                token = node.cluster_token(gcs_address, cfg.session_root, token)
+            except ConnectionError as exc:
+                raise click.ClickException(str(exc)) from None
+            _start_worker_node(cfg, gcs_address, block, token)
             return
         running = node.current_cluster(cfg.session_root)
         if running is not None:
@@ -155,13 +164,15 @@ def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num
                 f"a microray cluster is already running here (GCS {running.gcs_address}); "
                 "run 'microray stop' first, or join it with 'microray start --address=" + running.gcs_address + "'"
             )
-        handle = node.start_head(cfg, embedded=False)
+        handle = node.start_head(cfg, embedded=False, token=token)
     except (ConfigError, PluginError, RaySystemError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Started a microray head node.\n  GCS address: {handle.gcs_address}\n"
                f"  Session:     {handle.session_dir}\n"
                f"Connect a driver with microray.init(address=\"{handle.gcs_address}\") or address=\"auto\".\n"
                f"Join a worker node with: microray start --address={handle.gcs_address}\n"
+               "Every service requires the cluster token: drivers and nodes on this machine find it; "
+               "elsewhere set MICRORAY_TOKEN (or --token) to what `microray token` prints here.\n"
                "Stop it with: microray stop")
     if handle.dashboard_url:
         click.echo(f"Dashboard: {node.dashboard_login_url(handle)}")
@@ -198,19 +209,21 @@ def _stop_on_signals() -> dict[str, bool]:
     return stop_flag
 
 
-def _start_worker_node(cfg: Any, gcs_address: str, block: bool) -> None:
+def _start_worker_node(cfg: Any, gcs_address: str, block: bool, token: str) -> None:
     """``microray start --address``: start a raylet that joins the cluster at
-    ``gcs_address``; return once the GCS lists it ALIVE (``--block``: run until
-    interrupted, then stop it)."""
+    ``gcs_address`` with the cluster ``token``; return once the GCS lists it ALIVE
+    (``--block``: run until interrupted, then stop it)."""
+    from microray import rpc
+
     from microray import worker_node
     from microray.exceptions import RaySystemError
     from microray.process import pid_alive
 
     stop_flag = _stop_on_signals() if block else {"stop": False}  # before the node runs: no gap
-    handle = worker_node.start_worker_node(cfg, gcs_address)
+    handle = worker_node.start_worker_node(cfg, gcs_address, token=token)
     worker_node.record_node(cfg.session_root, handle, head=False)
     try:
-        worker_node.wait_registered(gcs_address, handle.node_id)
+        worker_node.wait_registered(gcs_address, handle.node_id, rpc.Credentials(token, cfg.tls))
     except RaySystemError:
         worker_node.kill_process_group(handle.pids["raylet"])
         worker_node.forget_node(cfg.session_root, handle.node_id)
@@ -249,6 +262,25 @@ def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
         click.echo(f"The GCS (pid {handle.pids['gcs']}) exited; the node keeps running. "
                    "Start it again with: microray restart-gcs", err=True)
     return True
+
+
+@cli.command()
+def token() -> None:
+    """Print the cluster token of the cluster started on this machine (what drivers and
+    nodes on other machines give as MICRORAY_TOKEN or --token)."""
+    from microray import config as config_mod
+    from microray import node, session
+
+    handle = node.current_cluster(config_mod.resolve({}).session_root)
+    if handle is None:
+        raise click.ClickException(
+            "no microray cluster is running on this machine (start one with 'microray start --head'); "
+            "the token of a cluster elsewhere is printed by 'microray token' on its head machine"
+        )
+    try:
+        click.echo(session.read_token(handle.session_dir))
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the cluster token: {exc}") from None
 
 
 @cli.command()

@@ -8,7 +8,6 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -21,6 +20,7 @@ def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
     from microray import config as config_mod
     from microray import node
 
+    token = token or os.environ.get("MICRORAY_TOKEN") or None
     if address is None or token is None:
         cfg = config_mod.resolve({})
         handle = node.current_cluster(cfg.session_root)
@@ -33,8 +33,10 @@ def _dashboard(address: str | None, token: str | None) -> tuple[str, str]:
                     raise click.ClickException("the running cluster has no dashboard (dashboard = \"none\")")
                 address = handle.dashboard_url
             if token is None:
+                from microray import session
+
                 try:
-                    token = (Path(handle.session_dir) / node.DASHBOARD_TOKEN).read_text().strip()
+                    token = session.read_token(handle.session_dir)
                 except OSError:
                     token = None
     assert address is not None  # given, or the running cluster's (else raised above)
@@ -67,7 +69,7 @@ def _http(method: str, url: str, token: str = "", body: Any = None, timeout: flo
 
 
 _DASH = click.option("--address", default=None, help="Dashboard URL http://HOST:PORT (default: the cluster here).")
-_TOKEN = click.option("--token", default=None, help="Session token (default: read from the cluster's session folder).")
+_TOKEN = click.option("--token", default=None, help="Cluster token (default: MICRORAY_TOKEN, else read from the session folder of the cluster running here).")
 
 
 @click.group("job")

@@ -42,8 +42,14 @@ class Allowed:
     choices: tuple[str, ...] = ()
     nonempty: bool = False
     unit: str = ""
+    # a table with these keys only, each of a type: ((name, bool | str), ...)
+    keys: tuple[tuple[str, type], ...] = ()
 
     def admits(self, value: Any) -> bool:
+        if isinstance(value, Mapping) and self.keys:
+            kinds = dict(self.keys)
+            return all(k in kinds and isinstance(v, kinds[k]) and (v != "" or kinds[k] is bool)
+                       for k, v in value.items())
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 return False
@@ -59,6 +65,10 @@ class Allowed:
         return True
 
     def describe(self, kind: str = "a number") -> str:
+        if self.keys:
+            words = {bool: "true or false", str: "a non-empty string"}
+            return "a table of " + ", ".join(f"{k} ({words[t]})" for k, t in self.keys) + (
+                f" ({self.unit})" if self.unit else "")
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.nonempty:
@@ -164,6 +174,12 @@ class Config:
     metrics_sample_period_s: float = field(default=1.0, metadata=allowed(min=0.05, unit="seconds"))
     metrics_history_points: int = field(default=600, metadata=allowed(min=1))  # samples the GCS keeps
     dashboard_on_demand: bool = True  # start the dashboard's server at its first connection
+    # TLS on every gRPC service and channel ({} : plaintext); the cluster token is always required
+    tls: dict = field(default_factory=dict, metadata=allowed(
+        keys=(("cert_file", str), ("key_file", str), ("ca_file", str), ("require_client_cert", bool),
+              ("server_name", str)),
+        unit="{}: plaintext; cert_file and key_file together; require_client_cert needs ca_file",
+    ))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -240,6 +256,8 @@ def accepted(key: str) -> str:
     text = str(hint)
     rule = allowed_values(key)
     if hint is dict or text.startswith("dict"):
+        if rule is not None and rule.keys:
+            return rule.describe()
         if rule is None:
             return "a table/dict (checked by the chosen backend)" if key.endswith("_options") else "a table/dict"
         if text.startswith("dict[str, str]"):
@@ -297,6 +315,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 raise _bad(key, source, value, accepted(key))
         elif text.startswith("dict["):  # dict[str, float]: amounts by name
             _check_amounts(key, value, source)
+        rule = allowed_values(key)
+        if rule is not None and rule.keys and not rule.admits(value):
+            raise _bad(key, source, value, accepted(key))
         return dict(value)
     if hint is list or text.startswith("list"):
         if isinstance(value, str):
@@ -364,6 +385,7 @@ NODE_LOCAL_KEYS = (
     # how this node's raylet moves objects (a puller asks for the data path, a holder offers it)
     "object_transfer_chunk_bytes", "object_transfer_max_active", "object_transfer_data_path",
     "testing_object_chunk_delay_s",
+    "tls",  # file paths on this machine
 )
 
 
@@ -400,6 +422,17 @@ def _check_together(values: Mapping[str, Any], sources: Mapping[str, str]) -> No
         raise ConfigError(
             f"config key 'node_dead_after_s' must exceed 'heartbeat_period_s' (a node is declared dead "
             f"after missing heartbeats): got {said('node_dead_after_s')} and {said('heartbeat_period_s')}"
+        )
+    tls = values["tls"]
+    if tls and not (tls.get("cert_file") and tls.get("key_file")):
+        raise ConfigError(
+            f"config key 'tls' needs both cert_file and key_file (every process serves gRPC as well as "
+            f"calling it): got {said('tls')}"
+        )
+    if tls.get("require_client_cert") and not tls.get("ca_file"):
+        raise ConfigError(
+            f"config key 'tls' with require_client_cert needs ca_file (to check the clients' certificates): "
+            f"got {said('tls')}"
         )
     store = values["object_store_memory"]
     if store is not None and store <= values["max_inline_object_bytes"]:
@@ -446,8 +479,10 @@ def _from_files(cwd: Path) -> tuple[dict[str, Any], str]:
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     names = {f.name for f in fields(Config)}
-    # not config keys: a submitted job's runtime env, a spawned worker's (microray.runtime_env)
-    ignored = {"DISABLE_PLUGIN_AUTOLOAD", "TRACE_HOOKS", "ADDRESS", "LOG_STYLE", "JOB_RUNTIME_ENV", "WORKER_RUNTIME_ENV"}
+    # not config keys: a submitted job's runtime env, a spawned worker's (microray.runtime_env),
+    # the cluster token (a secret, never part of the config)
+    ignored = {"DISABLE_PLUGIN_AUTOLOAD", "TRACE_HOOKS", "ADDRESS", "LOG_STYLE", "JOB_RUNTIME_ENV", "WORKER_RUNTIME_ENV",
+               "TOKEN"}
     out = {}
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX):

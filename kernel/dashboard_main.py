@@ -50,6 +50,7 @@ def _serve(args: argparse.Namespace, cfg: config_mod.Config) -> None:
         port=args.port,
         options=options,
         listen_fd=args.listen_fd,
+        tls=dict(cfg.tls),
     )
     dashboard = reg.factory(**options)
     url = dashboard.start(context)

@@ -13,7 +13,6 @@ import errno
 import importlib
 import json
 import os
-import secrets
 import select
 import signal
 import socket
@@ -28,7 +27,7 @@ import structlog
 from microray import config as config_mod
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
-from microray import process
+from microray import process, rpc
 from microray import session
 
 log = structlog.get_logger(__name__)
@@ -153,10 +152,14 @@ def abandon_start(cfg: config_mod.Config, procs: tuple["process.Child", ...], fd
             os.close(fd)
 
 
-def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0) -> NodeHandle:
-    """Start a GCS and a head raylet; return when both are serving."""
+def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0, token: str | None = None) -> NodeHandle:
+    """Start a GCS and a head raylet; return when both are serving.
+
+    The cluster's token (``token``, else a new random one) goes to
+    ``<session>/cluster_token`` (0600), where the node's processes read it."""
     session_dir = session.new_session_dir(cfg.session_root, cfg.session_keep)
     try:
+        session.write_token(session_dir, token or session.new_token())
         return _start_head(cfg, session_dir, embedded, timeout)
     finally:
         session.release(session_dir)  # the node's processes hold it now (or it failed)
@@ -209,7 +212,9 @@ def _start_head(cfg: config_mod.Config, session_dir: str, embedded: bool, timeou
     return handle
 
 
-DASHBOARD_TOKEN = "dashboard_token"
+# the dashboard's mutating endpoints demand the cluster token: its job API runs commands
+# on the cluster, as much as a task does, so one secret guards both
+DASHBOARD_TOKEN = session.TOKEN_FILE
 
 
 def _dashboard_socket(host: str, port: int) -> socket.socket:
@@ -238,16 +243,10 @@ def _dashboard_socket(host: str, port: int) -> socket.socket:
 def _start_dashboard(handle: NodeHandle, cfg: config_mod.Config, cfg_file: str, method: str) -> None:
     """Start the dashboard process on a socket bound here, so its URL is valid at once.
 
-    The session token goes to ``<session>/dashboard_token`` (mode 0600). An embedded
-    head does not wait for the dashboard to finish starting (that would delay the
-    driver's first task); its ready line is checked on a side thread."""
+    It reads the cluster token from ``<session>/cluster_token`` (mode 0600). An
+    embedded head does not wait for the dashboard to finish starting (that would delay
+    the driver's first task); its ready line is checked on a side thread."""
     token_path = os.path.join(handle.session_dir, DASHBOARD_TOKEN)
-    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, secrets.token_urlsafe(32).encode())
-    finally:
-        os.close(fd)
     sock = _dashboard_socket(cfg.dashboard_host, cfg.dashboard_port)
     port = sock.getsockname()[1]
     if cfg.dashboard_port not in (0, port):
@@ -288,7 +287,7 @@ def dashboard_login_url(handle: NodeHandle) -> str:
     if not handle.dashboard_url:
         return ""
     try:
-        token = (Path(handle.session_dir) / DASHBOARD_TOKEN).read_text().strip()
+        token = session.read_token(handle.session_dir)
     except OSError:
         return handle.dashboard_url
     return f"{handle.dashboard_url}/?token={token}"
@@ -391,7 +390,7 @@ def forget_current(root: str) -> None:
         pass
 
 
-def find_raylet(gcs_address: str, ip: str) -> tuple[str, str]:
+def find_raylet(gcs_address: str, ip: str, credentials: rpc.Credentials) -> tuple[str, str]:
     """Ask the GCS at ``gcs_address`` for the raylet a driver on this machine (``ip``)
     uses: a live node on this IP (the head's when it runs here too), else the head's
     raylet, else any live node's."""
@@ -399,7 +398,7 @@ def find_raylet(gcs_address: str, ip: str) -> tuple[str, str]:
 
     from microray.protocol import common_pb2, gcs_pb2_grpc
 
-    with grpc.insecure_channel(gcs_address) as ch:
+    with rpc.blocking_channel(gcs_address, credentials) as ch:
         try:
             nodes = gcs_pb2_grpc.GcsStub(ch).GetAllNodes(common_pb2.Empty(), timeout=10).nodes
         except grpc.RpcError as exc:
@@ -413,3 +412,22 @@ def find_raylet(gcs_address: str, ip: str) -> tuple[str, str]:
     if node.ip != ip:
         log.info("no_local_raylet", ip=ip, using=f"{node.ip}:{node.raylet_port}", node_id=node.node_id)
     return f"{node.ip}:{node.raylet_port}", node.node_id
+
+
+def cluster_token(gcs_address: str, root: str, given: str | None = None) -> str:
+    """The token for a driver or tool connecting to the cluster at ``gcs_address``
+    (``"auto"``: the one running here): ``given``, else ``MICRORAY_TOKEN``, else the
+    token in the session folder of the cluster started on this machine at that address."""
+    token = given or os.environ.get(rpc.TOKEN_ENV) or None
+    if token:
+        return token
+    handle = current_cluster(root)
+    if handle is not None and gcs_address in ("auto", handle.gcs_address):
+        try:
+            return session.read_token(handle.session_dir)
+        except OSError as exc:
+            raise ConnectionError(f"cannot read the cluster token of the cluster running here: {exc}") from None
+    raise ConnectionError(
+        f"connecting to the microray cluster at {gcs_address} needs its cluster token: set {rpc.TOKEN_ENV} "
+        "(or --token); `microray token` on the head machine prints it"
+    )

@@ -1,11 +1,16 @@
 """gRPC plumbing shared by every process: server and channel options, channel reuse,
-and the event loop the gRPC services run on."""
+the event loop the gRPC services run on, and the cluster token and TLS that every
+server demands and every channel shows (``make_server``, ``channel``)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hmac
 import time
-from collections.abc import Callable, Coroutine
+import weakref
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -60,29 +65,239 @@ OPTIONS = [
 ]
 
 
-def make_server() -> grpc.aio.Server:
-    return grpc.aio.server(options=OPTIONS)
+# -- the cluster token and TLS: every server checks them, every channel shows them ----------------
+TOKEN_KEY = "microray-token"  # the call metadata that carries the cluster token
+TOKEN_ENV = "MICRORAY_TOKEN"  # how a token reaches a process that has no session folder of it
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a process shows on each gRPC call it makes and demands of each call it
+    serves: the cluster token, and the ``tls`` config table (``cert_file``,
+    ``key_file``, ``ca_file``, ``require_client_cert``, ``server_name``; empty:
+    plaintext). Never printed whole: ``repr`` hides the token."""
+
+    token: str = field(repr=False)
+    tls: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.token, str) or not self.token:
+            raise ValueError("a cluster token is required (a non-empty string)")
+
+    @functools.cached_property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata every call carries: built once, shared by every call."""
+        return ((TOKEN_KEY, self.token),)
+
+    @functools.cached_property
+    def _tls_files(self) -> tuple[bytes, bytes, bytes | None]:
+        def read(key: str) -> bytes:
+            path = self.tls[key]
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                raise OSError(f"tls.{key} {path}: cannot read it: {exc.strerror or exc}") from None
+
+        ca = read("ca_file") if self.tls.get("ca_file") else None
+        return read("cert_file"), read("key_file"), ca
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        cert, key, ca = self._tls_files
+        require = bool(self.tls.get("require_client_cert"))
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=require)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        cert, key, ca = self._tls_files
+        if self.tls.get("require_client_cert"):
+            return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        name = self.tls.get("server_name") if self.tls else None
+        return [*OPTIONS, ("grpc.ssl_target_name_override", name)] if name else OPTIONS
+
+
+MISSING_TOKEN = (
+    "this microray service requires the cluster token and the call carried none; "
+    "give it with --token or MICRORAY_TOKEN (`microray token` on the head prints it)"
+)
+WRONG_TOKEN = (
+    "the call carried a wrong cluster token for this microray service; "
+    "use the token of this cluster (`microray token` on the head prints it)"
+)
+
+
+def _refusal(kind: str, message: str) -> grpc.RpcMethodHandler:
+    """A handler of ``kind`` that refuses the call with UNAUTHENTICATED. It never looks
+    at the request: without a deserializer the request stays raw bytes."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover -- makes this an async generator
+
+    make = {
+        "unary_unary": grpc.unary_unary_rpc_method_handler,
+        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "stream_unary": grpc.stream_unary_rpc_method_handler,
+        "stream_stream": grpc.stream_stream_rpc_method_handler,
+    }[kind]
+    return make(refuse_stream if kind.endswith("_stream") else refuse)
+
+
+def _kind(handler: grpc.RpcMethodHandler) -> str:
+    return f"{'stream' if handler.request_streaming else 'unary'}_{'stream' if handler.response_streaming else 'unary'}"
+
+
+class TokenCheck(grpc.aio.ServerInterceptor):
+    """Refuse, with UNAUTHENTICATED, every call that does not carry the cluster token,
+    before its handler runs (so before any request field is deserialized). Tokens are
+    compared in constant time; the refusal never echoes what the call carried."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._refusals: dict[tuple[str, str], grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        given = None
+        for key, value in details.invocation_metadata or ():
+            if key == TOKEN_KEY:
+                given = value
+                break
+        if given is not None and hmac.compare_digest(
+            given.encode() if isinstance(given, str) else given, self._token
+        ):
+            return await continuation(details)
+        handler = await continuation(details)
+        if handler is None:
+            return None  # an unknown method: gRPC answers UNIMPLEMENTED
+        message = MISSING_TOKEN if given is None else WRONG_TOKEN
+        key = (_kind(handler), message)
+        refusal = self._refusals.get(key)
+        if refusal is None:
+            refusal = self._refusals[key] = _refusal(*key)
+        return refusal
+
+
+def make_server(credentials: Credentials) -> grpc.aio.Server:
+    """A gRPC server whose every method demands ``credentials.token`` (``TokenCheck``);
+    ``bind`` then listens with TLS when ``credentials.tls`` is set. This is the only way
+    microray makes a server."""
+    server = grpc.aio.server(options=OPTIONS, interceptors=[TokenCheck(credentials.token)])
+    _server_credentials[server] = credentials
+    return server
+
+
+_server_credentials: "weakref.WeakKeyDictionary[grpc.aio.Server, Credentials]" = weakref.WeakKeyDictionary()
 
 
 def bind(server: grpc.aio.Server, host: str, port: int) -> int:
-    """Bind ``host:port`` (port 0: any free port) and return the port."""
-    bound = server.add_insecure_port(f"{host}:{port}")
+    """Bind ``host:port`` (port 0: any free port) and return the port; TLS when the
+    server's credentials (``make_server``) have it."""
+    credentials = _server_credentials.get(server)
+    if credentials is None:
+        raise RuntimeError("bind() takes a server made by microray.rpc.make_server (it checks the cluster token)")
+    if credentials.tls:
+        bound = server.add_secure_port(f"{host}:{port}", credentials.server_credentials())
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {host}:{port} (port in use?)")
     return bound
 
 
+class _WithToken:
+    """A method of a stub: each call carries the token's metadata (plus any given)."""
+
+    __slots__ = ("_call", "_md")
+
+    def __init__(self, call: Any, md: tuple[tuple[str, str], ...]) -> None:
+        self._call = call
+        self._md = md
+
+    def __call__(self, request: Any = None, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
+        return self._call(request, *args, metadata=self._md if metadata is None else (*metadata, *self._md), **kwargs)
+
+    def with_call(self, request: Any, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
+        return self._call.with_call(request, *args, metadata=(*(metadata or ()), *self._md), **kwargs)
+
+    def future(self, request: Any, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
+        return self._call.future(request, *args, metadata=(*(metadata or ()), *self._md), **kwargs)
+
+
+class _TokenChannel:
+    """A gRPC channel (aio or blocking) whose every call carries the cluster token: its
+    stubs' methods are made once per method name and add one static metadata tuple."""
+
+    def __init__(self, channel: Any, credentials: Credentials) -> None:
+        self._channel = channel
+        self._md = credentials.metadata
+        self._methods: dict[tuple[str, str], _WithToken] = {}
+
+    def _method(self, kind: str, method: str, *args: Any, **kwargs: Any) -> _WithToken:
+        key = (kind, method)
+        wrapped = self._methods.get(key)
+        if wrapped is None:
+            wrapped = self._methods[key] = _WithToken(getattr(self._channel, kind)(method, *args, **kwargs), self._md)
+        return wrapped
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _WithToken:
+        return self._method("unary_unary", method, *args, **kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> _WithToken:
+        return self._method("unary_stream", method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> _WithToken:
+        return self._method("stream_unary", method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> _WithToken:
+        return self._method("stream_stream", method, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # close, channel_ready, get_state, subscribe...
+        return getattr(self._channel, name)
+
+    def __enter__(self) -> "_TokenChannel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._channel.close()
+
+
+def channel(address: str, credentials: Credentials) -> Any:
+    """An aio channel to ``address`` that shows ``credentials`` (token on every call,
+    TLS when configured). This is the only way microray opens an aio channel."""
+    if credentials.tls:
+        ch = grpc.aio.secure_channel(address, credentials.channel_credentials(), options=credentials.channel_options())
+    else:
+        ch = grpc.aio.insecure_channel(address, options=OPTIONS)
+    return _TokenChannel(ch, credentials)
+
+
+def blocking_channel(address: str, credentials: Credentials) -> Any:
+    """A blocking (non-aio) channel to ``address`` that shows ``credentials``: for
+    tools (the state API, the CLI, the dashboard's threads), never a hot path."""
+    if credentials.tls:
+        ch = grpc.secure_channel(address, credentials.channel_credentials(), options=credentials.channel_options())
+    else:
+        ch = grpc.insecure_channel(address, options=OPTIONS)
+    return _TokenChannel(ch, credentials)
+
+
 class ChannelPool:
-    """One aio channel per address, for the event loop that created the pool."""
+    """One aio channel per address, for the event loop that created the pool; every
+    channel shows ``credentials``."""
 
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self._channels: dict[str, Any] = {}
 
-    def get(self, address: str) -> grpc.aio.Channel:
+    def get(self, address: str) -> Any:
         ch = self._channels.get(address)
         if ch is None:
-            ch = grpc.aio.insecure_channel(address, options=OPTIONS)
-            self._channels[address] = ch
+            ch = self._channels[address] = channel(address, self.credentials)
         return ch
 
     def drop(self, address: str) -> None:

@@ -8,7 +8,7 @@ Layout under ``session_root`` (default ``/tmp/microray-sessions``)::
         session_<time>_<pid>_<rand>/          mode 0700
             config.json           0600: the node's full config, secrets included
             address.json          0600: addresses and pids of the node's processes
-            dashboard_token       0600
+            cluster_token         0600: the cluster token (``write_token``)
             logs/                 0700
 
 Secrets reach the node processes only through ``config.json`` (``--config-file``),
@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import stat
 import time
@@ -214,6 +215,41 @@ def read_private(path: str | os.PathLike) -> str | None:
             log.warning("session_record_ignored", path=str(path), owner=st.st_uid, mode=oct(stat.S_IMODE(st.st_mode)))
             return None
         return f.read()
+
+
+# -- the cluster token -----------------------------------------------------------------------------
+TOKEN_FILE = "cluster_token"
+
+
+def new_token() -> str:
+    """A fresh random cluster token (what a head makes at start)."""
+    return secrets.token_urlsafe(32)
+
+
+def write_token(session_dir: str, token: str) -> str:
+    """Write ``token`` to ``<session_dir>/cluster_token`` (0600); return the path. The
+    node's processes read it there (``read_token``), never from their arguments."""
+    path = os.path.join(session_dir, TOKEN_FILE)
+    write_private(path, token)
+    return path
+
+
+def read_token(session_dir: str) -> str:
+    """The cluster token kept in ``session_dir``. Raises OSError naming the file when it
+    is missing or empty, or when others could read or write it."""
+    path = os.path.join(session_dir, TOKEN_FILE)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as f:
+        st = os.fstat(f.fileno())
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise PermissionError(
+                f"{path}: a cluster token must be a file of this user with mode 0600, "
+                f"found uid {st.st_uid} mode {oct(stat.S_IMODE(st.st_mode))}"
+            )
+        token = f.read().strip()
+    if not token:
+        raise OSError(f"{path} is empty; expected the cluster token")
+    return token
 
 
 def write_node_config(session_dir: str, cfg: config_mod.Config) -> str:

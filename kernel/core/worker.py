@@ -41,7 +41,7 @@ from microray.core.service import CoreWorkerService
 from microray.exceptions import RaySystemError
 from microray.object_store_access import open_object_store
 from microray.protocol import common_pb2, core_worker_pb2_grpc, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
-from microray.rpc import ChannelPool, bind, make_server
+from microray.rpc import ChannelPool, Credentials, bind, make_server
 
 log = structlog.get_logger(__name__)
 
@@ -60,9 +60,12 @@ class CoreWorker:
         job_id: str | None = None,
         entrypoint: str = "",
         io_loop: str = "auto",
+        credentials: Credentials,
     ) -> None:
         self.mode = mode
         self.is_worker = mode == WORKER
+        # the cluster token (and TLS) this process's server demands and its channels show
+        self.credentials = credentials
         self.worker_id = worker_id or ids.new_hex_id()
         self.raylet_address = raylet_address
         self.functions: dict[bytes, Any] = {}
@@ -128,8 +131,8 @@ class CoreWorker:
 
     async def _connect(self, entrypoint: str) -> None:
         self.ready = asyncio.Event()
-        self.channels: Any = ChannelPool()
-        self.server: Any = make_server()
+        self.channels: Any = ChannelPool(self.credentials)
+        self.server: Any = make_server(self.credentials)
         core_worker_pb2_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self.server)
         raylet = raylet_pb2_grpc.RayletStub(self.channels.get(self.raylet_address))
         ip = self.raylet_address.rsplit(":", 1)[0]

@@ -48,7 +48,7 @@ class _Stream:
 class ActorManager:
     def __init__(self, gcs: Any) -> None:
         self.gcs = gcs  # the GcsServicer: store, nodes, actor_changed
-        self.channels = ChannelPool()
+        self.channels = ChannelPool(gcs.credentials)
         self.machine = sm.ActorStateMachine()
         self.leases: dict[str, asyncio.Task[None]] = {}
         self.streams: dict[str, _Stream] = {}

@@ -47,8 +47,10 @@ def _kv_key(ns: str, key: bytes) -> bytes:
 
 
 class GcsServicer(gcs_pb2_grpc.GcsServicer):
-    def __init__(self, store: Any, config: config_mod.Config, cluster_id: str) -> None:
+    def __init__(self, store: Any, config: config_mod.Config, cluster_id: str,
+                 credentials: rpc.Credentials) -> None:
         self.store = store
+        self.credentials = credentials  # what the GCS shows raylets and workers it calls
         self.config = config
         self.cluster_id = cluster_id
         self.pm = get_plugin_manager()
@@ -396,17 +398,18 @@ async def cluster_config(store: Any, cfg: config_mod.Config) -> config_mod.Confi
     return cfg
 
 
-async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | None) -> None:
+async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | None,
+                credentials: rpc.Credentials) -> None:
     store = await open_store(cfg)
     cfg = await cluster_config(store, cfg)
     cluster_id_raw = await store.get(T_META, b"cluster_id")
     if cluster_id_raw is None:
         cluster_id_raw = os.urandom(8).hex().encode()
         await store.put(T_META, b"cluster_id", cluster_id_raw)
-    servicer = GcsServicer(store, cfg, cluster_id_raw.decode())
+    servicer = GcsServicer(store, cfg, cluster_id_raw.decode(), credentials)
     servicer.host = host
     await servicer.load()
-    server = make_server()
+    server = make_server(credentials)
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
     bound = bind(server, host, port)
     await server.start()
@@ -442,7 +445,9 @@ def main(argv: list[str] | None = None) -> None:
     log_setup.configure(level=cfg.log_level, log_file=os.path.join(args.session_dir, "logs", "gcs.log"))
     structlog.contextvars.bind_contextvars(component="gcs")
     try:
-        rpc.run(serve(cfg, args.host, args.port, args.ready_fd), cfg.io_loop)
+        # the cluster token: in the session folder (0600), never on a command line
+        credentials = rpc.Credentials(session.read_token(args.session_dir), cfg.tls)
+        rpc.run(serve(cfg, args.host, args.port, args.ready_fd, credentials), cfg.io_loop)
     except Exception as exc:  # noqa: BLE001 -- report the cause to whoever started us
         log.error("gcs_failed", error=f"{type(exc).__name__}: {exc}")
         report_start_failure(args.ready_fd, exc)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class DashboardContext:
     """What a dashboard gets to start: where the GCS is, the session folder,
-    the cluster token (for guarding mutating endpoints) and its options.
+    the cluster token (its gRPC calls carry it, and its mutating endpoints demand it),
+    the cluster's ``tls`` config table (for its gRPC channels) and its options.
 
     ``listen_fd``, when not -1, is a socket the head already bound to ``host:port``
     and put in listening state (so the URL it printed works at once): serve on it
@@ -22,6 +23,7 @@ class DashboardContext:
     port: int
     options: dict[str, Any]
     listen_fd: int = -1
+    tls: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -34,8 +34,11 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
 
     # workers are re-parented to us when the zygote's middle process exits: we reap them
     become_subreaper()
+    # the cluster token, from the session folder (0600): the zygote gets it through its
+    # pipe (or memory, forked) and hands it to each worker; never on a command line
+    token = session.read_token(args.session_dir)
     zygote = zygote_mod.start(
-        {"session_dir": args.session_dir, "node_id": args.node_id, "config_json": cfg.to_json()},
+        {"session_dir": args.session_dir, "node_id": args.node_id, "config_json": cfg.to_json(), "token": token},
         start_method,
         os.path.join(logs, f"zygote-{args.node_id[:8]}.err"),
     )

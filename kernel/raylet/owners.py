@@ -22,7 +22,7 @@ import structlog
 
 from microray.process import pid_alive
 from microray.protocol import common_pb2, core_worker_pb2_grpc
-from microray.rpc import OPTIONS
+from microray import rpc
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +42,9 @@ class OwnerWatcher:
         self,
         on_dead: Callable[[str, str], None],
         local_pid: Callable[[str], int | None],
+        credentials: rpc.Credentials,
     ) -> None:
+        self.credentials = credentials  # the watch calls carry the cluster token
         self.on_dead = on_dead
         self.local_pid = local_pid
         self.watching: dict[str, asyncio.Task] = {}
@@ -64,7 +66,7 @@ class OwnerWatcher:
             self.forget(owner_id)
 
     async def _watch(self, owner_id: str, address: str) -> None:
-        channel = grpc.aio.insecure_channel(address, options=OPTIONS)
+        channel = rpc.channel(address, self.credentials)
         stub = core_worker_pb2_grpc.CoreWorkerStub(channel)
         failures = 0
         delay = FIRST_RETRY_S
@@ -99,10 +101,10 @@ class OwnerWatcher:
         self.on_dead(owner_id, reason)
 
 
-async def worker_busy(address: str, timeout: float = BUSY_ASK_TIMEOUT_S) -> bool:
+async def worker_busy(address: str, credentials: rpc.Credentials, timeout: float = BUSY_ASK_TIMEOUT_S) -> bool:
     """Ask a leased worker whose owner died whether it still runs or holds a task.
     A worker that cannot answer counts as busy (it is then killed, not leased again)."""
-    channel = grpc.aio.insecure_channel(address, options=OPTIONS)
+    channel = rpc.channel(address, credentials)
     try:
         reply = await core_worker_pb2_grpc.CoreWorkerStub(channel).LeaseOwnerDied(common_pb2.Empty(), timeout=timeout)
         return reply.busy

@@ -30,7 +30,7 @@ from microray.raylet.runtime_envs import RuntimeEnvs
 from microray.raylet.scheduling import LeaseScheduler
 from microray.raylet.worker_processes import WorkerProcesses
 from microray import redaction, rpc, session
-from microray.rpc import OPTIONS, bind, is_unavailable, make_server
+from microray.rpc import bind, is_unavailable, make_server
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +50,10 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         gcs_address: str,
         zygote: Any,
         is_head: bool,
+        credentials: rpc.Credentials,
     ) -> None:
         self.cfg = cfg
+        self.credentials = credentials  # demanded by our server, shown on our calls
         self.node_id = node_id
         self.session_dir = session_dir
         self.gcs_address = gcs_address
@@ -60,6 +62,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             on_exit=self.on_worker_exit, on_lost=self.on_workers_lost, lookup=self._worker_id_of,
         )
         self.procs.io_loop = cfg.io_loop
+        self.procs.tls = dict(cfg.tls)
         self.procs.log_level = cfg.log_level
         self.is_head = is_head
         self.total = node_resources(cfg)
@@ -78,7 +81,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.address = ""
         self.port = 0
         self.remote_nodes: dict[str, common_pb2.NodeInfo] = {}
-        self.gcs_channel: grpc.aio.Channel | None = None
+        self.gcs_channel: Any = None  # rpc.channel: shows the cluster token
         self.gcs: gcs_pb2_grpc.GcsStub = None  # type: ignore[assignment]  # set by serve() before use
         self._answers: dict[str, asyncio.Future] = {}
         self.stopped = asyncio.Event()
@@ -86,7 +89,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
         self.id_prefixes: dict[str, bytes] = {}  # worker id -> id prefix of the objects it owns
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
-        self.owners = OwnerWatcher(self.owner_died, self._local_pid)
+        self.owners = OwnerWatcher(self.owner_died, self._local_pid, credentials)
         self.exit_code = 0  # 1 when the GCS refused this node (declared dead)
         self.runtime_envs = RuntimeEnvs(session_dir, lambda: self.gcs)
 
@@ -176,7 +179,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             loop.create_task(self._take_back(w.worker_id, w.lease_id, w.address))
 
     async def _take_back(self, worker_id: str, lease_id: str, address: str) -> None:
-        busy = await worker_busy(address)
+        busy = await worker_busy(address, self.credentials)
         w = self.leases.workers.get(worker_id)
         if w is None or w.lease_id != lease_id:
             return  # returned, or exited, meanwhile
@@ -464,16 +467,17 @@ async def serve(
     zygote: Any,
     is_head: bool,
     ready_fd: int | None,
+    credentials: rpc.Credentials,
 ) -> int:
-    gcs_channel = grpc.aio.insecure_channel(gcs_address, options=OPTIONS)
+    gcs_channel = rpc.channel(gcs_address, credentials)
     if not is_head:
         cfg = await joined_config(gcs_pb2_grpc.GcsStub(gcs_channel), gcs_address, cfg)
         # the node's processes (workers, drivers here) read the node's config from its session
         session.write_node_config(session_dir, cfg)
-    raylet = Raylet(cfg, node_id, session_dir, gcs_address, zygote, is_head)
+    raylet = Raylet(cfg, node_id, session_dir, gcs_address, zygote, is_head, credentials)
     loop = asyncio.get_running_loop()
     raylet.procs.attach(loop)
-    server = make_server()
+    server = make_server(credentials)
     raylet_pb2_grpc.add_RayletServicer_to_server(raylet, server)
     objects = ObjectManager(raylet)
     objects.add_to_server(server)
@@ -545,8 +549,10 @@ async def joined_config(gcs: gcs_pb2_grpc.GcsStub, gcs_address: str, local: conf
 def run(args: Any, zygote: Any, ready_fd: int | None) -> int:
     """Serve until stopped; the exit code the process should end with."""
     cfg = session.read_node_config(args.config_file)
+    credentials = rpc.Credentials(zygote.args["token"], cfg.tls)
     return rpc.run(
-        serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd),
+        serve(cfg, args.node_id, args.session_dir, args.gcs_address, args.port, zygote, args.head, ready_fd,
+              credentials),
         cfg.io_loop,
     )
 

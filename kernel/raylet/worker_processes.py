@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from microray import rpc
 from microray.log import worker_log_path
 from microray.process import describe_exit, is_subreaper, pid_alive
 from microray.raylet import zygote as zygote_mod
@@ -63,6 +64,7 @@ class WorkerProcesses:
         self.session_dir = session_dir
         self.raylet_address = ""
         self.io_loop = "auto"
+        self.tls: dict = {}  # the cluster's tls table (file paths), for the workers' gRPC
         self.log_level = "info"  # the cluster's log_level, for the workers' logs
         self._on_forked = on_forked
         self._on_exit = on_exit
@@ -123,7 +125,8 @@ class WorkerProcesses:
         a runtime env (``runtime_env``, its key) starts in ``cwd`` with ``sys_path`` first
         on its path, before it runs anything of the user's."""
         req: dict[str, Any] = {"op": "fork", "worker_id": worker_id, "env": env_vars,
-                               "raylet_address": self.raylet_address, "io_loop": self.io_loop, "log_level": self.log_level}
+                               "raylet_address": self.raylet_address, "io_loop": self.io_loop, "log_level": self.log_level,
+                               "tls": self.tls}
         if runtime_env:
             req.update(runtime_env=runtime_env, cwd=cwd, sys_path=list(sys_path))
         zygote = self.zygote
@@ -138,6 +141,9 @@ class WorkerProcesses:
         if runtime_env:  # its env_vars go to the environment, never the command line
             env_vars = {**env_vars, zygote_mod.RUNTIME_ENV_VAR: req.pop("runtime_env")}
         req.update(session_dir=self.session_dir, node_id=self.node_id, raylet_pid=os.getpid())
+        # the request is the worker's command line: the token goes in its environment
+        # (the worker takes it out at once, so its tasks' subprocesses never see it)
+        env_vars = {**env_vars, rpc.TOKEN_ENV: self._zygote_args["token"]}
         try:
             child = zygote_mod.spawn_worker(req, self._zygote_log, env_vars)
         except OSError as exc:

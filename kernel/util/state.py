@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from microray.protocol import common_pb2, core_worker_pb2_grpc, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
-from microray.rpc import OPTIONS
+from microray import rpc
 
 Filter = tuple[str, str, Any]
 DEFAULT_LIMIT = 100
@@ -47,18 +47,40 @@ def _resolve_address(address: str | None) -> str:
     return handle.gcs_address
 
 
+def _credentials(address: str, token: str | None, tls: dict[str, Any] | None) -> rpc.Credentials:
+    """What this client shows the cluster at ``address``: the connected driver's own
+    credentials when it is that cluster's, else ``token`` / ``MICRORAY_TOKEN`` / the
+    token of the cluster started on this machine, with ``tls`` or this machine's
+    ``tls`` config."""
+    from microray.core import context
+
+    worker = context.worker
+    if token is None and worker is not None and getattr(worker, "gcs_address", None) == address:
+        return worker.credentials
+    from microray import config as config_mod
+    from microray import node
+
+    cfg = config_mod.resolve({})
+    return rpc.Credentials(node.cluster_token(address, cfg.session_root, token), cfg.tls if tls is None else tls)
+
+
 class StateClient:
-    """A small synchronous client of the GCS, raylets and owners."""
+    """A small synchronous client of the GCS, raylets and owners. Its calls carry the
+    cluster token (``token``, else found as ``_credentials`` says) and use TLS when
+    ``tls`` (else this machine's ``tls`` config) says so."""
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, *, token: str | None = None,
+                 tls: dict[str, Any] | None = None) -> None:
         self.address = _resolve_address(address)
-        self._channels: dict[str, grpc.Channel] = {}
-        self.gcs = gcs_pb2_grpc.GcsStub(self._channel(self.address))
+        self.credentials = _credentials(self.address, token, tls)
+        self._channels: dict[str, Any] = {}
+        self.gcs = gcs_pb2_grpc.GcsStub(self.channel(self.address))
 
-    def _channel(self, address: str) -> grpc.Channel:
+    def channel(self, address: str) -> Any:
+        """The (reused) channel to a process of the cluster at ``address``."""
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.insecure_channel(address, options=OPTIONS)
+            ch = self._channels[address] = rpc.blocking_channel(address, self.credentials)
         return ch
 
     def close(self) -> None:
@@ -156,7 +178,7 @@ class StateClient:
         for node in self.nodes():
             if node["state"] != "ALIVE":
                 continue
-            stub = raylet_pb2_grpc.RayletStub(self._channel(f"{node['node_ip']}:{node['raylet_port']}"))
+            stub = raylet_pb2_grpc.RayletStub(self.channel(f"{node['node_ip']}:{node['raylet_port']}"))
             try:
                 stats = stub.GetNodeStats(common_pb2.Empty(), timeout=TIMEOUT)
             except grpc.RpcError:
@@ -174,7 +196,7 @@ class StateClient:
         for w in self.workers():
             if not w["address"]:
                 continue
-            stub = core_worker_pb2_grpc.CoreWorkerStub(self._channel(w["address"]))
+            stub = core_worker_pb2_grpc.CoreWorkerStub(self.channel(w["address"]))
             try:
                 reply = stub.GetObjectsInfo(common_pb2.Empty(), timeout=TIMEOUT)
             except grpc.RpcError:

@@ -252,12 +252,15 @@ def test_a_killed_raylet_does_not_flood_the_driver_with_identical_warnings(head,
 
 WATCHER = """
 import asyncio, sys
+from microray import config, node, rpc
 from microray.raylet.owners import OwnerWatcher
 
 async def main():
     # local_pid knows no pid: the death must be seen through the Watch stream alone,
-    # as for an owner on another node
-    watcher = OwnerWatcher(lambda owner, reason: print("DEAD " + owner, flush=True), lambda owner: None)
+    # as for an owner on another node; the watch calls carry the cluster's token
+    credentials = rpc.Credentials(node.cluster_token("auto", config.resolve({}).session_root))
+    watcher = OwnerWatcher(lambda owner, reason: print("DEAD " + owner, flush=True), lambda owner: None,
+                           credentials)
     for arg in sys.argv[1:]:
         owner, address = arg.split("=")
         watcher.watch(owner, address)

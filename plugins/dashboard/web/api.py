@@ -178,9 +178,8 @@ async def cancel_task(request: web.Request) -> web.Response:
         owner = next((w for w in c.workers() if w["worker_id"] == t.get("owner")), None)
         if owner is None or not owner["address"]:
             return 409, {"error": "the task's owner is gone", "cancelled": False}
-        with grpc.insecure_channel(owner["address"]) as ch:
-            reply = core_worker_pb2_grpc.CoreWorkerStub(ch).CancelTask(
-                core_worker_pb2.CancelTaskRequest(task_id=bytes.fromhex(task_id), force=force), timeout=10)
+        reply = core_worker_pb2_grpc.CoreWorkerStub(c.channel(owner["address"])).CancelTask(
+            core_worker_pb2.CancelTaskRequest(task_id=bytes.fromhex(task_id), force=force), timeout=10)
         return 200, {"cancelled": reply.found, "task_id": task_id}
 
     if not re.fullmatch(r"[0-9a-f]{2,128}", task_id):

@@ -1,8 +1,9 @@
 """Submitted jobs: an entrypoint run as a subprocess of the dashboard process.
 
 A job runs ``/bin/sh -c <entrypoint>`` in its working directory, in a new process
-group, with ``MICRORAY_ADDRESS`` set to the GCS address so that ``microray.init()``
-inside it joins this cluster, and the cluster's interpreter first on ``PATH``. Its stdout and stderr go to
+group, with ``MICRORAY_ADDRESS`` set to the GCS address and ``MICRORAY_TOKEN`` to the cluster
+token (in its environment, never its arguments) so that ``microray.init()`` inside it
+joins this cluster, and the cluster's interpreter first on ``PATH``. Its stdout and stderr go to
 ``<session>/logs/job-<submission_id>.log``. The table lives in this process (and is
 mirrored to the GCS KV namespace ``job`` so other tools can read it); a job dies
 with the dashboard (parent-death signal) and is stopped when the dashboard stops.
@@ -79,9 +80,10 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, session_dir: str, gcs_address: str, mirror: Any = None) -> None:
+    def __init__(self, session_dir: str, gcs_address: str, mirror: Any = None, token: str = "") -> None:
         self.logs_dir = os.path.join(session_dir, "logs")
         self.gcs_address = gcs_address
+        self._token = token
         self.jobs: dict[str, Job] = {}
         self._procs: dict[str, subprocess.Popen] = {}
         self._mirror = mirror  # callable(job_dict) that records it in the GCS KV, or None
@@ -121,6 +123,8 @@ class JobManager:
         env = dict(os.environ)
         env.update(env_vars)
         env["MICRORAY_ADDRESS"] = self.gcs_address
+        if self._token:
+            env["MICRORAY_TOKEN"] = self._token
         # ``python`` in the entrypoint is the interpreter the cluster runs on
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         env["PYTHONUNBUFFERED"] = "1"

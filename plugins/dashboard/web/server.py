@@ -156,7 +156,7 @@ class WebDashboard:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         metrics = Metrics()
-        source = StateSource(context.gcs_address, metrics.observe_rpc)
+        source = StateSource(context.gcs_address, metrics.observe_rpc, token=context.token, tls=context.tls)
 
         def mirror(sid: str, value: bytes) -> None:
             from microray.protocol import gcs_pb2
@@ -164,7 +164,7 @@ class WebDashboard:
             source.pool.submit(lambda: source.client().gcs.KvPut(
                 gcs_pb2.KvPutRequest(ns="job", key=sid.encode(), value=value, overwrite=True), timeout=5))
 
-        jobs = JobManager(context.session_dir, context.gcs_address, mirror=mirror)
+        jobs = JobManager(context.session_dir, context.gcs_address, mirror=mirror, token=context.token)
         app = build_app(context, source, jobs, metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -49,8 +49,11 @@ class _TimedStub:
 class StateSource:
     """Thread-pooled state reads, one state client per pool thread."""
 
-    def __init__(self, gcs_address: str, observe_rpc: Callable[[str, float], None], *, threads: int = 4) -> None:
+    def __init__(self, gcs_address: str, observe_rpc: Callable[[str, float], None], *, threads: int = 4,
+                 token: str | None = None, tls: dict[str, Any] | None = None) -> None:
         self.gcs_address = gcs_address
+        self._token = token  # the cluster token every state call carries
+        self._tls = tls
         self._observe = observe_rpc
         self._local = threading.local()
         self._clients: list[StateClient] = []
@@ -62,7 +65,7 @@ class StateSource:
         """The calling thread's state client (one per pool thread; channels are reused)."""
         c = getattr(self._local, "client", None)
         if c is None:
-            c = StateClient(self.gcs_address)
+            c = StateClient(self.gcs_address, token=self._token, tls=self._tls)
             c.gcs = _TimedStub(c.gcs, self._observe)
             self._local.client = c
             with self._clients_lock:
