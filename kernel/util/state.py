@@ -10,6 +10,7 @@ Filters are ``(key, op, value)`` tuples with ``op`` ``"="`` or ``"!="``, as in R
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 from collections import Counter
@@ -267,8 +268,9 @@ def _apply(rows: Iterable[dict[str, Any]], filters: list[Filter] | None, limit: 
     return out
 
 
-def _client(address: str | None) -> StateClient:
-    return StateClient(address)
+def _client(address: str | None, client: StateClient | None = None) -> Any:
+    """A new client for ``address`` (closed after use), or ``client`` (left open)."""
+    return contextlib.nullcontext(client) if client is not None else StateClient(address)
 
 
 def list_nodes(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
@@ -367,9 +369,10 @@ def resource_demands(nodes: Iterable[dict[str, Any]]) -> dict[str, list[dict[str
     return {kind: [rows[k] for k in sorted(rows)] for kind, rows in out.items()}
 
 
-def summarize_tasks(address: str | None = None, **_: Any) -> dict[str, Any]:
-    """Per function name: counts by state; plus totals over every task ever reported."""
-    with _client(address) as c:
+def summarize_tasks(address: str | None = None, *, client: StateClient | None = None, **_: Any) -> dict[str, Any]:
+    """Per function name: counts by state; plus totals over every task ever reported
+    (read through ``client`` when given)."""
+    with _client(address, client) as c:
         data = c.tasks([], 1_000_000)
     summary: dict[str, dict[str, Any]] = {}
     for t in data["tasks"]:
@@ -393,8 +396,8 @@ def summarize_actors(address: str | None = None, **_: Any) -> dict[str, Any]:
     return {"summary": summary, "total_actors": len(actors)}
 
 
-def summarize_objects(address: str | None = None, **_: Any) -> dict[str, Any]:
-    with _client(address) as c:
+def summarize_objects(address: str | None = None, *, client: StateClient | None = None, **_: Any) -> dict[str, Any]:
+    with _client(address, client) as c:
         objects = c.objects()
         nodes = c.nodes()
     by_type: Counter = Counter()

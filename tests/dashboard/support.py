@@ -88,7 +88,7 @@ def start_dashboard_cluster(**kwargs: Any) -> Dash:
     with contextlib.redirect_stderr(err):
         ctx = ray.init(**kwargs)
     session = ray.api._worker.session_dir
-    token = (Path(session) / "dashboard_token").read_text().strip()
+    token = (Path(session) / "cluster_token").read_text().strip()
     d = Dash(url=ctx.dashboard_url, token=token, session_dir=session, context=ctx, init_stderr=err.getvalue())
     wait_for(lambda: d.get("/api/v0/cluster").status == 200, what="the dashboard to serve")
     return d

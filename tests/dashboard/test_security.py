@@ -33,7 +33,7 @@ def _refusals(dash: Dash, path: str, body: dict | None = None) -> None:
 
 
 def test_token_file_is_private(dash: Dash) -> None:
-    path = Path(dash.session_dir) / "dashboard_token"
+    path = Path(dash.session_dir) / "cluster_token"  # the dashboard demands the cluster token
     mode = stat.S_IMODE(path.stat().st_mode)
     assert mode == 0o600, oct(mode)
     assert len(dash.token) >= 32 and path.read_text().strip() == dash.token

@@ -159,8 +159,7 @@ async def task(request: web.Request) -> web.Response:
 
 
 async def tasks_summary(request: web.Request) -> web.Response:
-    source = request.app[K_SOURCE]
-    return json_response(await _run(request, lambda c: state_api.summarize_tasks(address=source.gcs_address)))
+    return json_response(await _run(request, lambda c: state_api.summarize_tasks(client=c)))
 
 
 async def cancel_task(request: web.Request) -> web.Response:
@@ -229,8 +228,7 @@ async def objects(request: web.Request) -> web.Response:
 
 
 async def objects_summary(request: web.Request) -> web.Response:
-    source = request.app[K_SOURCE]
-    return json_response(await _run(request, lambda c: state_api.summarize_objects(address=source.gcs_address)))
+    return json_response(await _run(request, lambda c: state_api.summarize_objects(client=c)))
 
 
 async def placement_groups(request: web.Request) -> web.Response:
