@@ -402,6 +402,11 @@ def find_raylet(gcs_address: str, ip: str, credentials: rpc.Credentials) -> tupl
         try:
             nodes = gcs_pb2_grpc.GcsStub(ch).GetAllNodes(common_pb2.Empty(), timeout=10).nodes
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise ConnectionError(
+                    f"the microray cluster at {gcs_address} refused this process's cluster token "
+                    f"(UNAUTHENTICATED: {exc.details()})"
+                ) from None
             raise ConnectionError(
                 f"could not reach a microray cluster at {gcs_address}: {exc.code().name} {exc.details()}"
             ) from None

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import microray as ray
-from microray import rpc
+from microray import rpc, session
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, gcs_pb2, gcs_pb2_grpc
 from microray.protocol import raylet_pb2, raylet_pb2_grpc
 from microray.testing.processes import wait_for
@@ -150,7 +150,7 @@ def test_token_file_is_private_and_nowhere_else(cluster):
     me = ray.api._worker
     token = cluster_token()
     assert len(token) >= 32
-    path = Path(me.session_dir) / rpc.TOKEN_FILE
+    path = Path(me.session_dir) / session.TOKEN_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(os.stat(me.session_dir).st_mode) & 0o077 == 0, "the session folder is open to others"
     assert path.read_text().strip() == token
@@ -175,11 +175,15 @@ def _env_token() -> str | None:
 
 
 def test_services_bind_the_node_ip_only(cluster):
+    """Every listening socket of the node's processes and of this driver is on the node IP
+    (127.0.0.1 by default; gRPC may show it IPv4-mapped), none on 0.0.0.0 or ::."""
     me = ray.api._worker
+    holder = Holder.remote()
+    ray.get(holder.pid.remote())  # an actor worker listens too
+    ports = {int(a.rsplit(":", 1)[1]) for a in (me.gcs_address, me.raylet_address, me.address)}
     pids = {os.getpid()}
-    raylet_port = int(me.raylet_address.rsplit(":", 1)[1])
     for conn in psutil.net_connections("tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == raylet_port:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports and conn.pid:
             pids.add(conn.pid)
     node_pids = set()
     for pid in list(pids):
@@ -189,9 +193,12 @@ def test_services_bind_the_node_ip_only(cluster):
             continue
         node_pids |= {pid, *(c.pid for c in proc.children(recursive=True))}
 
-    def listening() -> list[tuple[int, str]]:
-        return [(c.pid, c.laddr.ip) for c in psutil.net_connections("tcp")
-                if c.status == psutil.CONN_LISTEN and c.pid in node_pids]
+    def listening() -> list[tuple[int, str, int]]:
+        found = [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.pid in node_pids]
+        return found if ports <= {port for _pid, _ip, port in found} else []
 
-    found = wait_for(listening, what="the node's listening sockets")
-    assert all(ip == "127.0.0.1" for _pid, ip in found), found
+    found = wait_for(listening, what="the GCS, raylet and driver listening")
+    assert len(found) >= 4, found  # GCS, raylet, this driver, the actor's worker
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _pid, ip, _port in found), found
+    ray.kill(holder)
