@@ -214,7 +214,7 @@ class _WithToken:
 
     __slots__ = ("_call", "_md")
 
-    def __init__(self, call: Any, md: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, call: Any, md: Any) -> None:
         self._call = call
         self._md = md
 
@@ -234,7 +234,8 @@ class _TokenChannel:
 
     def __init__(self, channel: Any, credentials: Credentials) -> None:
         self._channel = channel
-        self._md = credentials.metadata
+        # aio calls take a ready Metadata as it is (a tuple is converted on every call)
+        self._md = grpc.aio.Metadata(*credentials.metadata) if isinstance(channel, grpc.aio.Channel) else credentials.metadata
         self._methods: dict[tuple[str, str], _WithToken] = {}
 
     def _method(self, kind: str, method: str, *args: Any, **kwargs: Any) -> _WithToken:
