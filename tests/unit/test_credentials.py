@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from microray import rpc
+from microray import rpc, session
 from microray.config import resolve
 from microray.exceptions import ConfigError
 
@@ -26,15 +26,15 @@ def test_a_token_is_required(token) -> None:
 
 
 def test_token_file_is_private(tmp_path) -> None:
-    token = rpc.new_token()
-    assert len(token) >= 32 and token != rpc.new_token()
-    path = rpc.write_token(str(tmp_path), token)
-    assert stat.S_IMODE((tmp_path / rpc.TOKEN_FILE).stat().st_mode) == 0o600
-    assert rpc.read_token(str(tmp_path)) == token
-    (tmp_path / rpc.TOKEN_FILE).chmod(0o644)
+    token = session.new_token()
+    assert len(token) >= 32 and token != session.new_token()
+    path = session.write_token(str(tmp_path), token)
+    assert stat.S_IMODE((tmp_path / session.TOKEN_FILE).stat().st_mode) == 0o600
+    assert session.read_token(str(tmp_path)) == token
+    (tmp_path / session.TOKEN_FILE).chmod(0o644)
     with pytest.raises(PermissionError, match="mode 0600"):
-        rpc.read_token(str(tmp_path))
-    assert path.endswith(rpc.TOKEN_FILE)
+        session.read_token(str(tmp_path))
+    assert path.endswith(session.TOKEN_FILE)
 
 
 def test_tls_key_accepts_a_table_of_files(tmp_path) -> None:

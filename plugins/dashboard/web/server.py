@@ -3,7 +3,7 @@
 ``WebDashboard.start(context)`` builds the app, serves it on the socket the head
 bound (or binds ``host:port`` itself) and returns the URL; ``stop()`` stops the jobs
 it runs and the server. Security: every request that is not GET/HEAD/OPTIONS needs
-the session token (``Authorization: Bearer <token>`` or ``X-Microray-Token``); no
+the cluster token (``Authorization: Bearer <token>`` or ``X-Microray-Token``); no
 response carries it; a server bound to a loopback address only answers requests
 whose Host is a loopback name (no DNS rebinding); pages get a strict CSP and no
 Referer, so a token in the address bar never leaves the page.
@@ -66,10 +66,10 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.method not in SAFE_METHODS:
         ok = token_ok(request)
         if ok is None:
-            return error(401, "this endpoint needs the session token: send 'Authorization: Bearer <token>' "
-                              "or 'X-Microray-Token: <token>' (the token is in <session>/dashboard_token)")
+            return error(401, "this endpoint needs the cluster token: send 'Authorization: Bearer <token>' "
+                              "or 'X-Microray-Token: <token>' (`microray token` prints it on the head machine)")
         if not ok:
-            return error(403, "wrong session token")
+            return error(403, "wrong cluster token")
     t0 = time.perf_counter()
     try:
         response = await handler(request)
