@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from microray import node
+from microray import node, session
 
 from microray.util.state import list_actors, list_jobs
 
@@ -92,7 +92,7 @@ def _start_head(cli_root, store_name: str, options: dict, dashboard: bool = Fals
 
 
 @pytest.mark.slow
-def test_cli_head_on_redis_survives_restart_gcs(cli_root, redis_server):
+def test_cli_head_on_redis_survives_restart_gcs(cli_root, redis_server, monkeypatch):
     options = {"url": redis_server.url, "namespace": f"cli-{os.urandom(4).hex()}"}
     _start_head(cli_root, "redis", options, dashboard=True)  # the default head, dashboard included
     handle = cli_root.handle()
@@ -122,6 +122,8 @@ def test_cli_head_on_redis_survives_restart_gcs(cli_root, redis_server):
     handle = cli_root.handle()
     assert handle is not None and handle.pids["gcs"] != old_gcs and pid_alive(handle.pids["gcs"])
     address = handle.gcs_address
+    # this process is a client of the cluster as one on another machine would be
+    monkeypatch.setenv("MICRORAY_TOKEN", session.read_token(handle.session_dir))
     wait_for(lambda: {j["job_id"]: j["status"] for j in list_jobs(address=address)}[orphan_job] == "FINISHED",
              timeout=30, what="the dead driver's job to be FINISHED")
     wait_for(lambda: {a["actor_id"]: a["state"] for a in list_actors(address=address)}[owned] == "DEAD",

@@ -12,11 +12,11 @@ import stat
 import uuid
 from pathlib import Path
 
-import grpc
 import psutil
 import pytest
 
 import microray as ray
+from microray import rpc, session
 from microray.protocol import common_pb2, gcs_pb2_grpc
 from microray.testing.servers import RedisServer, running
 
@@ -52,8 +52,8 @@ def command_lines_with_password() -> list[str]:
     return found
 
 
-def cluster_config(gcs_address: str) -> str:
-    with grpc.insecure_channel(gcs_address) as channel:
+def cluster_config(gcs_address: str, token: str) -> str:
+    with rpc.blocking_channel(gcs_address, rpc.Credentials(token)) as channel:
         return gcs_pb2_grpc.GcsStub(channel).GetClusterConfig(common_pb2.Empty(), timeout=30).config_json
 
 
@@ -106,7 +106,7 @@ def test_embedded_cluster_keeps_the_password_secret(given, locked_redis, make_cl
         return x * x
 
     assert ray.get([square.remote(i) for i in range(10)], timeout=60) == [i * i for i in range(10)]
-    answer = cluster_config(worker.gcs_address)
+    answer = cluster_config(worker.gcs_address, worker.credentials.token)
     assert PASSWORD not in answer
     shown = json.loads(answer)["gcs_store_options"]
     if given == "in-url":
@@ -143,7 +143,7 @@ assert ray.get(square.remote(9), timeout=60) == 81
     handle = cli_root.handle()
     assert handle.pids["gcs"] != old_gcs
     assert command_lines_with_password() == []
-    assert PASSWORD not in cluster_config(handle.gcs_address)
+    assert PASSWORD not in cluster_config(handle.gcs_address, session.read_token(handle.session_dir))
     record = Path(cli_root.root) / "current_cluster"
     assert mode(record) == 0o600 and PASSWORD not in record.read_text()
     check_session(handle.session_dir, cli_root.root)
