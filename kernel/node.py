@@ -421,18 +421,39 @@ def find_raylet(gcs_address: str, ip: str, credentials: rpc.Credentials) -> tupl
 
 def cluster_token(gcs_address: str, root: str, given: str | None = None) -> str:
     """The token for a driver or tool connecting to the cluster at ``gcs_address``
-    (``"auto"``: the one running here): ``given``, else ``MICRORAY_TOKEN``, else the
-    token in the session folder of the cluster started on this machine at that address."""
+    (``"auto"``: the one ``microray start`` started here): ``given``, else
+    ``MICRORAY_TOKEN``, else the token in the session folder of a cluster of this user
+    on this machine with that GCS address (started or embedded: its ``address.json``)."""
     token = given or os.environ.get(rpc.TOKEN_ENV) or None
     if token:
         return token
     handle = current_cluster(root)
-    if handle is not None and gcs_address in ("auto", handle.gcs_address):
+    if handle is not None and gcs_address == "auto":
+        gcs_address = handle.gcs_address
+    for session_dir in _sessions_serving(root, gcs_address):
         try:
-            return session.read_token(handle.session_dir)
+            return session.read_token(session_dir)
         except OSError as exc:
-            raise ConnectionError(f"cannot read the cluster token of the cluster running here: {exc}") from None
+            raise ConnectionError(f"cannot read the cluster token of the cluster at {gcs_address}: {exc}") from None
     raise ConnectionError(
         f"connecting to the microray cluster at {gcs_address} needs its cluster token: set {rpc.TOKEN_ENV} "
         "(or --token); `microray token` on the head machine prints it"
     )
+
+
+def _sessions_serving(root: str, gcs_address: str) -> list[str]:
+    """Session folders under ``root`` whose record names ``gcs_address``, newest first."""
+    try:
+        entries = [e for e in os.scandir(root) if e.name.startswith(session.PREFIX) and e.name != session.LATEST
+                   and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        text = session.read_private(os.path.join(entry.path, ADDRESS_FILE))
+        try:
+            if text and json.loads(text).get("gcs_address") == gcs_address:
+                found.append((entry.stat().st_mtime, entry.path))
+        except (ValueError, AttributeError, OSError):
+            continue
+    return [path for _mtime, path in sorted(found, reverse=True)]

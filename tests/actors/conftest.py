@@ -120,8 +120,8 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 60.0) -> subproc
 def cli_cluster(tmp_path):
     """``microray start --head`` in a private session root (so clusters others run on
     this machine are neither found by ``address="auto"`` nor stopped); always stopped."""
-    from microray import node
-    from microray.util.state import list_actors
+    from microray import node, session
+    from microray.util.state import StateClient
 
     root = str(tmp_path / "sessions")
     env = driver_env({"MICRORAY_SESSION_ROOT": root})
@@ -133,12 +133,14 @@ def cli_cluster(tmp_path):
         assert handle is not None, "microray start left no cluster record"
         info.pids = dict(handle.pids)
         info.gcs_address = handle.gcs_address
+        token = session.read_token(handle.session_dir)
         yield info
     finally:
         actor_pids = []
         if info.gcs_address:
             try:
-                actor_pids = [a["pid"] for a in list_actors(address=info.gcs_address) if a.get("pid")]
+                with StateClient(info.gcs_address, token=token) as c:
+                    actor_pids = [a["pid"] for a in c.actors() if a.get("pid")]
             except Exception:  # noqa: BLE001 -- the cluster may already be gone
                 pass
         stopped = _cli(["stop"], env)
