@@ -169,6 +169,15 @@ class Cluster:
     def gcs_address(self) -> str:
         return self.address
 
+    @property
+    def token(self) -> str:
+        """The cluster token (the head made it; its session folder keeps it)."""
+        from microray import session
+
+        if self.head_node is None:
+            raise RuntimeError("the cluster has no head node yet; call add_node() first")
+        return session.read_token(self.head_node.session_dir)
+
     def list_all_nodes(self) -> list[ClusterNode]:
         """The head (when started) and every worker node not removed."""
         return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
@@ -313,14 +322,15 @@ class Cluster:
 
     def wait_for_nodes(self, timeout: float = 30.0) -> None:
         """Until the GCS lists exactly this cluster's nodes as ALIVE."""
-        from microray.util.state import list_nodes
+        from microray.util.state import StateClient
 
         want = {n.node_id for n in self.list_all_nodes()}
         deadline = time.monotonic() + timeout
         alive: set[str] = set()
         while True:
             try:
-                alive = {n["node_id"] for n in list_nodes(address=self.address) if n["state"] == "ALIVE"}
+                with StateClient(self.address, token=self.token) as client:
+                    alive = {n["node_id"] for n in client.nodes() if n["state"] == "ALIVE"}
             except Exception as exc:  # noqa: BLE001 -- the GCS may still be starting
                 alive = {f"(GCS unreachable: {exc})"}
             if alive == want:
@@ -337,6 +347,8 @@ class Cluster:
 
         if self.network is not None:  # the driver's services bind where the nodes reach them
             init_kwargs.setdefault("node_ip", self.network.host_ip)
+        # the cluster's session root: where this driver finds the cluster token
+        init_kwargs.setdefault("session_root", self.session_root)
         context = microray.init(address=self.address, **init_kwargs)
         self.connected = True
         return context

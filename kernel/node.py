@@ -436,7 +436,7 @@ def cluster_token(gcs_address: str, root: str, given: str | None = None) -> str:
         except OSError as exc:
             raise ConnectionError(f"cannot read the cluster token of the cluster at {gcs_address}: {exc}") from None
     raise ConnectionError(
-        f"connecting to the microray cluster at {gcs_address} needs its cluster token: set {rpc.TOKEN_ENV} "
+        f"connecting to the microray cluster whose GCS is at {gcs_address} needs its cluster token: set {rpc.TOKEN_ENV} "
         "(or --token); `microray token` on the head machine prints it"
     )
 

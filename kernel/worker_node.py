@@ -21,7 +21,7 @@ import psutil
 import structlog
 
 from microray import config as config_mod
-from microray import process, session
+from microray import process, rpc, session
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
 from microray.node import ADDRESS_FILE, NodeHandle, _launch, _read_ready, abandon_start
@@ -31,13 +31,15 @@ log = structlog.get_logger(__name__)
 NODES_DIR = "nodes"
 
 
-def start_worker_node(cfg: config_mod.Config, gcs_address: str, *, timeout: float = 60.0) -> NodeHandle:
+def start_worker_node(cfg: config_mod.Config, gcs_address: str, *, token: str, timeout: float = 60.0) -> NodeHandle:
     """Start a worker node of the cluster whose GCS is at ``gcs_address``; return once the
     GCS lists it ALIVE. ``cfg`` is this machine's config: its node-local keys (resources,
     labels, object store, IP, ports, session root) apply to the node, every other key is
-    taken from the cluster (see ``config.joining_node_config``)."""
+    taken from the cluster (see ``config.joining_node_config``). ``token`` is the
+    cluster's: it goes to ``<session>/cluster_token`` (0600), where the raylet reads it."""
     session_dir = session.new_session_dir(cfg.session_root, cfg.session_keep, latest=False)
     try:
+        session.write_token(session_dir, token)
         return _start_worker_node(cfg, gcs_address, session_dir, timeout)
     finally:
         session.release(session_dir)  # the raylet holds it now (or it failed)
@@ -72,7 +74,7 @@ def _start_worker_node(cfg: config_mod.Config, gcs_address: str, session_dir: st
     return handle
 
 
-def wait_registered(gcs_address: str, node_id: str, timeout: float = 30.0) -> None:
+def wait_registered(gcs_address: str, node_id: str, credentials: rpc.Credentials, timeout: float = 30.0) -> None:
     """Until the GCS node table lists ``node_id`` ALIVE; ``RaySystemError`` after ``timeout``."""
     import grpc
 
@@ -80,7 +82,7 @@ def wait_registered(gcs_address: str, node_id: str, timeout: float = 30.0) -> No
 
     deadline = time.monotonic() + timeout
     state = "not listed"
-    with grpc.insecure_channel(gcs_address) as ch:
+    with rpc.blocking_channel(gcs_address, credentials) as ch:
         stub = gcs_pb2_grpc.GcsStub(ch)
         while time.monotonic() < deadline:
             try:

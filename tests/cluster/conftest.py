@@ -96,7 +96,7 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def make_cluster(request, tmp_path) -> Iterator:
+def make_cluster(request, tmp_path, monkeypatch) -> Iterator:
     """Start a ``Cluster(**kwargs)``; at the end of the test: shut it down and check that it
     left nothing behind. When the test failed, the nodes' session folders (logs) are first
     copied to ``<tmp_path>/cluster-sessions`` for a look."""
@@ -108,6 +108,9 @@ def make_cluster(request, tmp_path) -> Iterator:
         except IsolationUnavailable as exc:
             pytest.skip(str(exc))
         made.append(cluster)
+        # this process runs on the cluster's "machine": its state API calls find the
+        # cluster token in the cluster's session root
+        monkeypatch.setenv("MICRORAY_SESSION_ROOT", cluster.session_root)
         return cluster
 
     yield make

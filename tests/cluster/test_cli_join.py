@@ -65,11 +65,13 @@ class Machine:
 
 
 @pytest.fixture
-def machines(tmp_path):
+def machines(tmp_path, monkeypatch):
     made: list[Machine] = []
 
     def make(name: str) -> Machine:
         m = Machine(tmp_path / name / "sessions", tmp_path)
+        if not made:  # this process runs on the first machine: its state API finds that cluster's token
+            monkeypatch.setenv("MICRORAY_SESSION_ROOT", str(m.root))
         made.append(m)
         return m
 

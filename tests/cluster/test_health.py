@@ -18,6 +18,7 @@ from click.testing import CliRunner
 import microray as ray
 from microray.cli_state import status_cmd
 from microray.config import Config
+from microray import rpc, session
 from microray.protocol import common_pb2, raylet_pb2_grpc
 from microray.testing.processes import pid_alive, wait_for
 from microray.util.state import list_nodes
@@ -38,7 +39,7 @@ def test_default_health_timeout_is_under_five_seconds():
 
 def view_states(node, about: str) -> str:
     """The state of node ``about`` in the cluster view of ``node``'s raylet."""
-    with grpc.insecure_channel(node.raylet_address) as ch:
+    with rpc.blocking_channel(node.raylet_address, rpc.Credentials(session.read_token(node.session_dir))) as ch:
         nodes = raylet_pb2_grpc.RayletStub(ch).GetClusterView(common_pb2.Empty(), timeout=10).nodes
     return next((n.state for n in nodes if n.node_id == about), "absent")
 
