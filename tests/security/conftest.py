@@ -68,14 +68,19 @@ def cluster_token() -> str:
 
 def refused(call: Any, *, token_shown: str | None) -> grpc.RpcError:
     """Run ``call()``; it must fail UNAUTHENTICATED, saying a cluster token is required or
-    wrong, without echoing any token."""
+    wrong, without echoing any token (this driver's cluster's, or ``token_shown``)."""
+    return refused_by(call, cluster_token(), token_shown)
+
+
+def refused_by(call: Any, real_token: str, token_shown: str | None) -> grpc.RpcError:
+    """``refused`` for a cluster whose token is ``real_token``."""
     with pytest.raises(grpc.RpcError) as info:
         call()
     exc = info.value
     assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, (exc.code(), exc.details())
     details = exc.details() or ""
     assert "cluster token" in details, details
-    assert cluster_token() not in details
+    assert real_token not in details
     if token_shown:
         assert token_shown not in details
     return exc

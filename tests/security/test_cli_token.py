@@ -92,3 +92,44 @@ def test_token_command_without_a_cluster(env, tmp_path):
     out = _cli("token", env=env, cwd=tmp_path)
     assert out.returncode != 0
     assert "no microray cluster is running on this machine" in out.stderr
+
+
+def test_a_node_on_another_machine_joins_only_with_the_token(head, env, tmp_path):
+    """Another "machine" (its own session root) finds no token by itself: without one it is
+    told to give it, with a wrong one its raylet is refused, with the right one it joins,
+    keeps the token 0600 in its session, and its raylet refuses calls without it."""
+    from microray import rpc, session
+    from microray.protocol import common_pb2, raylet_pb2_grpc
+    from microray.util.state import StateClient
+
+    from .conftest import channel, refused_by
+
+    gcs = next(line.split(":", 1)[1].strip() for line in head.stdout.splitlines() if "GCS address:" in line)
+    token = _cli("token", env=env, cwd=tmp_path).stdout.strip()
+    other = {**env, "MICRORAY_SESSION_ROOT": str(tmp_path / "other-machine")}
+    out = _cli("start", f"--address={gcs}", "--num-cpus", "1", env=other, cwd=tmp_path)
+    assert out.returncode != 0 and "needs its cluster token" in out.stderr, out.stderr[-2000:]
+    out = _cli("start", f"--address={gcs}", "--num-cpus", "1", env={**other, "MICRORAY_TOKEN": "not-the-token"},
+               cwd=tmp_path)
+    assert out.returncode != 0 and "UNAUTHENTICATED" in out.stderr, out.stderr[-2000:]
+    assert "not-the-token" not in out.stderr
+    try:
+        out = _cli("start", f"--address={gcs}", "--num-cpus", "1", env={**other, "MICRORAY_TOKEN": token},
+                   cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        node_session = Path(next(line.split(":", 1)[1].strip() for line in out.stdout.splitlines()
+                                 if "Session:" in line))
+        assert stat.S_IMODE((node_session / "cluster_token").stat().st_mode) == 0o600
+        with StateClient(gcs, token=token) as c:
+            joined = [n for n in c.nodes() if n["state"] == "ALIVE"]
+        assert len(joined) == 2
+        raylet = next(f"{n['node_ip']}:{n['raylet_port']}" for n in joined if not n["is_head_node"])
+        for bad in (None, "not-the-token"):
+            with channel(raylet, bad) as ch:
+                refused_by(lambda: raylet_pb2_grpc.RayletStub(ch).GetNodeStats(common_pb2.Empty(), timeout=10),
+                           token, bad)
+        with rpc.blocking_channel(raylet, rpc.Credentials(session.read_token(str(node_session)))) as ch:
+            raylet_pb2_grpc.RayletStub(ch).GetNodeStats(common_pb2.Empty(), timeout=10)
+    finally:
+        stopped = _cli("stop", env=other, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
