@@ -5,6 +5,7 @@ cluster's session folder (or ``--address`` / ``--token``)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
