@@ -266,21 +266,24 @@ def _gcs_running_or_restartable(handle: Any, cfg: Any) -> bool:
 
 @cli.command()
 def token() -> None:
-    """Print the cluster token of the cluster started on this machine (what drivers and
-    nodes on other machines give as MICRORAY_TOKEN or --token)."""
+    """Print the cluster token of the cluster with a node on this machine (what drivers
+    and nodes on other machines give as MICRORAY_TOKEN or --token)."""
     from microray import config as config_mod
-    from microray import node, session
+    from microray import node, worker_node
 
-    handle = node.current_cluster(config_mod.resolve({}).session_root)
-    if handle is None:
+    root = config_mod.resolve({}).session_root
+    head = node.current_cluster(root)
+    gcs = head.gcs_address if head is not None else worker_node.local_gcs_address(root)
+    try:
+        found = node.local_token(gcs, root) if gcs else None
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    if found is None:
         raise click.ClickException(
             "no microray cluster is running on this machine (start one with 'microray start --head'); "
             "the token of a cluster elsewhere is printed by 'microray token' on its head machine"
         )
-    try:
-        click.echo(session.read_token(handle.session_dir))
-    except OSError as exc:
-        raise click.ClickException(f"cannot read the cluster token: {exc}") from None
+    click.echo(found)
 
 
 @cli.command()

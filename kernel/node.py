@@ -422,23 +422,32 @@ def find_raylet(gcs_address: str, ip: str, credentials: rpc.Credentials) -> tupl
 def cluster_token(gcs_address: str, root: str, given: str | None = None) -> str:
     """The token for a driver or tool connecting to the cluster at ``gcs_address``
     (``"auto"``: the one ``microray start`` started here): ``given``, else
-    ``MICRORAY_TOKEN``, else the token in the session folder of a cluster of this user
-    on this machine with that GCS address (started or embedded: its ``address.json``)."""
+    ``MICRORAY_TOKEN``, else ``local_token``; ConnectionError saying how to give it."""
     token = given or os.environ.get(rpc.TOKEN_ENV) or None
     if token:
         return token
     handle = current_cluster(root)
     if handle is not None and gcs_address == "auto":
         gcs_address = handle.gcs_address
+    token = local_token(gcs_address, root)
+    if token:
+        return token
+    raise ConnectionError(
+        f"connecting to the microray cluster whose GCS is at {gcs_address} needs its cluster token: set {rpc.TOKEN_ENV} "
+        "(or --token); `microray token` on the head machine prints it"
+    )
+
+
+def local_token(gcs_address: str, root: str) -> str | None:
+    """The token of a cluster of this user with a node on this machine (started or
+    embedded) whose GCS is ``gcs_address``: from the newest session under ``root`` whose
+    record (``address.json``, 0600) names that GCS. None when there is none."""
     for session_dir in _sessions_serving(root, gcs_address):
         try:
             return session.read_token(session_dir)
         except OSError as exc:
             raise ConnectionError(f"cannot read the cluster token of the cluster at {gcs_address}: {exc}") from None
-    raise ConnectionError(
-        f"connecting to the microray cluster whose GCS is at {gcs_address} needs its cluster token: set {rpc.TOKEN_ENV} "
-        "(or --token); `microray token` on the head machine prints it"
-    )
+    return None
 
 
 def _sessions_serving(root: str, gcs_address: str) -> list[str]:
