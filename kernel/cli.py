@@ -115,6 +115,8 @@ def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num
     from microray.exceptions import ConfigError, PluginError, RaySystemError
     from microray.process import pid_alive
 
+    # the node's processes get the token from its session folder, not from our environment
+    os.environ.pop("MICRORAY_TOKEN", None)
     if head and address:
         raise click.UsageError("pass either --head (start a cluster) or --address=HOST:PORT (join one), not both")
     if not head and not address:

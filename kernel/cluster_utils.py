@@ -253,7 +253,10 @@ class Cluster:
         from microray.node import ADDRESS_FILE
 
         before = set(self._session_dirs(root))
-        result = self._cli(args, self.env(rest, session_root=root), netns)
+        env = self.env(rest, session_root=root)
+        if not is_head:  # as an operator on another machine gives it (a netns node finds none here)
+            env["MICRORAY_TOKEN"] = self.token
+        result = self._cli(args, env, netns)
         if result.returncode != 0:
             raise RuntimeError(f"'microray {' '.join(args)}' failed ({result.returncode}):\n"
                                f"{result.stdout}\n{result.stderr[-4000:]}")

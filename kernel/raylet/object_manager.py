@@ -42,7 +42,7 @@ from microray.protocol import object_manager_pb2_grpc as om_grpc
 from microray.raylet.object_sockets import DataServer, receive_into
 from microray.raylet.owners import OwnerWatcher
 from microray.raylet.transfers import SecondaryCopies, TransferTable, lost_reason
-from microray.rpc import ChannelPool
+from microray.rpc import ChannelPool, Credentials
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +80,7 @@ class ObjectManagerHost(Protocol):
     node_id: str
     object_store: Any
     gcs: gcs_pb2_grpc.GcsStub
+    credentials: Credentials  # shown on every call to other raylets and to owners
 
 
 class PullFailed(Exception):
@@ -95,7 +96,7 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         self.chunk_bytes = host.cfg.object_transfer_chunk_bytes
         self.chunk_delay = host.cfg.testing_object_chunk_delay_s
         self.slots = asyncio.Semaphore(host.cfg.object_transfer_max_active)
-        self.channels = channels if channels is not None else ChannelPool()
+        self.channels = channels if channels is not None else ChannelPool(host.credentials)
         self.table = TransferTable(host.node_id)
         self.results: dict[bytes, asyncio.Future] = {}
         self.copies = SecondaryCopies()
@@ -104,7 +105,7 @@ class ObjectManager(om_grpc.ObjectManagerServicer):
         self._nodes_read = -1e9
         self.stats = om_pb2.TransferStats()
         self.running = 0  # transfers holding a slot
-        self.owners = watcher(self._owner_died, lambda _owner: None)
+        self.owners = watcher(self._owner_died, lambda _owner: None, host.credentials)
         bound_chunk_memory()
         # the data path (object_sockets): not with TLS, whose bytes must stay inside gRPC
         self.data: DataServer | None = None
