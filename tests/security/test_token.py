@@ -202,3 +202,27 @@ def test_services_bind_the_node_ip_only(cluster):
     assert len(found) >= 4, found  # GCS, raylet, this driver, the actor's worker
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _pid, ip, _port in found), found
     ray.kill(holder)
+
+
+@BAD_TOKENS
+def test_object_manager_refuses_and_frees_nothing(cluster, token):
+    """The object manager is served on the raylet's port, behind the same check: a caller
+    without the token can neither free an object nor pull its bytes."""
+    import numpy as np
+
+    from microray.protocol import object_manager_pb2, object_manager_pb2_grpc
+    from microray.raylet.object_manager import PULL_METHOD
+
+    raylet = ray.api._worker.raylet_address
+    big = np.arange(200_000, dtype=np.int64)  # beyond max_inline_object_bytes: in the node's store
+    ref = ray.put(big)
+    with channel(raylet, token) as ch:
+        stub = object_manager_pb2_grpc.ObjectManagerStub(ch)
+        refused(lambda: stub.FreeObjects(object_manager_pb2.FreeObjectsRequest(object_ids=[ref.binary()]), timeout=10),
+                token_shown=token)
+        refused(lambda: stub.FetchObject(object_manager_pb2.FetchObjectRequest(object_id=ref.binary()), timeout=10),
+                token_shown=token)
+        pull = ch.unary_stream(PULL_METHOD)
+        request = object_manager_pb2.PullRequest(object_id=ref.binary(), chunk_size=1 << 20).SerializeToString()
+        refused(lambda: list(pull(request, timeout=10)), token_shown=token)
+    assert (ray.get(ref) == big).all()  # still in the store
