@@ -460,11 +460,12 @@ def logs_cmd(what: str | None, file: str | None, id_: str | None, node_id: str |
         picked = [n for n in names if n.startswith(f"worker-{worker_id[:12]}")]
         if not picked:
             raise click.ClickException(f"no log files of worker {worker_id}")
+        seen = {}
         for name in picked:
             click.echo(f"==> {name} <==")
-            _print_tail(logs / name, tail)
+            seen[logs / name] = _print_tail(logs / name, tail)
         if follow:
-            _follow_files([logs / n for n in picked])
+            _follow_files(seen)
         return
     if file is None:
         if node_id:
@@ -475,9 +476,9 @@ def logs_cmd(what: str | None, file: str | None, id_: str | None, node_id: str |
         return
     if "/" in file or file.startswith(".") or file not in names:
         raise click.ClickException(f"no log file {file!r} in {logs}")
-    _print_tail(logs / file, tail)
+    printed = _print_tail(logs / file, tail)
     if follow:
-        _follow_files([logs / file])
+        _follow_files({logs / file: printed})
 
 
 def _worker_of(kind: str, id_: str | None, pid: int | None, address: str | None) -> tuple[str | None, int | None]:
@@ -503,12 +504,11 @@ def _worker_of(kind: str, id_: str | None, pid: int | None, address: str | None)
     raise click.ClickException(f"task {id_} has not run on a worker yet ({task.get('state')})")
 
 
-def _follow_files(paths: list[Path], poll_s: float = 0.25) -> None:
-    """Print what is appended to ``paths`` until interrupted (``tail -f``)."""
-    offsets = {p: p.stat().st_size for p in paths}
+def _follow_files(offsets: dict[Path, int], poll_s: float = 0.25) -> None:
+    """Print what is appended to each file past its offset until interrupted (``tail -f``)."""
     try:
         while True:
-            for p in paths:
+            for p in list(offsets):
                 try:
                     size = p.stat().st_size
                 except OSError:
@@ -526,12 +526,14 @@ def _follow_files(paths: list[Path], poll_s: float = 0.25) -> None:
         return
 
 
-def _print_tail(path: Path, lines: int) -> None:
+def _print_tail(path: Path, lines: int) -> int:
+    """Print the last ``lines`` lines (0: all) of ``path``; the bytes read (where following starts)."""
     with open(path, "rb") as f:
         data = f.read()
     text = data.decode("utf-8", errors="replace").splitlines()
     for line in (text[-lines:] if lines > 0 else text):
         click.echo(line)
+    return len(data)
 
 
 COMMANDS = (list_cmd, get_cmd, summary_cmd, status_cmd, memory_cmd, timeline_cmd, logs_cmd)
