@@ -213,6 +213,10 @@ def init(
                 console_level="warning",
             )
             structlog.contextvars.bind_contextvars(job_id=worker.job_id, worker_id=worker.worker_id, node_id=worker.node_id)
+        if cfg.log_to_driver:
+            from microray.core.log_stream import LogStream
+
+            setattr(worker, "log_stream", LogStream(worker, cfg.dedup_logs).start())
         log.info("microray_started", seconds=round(time.perf_counter() - t0, 3), session=worker.session_dir)
         return RayContext(_address_info(), dashboard_url=dashboard_url)
 
@@ -299,6 +303,9 @@ def shutdown() -> None:
         worker = context.worker
         context.set_worker(None)
         if worker is not None:
+            stream = getattr(worker, "log_stream", None)
+            if stream is not None:
+                stream.stop()
             worker.shutdown()
         head, _head = _head, None
         if head is not None:

@@ -168,7 +168,10 @@ class Config:
     # must also exceed heartbeat_period_s (checked with the other keys)
     node_dead_after_s: float = field(default=4.0, metadata=allowed(min=0.1, unit="seconds"))
     log_level: str = field(default="info", metadata=allowed(choices=("debug", "info", "warning", "error", "critical")))
+    # print tasks' and actors' stdout/stderr lines in the driver, as (name pid=N) line
     log_to_driver: bool = True
+    # fold identical lines of task output from several workers into one (log_to_driver)
+    dedup_logs: bool = True
     task_history_cap: int = field(default=10000, metadata=allowed(min=1))
     # the GCS samples cluster use this often (dashboard charts)
     metrics_sample_period_s: float = field(default=1.0, metadata=allowed(min=0.05, unit="seconds"))

@@ -28,7 +28,7 @@ import structlog
 
 from microray import config as config_mod
 from microray import log as log_setup
-from microray import session
+from microray import proctitle, session
 from microray.process import report_start_failure
 
 log = structlog.get_logger(__name__)
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen-fd", type=int, default=-1)
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
+    proctitle.set_role("dashboard", argv)
     # start (import the web server, bind, first samples) at low priority: on a small machine
     # the driver's first task must not wait for the dashboard's imports
     global _started_priority

@@ -527,6 +527,9 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
 def _run_launcher(sock, idle_s: float, preload: Sequence[str]) -> int:
     """Be a launcher: import ``preload``, then fork node processes on request until
     ``sock`` closes or ``idle_s`` passed with none running. Returns the exit code."""
+    from microray import proctitle
+
+    proctitle.set_role("launcher", [])
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel

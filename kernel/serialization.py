@@ -16,13 +16,22 @@ owner can learn that they escaped into another object (borrowing).
 
 from __future__ import annotations
 
+import io
+import linecache
+import os
 import pickle
 import struct
 import threading
+import types
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+
+try:  # cloudpickle's own reducer of code objects, whose file name we put back
+    from cloudpickle.cloudpickle import _code_reduce as _cloudpickle_code_reduce
+except ImportError:  # pragma: no cover -- another cloudpickle: tracebacks say <dynamic-code>
+    _cloudpickle_code_reduce = None
 
 from microray.exceptions import SerializationError
 
@@ -185,17 +194,63 @@ def deserialize(view: bytes | memoryview) -> tuple[Any, bool]:
     return value, magic == MAGIC_ERROR
 
 
+_SOURCES_MAX = 4 << 20  # characters of source shipped with one function or class
+
+
+class _SourcePickler(cloudpickle.CloudPickler):
+    """cloudpickle that keeps the file name of the code it pickles by value (cloudpickle
+    writes ``<dynamic-code>``), and notes those files, so that a worker's tracebacks name
+    the user's file and line and show the line's source."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=5)
+        self.files: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType and _cloudpickle_code_reduce is not None:
+            return self._reduce_code(obj)
+        return super().reducer_override(obj)
+
+    def _reduce_code(self, code: types.CodeType) -> Any:
+        rebuild, args = _cloudpickle_code_reduce(code)
+        self.files.add(code.co_filename)
+        return rebuild, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
 def dumps_function(fn: Any) -> bytes:
-    """Pickle a function or class for export (by content hash)."""
+    """Pickle a function or class for export (by content hash), with the source lines of
+    the files its code (pickled by value) comes from: ``loads_function`` makes them known
+    to ``linecache`` where those files do not exist (another machine)."""
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        buf = io.BytesIO()
+        pickler = _SourcePickler(buf)
+        pickler.dump(fn)
     except Exception as exc:  # noqa: BLE001
         name = getattr(fn, "__qualname__", repr(fn))
         raise SerializationError(f"could not serialize remote function/class {name}: {exc}") from exc
+    sources: dict[str, str] = {}
+    size = 0
+    for path in sorted(pickler.files):
+        text = "".join(linecache.getlines(path))
+        if text and size + len(text) <= _SOURCES_MAX:
+            sources[path] = text
+            size += len(text)
+    return pickle.dumps((_WITH_SOURCES, sources, buf.getvalue()), protocol=5)
 
 
 def loads_function(data: bytes) -> Any:
-    return pickle.loads(data)
+    value = pickle.loads(data)
+    if not (isinstance(value, tuple) and len(value) == 3 and value[0] == _WITH_SOURCES):
+        return value
+    _, sources, pickled = value
+    for path, text in sources.items():
+        if path not in linecache.cache and not os.path.exists(path):
+            lines = text.splitlines(keepends=True)
+            linecache.cache[path] = (len(text), None, lines, path)  # mtime None: checkcache keeps it
+    return pickle.loads(pickled)
+
+
+_WITH_SOURCES = "microray-fn-v1"
 
 
 def is_simple(value: Any) -> bool:

@@ -19,7 +19,6 @@ import pickle
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -46,6 +45,7 @@ from microray.core.task_spec import (
     TaskResult,
     TaskSpec,
 )
+from microray.core.user_traceback import format_user_traceback
 from microray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 from microray.protocol import common_pb2, core_worker_pb2, raylet_pb2
 
@@ -98,6 +98,7 @@ class ExecutorHost(Protocol):
     namespace: str | None
     actor_id: str | None
     actor_name: str | None
+    output: Any  # core.task_output.OutputCapture: labels the lines tasks print, sets the title
 
     def call(self, method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any: ...
     def call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
@@ -209,6 +210,8 @@ class TaskExecutor:
     def run_forever(self) -> None:
         while True:
             self._taken = False
+            if self.queue.empty():
+                self.cw.output.idle()
             spec, sink = self.queue.get()
             if spec is None:
                 return
@@ -300,6 +303,7 @@ class TaskExecutor:
         token = context.enter_task(spec)
         gpus = None
         in_main = threading.get_ident() == self.main_thread_id
+        self.cw.output.enter(spec, in_main)
         if in_main:
             self.current = spec.task_id
         try:
@@ -332,6 +336,7 @@ class TaskExecutor:
             context.leave_task(token)
         if self._retiring:
             result.worker_exiting = True
+        self.cw.output.done()
         sink(result)
 
     def _run_in_group(self, spec: TaskSpec, sink: _Sink) -> None:
@@ -355,6 +360,7 @@ class TaskExecutor:
         async with sem:
             t0 = time.perf_counter()
             token = context.enter_task(spec)
+            self.cw.output.enter(spec, False)
             try:
                 fn = self._target(spec)
                 args, kwargs = self._resolve_args(spec)
@@ -377,6 +383,7 @@ class TaskExecutor:
     def _create_actor(self, spec: TaskSpec, sink: _Sink) -> None:
         self._enter_job(spec.job_id)
         token = context.enter_task(spec)
+        self.cw.output.enter(spec, True)
         opts = spec.actor_options or {}
         if opts.get("is_async", False):
             self._start_actor_loop()
@@ -548,7 +555,7 @@ class TaskExecutor:
             cause = exc
         else:
             name = spec.function_name if spec.kind != ACTOR_METHOD else f"{spec.function_name}.{spec.method_name}"
-            cause = RayTaskError(name, traceback.format_exc(), exc, os.getpid(), self.ip)
+            cause = RayTaskError(name, format_user_traceback(exc), exc, os.getpid(), self.ip)
         return serialization.serialize_error(cause).to_bytes()
 
     def _retryable(self, spec: TaskSpec, exc: BaseException) -> bool:

@@ -122,6 +122,10 @@ class CoreWorker:
             from microray.core.executor import TaskExecutor
 
             self.executor = TaskExecutor(self)
+            from microray.core.task_output import OutputCapture
+
+            self.output = OutputCapture(self, self.raylet_address.rsplit(":", 1)[0])
+            self.output.install()
         self.connected = True
         self.loop.call_soon_threadsafe(self.ready.set)
         if mode == DRIVER:

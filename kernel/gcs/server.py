@@ -22,7 +22,7 @@ import structlog
 
 from microray import config as config_mod
 from microray import log as log_setup
-from microray import redaction, session
+from microray import proctitle, redaction, session
 from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
 from microray.process import pid_alive as _pid_alive, report_start_failure
@@ -74,6 +74,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.task_store = TaskStore(config.task_history_cap)
         from microray.gcs.history import ClusterHistory
 
+        from microray.gcs.logs import LogBroker
+
+        self.logs = LogBroker()
         self.history = ClusterHistory(self.nodes.values, lambda: self.task_store.counts,
                                       config.metrics_sample_period_s, config.metrics_history_points)
 
@@ -169,6 +172,13 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     async def GetAllNodes(self, request, context):
         return gcs_pb2.NodeList(nodes=list(self.nodes.values()), version=self.node_version)
+
+    async def PublishLogs(self, request, context):
+        self.logs.publish(request)
+        return common_pb2.Empty()
+
+    async def PollLogs(self, request, context):
+        return await self.logs.poll(request.job_id, request.after, request.wait_s)
 
     async def WatchNodes(self, request, context):
         if request.version == self.node_version and request.wait_s > 0:
@@ -440,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config-file", required=True, help="the node's config.json (0600; holds secrets)")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
+    proctitle.set_role("gcs", argv)
     session.hold(args.session_dir)
     cfg = session.read_node_config(args.config_file)
     log_setup.configure(level=cfg.log_level, log_file=os.path.join(args.session_dir, "logs", "gcs.log"))

@@ -276,3 +276,37 @@ class ClusterHistoryReply(_message.Message):
     period_s: float
     capacity: int
     def __init__(self, samples: _Optional[bytes] = ..., period_s: _Optional[float] = ..., capacity: _Optional[int] = ...) -> None: ...
+
+class LogRecord(_message.Message):
+    __slots__ = ("job_id", "name", "pid", "ip", "is_err", "lines")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    IS_ERR_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    pid: int
+    ip: str
+    is_err: bool
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., pid: _Optional[int] = ..., ip: _Optional[str] = ..., is_err: _Optional[bool] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LogBatch(_message.Message):
+    __slots__ = ("records", "last")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[LogRecord]
+    last: int
+    def __init__(self, records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., last: _Optional[int] = ...) -> None: ...
+
+class PollLogsRequest(_message.Message):
+    __slots__ = ("job_id", "after", "wait_s")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    after: int
+    wait_s: float
+    def __init__(self, job_id: _Optional[str] = ..., after: _Optional[int] = ..., wait_s: _Optional[float] = ...) -> None: ...

@@ -136,6 +136,16 @@ class GcsStub:
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.FromString,
                 _registered_method=True)
+        self.PublishLogs = channel.unary_unary(
+                '/microray.Gcs/PublishLogs',
+                request_serializer=microray_dot_protocol_dot_gcs__pb2.LogBatch.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.PollLogs = channel.unary_unary(
+                '/microray.Gcs/PollLogs',
+                request_serializer=microray_dot_protocol_dot_gcs__pb2.PollLogsRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_gcs__pb2.LogBatch.FromString,
+                _registered_method=True)
 
 
 class GcsServicer:
@@ -268,6 +278,20 @@ class GcsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishLogs(self, request, context):
+        """Task output (stdout/stderr lines of workers) on its way to the job's driver:
+        workers publish batches; a driver long-polls the lines of its job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -370,6 +394,16 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.GetClusterHistory,
                     request_deserializer=microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.SerializeToString,
+            ),
+            'PublishLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishLogs,
+                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.LogBatch.FromString,
+                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'PollLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollLogs,
+                    request_deserializer=microray_dot_protocol_dot_gcs__pb2.PollLogsRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_gcs__pb2.LogBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -913,6 +947,60 @@ class Gcs:
             '/microray.Gcs/GetClusterHistory',
             microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.SerializeToString,
             microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/PublishLogs',
+            microray_dot_protocol_dot_gcs__pb2.LogBatch.SerializeToString,
+            microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/PollLogs',
+            microray_dot_protocol_dot_gcs__pb2.PollLogsRequest.SerializeToString,
+            microray_dot_protocol_dot_gcs__pb2.LogBatch.FromString,
             options,
             channel_credentials,
             insecure,

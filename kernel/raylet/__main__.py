@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None, start_method: str = "spawn") -> None:
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
-    from microray import session
+    from microray import proctitle, session
+
+    proctitle.set_role("raylet", argv)
 
     session.hold(args.session_dir)
     cfg = session.read_node_config(args.config_file)

@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 
-from microray import process
+from microray import process, proctitle
 
 # The module a worker process runs (its ``run(worker_id, args)``), by name: the raylet
 # layer starts the core worker without importing it.
@@ -175,6 +175,7 @@ def spawn_worker(req: dict, log_path: str, env_vars: dict[str, str] | None = Non
 def serve(in_fd: int, out_fd: int, args: dict, pending: bytes = b"") -> None:
     """Fork a worker per request line on ``in_fd`` until it closes (or SIGTERM)."""
     raylet_pid = os.getppid()
+    proctitle.set_role("zygote", [])
     _preimport()
     import gc
 

@@ -1,0 +1,176 @@
+"""A worker's stdout and stderr on their way to the job's driver.
+
+The worker's ``sys.stdout``/``sys.stderr`` are wrapped: every write still goes to the
+worker's ``.out``/``.err`` file, and each complete line is also kept, labelled with the job
+and the task or actor it was written under, and sent to the GCS in batches (``PublishLogs``)
+a few tens of milliseconds after the first line of a burst, from the io loop, never from the
+task. At most ``MAX_BUFFERED`` lines wait; beyond that lines are counted and reported as
+dropped. The files get a ``:job_id:``/``:task_name:`` marker line whenever the source
+changes, so every line of a worker's file can be attributed.
+
+Output written by C code or child processes straight to the file descriptors reaches the
+files but not the driver."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, TextIO
+
+import structlog
+
+from microray import proctitle
+from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
+from microray.protocol import gcs_pb2
+
+log = structlog.get_logger(__name__)
+
+MAX_BUFFERED = 10_000  # lines waiting to be sent
+MAX_LINE = 16_384  # characters of one line sent to the driver
+FLUSH_DELAY_S = 0.03
+
+
+class _Tee:
+    """A text stream that writes through to ``raw`` and hands complete lines to ``sink``."""
+
+    def __init__(self, raw: TextIO, capture: "OutputCapture", is_err: bool) -> None:
+        self._raw = raw
+        self._capture = capture
+        self._is_err = is_err
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, s: str) -> int:
+        n = self._raw.write(s)
+        if s:
+            with self._lock:
+                text = self._partial + s
+                if "\n" not in text:
+                    self._partial = text[-MAX_LINE:]
+                    return n
+                *lines, self._partial = text.split("\n")
+            self._capture.add(self._is_err, lines)
+        return n
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, buffer, ...
+        return getattr(self._raw, name)
+
+
+class OutputCapture:
+    """(worker) Labels and ships the lines its tasks print; see the module doc."""
+
+    def __init__(self, cw: Any, ip: str) -> None:
+        self.cw = cw
+        self.ip = ip
+        self.pid = os.getpid()
+        self.job_id = ""
+        self.name = ""
+        self.actor_class: str | None = None
+        self._lock = threading.Lock()
+        self._records: list[gcs_pb2.LogRecord] = []
+        self._count = 0
+        self._dropped = 0
+        self._scheduled = False
+        self._raw_out: TextIO = sys.stdout
+        self._raw_err: TextIO = sys.stderr
+
+    def install(self) -> None:
+        self._raw_out, self._raw_err = sys.stdout, sys.stderr
+        sys.stdout = _Tee(self._raw_out, self, False)  # type: ignore[assignment]
+        sys.stderr = _Tee(self._raw_err, self, True)  # type: ignore[assignment]
+
+    def set_source(self, job_id: str, name: str) -> None:
+        """Lines written from now on belong to ``name`` (a task's function or an actor's
+        class) of job ``job_id``. Cheap when nothing changed."""
+        if job_id == self.job_id and name == self.name:
+            return
+        marker = ""
+        if job_id != self.job_id:
+            marker += f":job_id:{job_id}\n"
+        marker += f":task_name:{name}\n"
+        self.job_id, self.name = job_id, name
+        for raw in (self._raw_out, self._raw_err):
+            try:
+                raw.write(marker)
+            except (OSError, ValueError):
+                pass
+
+    def enter(self, spec: Any, main_thread: bool) -> None:
+        """A task or actor call starts: label its lines, and (on the main thread) show it
+        in the process title: ``microray::f``, ``microray::Counter.inc``."""
+        name = spec.function_name
+        if spec.kind == ACTOR_METHOD:  # an actor's lines stay with the job that created it
+            self.set_source(self.job_id, name)
+            if main_thread:
+                proctitle.set_worker(f"{name}.{spec.method_name}")
+            return
+        if spec.kind == ACTOR_CREATION:
+            self.actor_class = name
+        self.set_source(spec.job_id or self.job_id, name)
+        if main_thread:
+            proctitle.set_worker(name)
+
+    def idle(self) -> None:
+        """Nothing runs: the title says ``microray::IDLE`` (an actor's: its class)."""
+        proctitle.set_worker(self.actor_class)
+
+    def done(self) -> None:
+        """A task ended: what it printed leaves now, ahead of its result (so a driver that
+        leaves when it has the result still prints it), not after the delay."""
+        if self._records:
+            self.cw.call_in_loop(self.flush)
+
+    def add(self, is_err: bool, lines: list[str]) -> None:
+        """(any thread) Keep ``lines`` for the driver of the current job."""
+        if not self.job_id:
+            return
+        lines = [line[:MAX_LINE] for line in lines]
+        with self._lock:
+            room = MAX_BUFFERED - self._count
+            if room < len(lines):
+                self._dropped += len(lines) - max(room, 0)
+                lines = lines[:max(room, 0)]
+            if lines:
+                last = self._records[-1] if self._records else None
+                if (last is not None and last.is_err == is_err and last.job_id == self.job_id
+                        and last.name == self.name):
+                    last.lines.extend(lines)
+                else:
+                    self._records.append(gcs_pb2.LogRecord(
+                        job_id=self.job_id, name=self.name, pid=self.pid, ip=self.ip, is_err=is_err, lines=lines))
+                self._count += len(lines)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.cw.call_in_loop(self._schedule)
+        except RuntimeError:  # the loop is closed: the process is ending
+            pass
+
+    def _schedule(self) -> None:
+        import asyncio
+
+        asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
+
+    def flush(self) -> None:
+        """(io loop) Send what waits."""
+        with self._lock:
+            records, self._records = self._records, []
+            dropped, self._dropped = self._dropped, 0
+            self._count = 0
+            self._scheduled = False
+        if dropped and records:
+            last = records[-1]
+            records.append(gcs_pb2.LogRecord(
+                job_id=last.job_id, name=last.name, pid=self.pid, ip=self.ip, is_err=True,
+                lines=[f"[{dropped} lines of output were dropped: more than {MAX_BUFFERED} waited to be sent]"]))
+        if records and self.cw.gcs is not None:
+            self.cw.call_nowait(self.cw.gcs.PublishLogs, gcs_pb2.LogBatch(records=records), 10)
+
+
+__all__ = ["OutputCapture"]

@@ -1,0 +1,58 @@
+"""Process titles: what ``ps``, ``top`` and ``psutil`` show for each microray process.
+
+Daemons are named by role (``microray-gcs``, ``microray-raylet``, ``microray-zygote``,
+``microray-dashboard``, ``microray-launcher``) followed by their own arguments; a worker
+shows what it runs: ``microray::IDLE``, ``microray::f`` during a task,
+``microray::Counter`` for an actor and ``microray::Counter.inc`` during a call.
+
+``setproctitle`` rewrites the process's argv memory (what ``/proc/PID/cmdline``, ``ps``
+and ``top`` read) and its 15-character ``comm`` name; a title is written only when it
+changes, so a worker running the same function over and over pays one comparison per task.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+try:
+    from setproctitle import setproctitle as _set
+    from setproctitle import setthreadtitle as _set_comm
+except ImportError:  # pragma: no cover -- a declared dependency; titles are cosmetic
+    _set = _set_comm = None
+
+WORKER_PREFIX = "microray::"
+IDLE = WORKER_PREFIX + "IDLE"
+
+_current: str | None = None
+
+
+def set_title(title: str) -> None:
+    """Show ``title`` for this process (no-op when it already shows it)."""
+    global _current
+    if title == _current or _set is None:
+        return
+    _current = title
+    _set(title)
+
+
+def set_role(role: str, argv: Sequence[str] | None = None) -> None:
+    """Name a daemon ``microray-<role>`` followed by its arguments (``argv``, default the
+    process's own). Arguments never hold secrets: those travel in files."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    set_title(" ".join([f"microray-{role}", *args]))
+    if _set_comm is not None:  # comm (psutil's name(), top): the role alone, not cut mid-argument
+        _set_comm(f"microray-{role}"[:15])
+
+
+def set_worker(name: str | None) -> None:
+    """A worker's title: ``microray::<name>``, or ``microray::IDLE`` for ``None``."""
+    set_title(IDLE if not name else WORKER_PREFIX + name)
+
+
+def current() -> str | None:
+    """The title this process last set, or ``None``."""
+    return _current
+
+
+__all__ = ["set_title", "set_role", "set_worker", "current", "IDLE", "WORKER_PREFIX"]
