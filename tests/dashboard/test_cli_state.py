@@ -267,3 +267,13 @@ def test_ctrl_c_in_job_submit_says_the_job_keeps_running(head: Any, tmp_path: Pa
     assert "Traceback" not in err
     assert "RUNNING" in run("job", "status", "ctrl_c_job")
     run("job", "stop", "ctrl_c_job")
+
+
+def test_job_log_has_its_tasks_output(head: Any, tmp_path: Path) -> None:
+    run = head["run"]
+    (tmp_path / "job.py").write_text(
+        "import microray as ray\nray.init()\n\n@ray.remote\ndef shout():\n    print('task says hi', flush=True)\n\n"
+        "ray.get(shout.remote())\n")
+    run("job", "submit", "--working-dir", str(tmp_path), "--submission-id", "printing_job", "--", "python", "job.py")
+    logs = run("job", "logs", "printing_job")
+    assert any(line.startswith("(shout pid=") and line.endswith(") task says hi") for line in logs.splitlines()), logs

@@ -19,7 +19,7 @@ from microray.exceptions import ConfigError
 # keys whose type is their whole range: switches, backend option tables (checked by the
 # chosen backend's own schema) and the namespace (any name)
 TYPE_IS_THE_RANGE = {
-    "prestart_workers", "log_to_driver", "dashboard_on_demand", "namespace", "object_transfer_data_path",
+    "prestart_workers", "log_to_driver", "dedup_logs", "dashboard_on_demand", "namespace", "object_transfer_data_path",
     "gcs_store_options", "object_store_options", "scheduling_policy_options", "dashboard_options",
 }
 
