@@ -15,6 +15,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from typing import Callable
+
+_set: Callable[[str], None] | None
+_set_comm: Callable[[str], None] | None
 try:
     from setproctitle import setproctitle as _set
     from setproctitle import setthreadtitle as _set_comm

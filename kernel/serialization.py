@@ -29,7 +29,7 @@ from typing import Any
 import cloudpickle
 
 try:  # cloudpickle's own reducer of code objects, whose file name we put back
-    from cloudpickle.cloudpickle import _code_reduce as _cloudpickle_code_reduce
+    from cloudpickle.cloudpickle import _code_reduce as _cloudpickle_code_reduce  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover -- another cloudpickle: tracebacks say <dynamic-code>
     _cloudpickle_code_reduce = None
 

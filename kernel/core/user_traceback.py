@@ -10,11 +10,9 @@ from types import TracebackType
 
 import structlog
 
-import microray
-
 log = structlog.get_logger(__name__)
 
-_KERNEL_DIR = os.path.dirname(os.path.abspath(microray.__file__)) + os.sep
+_KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # microray's own files
 
 
 def _is_kernel(tb: TracebackType) -> bool:

@@ -48,10 +48,10 @@ class LogBroker:
             job.records.append((job.seq, record))
             touched.add(record.job_id)
         for job_id in touched:
-            job = self.jobs.get(job_id)
-            if job is not None:
-                job.changed.set()
-                job.changed = asyncio.Event()
+            woken = self.jobs.get(job_id)
+            if woken is not None:  # wake its pollers; later polls wait on a fresh event
+                woken.changed.set()
+                woken.changed = asyncio.Event()
 
     async def poll(self, job_id: str, after: int, wait_s: float) -> gcs_pb2.LogBatch:
         """The records of ``job_id`` numbered after ``after``; waits up to ``wait_s`` for
@@ -65,5 +65,5 @@ class LogBroker:
                 await asyncio.wait_for(job.changed.wait(), min(wait_s, MAX_WAIT_S))
             except asyncio.TimeoutError:
                 pass
-            job = self.jobs.get(job_id) or job
+            job = self.jobs.get(job_id, job)
         return gcs_pb2.LogBatch(records=[r for seq, r in job.records if seq > after], last=job.seq)
