@@ -170,7 +170,7 @@ class TaskExecutor:
             reader.cancel()
             self._streams -= 1
             if self._retired and not self._streams:
-                asyncio.get_running_loop().call_soon(os._exit, 0)
+                self.cw.output.exit_soon(0)
 
     def _retire(self) -> None:
         """(io loop) max_calls reached. The result is on its way; the owner closes its
@@ -180,7 +180,7 @@ class TaskExecutor:
         loop = asyncio.get_running_loop()
         loop.call_later(RETIRE_GRACE_S, os._exit, 0)
         if not self._streams:
-            loop.call_soon(os._exit, 0)
+            self.cw.output.exit_soon(0)
 
     def cancel(self, task_id: bytes, force: bool) -> bool:
         with self._queued_lock:
@@ -242,7 +242,7 @@ class TaskExecutor:
             if self.actor_error is not None:
                 raise RayActorError(spec.actor_id, f"The actor's constructor failed: {self.actor_error}")
             if spec.method_name == "__microray_terminate__":
-                self.cw.spawn(_exit_soon())
+                self.cw.output.exit_soon(0, delay=0.05)
                 return lambda: None
             return self._actor_method(spec.method_name)
         return self.cw.load_function(spec.function_id)
@@ -561,7 +561,7 @@ class TaskExecutor:
     def _retryable(self, spec: TaskSpec, exc: BaseException) -> bool:
         retry = spec.retry_exceptions
         if isinstance(retry, bytes):
-            retry = pickle.loads(retry)
+            retry = serialization.loads_function(retry)
         return retry is True or (isinstance(retry, (list, tuple)) and isinstance(exc, tuple(retry)))
 
     def _app_error(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
@@ -594,10 +594,6 @@ async def _in_task(spec: TaskSpec, coro: Any) -> Any:
     finally:
         context.leave_task(token)
 
-
-async def _exit_soon() -> None:
-    await asyncio.sleep(0.05)
-    os._exit(0)
 
 
 def _return_ids(spec: TaskSpec) -> list[bytes]:

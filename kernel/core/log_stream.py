@@ -6,6 +6,7 @@ lines; a submitted job's driver output is the job's log, so the lines reach it t
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -69,9 +70,11 @@ class LogStream:
 
     def _poll(self, wait_s: float) -> None:
         after = self.after
-        reply = self.cw.call(self.cw.gcs.PollLogs,
-                             gcs_pb2.PollLogsRequest(job_id=self.job_id, after=after, wait_s=wait_s),
-                             wait_s + 10)
+        # bounded wait on the result: a poll in flight when the driver's io loop stops
+        # must not hold this thread forever
+        request = gcs_pb2.PollLogsRequest(job_id=self.job_id, after=after, wait_s=wait_s)
+        reply = asyncio.run_coroutine_threadsafe(
+            self._call(request, wait_s + 10), self.cw.loop).result(wait_s + 11)
         with self._poll_lock:  # stop()'s last poll may overlap the thread's: each record once
             records = list(reply.records)
             if reply.last < after:  # the GCS restarted and numbers from 0 again
@@ -89,6 +92,9 @@ class LogStream:
             else:
                 out.extend(self.dedup.feed(prefix, (record.ip, record.pid), lines, record.is_err, now))
         self._print(out)
+
+    async def _call(self, request: gcs_pb2.PollLogsRequest, timeout: float) -> gcs_pb2.LogBatch:
+        return await self.cw.gcs.PollLogs(request, timeout=timeout)
 
     def _print(self, lines: list[Line]) -> None:
         if not lines:

@@ -121,5 +121,8 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
     async def Exit(self, request, context):
         if request.force:  # kill: nothing more may run here, not even a queued call
             os._exit(1)
-        asyncio.get_running_loop().call_later(0.05, os._exit, 0)
+        if self.cw.is_worker:  # what its tasks printed is sent before it goes
+            self.cw.output.exit_soon(0, delay=0.05)
+        else:
+            asyncio.get_running_loop().call_later(0.05, os._exit, 0)
         return common_pb2.Empty()

@@ -13,6 +13,7 @@ files but not the driver."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -23,12 +24,14 @@ import structlog
 from microray import proctitle
 from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from microray.protocol import gcs_pb2
+from microray.rpc import invoke_logged
 
 log = structlog.get_logger(__name__)
 
 MAX_BUFFERED = 10_000  # lines waiting to be sent
 MAX_LINE = 16_384  # characters of one line sent to the driver
 FLUSH_DELAY_S = 0.03
+EXIT_DRAIN_S = 1.0  # a worker that exits waits this long at most for its output to be sent
 
 
 class _Tee:
@@ -76,6 +79,7 @@ class OutputCapture:
         self._count = 0
         self._dropped = 0
         self._scheduled = False
+        self._inflight: set[asyncio.Task] = set()
         self._raw_out: TextIO = sys.stdout
         self._raw_err: TextIO = sys.stderr
 
@@ -153,8 +157,6 @@ class OutputCapture:
             pass
 
     def _schedule(self) -> None:
-        import asyncio
-
         asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
 
     def flush(self) -> None:
@@ -170,7 +172,24 @@ class OutputCapture:
                 job_id=last.job_id, name=last.name, pid=self.pid, ip=self.ip, is_err=True,
                 lines=[f"[{dropped} lines of output were dropped: more than {MAX_BUFFERED} waited to be sent]"]))
         if records and self.cw.gcs is not None:
-            self.cw.call_nowait(self.cw.gcs.PublishLogs, gcs_pb2.LogBatch(records=records), 10)
+            task = asyncio.get_running_loop().create_task(
+                invoke_logged(self.cw.gcs.PublishLogs, gcs_pb2.LogBatch(records=records), 10))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    def exit_soon(self, code: int, delay: float = 0.0) -> None:
+        """(any thread) End the process with ``code`` after ``delay`` seconds, once what its
+        tasks printed has been sent (waiting ``EXIT_DRAIN_S`` at most)."""
+        self.cw.call_in_loop(lambda: asyncio.get_running_loop().create_task(self._exit(code, delay)))
+
+    async def _exit(self, code: int, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            self.flush()
+            if self._inflight:
+                await asyncio.wait(set(self._inflight), timeout=EXIT_DRAIN_S)
+        finally:
+            os._exit(code)
 
 
 __all__ = ["OutputCapture"]
