@@ -133,7 +133,7 @@ def test_objects_view(page: Any, dash: Dash) -> None:
 
 def test_placement_groups_view(page: Any, dash: Dash) -> None:
     goto(page, dash, "placement-groups")
-    assert "none can exist yet" in page.locator("main").inner_text()
+    assert "does not support placement groups" in page.locator("main").inner_text()
     shot(page, "placement-groups")
 
 
