@@ -451,6 +451,11 @@ for _command in (*cli_state.COMMANDS, cli_job.job):
 
 
 def main() -> None:
+    from microray import log as log_setup
+
+    # the CLI's own process says warnings and errors only: debug/info events of the
+    # node being started belong in its session logs, not before a command's answer
+    log_setup.configure_for_console("warning")
     try:
         from microray.plugin_manager import get_plugin_manager
 

@@ -55,7 +55,8 @@ def run(quick: bool = False, only: set[str] | None = None, as_json: bool = False
     arr = np.zeros(100 * 1024 * 1024 // 8, dtype=np.float64)
     results: dict[str, Any] = {}
     started = time.perf_counter()
-    ray.init(num_cpus=2, ignore_reinit_error=True)
+    # no dashboard: the output is the figures only (no login URL, no port warning)
+    ray.init(num_cpus=2, ignore_reinit_error=True, include_dashboard=False)
     results["init_to_ready_s"] = round(time.perf_counter() - started, 4)
 
     def tasks_sync() -> int:
