@@ -153,7 +153,7 @@ def init(
             credentials = rpc.Credentials(session.read_token(handle.session_dir), cfg.tls)
             dashboard_url = handle.dashboard_url or None
             if dashboard_url:
-                print(f"Dashboard: {node.dashboard_login_url(handle)}", file=sys.stderr)
+                print(f"Dashboard: {dashboard_url} ({node.DASHBOARD_TOKEN_HINT})", file=sys.stderr)
         else:
             if address == "auto":
                 running = node.current_cluster(cfg.session_root)

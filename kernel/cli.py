@@ -177,7 +177,7 @@ def start(head, address, port, node_manager_port, node_ip_address, num_cpus, num
                "elsewhere set MICRORAY_TOKEN (or --token) to what `microray token` prints here.\n"
                "Stop it with: microray stop")
     if handle.dashboard_url:
-        click.echo(f"Dashboard: {node.dashboard_login_url(handle)}")
+        click.echo(f"Dashboard: {handle.dashboard_url} ({node.DASHBOARD_TOKEN_HINT})")
     if block:
         stop_flag = _stop_on_signals()
         while not stop_flag["stop"] and pid_alive(handle.pids["raylet"]) and _gcs_running_or_restartable(

@@ -282,6 +282,11 @@ def _start_dashboard(handle: NodeHandle, cfg: config_mod.Config, cfg_file: str, 
         check_ready()
 
 
+#: What is printed beside the dashboard's URL. The token itself is never printed: it is the
+#: cluster token (it runs code on the cluster), and a terminal's output ends up in logs.
+DASHBOARD_TOKEN_HINT = "read-only; to enable its actions open it with ?token=<what `microray token` prints>"
+
+
 def dashboard_login_url(handle: NodeHandle) -> str:
     """The dashboard URL with the session token (what a user opens); "" without a dashboard."""
     if not handle.dashboard_url:

@@ -69,7 +69,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Any:
     driver = None
     try:
         assert started.returncode == 0, started.stderr
-        assert "Dashboard: http://127.0.0.1:" in started.stdout and "?token=" in started.stdout
+        assert "Dashboard: http://127.0.0.1:" in started.stdout and "microray token" in started.stdout
         driver = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = driver.stdout.readline()

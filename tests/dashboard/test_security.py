@@ -159,5 +159,6 @@ def test_a_taken_port_moves_to_the_next_free_one() -> None:
             sock.close()
 
 
-def test_init_prints_the_login_url(dash: Dash) -> None:
-    assert f"Dashboard: {dash.url}/?token={dash.token}" in dash.init_stderr
+def test_init_prints_the_url_but_never_the_token(dash: Dash) -> None:
+    assert f"Dashboard: {dash.url} (" in dash.init_stderr and "microray token" in dash.init_stderr
+    assert dash.token and dash.token not in dash.init_stderr
