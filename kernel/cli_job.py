@@ -243,6 +243,11 @@ def job_list(fmt: str, address: str | None, token: str | None) -> None:
     for col in ("SUBMISSION_ID", "STATUS", "ENTRYPOINT", "START_TIME", "END_TIME", "EXIT_CODE"):
         table.add_column(col, overflow="fold")
     for j in jobs:
-        table.add_row(j["submission_id"], j["status"], j["entrypoint"], _when(j["start_time"]), _when(j["end_time"]),
+        table.add_row(j["submission_id"], j["status"], j["entrypoint"], _when(_ms(j["start_time"])), _when(_ms(j["end_time"])),
                       "" if j["driver_exit_code"] is None else str(j["driver_exit_code"]))
     Console(width=max(120, _term_width())).print(table)
+
+
+def _ms(t: int | None) -> float | None:
+    """Seconds from the job API's milliseconds (Ray's unit for job times)."""
+    return t / 1000 if t else None

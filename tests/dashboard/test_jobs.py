@@ -5,6 +5,7 @@ status follows the process."""
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 from .support import Dash, wait_for
@@ -91,3 +92,40 @@ def test_job_metrics(dash: Dash, tmp_path: Path) -> None:
     jobs = {s.labels["status"]: s.value for f in text_string_to_metric_families(text) if f.name == "microray_jobs"
             for s in f.samples}
     assert jobs.get("SUCCEEDED", 0) >= 1 and jobs.get("FAILED", 0) >= 1
+
+
+def test_rays_job_api_shapes(dash: Dash, tmp_path: Path) -> None:
+    """What Ray's job client reads (tests/dashboard/test_ray_job_client.py runs the real one):
+    the version reply, integer-millisecond times, the exact submit/logs/delete replies."""
+    version = dash.get_json("/api/version")
+    assert version["version"] == "4" and version["ray_version"] >= "2.0"
+    body = {"entrypoint": "echo shaped", "runtime_env": {"working_dir": str(tmp_path)}, "entrypoint_num_cpus": 0.5,
+            "entrypoint_resources": {"custom": 1}}
+    reply = dash.post("/api/jobs/", body, token=dash.token)
+    assert reply.status == 200 and set(reply.json()) == {"job_id", "submission_id"}
+    sid = reply.json()["submission_id"]
+    job = _ended(dash, sid)
+    assert isinstance(job["start_time"], int) and isinstance(job["end_time"], int)
+    assert abs(job["start_time"] / 1000 - time.time()) < 3600
+    assert job["entrypoint_num_cpus"] == 0.5 and job["entrypoint_resources"] == {"custom": 1}
+    assert job["runtime_env"] == {"working_dir": str(tmp_path)} and job["type"] == "SUBMISSION"
+    assert dash.get_json(f"/api/jobs/{sid}/logs") == {"logs": "shaped\n"}
+    # the dashboard's own listing keeps seconds
+    sub = next(s for s in dash.get_json("/api/v0/jobs")["submissions"] if s["submission_id"] == sid)
+    assert abs(sub["start_time"] - job["start_time"] / 1000) < 0.01
+    assert dash.request("DELETE", f"/api/jobs/{sid}").status == 401
+    deleted = dash.request("DELETE", f"/api/jobs/{sid}", token=dash.token)
+    assert deleted.status == 200 and deleted.json() == {"deleted": True}
+    assert dash.get(f"/api/jobs/{sid}").status == 404
+    assert dash.request("DELETE", f"/api/jobs/{sid}", token=dash.token).status == 404
+    assert dash.post("/api/jobs/", {**body, "entrypoint_num_cpus": "two"}, token=dash.token).status == 400
+
+
+def test_a_running_job_cannot_be_deleted(dash: Dash, tmp_path: Path) -> None:
+    sid = _submit(dash, {"entrypoint": "sleep 300", "runtime_env": {"working_dir": str(tmp_path)}})
+    wait_for(lambda: dash.get_json(f"/api/jobs/{sid}")["status"] == "RUNNING", what="the job to run")
+    refused = dash.request("DELETE", f"/api/jobs/{sid}", token=dash.token)
+    assert refused.status == 400 and "stop it first" in refused.json()["error"]
+    assert dash.post(f"/api/jobs/{sid}/stop", token=dash.token).json() == {"stopped": True}
+    assert _ended(dash, sid)["status"] == "STOPPED"
+    assert dash.request("DELETE", f"/api/jobs/{sid}", token=dash.token).json() == {"deleted": True}

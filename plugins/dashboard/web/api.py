@@ -26,6 +26,7 @@ from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc,
 from microray.util import state as state_api
 
 from microray.plugins.dashboard.web import logs as logs_mod
+from microray.plugins.dashboard.web import ray_jobs
 from microray.plugins.dashboard.web.jobs import JobError
 from microray.plugins.dashboard.web.keys import (
     K_CONTEXT, K_JOBS, K_METRICS, K_SOURCE, bad_request, error, json_response,
@@ -351,27 +352,34 @@ async def job_submit(request: web.Request) -> web.Response:
 
     def submit(jobs: Any) -> dict[str, Any]:
         job = jobs.submit(body, setup)
-        return {"job_id": job.submission_id, "submission_id": job.submission_id, "status": job.status}
+        return {"job_id": job.submission_id, "submission_id": job.submission_id}  # Ray's JobSubmitResponse
 
     return _jobs_call(request, submit)
 
 
 async def job_list(request: web.Request) -> web.Response:
-    return _jobs_call(request, lambda jobs: sorted((j.public() for j in jobs.jobs.values()),
-                                                   key=lambda j: -j["start_time"]))
+    return _jobs_call(request, lambda jobs: [j.ray() for j in sorted(jobs.jobs.values(), key=lambda j: -j.start_time)])
 
 
 async def job_get(request: web.Request) -> web.Response:
-    return _jobs_call(request, lambda jobs: jobs.get(request.match_info["job_id"]).public())
+    return _jobs_call(request, lambda jobs: jobs.get(request.match_info["job_id"]).ray())
 
 
 async def job_logs(request: web.Request) -> web.Response:
+    """With ``?offset=N``: the bytes from N on, the next offset and the status (incremental reads);
+    without: ``{"logs": ...}``, all of it, as Ray's job API answers."""
+    if "offset" not in request.query:
+        return _jobs_call(request, lambda jobs: {"logs": jobs.logs(request.match_info["job_id"], 0)["logs"]})
     offset = _int(request, "offset", 0, 0, 2**62)
     return _jobs_call(request, lambda jobs: jobs.logs(request.match_info["job_id"], offset))
 
 
 async def job_stop(request: web.Request) -> web.Response:
     return _jobs_call(request, lambda jobs: {"stopped": jobs.stop(request.match_info["job_id"])})
+
+
+async def job_delete(request: web.Request) -> web.Response:
+    return _jobs_call(request, lambda jobs: {"deleted": jobs.delete(request.match_info["job_id"])})
 
 
 def _kv_get(client: Any) -> Any:
@@ -455,5 +463,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/jobs/{job_id}", job_get)
     r.add_get("/api/jobs/{job_id}/logs", job_logs)
     r.add_post("/api/jobs/{job_id}/stop", job_stop)
+    r.add_delete("/api/jobs/{job_id}", job_delete)
+    r.add_get("/api/jobs/{job_id}/logs/tail", ray_jobs.tail_logs)
+    r.add_get("/api/version", ray_jobs.version)
     r.add_get("/api/packages/{sha}", package_get)
     r.add_put("/api/packages/{sha}", package_put)

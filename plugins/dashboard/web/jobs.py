@@ -9,6 +9,11 @@ mirrored to the GCS KV namespace ``job`` so other tools can read it); a job dies
 with the dashboard (parent-death signal) and is stopped when the dashboard stops.
 
 Statuses follow Ray's: PENDING -> RUNNING -> SUCCEEDED | FAILED | STOPPED.
+``Job.ray()`` is a job as Ray's job REST API shows it (``JobDetails``: times in integer
+milliseconds, ``runtime_env``, the ``entrypoint_*`` resources), so Ray's own job client
+reads it; ``Job.public()`` is the same job as microray's dashboard shows it (times in
+seconds). ``entrypoint_num_cpus``/``_num_gpus``/``_memory``/``_resources`` are recorded
+and shown; the entrypoint runs on the head whatever they say (nothing is reserved for it).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from microray.runtime_env import JOB_RUNTIME_ENV_VAR
 log = structlog.get_logger(__name__)
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+ENTRYPOINT_KEYS = ("entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory", "entrypoint_resources",
+                   "entrypoint_label_selector")
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 MAX_LOG_CHUNK = 1024 * 1024
 STOP_GRACE_S = 3.0
@@ -71,11 +78,27 @@ class Job:
     log_file: str = ""
     stop_requested: bool = False
     stop_time: float | None = None
+    runtime_env: dict[str, Any] = field(default_factory=dict)
+    entrypoint_resources: dict[str, Any] = field(default_factory=dict)  # Ray's entrypoint_num_cpus and kin
 
     def public(self) -> dict[str, Any]:
         d = asdict(self)
         d["job_id"] = self.submission_id
         d["type"] = "SUBMISSION"
+        return d
+
+    def ray(self) -> dict[str, Any]:
+        """This job in the shape of Ray's ``JobDetails`` (a superset: microray's fields stay)."""
+        d = self.public()
+        extra = d.pop("entrypoint_resources")
+        d.update({key: extra.get(key) for key in ENTRYPOINT_KEYS})
+        d["start_time"] = int(self.start_time * 1000) if self.start_time else None
+        d["end_time"] = int(self.end_time * 1000) if self.end_time is not None else None
+        d["stop_time"] = int(self.stop_time * 1000) if self.stop_time is not None else None
+        d["error_type"] = "JOB_ENTRYPOINT_COMMAND_ERROR" if self.status == "FAILED" and self.driver_exit_code else None
+        d["driver_info"] = None
+        d["driver_agent_http_address"] = None
+        d["driver_node_id"] = None
         return d
 
 
@@ -111,12 +134,14 @@ class JobManager:
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise JobError("'metadata' must be an object")
-        sid = body.get("submission_id") or f"mrsubmit_{secrets.token_hex(8)}"
+        resources = _entrypoint_resources(body)
+        sid = body.get("submission_id") or body.get("job_id") or f"mrsubmit_{secrets.token_hex(8)}"
         if not isinstance(sid, str) or not _ID.match(sid):
             raise JobError("'submission_id' must be 1-64 letters, digits, '_' or '-'")
         if sid in self.jobs:
             raise JobError(f"a job with submission_id {sid!r} already exists", status=409)
-        job = Job(sid, entrypoint, working_dir, metadata={str(k): str(v) for k, v in metadata.items()})
+        job = Job(sid, entrypoint, working_dir, metadata={str(k): str(v) for k, v in metadata.items()},
+                  runtime_env=runtime_env, entrypoint_resources=resources)
         job.log_file = os.path.join(self.logs_dir, f"job-{sid}.log")
         job.start_time = time.time()
         self.jobs[sid] = job
@@ -169,6 +194,21 @@ class JobManager:
             data, start = b"", 0
         return {"logs": data.decode("utf-8", errors="replace"), "offset": start + len(data),
                 "status": job.status}
+
+    def delete(self, sid: str) -> bool:
+        """Forget an ended job (its table entry and GCS mirror; its log file stays in the session)."""
+        job = self.get(sid)
+        if job.status not in TERMINAL:
+            raise JobError(f"job {sid!r} is {job.status}; only a job that ended (SUCCEEDED, FAILED or "
+                           "STOPPED) can be deleted: stop it first")
+        del self.jobs[sid]
+        if self._mirror is not None:
+            try:
+                self._mirror(sid, None)
+            except Exception as exc:  # noqa: BLE001 -- the table here is the source of truth
+                log.debug("job_mirror_failed", submission_id=sid, error=repr(exc))
+        log.info("job_deleted", submission_id=sid)
+        return True
 
     def stop(self, sid: str) -> bool:
         job = self.get(sid)
@@ -227,6 +267,27 @@ class JobManager:
             self._mirror(job.submission_id, json.dumps(job.public()).encode())
         except Exception as exc:  # noqa: BLE001 -- the table here is the source of truth
             log.debug("job_mirror_failed", submission_id=job.submission_id, error=repr(exc))
+
+
+def _entrypoint_resources(body: dict[str, Any]) -> dict[str, Any]:
+    """Ray's ``entrypoint_*`` fields of a submit request, checked (absent or null: left out)."""
+    out: dict[str, Any] = {}
+    for key in ("entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise JobError(f"{key!r} must be a number >= 0, got {value!r}")
+        out[key] = value
+    for key, kind in (("entrypoint_resources", (int, float)), ("entrypoint_label_selector", str)):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, kind)
+                                                  and not isinstance(v, bool) for k, v in value.items()):
+            raise JobError(f"{key!r} must map names to {'numbers' if kind is not str else 'strings'}, got {value!r}")
+        out[key] = value
+    return out
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -158,9 +158,13 @@ class WebDashboard:
         metrics = Metrics()
         source = StateSource(context.gcs_address, metrics.observe_rpc, token=context.token, tls=context.tls)
 
-        def mirror(sid: str, value: bytes) -> None:
+        def mirror(sid: str, value: bytes | None) -> None:
             from microray.protocol import gcs_pb2
 
+            if value is None:  # the job was deleted
+                source.pool.submit(lambda: source.client().gcs.KvDel(
+                    gcs_pb2.KvDelRequest(ns="job", key=sid.encode()), timeout=5))
+                return
             source.pool.submit(lambda: source.client().gcs.KvPut(
                 gcs_pb2.KvPutRequest(ns="job", key=sid.encode(), value=value, overwrite=True), timeout=5))
 
