@@ -45,7 +45,7 @@ def ray_python() -> Path:
 
 
 SDK_SCRIPT = textwrap.dedent("""
-    import asyncio, json, sys, time
+    import asyncio, json, sys, tempfile, time
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     address, token = sys.argv[1], sys.argv[2]
@@ -102,6 +102,12 @@ SDK_SCRIPT = textwrap.dedent("""
         out["after_delete"] = str(exc)
     out["listed_after"] = sorted(j.submission_id for j in client.list_jobs())
 
+    local = tempfile.mkdtemp()
+    try:
+        client.submit_job(entrypoint="python script.py", runtime_env={"working_dir": local})
+        out["ray_package"] = "submitted"
+    except RuntimeError as exc:
+        out["ray_package"] = str(exc)
     for name, headers in (("no_token", None), ("wrong_token", {"Authorization": "Bearer not-the-token"})):
         try:
             JobSubmissionClient(address, headers=headers).submit_job(entrypoint="echo never")
@@ -136,6 +142,7 @@ def test_ray_job_submission_client(dash: Dash, ray_python: Path) -> None:  # noq
     assert out["deleted"] is True
     assert "404" in out["after_delete"] and "ray_sdk_hi" not in out["listed_after"]
     assert len(out["listed_after"]) == 2
+    assert "does not take runtime_env packages in Ray's format" in out["ray_package"], out["ray_package"]
     # Ray's client names 401 "Authentication required" and 403 "Authentication failed"
     assert out["no_token"].startswith("AuthenticationError: Authentication required"), out["no_token"]
     assert "needs the" in out["no_token"] and "token" in out["no_token"], out["no_token"]

@@ -466,5 +466,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/api/jobs/{job_id}", job_delete)
     r.add_get("/api/jobs/{job_id}/logs/tail", ray_jobs.tail_logs)
     r.add_get("/api/version", ray_jobs.version)
+    r.add_get("/api/packages/{protocol}/{name}", ray_jobs.ray_package)
+    r.add_put("/api/packages/{protocol}/{name}", ray_jobs.ray_package)
     r.add_get("/api/packages/{sha}", package_get)
     r.add_put("/api/packages/{sha}", package_put)

@@ -69,3 +69,16 @@ async def tail_logs(request: web.Request) -> web.StreamResponse:
         if not ws.closed:
             await ws.close(code=WSCloseCode.OK)
     return ws
+
+
+_NO_RAY_PACKAGES = ("this head does not take runtime_env packages in Ray's format, which Ray's job client "
+                    "makes of a local working_dir or py_modules: submit without them (the entrypoint then runs in "
+                    "the dashboard's working folder on the head), or with `microray job submit --working-dir DIR`")
+
+
+async def ray_package(request: web.Request) -> web.Response:
+    """Ray's package endpoints (``/api/packages/{protocol}/{name}``): never stored here, so a
+    GET says 404 (not there) and a PUT (the upload that follows) is refused, naming what works."""
+    if request.method == "GET":
+        return error(404, f"no package {request.match_info['name']!r}: " + _NO_RAY_PACKAGES)
+    return error(400, _NO_RAY_PACKAGES)
