@@ -45,6 +45,25 @@ class _Stream:
         self.task: asyncio.Task[None] | None = None
 
 
+class _Requests:
+    """The requests of a ``PushTasks`` stream: the outbox's specs until ``None``. A plain
+    async iterator, not an async generator: one the loop would have to ``aclose()`` at
+    shutdown while gRPC's reader still waits in it ("aclose(): asynchronous generator is
+    already running")."""
+
+    def __init__(self, outbox: asyncio.Queue[bytes | None]) -> None:
+        self.outbox = outbox
+
+    def __aiter__(self) -> "_Requests":
+        return self
+
+    async def __anext__(self) -> core_worker_pb2.TaskBatch:
+        item = await self.outbox.get()
+        if item is None:
+            raise StopAsyncIteration
+        return core_worker_pb2.TaskBatch(specs=[item])
+
+
 class ActorManager:
     def __init__(self, gcs: Any) -> None:
         self.gcs = gcs  # the GcsServicer: store, nodes, actor_changed
@@ -85,7 +104,12 @@ class ActorManager:
     def node_died(self, node_id: str, reason: str) -> None:
         """The actors running on a dead node restart elsewhere (or die): handled in the
         background, so that whoever declared the node dead is not kept waiting."""
-        task = asyncio.get_running_loop().create_task(self._apply(sm.NodeDied(node_id, reason, time.time())))
+        self.spawn_background(self._apply(sm.NodeDied(node_id, reason, time.time())))
+
+    def spawn_background(self, coro: Any) -> None:
+        """Run ``coro`` in a task held until it ends (the loop keeps only weak references)
+        and cancelled and awaited by ``close``."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -101,8 +125,14 @@ class ActorManager:
             pass
 
     async def close(self) -> None:
-        for task in [*self.leases.values(), *(s.task for s in self.streams.values() if s.task), *self._background]:
+        """Cancel every lease, stream and background task and wait for them to end (a task
+        left pending when the loop closes is reported as destroyed in gcs.err)."""
+        tasks = [*self.leases.values(), *(s.task for s in self.streams.values() if s.task), *self._background]
+        for task in tasks:
             task.cancel()
+        for stream in self.streams.values():
+            stream.outbox.put_nowait(None)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.channels.close()
 
     # -- carrying out instructions ---------------------------------------------------------
@@ -248,15 +278,8 @@ class ActorManager:
         if ins.creation_spec is not None:
             stream.outbox.put_nowait(ins.creation_spec)
 
-        async def requests() -> Any:
-            while True:
-                item = await stream.outbox.get()
-                if item is None:
-                    return
-                yield core_worker_pb2.TaskBatch(specs=[item])
-
         stub = core_worker_pb2_grpc.CoreWorkerStub(channel)
-        call = stub.PushTasks(requests())
+        call = stub.PushTasks(_Requests(stream.outbox))
         try:
             if ins.creation_spec is None:
                 # re-attached after a GCS restart: check the actor answers at all
@@ -277,6 +300,7 @@ class ActorManager:
                      code=exc.code().name, details=exc.details())
         finally:
             call.cancel()
+            stream.outbox.put_nowait(None)  # ends gRPC's reader of the requests: no task left pending
         return sm.ExitReason.STREAM_ENDED
 
     async def _kill_worker(self, actor_id: str, address: str) -> None:

@@ -89,7 +89,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             if info.state == "ALIVE":
                 # give live nodes a full grace period to heartbeat the new GCS
                 self.last_heartbeat[info.node_id] = now
-                asyncio.get_running_loop().create_task(self._probe_recovered_node(info))
+                self.actors.spawn_background(self._probe_recovered_node(info))
         await self.actors.load()
         if self.nodes:
             log.info("gcs_state_recovered", nodes=len(self.nodes), actors=len(self.actors.records))
@@ -352,7 +352,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         """An actor's state changed (``record``: its public dict): a DEAD actor's name is free."""
         if record.get("state") == "DEAD" and record.get("name"):
             key = f"{record.get('namespace', '')}\x00{record['name']}".encode()
-            asyncio.get_running_loop().create_task(self._drop_name(key, record["actor_id"]))
+            self.actors.spawn_background(self._drop_name(key, record["actor_id"]))
         self._notify("microray_actor_state_changed", actor=_actor_summary(record))
 
     async def _drop_name(self, key: bytes, actor_id: str) -> None:
@@ -436,6 +436,7 @@ async def serve(cfg: config_mod.Config, host: str, port: int, ready_fd: int | No
     await stop.wait()
     monitor.cancel()
     sampler.cancel()
+    await asyncio.gather(monitor, sampler, return_exceptions=True)
     await servicer.actors.close()
     await server.stop(grace=0.2)
     await store.close()

@@ -51,3 +51,41 @@ def test_start_takes_dashboard_port_host_and_temp_dir(env: dict[str, str], tmp_p
     finally:
         stopped = run_cli("stop", "--temp-dir", str(root), env=env, cwd=tmp_path)
     assert "Stopped the microray cluster" in stopped.stdout, stopped
+
+
+ACTORS = """
+import os, sys
+import microray as ray
+ray.init(address="auto")
+
+@ray.remote
+class A:
+    def f(self):
+        return 1
+
+xs = [A.remote() for _ in range(3)]
+assert ray.get([x.f.remote() for x in xs]) == [1, 1, 1]
+ray.kill(xs[0])
+d = A.options(name="d", lifetime="detached").remote()
+ray.get(d.f.remote())
+if sys.argv[1] == "crash":
+    os._exit(1)  # a driver gone without a word: the GCS ends its actors' streams
+"""
+
+
+def test_gcs_err_stays_clean_through_actors_and_stop(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    import subprocess
+    import sys
+
+    started = run_cli("start", "--head", "--num-cpus", "2", "--dashboard", "none", env=env, cwd=tmp_path, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        for how in ("exit", "crash"):
+            subprocess.run([sys.executable, "-c", ACTORS, how], env=env, cwd=tmp_path, timeout=120,
+                           capture_output=True, check=how == "exit")
+    finally:
+        run_cli("stop", env=env, cwd=tmp_path)
+    logs = Path(env["MICRORAY_SESSION_ROOT"]) / "session_latest" / "logs"
+    assert "gcs_stopped" in (logs / "gcs.log").read_text()
+    err = (logs / "gcs.err").read_text()
+    assert "Task was destroyed" not in err and "aclose()" not in err and "never retrieved" not in err, err
