@@ -44,7 +44,7 @@ def test_start_takes_dashboard_port_host_and_temp_dir(env: dict[str, str], tmp_p
                       str(port), "--temp-dir", str(root), env=env, cwd=tmp_path, timeout=120)
     try:
         assert started.returncode == 0, started.stderr
-        assert f"Dashboard: http://127.0.0.1:{port}/" in started.stdout
+        assert f"Dashboard: http://127.0.0.1:{port}" in started.stdout
         assert f"Session:     {root}/session_" in started.stdout
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as resp:  # the login page
             assert resp.status == 200
