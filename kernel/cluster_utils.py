@@ -254,8 +254,8 @@ class Cluster:
 
         before = set(self._session_dirs(root))
         env = self.env(rest, session_root=root)
-        if not is_head:  # as an operator on another machine gives it (a netns node finds none here)
-            env["MICRORAY_TOKEN"] = self.token
+        if not is_head and "token" not in rest:  # as an operator on another machine gives it (an
+            env["MICRORAY_TOKEN"] = self.token   # isolated node finds none here); token=...: that one
         result = self._cli(args, env, netns)
         if result.returncode != 0:
             raise RuntimeError(f"'microray {' '.join(args)}' failed ({result.returncode}):\n"

@@ -161,6 +161,34 @@ def test_killed_isolated_node_takes_its_namespace_and_processes_with_it(make_clu
     cluster.wait_for_nodes()
 
 
+@pytest.mark.slow
+def test_an_isolated_node_joins_only_with_the_token_and_its_raylet_demands_it(make_cluster):
+    """An isolated node shares no files with the head: the token it is given is all it has."""
+    import grpc
+
+    from microray import rpc
+    from microray.protocol import common_pb2, raylet_pb2_grpc
+
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1}, isolation="netns")
+    with pytest.raises(RuntimeError, match="needs its cluster token"):
+        cluster.add_node(num_cpus=1, token="")
+    with pytest.raises(RuntimeError, match="UNAUTHENTICATED"):
+        cluster.add_node(num_cpus=1, token="not-the-token")
+    node = cluster.add_node(num_cpus=1, resources={"a": 1})  # given the cluster's token
+    cluster.wait_for_nodes()
+    cluster.connect()
+    assert ray.get(make.options(resources={"a": 1}).remote(10))[0] == node.node_id
+    # over the bridge, the node's raylet refuses callers without the token or with a wrong one
+    for bad in (None, "not-the-token"):
+        ch = grpc.insecure_channel(node.raylet_address) if bad is None else \
+            rpc.blocking_channel(node.raylet_address, rpc.Credentials(bad))
+        with ch, pytest.raises(grpc.RpcError) as info:
+            raylet_pb2_grpc.RayletStub(ch).GetNodeStats(common_pb2.Empty(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value
+    with rpc.blocking_channel(node.raylet_address, rpc.Credentials(cluster.token)) as ch:
+        assert raylet_pb2_grpc.RayletStub(ch).GetNodeStats(common_pb2.Empty(), timeout=10).node.node_id == node.node_id
+
+
 UNAVAILABLE = """
 import os, sys
 from microray.cluster_utils import Cluster, IsolationUnavailable
