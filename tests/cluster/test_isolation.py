@@ -5,7 +5,9 @@ host but over the network: not its shared memory, not its loopback, not its sock
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -187,6 +189,57 @@ def test_an_isolated_node_joins_only_with_the_token_and_its_raylet_demands_it(ma
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value
     with rpc.blocking_channel(node.raylet_address, rpc.Credentials(cluster.token)) as ch:
         assert raylet_pb2_grpc.RayletStub(ch).GetNodeStats(common_pb2.Empty(), timeout=10).node.node_id == node.node_id
+
+
+@ray.remote(num_cpus=0.5)
+def array_sum(arr):
+    return ray.get_runtime_context().get_node_id(), int(arr.sum(dtype="uint64"))
+
+
+@ray.remote(num_cpus=0.5)
+def make_array(nbytes):
+    import numpy as np
+
+    return np.full(nbytes, 3, dtype=np.uint8)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificate")
+def test_isolated_nodes_over_tls(make_cluster, tmp_path, monkeypatch):
+    """With the ``tls`` key (a self-signed certificate for the bridge's addresses, made
+    here) isolated nodes run tasks, an actor and a pull over TLS; a plaintext caller with
+    the right token is refused."""
+    import grpc
+
+    from microray import rpc
+    from microray.protocol import common_pb2, raylet_pb2_grpc
+
+    cluster = make_cluster(isolation="netns")
+    prefix = f"{SUBNET_PREFIX}.{cluster.network.subnet}"
+    key, crt = tmp_path / "node.key", tmp_path / "node.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=microray-test", "-addext", "subjectAltName=" + ",".join(f"IP:{prefix}.{i}" for i in range(1, 5)),
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True, timeout=60)
+    cert = {"cert_file": str(crt), "key_file": str(key), "ca_file": str(crt)}
+    monkeypatch.setenv("MICRORAY_TLS", json.dumps(cert))  # this driver and every node it starts
+    cluster.add_node(num_cpus=1)
+    a = cluster.add_node(num_cpus=1, resources={"a": 10})
+    b = cluster.add_node(num_cpus=1, resources={"b": 10})
+    cluster.wait_for_nodes()
+    cluster.connect()
+    counter = Counter.options(resources={"a": 1}).remote()
+    values = ray.put(list(range(100)))
+    assert ray.get([bump.options(resources={"b": 1}).remote(counter, values, i) for i in range(3)]) == \
+        [(b.node_id, 4950 + i) for i in range(3)]
+    n = 20_000_000
+    arr = make_array.options(resources={"a": 1}).remote(n)
+    assert ray.get(array_sum.options(resources={"b": 1}).remote(arr)) == (b.node_id, 3 * n)
+    with rpc.blocking_channel(a.raylet_address, rpc.Credentials(cluster.token)) as ch:  # plaintext
+        with pytest.raises(grpc.RpcError) as info:
+            raylet_pb2_grpc.RayletStub(ch).GetNodeStats(common_pb2.Empty(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
+    with rpc.blocking_channel(a.raylet_address, rpc.Credentials(cluster.token, cert)) as ch:
+        assert raylet_pb2_grpc.RayletStub(ch).GetNodeStats(common_pb2.Empty(), timeout=10).node.node_id == a.node_id
 
 
 UNAVAILABLE = """
