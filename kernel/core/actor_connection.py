@@ -102,6 +102,9 @@ class ActorConnection:
                     self.incarnation = record.get("num_restarts", 0)
                     self.stream = TaskStream(self.submitter, ("actor", self.actor_id), record["address"])
                     self.stream.pid = record.get("pid", 0)
+                    # the task events of the actor's calls name where they run
+                    self.stream.node_id = record.get("node_id") or ""
+                    self.stream.worker_id = record.get("worker_id") or ""
                     self.stream.start()
                     break
                 await asyncio.sleep(delay)

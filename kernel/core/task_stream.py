@@ -63,6 +63,8 @@ class TaskStream:
         self.key = key
         self.address = address
         self.pid = 0
+        self.worker_id = ""  # where the tasks run (named in their task events)
+        self.node_id = ""
         self.inflight: dict[bytes, TaskEntry] = {}
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.dead = False
@@ -105,8 +107,7 @@ class TaskStream:
     def send(self, entries: list[TaskEntry]) -> None:
         payload = []
         record = self.submitter.events.state
-        worker_id = getattr(self, "worker_id", "")
-        node_id = getattr(self, "node_id", "")
+        worker_id, node_id = self.worker_id, self.node_id
         for e in entries:
             e.lease = self
             self.inflight[e.spec.task_id] = e
