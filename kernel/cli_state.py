@@ -342,25 +342,10 @@ def memory_cmd(group_by: str, sort_by: str, fmt: str, address: str | None) -> No
 
 # -- timeline ------------------------------------------------------------------------------------
 def chrome_trace(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chrome trace events ("ph": "X") of ended tasks: pid = node, tid = worker."""
-    events = []
-    for t in tasks:
-        start, end = t.get("start_time"), t.get("end_time")
-        if t.get("state") not in ("FINISHED", "FAILED") or not start or not end:
-            continue
-        events.append({
-            "name": t.get("name") or t.get("func_or_class_name") or "?",
-            "cat": t.get("type") or "task",
-            "ph": "X",
-            "ts": start * 1e6,
-            "dur": max(0.0, (end - start) * 1e6),
-            "pid": f"node {str(t.get('node_id') or '?')[:8]}",
-            "tid": f"worker {t.get('worker_pid') or str(t.get('worker_id') or '?')[:8]}",
-            "args": {"task_id": t.get("task_id"), "state": t.get("state"), "attempt": t.get("attempt", 0),
-                     "job_id": t.get("job_id")},
-        })
-    events.sort(key=lambda e: e["ts"])
-    return events
+    """Chrome trace events of ended tasks (``microray.util.state.timeline_events``)."""
+    from microray.util.state import timeline_events
+
+    return timeline_events(tasks)
 
 
 @click.command("timeline")

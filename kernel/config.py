@@ -482,10 +482,10 @@ def _from_files(cwd: Path) -> tuple[dict[str, Any], str]:
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     names = {f.name for f in fields(Config)}
-    # not config keys: a submitted job's runtime env, a spawned worker's (microray.runtime_env),
-    # the cluster token (a secret, never part of the config)
+    # not config keys: a submitted job's runtime env and submission id, a spawned worker's
+    # (microray.runtime_env), the cluster token (a secret, never part of the config)
     ignored = {"DISABLE_PLUGIN_AUTOLOAD", "TRACE_HOOKS", "ADDRESS", "LOG_STYLE", "JOB_RUNTIME_ENV", "WORKER_RUNTIME_ENV",
-               "TOKEN"}
+               "TOKEN", "JOB_SUBMISSION_ID"}
     out = {}
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX):

@@ -164,7 +164,8 @@ class CoreWorker:
         if self.mode == DRIVER:
             job = await self.gcs.AddJob(
                 gcs_pb2.JobInfo(driver_ip=ip, driver_pid=os.getpid(), entrypoint=entrypoint,
-                                namespace=self.namespace or ""),
+                                namespace=self.namespace or "",
+                                submission_id=os.environ.get("MICRORAY_JOB_SUBMISSION_ID", "")),
                 timeout=30,
             )
             self.job_id = job.job_id

@@ -167,6 +167,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         info.num_workers = request.num_workers
         del info.demands[:]
         info.demands.extend(request.demands)
+        if request.HasField("host"):
+            info.host.CopyFrom(request.host)
         info.last_heartbeat = time.time()
         return gcs_pb2.HeartbeatReply(reregister=False)
 

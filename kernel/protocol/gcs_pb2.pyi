@@ -96,18 +96,20 @@ class NodeIdRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "object_store_used", "num_workers", "demands")
+    __slots__ = ("node_id", "available", "object_store_used", "num_workers", "demands", "host")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_STORE_USED_FIELD_NUMBER: _ClassVar[int]
     NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
     DEMANDS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _common_pb2.ResourceMap
     object_store_used: int
     num_workers: int
     demands: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResourceDemand]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., object_store_used: _Optional[int] = ..., num_workers: _Optional[int] = ..., demands: _Optional[_Iterable[_Union[_common_pb2.ResourceDemand, _Mapping]]] = ...) -> None: ...
+    host: _common_pb2.HostStats
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., object_store_used: _Optional[int] = ..., num_workers: _Optional[int] = ..., demands: _Optional[_Iterable[_Union[_common_pb2.ResourceDemand, _Mapping]]] = ..., host: _Optional[_Union[_common_pb2.HostStats, _Mapping]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("reregister", "dead", "reason")
@@ -136,7 +138,7 @@ class WatchNodesRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ..., wait_s: _Optional[float] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "driver_ip", "driver_pid", "start_time", "end_time", "state", "entrypoint", "namespace")
+    __slots__ = ("job_id", "driver_ip", "driver_pid", "start_time", "end_time", "state", "entrypoint", "namespace", "submission_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DRIVER_IP_FIELD_NUMBER: _ClassVar[int]
     DRIVER_PID_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,7 @@ class JobInfo(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     driver_ip: str
     driver_pid: int
@@ -153,7 +156,8 @@ class JobInfo(_message.Message):
     state: str
     entrypoint: str
     namespace: str
-    def __init__(self, job_id: _Optional[str] = ..., driver_ip: _Optional[str] = ..., driver_pid: _Optional[int] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., state: _Optional[str] = ..., entrypoint: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    submission_id: str
+    def __init__(self, job_id: _Optional[str] = ..., driver_ip: _Optional[str] = ..., driver_pid: _Optional[int] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., state: _Optional[str] = ..., entrypoint: _Optional[str] = ..., namespace: _Optional[str] = ..., submission_id: _Optional[str] = ...) -> None: ...
 
 class AddJobReply(_message.Message):
     __slots__ = ("job_id",)

@@ -23,6 +23,7 @@ from microray.object_store_access import node_namespace, open_object_store, swee
 from microray.plugin_manager import get_plugin_manager
 from microray.process import pid_alive
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from microray.raylet.host_stats import HostStats
 from microray.raylet.leases import LeaseManager
 from microray.raylet.object_manager import ObjectManager
 from microray.raylet.owners import OwnerWatcher, worker_busy
@@ -92,6 +93,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.owners = OwnerWatcher(self.owner_died, self._local_pid, credentials)
         self.exit_code = 0  # 1 when the GCS refused this node (declared dead)
         self.runtime_envs = RuntimeEnvs(session_dir, lambda: self.gcs)
+        self.host = HostStats(session_dir)
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -112,6 +114,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             num_workers=len(self.leases.workers),
             labels={str(k): str(v) for k, v in self.cfg.labels.items()},
             demands=self.scheduler.demands(),
+            host=self.host.sample(),
         )
 
     async def register_with_gcs(self, deadline: float) -> None:
@@ -226,6 +229,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                         object_store_used=usage.used_bytes,
                         num_workers=len(self.leases.workers),
                         demands=self.scheduler.demands(),
+                        host=self.host.sample(),
                     ),
                     timeout=max(period, 1.0),
                 )

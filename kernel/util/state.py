@@ -118,6 +118,7 @@ class StateClient:
                 # or infeasible (no alive node could ever fit them)
                 "pending_demands": [{"resources": dict(d.shape.amounts), "count": d.count,
                                      "infeasible": d.infeasible} for d in n.demands],
+                "host": _host(n.host) if n.HasField("host") else None,
             })
         return out
 
@@ -151,7 +152,7 @@ class StateClient:
             {
                 "job_id": j.job_id, "status": j.state, "driver_ip": j.driver_ip, "driver_pid": j.driver_pid,
                 "start_time": j.start_time, "end_time": j.end_time or None, "entrypoint": j.entrypoint,
-                "namespace": j.namespace,
+                "namespace": j.namespace, "submission_id": j.submission_id or None,
             }
             for j in reply.jobs
         ]
@@ -252,6 +253,16 @@ def check_filters(kind: str, filters: Iterable[Filter] | None) -> list[Filter]:
 
 
 # -- Ray-named functions -------------------------------------------------------------------
+def _host(h: Any) -> dict[str, Any]:
+    """A node's machine as its raylet last measured it (``HostStats``)."""
+    return {
+        "cpu_percent": round(h.cpu_percent, 1), "cpu_count": h.cpu_count,
+        "mem_total": h.mem_total, "mem_used": h.mem_used,
+        "disk_total": h.disk_total, "disk_used": h.disk_used, "disk_path": h.disk_path,
+        "load_avg_1m": round(h.load_avg_1m, 2), "sampled_at": h.sampled_at,
+    }
+
+
 def _apply(rows: Iterable[dict[str, Any]], filters: list[Filter] | None, limit: int) -> list[dict[str, Any]]:
     out = []
     for row in rows:
@@ -415,3 +426,28 @@ def summarize_objects(address: str | None = None, *, client: StateClient | None 
             for n in nodes if n["state"] == "ALIVE"
         },
     }
+
+
+def timeline_events(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chrome trace events ("ph": "X") of the ended tasks among ``tasks`` (rows of
+    ``StateClient.tasks``), oldest first: pid = node, tid = worker. Ray's timeline format
+    (``microray timeline`` writes it; the dashboard's Timeline view draws it)."""
+    events = []
+    for t in tasks:
+        start, end = t.get("start_time"), t.get("end_time")
+        if t.get("state") not in ("FINISHED", "FAILED") or not start or not end:
+            continue
+        events.append({
+            "name": t.get("name") or t.get("func_or_class_name") or "?",
+            "cat": t.get("type") or "task",
+            "ph": "X",
+            "ts": start * 1e6,
+            "dur": max(0.0, (end - start) * 1e6),
+            "pid": f"node {str(t.get('node_id') or '?')[:8]}",
+            "tid": f"worker {t.get('worker_pid') or str(t.get('worker_id') or '?')[:8]}",
+            "args": {"task_id": t.get("task_id"), "state": t.get("state"), "attempt": t.get("attempt", 0),
+                     "job_id": t.get("job_id"), "node_id": t.get("node_id"), "worker_id": t.get("worker_id"),
+                     "worker_pid": t.get("worker_pid")},
+        })
+    events.sort(key=lambda e: e["ts"])
+    return events

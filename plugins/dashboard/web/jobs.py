@@ -150,6 +150,7 @@ class JobManager:
         env["MICRORAY_ADDRESS"] = self.gcs_address
         if self._token:
             env["MICRORAY_TOKEN"] = self._token
+        env["MICRORAY_JOB_SUBMISSION_ID"] = sid  # the driver's job names it (the job page's tasks)
         # ``python`` in the entrypoint is the interpreter the cluster runs on
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         env["PYTHONUNBUFFERED"] = "1"

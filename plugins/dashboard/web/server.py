@@ -26,7 +26,7 @@ from aiohttp import web
 
 from microray.interfaces.dashboard import DashboardContext
 
-from microray.plugins.dashboard.web import api
+from microray.plugins.dashboard.web import api, detail
 from microray.plugins.dashboard.web.jobs import JobManager
 from microray.plugins.dashboard.web.keys import (
     K_CONTEXT, K_JOBS, K_LOOPBACK, K_METRICS, K_SOURCE, K_TOKEN, error,
@@ -110,6 +110,7 @@ def build_app(context: DashboardContext, source: StateSource, jobs: JobManager, 
     app[K_CONTEXT] = context
     app[K_LOOPBACK] = _is_loopback(context.host)
     api.add_routes(app)
+    detail.add_routes(app)
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
