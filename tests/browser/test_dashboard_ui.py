@@ -194,3 +194,131 @@ def test_kill_an_actor_from_the_ui(page: Any, dash: Dash) -> None:
     with pytest.raises(Exception):
         ray.get(dash.refs["counter"].incr.remote(), timeout=20)
     shot(page, "actors-after-kill")
+
+
+# -- the timeline, a job's page, actor tasks' node, host figures, a narrow screen ------------------
+def test_timeline_draws_a_bar_for_each_task(page: Any, dash: Dash) -> None:
+    goto(page, dash, "timeline")
+    bars = page.locator("svg.timeline rect.tl-bar")
+    wait_for(lambda: page.locator("svg.timeline rect.tl-bar[data-name='square']").count() >= N_TASKS,
+             what="a bar for each square task")
+    assert page.locator("svg.timeline rect.tl-bar[data-name='explode'][data-state='FAILED']").count() == 1
+    assert page.locator("svg.timeline rect.tl-bar[data-name='Counter.incr']").count() >= 1
+    # every bar has a size and sits in a lane of a worker of a node
+    for i in range(min(bars.count(), 5)):
+        assert float(bars.nth(i).get_attribute("width")) > 0
+    assert page.locator("svg.timeline g.tl-lane[data-node-id]").count() >= 1
+    assert "tasks on" in page.locator("svg.timeline").get_attribute("aria-label")
+    shot(page, "timeline")
+    page.locator("svg.timeline a:has(rect[data-name='explode'])").first.click()
+    page.wait_for_selector("pre.traceback")  # the bar opens its task
+
+
+def test_actor_task_rows_show_their_node(page: Any, dash: Dash) -> None:
+    head = next(n for n in dash.get_json("/api/v0/nodes")["nodes"] if n["is_head_node"])
+    goto(page, dash, "tasks?name=Counter.incr&state=FINISHED")  # (a call after the kill never ran)
+    cell = page.locator("tr[data-name='Counter.incr'][data-state='FINISHED'] td.node")
+    wait_for(lambda: cell.count() >= 1, what="the actor task row")
+    assert cell.first.inner_text().strip() == head["node_id"][:8]
+    shot(page, "actor-task-node")
+
+
+JOB_SCRIPT = '''
+import microray as ray
+ray.init()
+
+@ray.remote
+def job_square(x):
+    return x * x
+
+@ray.remote
+class JobActor:
+    def ping(self):
+        return "pong"
+
+print("job says: squares", ray.get([job_square.remote(i) for i in range(3)]), flush=True)
+a = JobActor.options(name="job_actor").remote()
+print("job says:", ray.get(a.ping.remote()), flush=True)
+'''
+
+
+def test_job_page_shows_its_log_tasks_and_actors(page: Any, dash: Dash, tmp_path: Path) -> None:
+    (tmp_path / "job_script.py").write_text(JOB_SCRIPT)
+    reply = dash.post("/api/jobs/", {"entrypoint": "python job_script.py", "submission_id": "page_job",
+                                     "runtime_env": {"working_dir": str(tmp_path)}}, token=dash.token)
+    assert reply.status == 200, reply.body
+    wait_for(lambda: dash.get_json("/api/jobs/page_job")["status"] != "RUNNING", timeout=60, what="the job to end")
+    assert dash.get_json("/api/jobs/page_job")["status"] == "SUCCEEDED"
+    goto(page, dash, "jobs")
+    page.locator("tr[data-submission-id='page_job'] a").first.click()
+    page.wait_for_selector("pre.log")
+    wait_for(lambda: "job says: squares [0, 1, 4]" in page.locator("pre.log").inner_text()
+             and "job says: pong" in page.locator("pre.log").inner_text(), what="the driver's lines")
+    assert "SUCCEEDED" in page.locator("dl.facts").inner_text()
+    wait_for(lambda: page.locator("tr[data-name='job_square'][data-state='FINISHED']").count() == 3
+             and page.locator("tr[data-name='JobActor.ping']").count() == 1, what="the job's tasks")
+    # only this job's tasks: none of the test driver's
+    assert page.locator("tr[data-name='square']").count() == 0
+    assert page.locator("tr[data-name='job_actor']").count() == 1
+    node_cells = page.locator("tr[data-name='JobActor.ping'] td.node")
+    assert node_cells.first.inner_text().strip() not in ("", "—")
+    shot(page, "job-detail")
+
+
+def test_narrow_screen_tables_scroll_inside_and_the_page_does_not(browser: Any, dash: Dash) -> None:
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        for view, ready in [("overview", "svg.chart"), ("nodes", "article.node"), ("tasks", "tr[data-state]"),
+                            ("timeline", "svg.timeline"), ("actors", "tr[data-state]"), ("objects", "table.data"),
+                            ("jobs", "tr[data-submission-id]"), ("job/ui_job", "pre.log"), ("logs/gcs.log", "pre.log"),
+                            ("plugins", "tr[data-family]"), ("task/" + dash.get_json("/api/v0/tasks?name=explode")["tasks"][0]["task_id"],
+                                                             "pre.traceback")]:
+            pg.goto(f"{dash.url}/#/{view}")
+            pg.wait_for_selector("#conn:has-text('live')")
+            pg.wait_for_selector(ready)
+            width = pg.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert width[0] <= width[1], (view, width)
+            if view == "tasks":
+                wrap = pg.locator(".table-wrap").first
+                dims = wrap.evaluate("w => [w.scrollWidth, w.clientWidth, getComputedStyle(w).overflowX]")
+                assert dims[0] > dims[1] and dims[2] == "auto", dims  # the table scrolls inside its box
+                shot(pg, "narrow-tasks")
+            if view in ("nodes", "timeline"):
+                shot(pg, "narrow-" + view)
+    finally:
+        ctx.close()
+    assert not errors, errors
+
+
+def test_nodes_view_shows_each_hosts_cpu_memory_and_disk(page: Any, dash: Dash, tmp_path: Path) -> None:
+    from microray.cluster_utils import Cluster
+
+    cluster = Cluster(session_root=str(tmp_path / "root"), shutdown_at_exit=False)
+    cluster.head_node = type("Head", (), {"gcs_address": dash.context.address_info["gcs_address"]})()
+    second = cluster.add_node(num_cpus=1)
+    try:
+        goto(page, dash, "nodes")
+        hosts = page.locator("article.node section.host")
+        wait_for(lambda: hosts.count() == 2 and all(
+            float(hosts.nth(i).get_attribute("data-mem-total") or 0) > 0 for i in range(2)), what="two nodes' hosts")
+        ids = {hosts.nth(i).get_attribute("data-node-id") for i in range(2)}
+        assert second.node_id in ids
+        for i in range(2):
+            host = hosts.nth(i)
+            assert 0 <= float(host.get_attribute("data-cpu-percent")) <= 100
+            assert 0 < float(host.get_attribute("data-mem-used")) <= float(host.get_attribute("data-mem-total"))
+            assert 0 < float(host.get_attribute("data-disk-used")) <= float(host.get_attribute("data-disk-total"))
+            text = host.inner_text()
+            assert re.search(r"Host CPU\s*[\d.]+% / 100% \(\d+%\)", text), text
+            assert re.search(r"Host memory\s*[\d.]+ [KMGT]iB / [\d.]+ [KMGT]iB", text), text
+            assert re.search(r"Host disk\s*[\d.]+ [KMGT]iB / [\d.]+ [KMGT]iB", text), text
+        shot(page, "nodes-two-hosts")
+    finally:
+        cluster.remove_node(second)
+        cluster.head_node = None
+        cluster.shutdown()

@@ -45,7 +45,7 @@
     main.replaceChildren();
     document.title = def.title + " · microray dashboard";
     for (const a of document.querySelectorAll("nav.side a")) {
-      const on = a.dataset.view === view || (view === "task" && a.dataset.view === "tasks");
+      const on = a.dataset.view === view || (view === "task" && a.dataset.view === "tasks") || (view === "job" && a.dataset.view === "jobs");
       if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
     MR.flash("loading…", false); // "live" again once this view's first refresh landed

@@ -62,6 +62,8 @@
     return b;
   }
 
+  MR.ui = { region, fill, section, link, mono, confirmButton }; // for the views of pages.js
+
   /* ------------------------------------------------------------------ Overview */
   V.overview = {
     title: "Overview",
@@ -137,6 +139,7 @@
               h("dt", {}, "Started"), h("dd", {}, MR.time(n.start_time))),
             res.map((k) => MR.meter(k, n.resources_total[k] - (n.resources_available[k] || 0), n.resources_total[k])),
             MR.meter("Object store", n.object_store_used, n.object_store_capacity, MR.bytes),
+            hostStats(n),
             MR.table("Processes on this node (" + n.workers.length + ")", [
               { label: "PID", value: (w) => String(w.pid) },
               { label: "Type", value: (w) => w.worker_type },
@@ -148,6 +151,22 @@
       };
     },
   };
+
+  /* the machine a node runs on, as its raylet measured it with its last heartbeat */
+  function hostStats(n) {
+    const x = n.host;
+    if (!x) return h("p", { class: "note host" }, "This node's raylet reports no host figures.");
+    const pct = (v) => MR.num(v, 1) + "%";
+    return h("section", { class: "host", "aria-label": "host of node " + n.node_id, "data-node-id": n.node_id,
+      "data-cpu-percent": x.cpu_percent, "data-mem-used": x.mem_used, "data-mem-total": x.mem_total,
+      "data-disk-used": x.disk_used, "data-disk-total": x.disk_total },
+      h("h4", {}, "Host"),
+      MR.meter("Host CPU", x.cpu_percent, 100, pct),
+      h("p", { class: "muted host-cpu" }, x.cpu_count + " logical CPUs, load " + MR.num(x.load_avg_1m, 2) + " (1 min)"),
+      MR.meter("Host memory", x.mem_used, x.mem_total, MR.bytes),
+      MR.meter("Host disk", x.disk_used, x.disk_total, MR.bytes),
+      h("p", { class: "muted" }, "Disk: the file system of ", mono(x.disk_path), "; measured ", MR.time(x.sampled_at)));
+  }
 
   /* ------------------------------------------------------------------ Tasks */
   V.tasks = {
@@ -200,8 +219,8 @@
           { label: "Name", value: (t) => t.name || "—", cls: "name" },
           { label: "State", value: (t) => MR.badge(t.state) },
           { label: "Type", value: (t) => t.type || "—" },
-          { label: "Job", value: (t) => t.job_id || "—" },
-          { label: "Node", value: (t) => mono(MR.short(t.node_id)) },
+          { label: "Job", value: (t) => t.job_id ? link("#/job/" + t.job_id, t.job_id) : "—" },
+          { label: "Node", value: (t) => mono(MR.short(t.node_id)), cls: "node" },
           { label: "Worker PID", value: (t) => String(t.worker_pid || "—") },
           { label: "Attempt", value: (t) => String(t.attempt || 0) },
           { label: "Duration", value: (t) => t.end_time && t.start_time ? MR.duration(t.end_time - t.start_time) : "—" },
@@ -347,18 +366,18 @@
       return async () => {
         const data = await MR.api("/api/v0/jobs");
         fill(subs, MR.table("Submitted jobs", [
-          { label: "Submission ID", value: (j) => mono(j.submission_id) },
+          { label: "Submission ID", value: (j) => link("#/job/" + encodeURIComponent(j.submission_id), j.submission_id), cls: "mono" },
           { label: "Status", value: (j) => MR.badge(j.status) },
           { label: "Entrypoint", value: (j) => mono(j.entrypoint) },
           { label: "Started", value: (j) => MR.time(j.start_time) },
           { label: "Ended", value: (j) => MR.time(j.end_time) },
           { label: "Exit code", value: (j) => j.driver_exit_code === null ? "—" : String(j.driver_exit_code) },
-          { label: "Logs", value: (j) => link("#/logs/job-" + j.submission_id + ".log", "log") },
+          { label: "Logs", value: (j) => link("#/job/" + encodeURIComponent(j.submission_id), "log, tasks, actors") },
           { label: "Action", value: (j) => ["RUNNING", "PENDING"].includes(j.status) ?
             confirmButton("Stop", "Confirm stop", () => MR.post("/api/jobs/" + j.submission_id + "/stop", {})) : "—" },
-        ], data.submissions, { empty: "No job submitted through the dashboard yet." }));
+        ], data.submissions, { empty: "No job submitted through the dashboard yet.", rowAttrs: (j) => ({ "data-submission-id": j.submission_id }) }));
         fill(drivers, MR.table("Drivers connected to the cluster", [
-          { label: "Job ID", value: (j) => mono(j.job_id) },
+          { label: "Job ID", value: (j) => link("#/job/" + j.job_id, j.job_id), cls: "mono" },
           { label: "Status", value: (j) => MR.badge(j.status) },
           { label: "Driver PID", value: (j) => String(j.driver_pid || "—") },
           { label: "Entrypoint", value: (j) => mono(j.entrypoint) },
