@@ -225,3 +225,38 @@ def test_cancel_a_pending_task_through_its_owner(dash: Dash) -> None:
     with pytest.raises(TaskCancelledError):  # the cancelled task returns no value
         ray.get(ref, timeout=30)
     wait_for(lambda: dash.get_json(f"/api/v0/tasks/{task_id}")["state"] == "CANCELLED", what="CANCELLED recorded")
+
+
+def test_actor_tasks_name_the_node_and_worker_they_ran_on(dash: Dash) -> None:
+    actor = dash.get_json("/api/v0/actors?name=dash_counter")["actors"][0]
+    calls = dash.get_json("/api/v0/tasks?name=Counter.incr&state=FINISHED")["tasks"]
+    assert calls and all(t["node_id"] == actor["node_id"] and t["worker_pid"] == actor["pid"] for t in calls)
+    assert all(t["worker_id"] for t in calls)
+
+
+def test_nodes_carry_their_hosts_figures(dash: Dash) -> None:
+    host = wait_for(lambda: dash.get_json("/api/v0/nodes")["nodes"][0]["host"], what="the host figures")
+    assert 0 <= host["cpu_percent"] <= 100 and host["cpu_count"] >= 1
+    assert 0 < host["mem_used"] <= host["mem_total"]
+    assert 0 < host["disk_used"] <= host["disk_total"] and host["disk_path"].startswith(dash.session_dir)
+
+
+def test_timeline_is_a_chrome_trace_of_the_ended_tasks(dash: Dash) -> None:
+    data = dash.get_json("/api/v0/timeline")
+    events = data["traceEvents"]
+    squares = [e for e in events if e["name"] == "square"]
+    assert len(squares) == N_TASKS and all(e["ph"] == "X" and e["dur"] >= 0 for e in squares)
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    assert {e["args"]["state"] for e in events if e["name"] == "explode"} == {"FAILED"}
+    assert data["otherData"]["tasks_shown"] == len(events)
+    few = dash.get_json("/api/v0/timeline?limit=3")
+    assert len(few["traceEvents"]) == 3 and few["otherData"]["tasks_ended"] >= N_TASKS + 2
+
+
+def test_a_drivers_job_page_lists_its_tasks_and_actors(dash: Dash) -> None:
+    job_id = dash.get_json("/api/v0/tasks?name=square")["tasks"][0]["job_id"]
+    data = dash.get_json(f"/api/v0/jobs/{job_id}")
+    assert data["submission"] is None and data["job_ids"] == [job_id]
+    assert {t["name"] for t in data["tasks"]} >= {"square", "explode", "Counter.incr"}
+    assert "dash_counter" in [a["name"] for a in data["actors"]]
+    assert dash.get("/api/v0/jobs/nope").status == 404
