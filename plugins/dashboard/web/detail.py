@@ -26,7 +26,8 @@ def _ended_tasks(client: Any, limit: int, job_ids: list[str] | None) -> tuple[li
     many ended tasks the history holds in all."""
     rows: list[dict[str, Any]] = []
     total = 0
-    for job in job_ids or [None]:
+    jobs: list[str | None] = list(job_ids) if job_ids else [None]
+    for job in jobs:
         for state in ("FINISHED", "FAILED"):
             filters = [("state", "=", state)] + ([("job_id", "=", job)] if job else [])
             page = client.tasks(filters, limit)
