@@ -299,7 +299,9 @@ def test_nodes_view_shows_each_hosts_cpu_memory_and_disk(page: Any, dash: Dash, 
     from microray.cluster_utils import Cluster
 
     cluster = Cluster(session_root=str(tmp_path / "root"), shutdown_at_exit=False)
-    cluster.head_node = type("Head", (), {"gcs_address": dash.context.address_info["gcs_address"]})()
+    # a worker node joins this module's embedded head (the Cluster only needs its address and token)
+    cluster.head_node = type("Head", (), {"gcs_address": dash.context.address_info["gcs_address"],
+                                          "session_dir": dash.session_dir})()
     second = cluster.add_node(num_cpus=1)
     try:
         goto(page, dash, "nodes")
