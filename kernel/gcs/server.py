@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import pickle
@@ -64,6 +65,12 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         # WatchNodes callers wait on it
         self.node_version = 0
         self._nodes_changed = asyncio.Event()
+        # every change of an entry a raylet's cluster view holds (membership, resources,
+        # store use) is numbered: WatchNodes sends a caller only what changed since its last
+        # reply, so an idle cluster of N nodes costs O(N) per period, not O(N^2)
+        self.table_id = os.urandom(8).hex()
+        self.node_seq = 0
+        self._changed_at: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._job_lock = asyncio.Lock()
         self._named_lock = asyncio.Lock()
         from microray.gcs.actor_manager import ActorManager
@@ -123,7 +130,13 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     async def GetClusterConfig(self, request, context):
         return gcs_pb2.ClusterConfigReply(config_json=self.config_json, cluster_id=self.cluster_id)
 
-    def _node_table_changed(self) -> None:
+    def _node_entry_changed(self, node_id: str) -> None:
+        self.node_seq += 1
+        self._changed_at[node_id] = self.node_seq
+        self._changed_at.move_to_end(node_id)
+
+    def _node_table_changed(self, node_id: str) -> None:
+        self._node_entry_changed(node_id)
         self.node_version += 1
         self._nodes_changed.set()
         self._nodes_changed = asyncio.Event()
@@ -147,7 +160,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.last_heartbeat[info.node_id] = time.time()
         await self.store.put(T_NODES, info.node_id.encode(), info.SerializeToString())
         log.info("node_registered", node_id=info.node_id, address=f"{info.ip}:{info.raylet_port}")
-        self._node_table_changed()
+        self._node_table_changed(info.node_id)
         self._notify("microray_node_added", node=_node_dict(info))
         return gcs_pb2.RegisterNodeReply(config_json=self.config_json, cluster_id=self.cluster_id)
 
@@ -162,12 +175,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         if info.state != "ALIVE":
             return gcs_pb2.HeartbeatReply(dead=True, reason=self._dead_reason(info))
         self.last_heartbeat[request.node_id] = time.time()
-        info.available.CopyFrom(request.available)
-        info.object_store_used = request.object_store_used
-        info.num_workers = request.num_workers
-        del info.demands[:]
-        info.demands.extend(request.demands)
-        if request.HasField("host"):
+        if (info.available != request.available or info.object_store_used != request.object_store_used
+                or info.num_workers != request.num_workers or list(info.demands) != list(request.demands)):
+            info.available.CopyFrom(request.available)
+            info.object_store_used = request.object_store_used
+            info.num_workers = request.num_workers
+            del info.demands[:]
+            info.demands.extend(request.demands)
+            self._node_entry_changed(request.node_id)
+        if request.HasField("host"):  # machine figures: fresh in GetAllNodes, no change for watchers
             info.host.CopyFrom(request.host)
         info.last_heartbeat = time.time()
         return gcs_pb2.HeartbeatReply(reregister=False)
@@ -188,7 +204,24 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                 await asyncio.wait_for(self._nodes_changed.wait(), min(request.wait_s, 60.0))
             except asyncio.TimeoutError:
                 pass
-        return gcs_pb2.NodeList(nodes=list(self.nodes.values()), version=self.node_version)
+        return self.node_table_since(request.seq, request.table_id)
+
+    def node_table_since(self, seq: int, table_id: str) -> gcs_pb2.NodeList:
+        """The node entries changed after change number ``seq`` of table ``table_id`` (a
+        delta), or the whole table when the caller has none of this GCS's (``seq`` 0,
+        another table id: this GCS restarted, or a number it never gave). ``last_heartbeat``
+        and ``host`` (the machine's figures) alone are no change: they are fresh in
+        GetAllNodes only."""
+        reply = gcs_pb2.NodeList(version=self.node_version, seq=self.node_seq, table_id=self.table_id)
+        if seq <= 0 or table_id != self.table_id or seq > self.node_seq:
+            reply.nodes.extend(self.nodes.values())
+            return reply
+        reply.delta = True
+        for node_id in reversed(self._changed_at):
+            if self._changed_at[node_id] <= seq:
+                break
+            reply.nodes.append(self.nodes[node_id])
+        return reply
 
     async def _mark_dead(self, node_id: str, reason: str) -> None:
         info = self.nodes.get(node_id)
@@ -197,7 +230,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         info.state = "DEAD"
         self.dead_reasons[node_id] = reason
         self.last_heartbeat.pop(node_id, None)
-        self._node_table_changed()
+        self._node_table_changed(node_id)
         await self.store.put(T_NODES, node_id.encode(), info.SerializeToString())
         (log.info if reason == "unregistered" else log.warning)("node_dead", node_id=node_id, reason=reason)
         self._notify("microray_node_removed", node=_node_dict(info))

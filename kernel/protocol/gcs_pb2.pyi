@@ -122,20 +122,30 @@ class HeartbeatReply(_message.Message):
     def __init__(self, reregister: _Optional[bool] = ..., dead: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class NodeList(_message.Message):
-    __slots__ = ("nodes", "version")
+    __slots__ = ("nodes", "version", "seq", "table_id", "delta")
     NODES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
     version: int
-    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    seq: int
+    table_id: str
+    delta: bool
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., version: _Optional[int] = ..., seq: _Optional[int] = ..., table_id: _Optional[str] = ..., delta: _Optional[bool] = ...) -> None: ...
 
 class WatchNodesRequest(_message.Message):
-    __slots__ = ("version", "wait_s")
+    __slots__ = ("version", "wait_s", "seq", "table_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TABLE_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     wait_s: float
-    def __init__(self, version: _Optional[int] = ..., wait_s: _Optional[float] = ...) -> None: ...
+    seq: int
+    table_id: str
+    def __init__(self, version: _Optional[int] = ..., wait_s: _Optional[float] = ..., seq: _Optional[int] = ..., table_id: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "driver_ip", "driver_pid", "start_time", "end_time", "state", "entrypoint", "namespace", "submission_id")

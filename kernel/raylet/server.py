@@ -259,20 +259,28 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
     async def watch_nodes_loop(self) -> None:
         """Keep ``remote_nodes`` (the cluster view the scheduler sees) in step with the GCS
         node table: a join or a death arrives at once (long-poll), resource figures at least
-        every heartbeat period."""
+        every heartbeat period. The GCS sends only the entries changed since the last reply."""
         period = self.cfg.heartbeat_period_s
-        version = -1
+        version, seq, table_id = -1, 0, ""
+        table: dict[str, common_pb2.NodeInfo] = {}
         while True:
             try:
                 reply = await self.gcs.WatchNodes(
-                    gcs_pb2.WatchNodesRequest(version=version, wait_s=period), timeout=period + 5
+                    gcs_pb2.WatchNodesRequest(version=version, wait_s=period, seq=seq, table_id=table_id),
+                    timeout=period + 5,
                 )
             except grpc.aio.AioRpcError as exc:
                 log.debug("watch_nodes_failed", error=exc.code().name)
                 await asyncio.sleep(period)
                 continue
-            version = reply.version
-            self.apply_node_table(reply.nodes)
+            version, seq, table_id = reply.version, reply.seq, reply.table_id
+            if not reply.delta:
+                table = {}
+            elif not reply.nodes:  # nothing changed: pending requests are decided again all the same
+                self.scheduler.redecide(view_changed=True)
+                continue
+            table.update((n.node_id, n) for n in reply.nodes)
+            self.apply_node_table(table.values())
 
     def apply_node_table(self, nodes: Any) -> None:
         remote = {}
