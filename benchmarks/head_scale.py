@@ -3,7 +3,8 @@
 A simulated node does what a raylet does with the GCS and nothing else: ``RegisterNode``
 once, then every ``heartbeat_period_s`` a ``Heartbeat`` carrying its available resources,
 and the ``WatchNodes`` long-poll the raylet keeps its cluster view with (one call always
-in flight, ``wait_s`` = the heartbeat period), each node on a gRPC channel of its own.
+in flight, ``wait_s`` = the heartbeat period; ``--watch full`` asks for the whole table in
+every reply, as raylets did before deltas), each node on a gRPC channel of its own.
 The nodes are asyncio tasks in ``--procs`` processes (so 1,000 fit on a small machine);
 the head is a real one (``Cluster`` head: GCS + raylet).
 
@@ -42,10 +43,11 @@ def _stubs():
 class SimNode:
     """One simulated raylet: registration, heartbeats and the node-table watch."""
 
-    def __init__(self, gcs_address: str, period: float, stats: dict[str, float]) -> None:
+    def __init__(self, gcs_address: str, period: float, stats: dict[str, float], full: bool) -> None:
         common_pb2, gcs_pb2, gcs_pb2_grpc = _stubs()
         self.node_id = os.urandom(14).hex()
         self.period = period
+        self.full = full
         self.stats = stats
         self.channel = grpc.aio.insecure_channel(gcs_address)
         self.gcs = gcs_pb2_grpc.GcsStub(self.channel)
@@ -84,17 +86,18 @@ class SimNode:
 
     async def watch(self) -> None:
         _, gcs_pb2, _ = _stubs()
-        version = -1
+        version, seq, table_id = -1, 0, ""
         while not self.silenced:
             try:
-                reply = await self.gcs.WatchNodes(gcs_pb2.WatchNodesRequest(version=version, wait_s=self.period),
-                                                  timeout=self.period + 5)
+                reply = await self.gcs.WatchNodes(gcs_pb2.WatchNodesRequest(
+                    version=version, wait_s=self.period, seq=0 if self.full else seq, table_id=table_id),
+                    timeout=self.period + 5)
             except grpc.aio.AioRpcError:
                 self.stats["watch_errors"] += 1
                 await asyncio.sleep(self.period)
                 continue
             now = time.time()
-            version = reply.version
+            version, seq, table_id = reply.version, reply.seq, reply.table_id
             self.stats["watch_replies"] += 1
             self.stats["watch_bytes"] += reply.ByteSize()
             for n in reply.nodes:
@@ -102,7 +105,7 @@ class SimNode:
                     self.dead_seen[n.node_id] = now
 
 
-async def _simulate(gcs_address: str, period: float, commands: Any, results: Any) -> None:
+async def _simulate(gcs_address: str, period: float, full: bool, commands: Any, results: Any) -> None:
     stats: dict[str, float] = dict.fromkeys(("heartbeats", "heartbeat_errors", "watch_replies", "watch_bytes",
                                              "watch_errors"), 0)
     nodes: list[SimNode] = []
@@ -110,7 +113,7 @@ async def _simulate(gcs_address: str, period: float, commands: Any, results: Any
     while True:
         cmd, arg = await loop.run_in_executor(None, commands.get)
         if cmd == "add":
-            new = [SimNode(gcs_address, period, stats) for _ in range(arg)]
+            new = [SimNode(gcs_address, period, stats, full) for _ in range(arg)]
             for i in range(0, len(new), 50):  # a few at a time, as nodes of a real cluster join
                 await asyncio.gather(*(n.register() for n in new[i:i + 50]))
             nodes += new
@@ -137,19 +140,19 @@ async def _simulate(gcs_address: str, period: float, commands: Any, results: Any
             return
 
 
-def simulator(gcs_address: str, period: float, commands: Any, results: Any) -> None:
+def simulator(gcs_address: str, period: float, full: bool, commands: Any, results: Any) -> None:
     import uvloop
 
-    uvloop.run(_simulate(gcs_address, period, commands, results))
+    uvloop.run(_simulate(gcs_address, period, full, commands, results))
 
 
 class Sims:
     """The simulator processes, driven from here."""
 
-    def __init__(self, gcs_address: str, period: float, procs: int) -> None:
+    def __init__(self, gcs_address: str, period: float, procs: int, full: bool) -> None:
         ctx = mp.get_context("spawn")
         self.pipes = [(ctx.Queue(), ctx.Queue()) for _ in range(procs)]
-        self.procs = [ctx.Process(target=simulator, args=(gcs_address, period, c, r), daemon=True)
+        self.procs = [ctx.Process(target=simulator, args=(gcs_address, period, full, c, r), daemon=True)
                       for c, r in self.pipes]
         for p in self.procs:
             p.start()
@@ -185,13 +188,37 @@ class Sims:
                     p.kill()
 
 
-def gcs_sample(proc: psutil.Process, window: float) -> dict[str, float]:
-    t0, c0 = time.monotonic(), proc.cpu_times()
-    time.sleep(window)
-    t1, c1 = time.monotonic(), proc.cpu_times()
-    mem = proc.memory_full_info()
-    return {"gcs_cpu_pct": round(100 * ((c1.user + c1.system) - (c0.user + c0.system)) / (t1 - t0), 1),
-            "gcs_rss_mb": round(mem.rss / 1e6, 1), "gcs_pss_mb": round(mem.pss / 1e6, 1)}
+def rollup_mb(pid: int) -> dict[str, float]:
+    """Rss and Pss from one read of /proc/PID/smaps_rollup (one consistent snapshot)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Pss"):
+                out[key.lower()] = round(int(rest.split()[0]) / 1e3, 1)
+    return out
+
+
+def cpu_s(procs: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
+def gcs_sample(proc: psutil.Process, window: float, others: list[psutil.Process] = ()) -> dict[str, float]:
+    """The GCS's CPU% over ``window`` s (and the simulator processes', summed), then its
+    RSS and PSS, sampled every second of the window and averaged."""
+    t0, c0, o0 = time.monotonic(), cpu_s([proc]), cpu_s(list(others))
+    mem = []
+    end = t0 + window
+    while time.monotonic() < end:
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        mem.append(rollup_mb(proc.pid))
+    t1, c1, o1 = time.monotonic(), cpu_s([proc]), cpu_s(list(others))
+    out = {"gcs_cpu_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
+           "gcs_rss_mb": round(sum(m["rss"] for m in mem) / len(mem), 1),
+           "gcs_pss_mb": round(sum(m["pss"] for m in mem) / len(mem), 1)}
+    if others:
+        out["sims_cpu_pct"] = round(100 * (o1 - o0) / (t1 - t0), 1)
+    return out
 
 
 def time_to_dead(gcs_address: str, sims: Sims, victim: str, dead_after: float) -> dict[str, Any]:
@@ -237,6 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="10,100,1000")
     parser.add_argument("--procs", type=int, default=4, help="simulator processes")
+    parser.add_argument("--watch", choices=("delta", "full"), default="delta",
+                        help="delta: WatchNodes as raylets call it (changes since the last reply); full: "
+                             "the whole table in every reply, as before deltas")
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=10.0)
     args = parser.parse_args()
@@ -248,7 +278,7 @@ def main() -> None:
     common_pb2, gcs_pb2, gcs_pb2_grpc = _stubs()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     sims = None
-    out: dict[str, Any] = {"version": microray.__version__, "procs": args.procs, "levels": []}
+    out: dict[str, Any] = {"version": microray.__version__, "procs": args.procs, "watch": args.watch, "levels": []}
     try:
         gcs_address = cluster.address
         proc = psutil.Process(cluster.head_node.pids["gcs"])
@@ -258,7 +288,7 @@ def main() -> None:
         period, dead_after = cfg["heartbeat_period_s"], cfg["node_dead_after_s"]
         out.update(heartbeat_period_s=period, node_dead_after_s=dead_after)
         out["idle_head"] = gcs_sample(proc, args.window)
-        sims = Sims(gcs_address, period, args.procs)
+        sims = Sims(gcs_address, period, args.procs, args.watch == "full")
         for level in levels:
             t = time.perf_counter()
             sims.add(level - sims.count)
@@ -266,7 +296,7 @@ def main() -> None:
             time.sleep(args.settle)
             sims.ask_all("stats")  # reset
             t = time.monotonic()
-            row: dict[str, Any] = {"nodes": level, "join_s": round(joined, 1), **gcs_sample(proc, args.window)}
+            row: dict[str, Any] = {"nodes": level, "join_s": round(joined, 1), **gcs_sample(proc, args.window, [psutil.Process(p.pid) for p in sims.procs])}
             span = time.monotonic() - t
             got = sims.ask_all("stats")
             total = {k: sum(s[k] for s in got) for k in got[0]}
