@@ -22,6 +22,7 @@ import collections
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--actors", type=int, default=200)
+    parser.add_argument("--actor-reps", type=int, default=None, help="reps of the actor figure (default: --reps)")
     parser.add_argument("--nodes", type=int, default=4, help="the head and nodes-1 worker nodes")
     args = parser.parse_args()
 
@@ -77,17 +79,24 @@ def main() -> None:
 
         ray.get([where.options(scheduling_strategy="SPREAD").remote() for _ in range(200)])  # warm-up
         tasks_rate, task_counts, actor_s, actor_counts = [], [], [], []
-        for _ in range(args.reps):
+        actor_reps = args.reps if args.actor_reps is None else args.actor_reps
+        for rep in range(args.reps):
             t = time.perf_counter()
             ids = ray.get([where.options(scheduling_strategy="SPREAD").remote() for _ in range(args.tasks)])
             tasks_rate.append(args.tasks / (time.perf_counter() - t))
             task_counts.append(per_node(ids, order))
+            print(json.dumps({"rep": rep, "tasks_per_s": round(tasks_rate[-1]), "per_node": task_counts[-1]}),
+                  file=sys.stderr, flush=True)
+            if rep >= actor_reps:
+                continue
 
             t = time.perf_counter()
             actors = [Member.options(scheduling_strategy="SPREAD").remote() for _ in range(args.actors)]
             ids = ray.get([a.where.remote() for a in actors], timeout=600)
             actor_s.append(time.perf_counter() - t)
             actor_counts.append(per_node(ids, order))
+            print(json.dumps({"rep": rep, "actors_s": round(actor_s[-1], 2), "per_node": actor_counts[-1]}),
+                  file=sys.stderr, flush=True)
             for a in actors:
                 ray.kill(a)
             del actors

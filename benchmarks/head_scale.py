@@ -74,9 +74,13 @@ class SimNode:
         await asyncio.sleep(random.uniform(0, self.period))  # raylets start at different times
         while not self.silenced:
             try:
-                await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
+                reply = await self.gcs.Heartbeat(gcs_pb2.HeartbeatRequest(
                     node_id=self.node_id, available=self.total, object_store_used=0, num_workers=0),
                     timeout=max(self.period, 1.0))
+                if reply.dead:  # declared dead while alive (its heartbeats were late): a raylet exits
+                    self.stats["declared_dead_alive"] += 1
+                    self.silenced = True
+                    return
                 if not self.silenced:
                     self.last_heartbeat = time.time()
                     self.stats["heartbeats"] += 1
@@ -107,7 +111,7 @@ class SimNode:
 
 async def _simulate(gcs_address: str, period: float, full: bool, commands: Any, results: Any) -> None:
     stats: dict[str, float] = dict.fromkeys(("heartbeats", "heartbeat_errors", "watch_replies", "watch_bytes",
-                                             "watch_errors"), 0)
+                                             "watch_errors", "declared_dead_alive"), 0)
     nodes: list[SimNode] = []
     loop = asyncio.get_running_loop()
     while True:
@@ -121,7 +125,10 @@ async def _simulate(gcs_address: str, period: float, full: bool, commands: Any, 
         elif cmd == "stats":
             results.put(dict(stats))
             for k in stats:
-                stats[k] = 0
+                if k != "declared_dead_alive":
+                    stats[k] = 0
+        elif cmd == "alive":
+            results.put([n.node_id for n in nodes if not n.silenced])
         elif cmd == "silence":
             node = next(n for n in nodes if n.node_id == arg)
             node.silenced = True
@@ -301,15 +308,17 @@ def main() -> None:
             got = sims.ask_all("stats")
             total = {k: sum(s[k] for s in got) for k in got[0]}
             table = gcs_pb2_grpc.GcsStub(grpc.insecure_channel(gcs_address)).GetAllNodes(common_pb2.Empty(), timeout=30)
+            alive = sum(n.state == "ALIVE" for n in table.nodes) - 1  # the head's own node is real
             row.update(
                 heartbeats_per_s=round(total["heartbeats"] / span), heartbeats_expected_per_s=round(level / period),
                 heartbeat_errors=total["heartbeat_errors"], watch_replies_per_s=round(total["watch_replies"] / span),
                 watch_mb_per_s=round(total["watch_bytes"] / span / 1e6, 2), watch_errors=total["watch_errors"],
-                node_table_kb=round(table.ByteSize() / 1e3, 1),
+                node_table_kb=round(table.ByteSize() / 1e3, 1), sim_nodes_alive=alive,
+                declared_dead_while_alive=total["declared_dead_alive"],
             )
             out["levels"].append(row)
             print(json.dumps(row), flush=True)
-        victim = random.choice(list(sims.where))
+        victim = random.choice([n for ids in sims.ask_all("alive") for n in ids])
         out["death"] = time_to_dead(gcs_address, sims, victim, dead_after)
         print(json.dumps(out))
     finally:
