@@ -318,8 +318,9 @@ def main() -> None:
             )
             out["levels"].append(row)
             print(json.dumps(row), flush=True)
-        victim = random.choice([n for ids in sims.ask_all("alive") for n in ids])
-        out["death"] = time_to_dead(gcs_address, sims, victim, dead_after)
+        alive = [n for ids in sims.ask_all("alive") for n in ids]
+        out["death"] = (time_to_dead(gcs_address, sims, random.choice(alive), dead_after) if alive
+                        else {"skipped": "no simulated node is alive (all were declared dead)"})
         print(json.dumps(out))
     finally:
         if sims is not None:
