@@ -57,7 +57,10 @@ def main() -> None:
     for _ in range(args.nodes - 1):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
+    if args.system == "ray":
+        ray.init(address=cluster.address)
+    else:
+        cluster.connect()  # finds the cluster token in the cluster's session root
     start_s = time.perf_counter() - t
     out: dict[str, Any] = {"system": args.system, "version": ray.__version__, "nodes": args.nodes,
                            "cpus_per_node": 1, "tasks": args.tasks, "actors": args.actors,

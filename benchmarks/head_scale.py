@@ -43,13 +43,15 @@ def _stubs():
 class SimNode:
     """One simulated raylet: registration, heartbeats and the node-table watch."""
 
-    def __init__(self, gcs_address: str, period: float, stats: dict[str, float], full: bool) -> None:
+    def __init__(self, gcs_address: str, token: str, period: float, stats: dict[str, float], full: bool) -> None:
+        from microray import rpc
+
         common_pb2, gcs_pb2, gcs_pb2_grpc = _stubs()
         self.node_id = os.urandom(14).hex()
         self.period = period
         self.full = full
         self.stats = stats
-        self.channel = grpc.aio.insecure_channel(gcs_address)
+        self.channel = rpc.channel(gcs_address, rpc.Credentials(token))  # the token on every call
         self.gcs = gcs_pb2_grpc.GcsStub(self.channel)
         self.total = common_pb2.ResourceMap(amounts={"CPU": 8.0, "memory": 16e9, "object_store_memory": 4e9})
         self.silenced = False
@@ -109,7 +111,7 @@ class SimNode:
                     self.dead_seen[n.node_id] = now
 
 
-async def _simulate(gcs_address: str, period: float, full: bool, commands: Any, results: Any) -> None:
+async def _simulate(gcs_address: str, token: str, period: float, full: bool, commands: Any, results: Any) -> None:
     stats: dict[str, float] = dict.fromkeys(("heartbeats", "heartbeat_errors", "watch_replies", "watch_bytes",
                                              "watch_errors", "declared_dead_alive"), 0)
     nodes: list[SimNode] = []
@@ -117,7 +119,7 @@ async def _simulate(gcs_address: str, period: float, full: bool, commands: Any, 
     while True:
         cmd, arg = await loop.run_in_executor(None, commands.get)
         if cmd == "add":
-            new = [SimNode(gcs_address, period, stats, full) for _ in range(arg)]
+            new = [SimNode(gcs_address, token, period, stats, full) for _ in range(arg)]
             for i in range(0, len(new), 50):  # a few at a time, as nodes of a real cluster join
                 await asyncio.gather(*(n.register() for n in new[i:i + 50]))
             nodes += new
@@ -147,19 +149,19 @@ async def _simulate(gcs_address: str, period: float, full: bool, commands: Any, 
             return
 
 
-def simulator(gcs_address: str, period: float, full: bool, commands: Any, results: Any) -> None:
+def simulator(gcs_address: str, token: str, period: float, full: bool, commands: Any, results: Any) -> None:
     import uvloop
 
-    uvloop.run(_simulate(gcs_address, period, full, commands, results))
+    uvloop.run(_simulate(gcs_address, token, period, full, commands, results))
 
 
 class Sims:
     """The simulator processes, driven from here."""
 
-    def __init__(self, gcs_address: str, period: float, procs: int, full: bool) -> None:
+    def __init__(self, gcs_address: str, token: str, period: float, procs: int, full: bool) -> None:
         ctx = mp.get_context("spawn")
         self.pipes = [(ctx.Queue(), ctx.Queue()) for _ in range(procs)]
-        self.procs = [ctx.Process(target=simulator, args=(gcs_address, period, full, c, r), daemon=True)
+        self.procs = [ctx.Process(target=simulator, args=(gcs_address, token, period, full, c, r), daemon=True)
                       for c, r in self.pipes]
         for p in self.procs:
             p.start()
@@ -228,9 +230,11 @@ def gcs_sample(proc: psutil.Process, window: float, others: list[psutil.Process]
     return out
 
 
-def time_to_dead(gcs_address: str, sims: Sims, victim: str, dead_after: float) -> dict[str, Any]:
+def time_to_dead(gcs_address: str, token: str, sims: Sims, victim: str, dead_after: float) -> dict[str, Any]:
+    from microray import rpc
+
     common_pb2, gcs_pb2, gcs_pb2_grpc = _stubs()
-    channel = grpc.insecure_channel(gcs_address)
+    channel = rpc.blocking_channel(gcs_address, rpc.Credentials(token))
     gcs = gcs_pb2_grpc.GcsStub(channel)
     told: dict[str, float] = {}
 
@@ -288,14 +292,16 @@ def main() -> None:
     out: dict[str, Any] = {"version": microray.__version__, "procs": args.procs, "watch": args.watch, "levels": []}
     try:
         gcs_address = cluster.address
+        token = cluster.token
+        from microray import rpc
+
+        gcs = gcs_pb2_grpc.GcsStub(rpc.blocking_channel(gcs_address, rpc.Credentials(token)))
         proc = psutil.Process(cluster.head_node.pids["gcs"])
-        cfg = json.loads(gcs_pb2_grpc.GcsStub(grpc.insecure_channel(gcs_address)).GetClusterConfig(
-            gcs_pb2.ClusterConfigRequest() if hasattr(gcs_pb2, "ClusterConfigRequest") else common_pb2.Empty(),
-            timeout=30).config_json)
+        cfg = json.loads(gcs.GetClusterConfig(common_pb2.Empty(), timeout=30).config_json)
         period, dead_after = cfg["heartbeat_period_s"], cfg["node_dead_after_s"]
         out.update(heartbeat_period_s=period, node_dead_after_s=dead_after)
         out["idle_head"] = gcs_sample(proc, args.window)
-        sims = Sims(gcs_address, period, args.procs, args.watch == "full")
+        sims = Sims(gcs_address, token, period, args.procs, args.watch == "full")
         for level in levels:
             t = time.perf_counter()
             sims.add(level - sims.count)
@@ -307,7 +313,7 @@ def main() -> None:
             span = time.monotonic() - t
             got = sims.ask_all("stats")
             total = {k: sum(s[k] for s in got) for k in got[0]}
-            table = gcs_pb2_grpc.GcsStub(grpc.insecure_channel(gcs_address)).GetAllNodes(common_pb2.Empty(), timeout=30)
+            table = gcs.GetAllNodes(common_pb2.Empty(), timeout=30)
             alive = sum(n.state == "ALIVE" for n in table.nodes) - 1  # the head's own node is real
             row.update(
                 heartbeats_per_s=round(total["heartbeats"] / span), heartbeats_expected_per_s=round(level / period),
@@ -319,7 +325,7 @@ def main() -> None:
             out["levels"].append(row)
             print(json.dumps(row), flush=True)
         alive = [n for ids in sims.ask_all("alive") for n in ids]
-        out["death"] = (time_to_dead(gcs_address, sims, random.choice(alive), dead_after) if alive
+        out["death"] = (time_to_dead(gcs_address, token, sims, random.choice(alive), dead_after) if alive
                         else {"skipped": "no simulated node is alive (all were declared dead)"})
         print(json.dumps(out))
     finally:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 
-import grpc
-
 import microray as ray
+from microray import rpc
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 from microray.testing.processes import wait_for
 
@@ -32,7 +31,7 @@ def watch(gcs, last: gcs_pb2.NodeList | None) -> gcs_pb2.NodeList:
 def test_watch_nodes_sends_only_what_changed(make_cluster):
     # the fake nodes heartbeat only when the test says: they must not die of it meanwhile
     cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_dead_after_s": 120})
-    with grpc.insecure_channel(cluster.address) as ch:
+    with rpc.blocking_channel(cluster.address, rpc.Credentials(cluster.token)) as ch:
         gcs = gcs_pb2_grpc.GcsStub(ch)
         a, b = fake_node(gcs), fake_node(gcs)
         full = watch(gcs, None)
@@ -77,7 +76,7 @@ def test_raylets_cluster_view_follows_deltas(make_cluster):
     assert ray.get(where.remote(), timeout=60) == late.node_id
     from microray.protocol import raylet_pb2_grpc
 
-    with grpc.insecure_channel(cluster.head_node.raylet_address) as ch:
+    with rpc.blocking_channel(cluster.head_node.raylet_address, rpc.Credentials(cluster.token)) as ch:
         stub = raylet_pb2_grpc.RayletStub(ch)
 
         def head_sees_late_idle() -> bool:
