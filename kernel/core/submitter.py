@@ -61,6 +61,12 @@ def _excluding(exclude: list[str], node_id: str) -> list[str]:
     return [*(n for n in exclude if n != node_id), node_id][-MAX_EXCLUDED_NODES:]
 
 
+NODE_STOPPED = ("the node this process is connected to was stopped (its raylet does not answer): "
+                "tasks cannot run; start a cluster and connect again")
+# what the local raylet's calls end with when its node stops: refused, or cut by its shutdown
+_NODE_GONE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
 class SubmitterHost(Protocol):
     """What the submitter needs of its core worker (``CoreWorker`` satisfies it)."""
 
@@ -95,6 +101,7 @@ class TaskSubmitter:
         self.inline_limit = cw.config.max_inline_object_bytes
         self.lineage = cw.lineage  # specs kept to rebuild lost returns (core/lineage.py)
         self.infeasible_shapes: set[tuple] = set()  # resource shapes the user was warned about
+        self.node_gone = False  # this process's raylet stopped answering: said once (node_stopped)
         from microray.core.task_events import TaskEventBuffer
 
         self.events = TaskEventBuffer(cw)
@@ -257,6 +264,10 @@ class TaskSubmitter:
                         raylet, grant_or_reject, spilled_to = local, False, ""
                         await asyncio.sleep(SPILLBACK_RETRY_S)
                         continue
+                    if raylet is local and exc.code() in _NODE_GONE_CODES:
+                        self._node_stopped()
+                        self._fail_queue(key, NODE_STOPPED)
+                        return
                     log.warning("lease_request_failed", error=exc.code().name, details=exc.details())
                     self._fail_queue(key, f"could not lease a worker: {exc.details()}")
                     return
@@ -442,6 +453,13 @@ class TaskSubmitter:
             if not entry.done:
                 self.fail(entry, err)
 
+    def _node_stopped(self) -> None:
+        """This process's raylet does not answer: its node was stopped (``microray stop``)
+        or died. Said once; what fails after it says the same, without a warning each."""
+        if not self.node_gone:
+            self.node_gone = True
+            log.error("node_stopped", message=NODE_STOPPED)
+
     def _fail_queue(self, key: tuple, message: str, error_type: type[Exception] = RaySystemError) -> None:
         err = serialization.serialize_error(error_type(message)).to_bytes()
         state = self.keys[key]
@@ -466,8 +484,9 @@ class TaskSubmitter:
                 self.fail(entry, serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes())
             elif entry.spec.attempt < entry.spec.max_retries:
                 entry.spec.attempt += 1
-                log.warning("task_retry", task=entry.spec.function_name, attempt=entry.spec.attempt,
-                            reason="worker died", worker_pid=lease.pid)
+                (log.info if self.node_gone else log.warning)(
+                    "task_retry", task=entry.spec.function_name, attempt=entry.spec.attempt,
+                    reason="worker died", worker_pid=lease.pid)
                 self.events.state(entry.spec.task_id, "PENDING_NODE_ASSIGNMENT", attempt=entry.spec.attempt)
                 state.queue.appendleft(entry)
             else:
@@ -492,8 +511,12 @@ class TaskSubmitter:
             )
             reason = reply.reason
         except grpc.aio.AioRpcError as exc:
-            reason = f"unknown: its raylet did not answer ({exc.code().name})"
-        log.warning("worker_died", worker_id=lease.worker_id, worker_pid=lease.pid, reason=reason or "unknown",
+            if lease.raylet is self.cw.raylet and exc.code() in _NODE_GONE_CODES:
+                self._node_stopped()
+                reason = "its node was stopped"
+            else:
+                reason = f"unknown: its raylet did not answer ({exc.code().name})"
+        (log.info if self.node_gone else log.warning)("worker_died", worker_id=lease.worker_id, worker_pid=lease.pid, reason=reason or "unknown",
                     tasks_lost=lost, tasks_failed=len(failed))
         how = f" ({reason})" if reason else " unexpectedly"
         for entry in failed:

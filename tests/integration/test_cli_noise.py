@@ -89,3 +89,44 @@ def test_gcs_err_stays_clean_through_actors_and_stop(env: dict[str, str], tmp_pa
     assert "gcs_stopped" in (logs / "gcs.log").read_text()
     err = (logs / "gcs.err").read_text()
     assert "Task was destroyed" not in err and "aclose()" not in err and "never retrieved" not in err, err
+
+
+LOOP = """
+import time
+import microray as ray
+ray.init(address="auto")
+
+@ray.remote
+def f(x):
+    time.sleep(0.05)
+    return x
+
+ray.get([f.remote(i) for i in range(4)])
+print("running", flush=True)
+while True:
+    ray.get([f.remote(i) for i in range(4)])
+"""
+
+
+def test_stop_under_a_driver_is_said_once(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    import subprocess
+    import sys
+
+    from microray.testing.processes import read_marker
+
+    started = run_cli("start", "--head", "--num-cpus", "2", "--dashboard", "none", env=env, cwd=tmp_path, timeout=120)
+    assert started.returncode == 0, started.stderr
+    driver = subprocess.Popen([sys.executable, "-c", LOOP], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        read_marker(driver, "running", timeout=120)
+    finally:
+        run_cli("stop", env=env, cwd=tmp_path)
+    try:
+        _, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode != 0
+    assert err.count("node_stopped") == 1, err
+    assert "lease_request_failed" not in err and "Cancelling all calls" not in err, err
+    assert "RaySystemError: the node this process is connected to was stopped" in err, err
