@@ -122,12 +122,19 @@ def _upload(base: str, token: str, path: str, excludes: list[str], as_module: bo
 @click.option("--metadata-json", default=None, help="JSON object of string metadata.")
 @click.option("--env", "env_pairs", multiple=True, help="KEY=VALUE environment variable for the job; repeatable.")
 @click.option("--no-wait", is_flag=True, help="Return after submitting instead of following the logs.")
+@click.option("--entrypoint-num-cpus", type=float, default=None,
+              help="CPUs the entrypoint needs (recorded and shown, as Ray's; the entrypoint runs on the head "
+                   "and nothing is reserved for it).")
+@click.option("--entrypoint-num-gpus", type=float, default=None, help="GPUs the entrypoint needs (recorded, as above).")
+@click.option("--entrypoint-resources", default=None,
+              help="Custom resources the entrypoint needs, as JSON (recorded, as above).")
 @_DASH
 @_TOKEN
 @click.argument("entrypoint", nargs=-1, required=True, type=click.UNPROCESSED)
 def job_submit(working_dir: str, runtime_env_json: str | None, submission_id: str | None, metadata_json: str | None,
-               env_pairs: tuple[str, ...], no_wait: bool, address: str | None, token: str | None,
-               entrypoint: tuple[str, ...]) -> None:
+               env_pairs: tuple[str, ...], no_wait: bool, entrypoint_num_cpus: float | None,
+               entrypoint_num_gpus: float | None, entrypoint_resources: str | None, address: str | None,
+               token: str | None, entrypoint: tuple[str, ...]) -> None:
     """Run ENTRYPOINT (after --) as a job: ``microray job submit --working-dir . -- python script.py``.
     The job's driver runs in the uploaded working dir, and its tasks and actors too."""
     from microray.task_options import validate_options
@@ -157,6 +164,16 @@ def job_submit(working_dir: str, runtime_env_json: str | None, submission_id: st
         body["submission_id"] = submission_id
     if metadata_json:
         body["metadata"] = json.loads(metadata_json)
+    if entrypoint_num_cpus is not None:
+        body["entrypoint_num_cpus"] = entrypoint_num_cpus
+    if entrypoint_num_gpus is not None:
+        body["entrypoint_num_gpus"] = entrypoint_num_gpus
+    if entrypoint_resources:
+        try:
+            body["entrypoint_resources"] = json.loads(entrypoint_resources)
+        except json.JSONDecodeError:
+            raise click.BadParameter(f"expected a JSON object such as '{{\"disk\": 1}}', got {entrypoint_resources!r}",
+                                     param_hint="'--entrypoint-resources'") from None
     reply = _http("POST", f"{base}/api/jobs/", token, body)
     sid = reply["submission_id"]
     click.echo(f"Job '{sid}' submitted successfully.", err=True)
@@ -222,6 +239,17 @@ def job_stop(submission_id: str, no_wait: bool, address: str | None, token: str 
             click.echo(f"Job '{submission_id}' {j['status'].lower()}.")
             return
         time.sleep(0.2)
+
+
+@job.command("delete")
+@click.argument("submission_id")
+@_DASH
+@_TOKEN
+def job_delete(submission_id: str, address: str | None, token: str | None) -> None:
+    """Forget a job that ended (its entry in the job list; its log file stays in the session)."""
+    base, token = _dashboard(address, token)
+    _http("DELETE", f"{base}/api/jobs/{submission_id}", token)
+    click.echo(f"Job '{submission_id}' deleted.")
 
 
 @job.command("list")

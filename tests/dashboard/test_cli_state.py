@@ -267,6 +267,18 @@ def test_ctrl_c_in_job_submit_says_the_job_keeps_running(head: Any, tmp_path: Pa
     assert "Traceback" not in err
     assert "RUNNING" in run("job", "status", "ctrl_c_job")
     run("job", "stop", "ctrl_c_job")
+    assert "deleted" in run("job", "delete", "ctrl_c_job")  # stopped: it can go
+
+
+def test_job_delete_and_entrypoint_resources(head: Any, tmp_path: Path) -> None:
+    run = head["run"]
+    run("job", "submit", "--working-dir", str(tmp_path), "--submission-id", "res_job", "--entrypoint-num-cpus", "1",
+        "--entrypoint-resources", '{"disk": 2}', "--", "true")
+    listed = {j["submission_id"]: j for j in json.loads(run("job", "list", "--format", "json"))}
+    assert listed["res_job"]["status"] == "SUCCEEDED"
+    assert "deleted" in run("job", "delete", "res_job")
+    assert "res_job" not in {j["submission_id"] for j in json.loads(run("job", "list", "--format", "json"))}
+    assert "404" in run("job", "delete", "res_job", code=1)
 
 
 def test_job_log_has_its_tasks_output(head: Any, tmp_path: Path) -> None:
