@@ -402,17 +402,53 @@ def wait(
         raise TypeError(f"wait(): 'num_returns' must be an integer >= 1, got {num_returns!r} "
                         f"(a {type(num_returns).__name__})")
     for r in object_refs:
-        if not isinstance(r, ObjectRef):
-            raise TypeError(f"wait() expects a list of ObjectRefs, got an element {type(r).__name__}")
+        if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
+            raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, got an element "
+                            f"{type(r).__name__}")
     if not object_refs:
         return [], []
-    if len(set(r.binary() for r in object_refs)) != len(object_refs):
+    if len(set(r.binary() if isinstance(r, ObjectRef) else id(r) for r in object_refs)) != len(object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if num_returns <= 0:
         raise ValueError("Invalid number of objects to return %d." % num_returns)
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided to wait()")
+    if any(isinstance(r, ObjectRefGenerator) for r in object_refs):
+        return _wait_with_generators(list(object_refs), num_returns, timeout)
     return _global_worker().wait_objects(list(object_refs), num_returns, timeout)
+
+
+def _wait_with_generators(
+    waitables: list[Any], num_returns: int, timeout: float | None
+) -> tuple[list[Any], list[Any]]:
+    """``wait`` over refs and streaming generators: a generator is ready when its next
+    ``next()`` does not block (an item is there, or the task has ended)."""
+    worker = _global_worker()
+    probes: list[ObjectRef] = []
+    owner_of: dict[bytes, int] = {}
+    done: set[int] = set()
+    for i, w in enumerate(waitables):
+        if isinstance(w, ObjectRef):
+            probes.append(w)
+            owner_of[w.binary()] = i
+        elif w._exhausted:
+            done.add(i)
+        else:
+            for p in w._probe_refs():
+                probes.append(p)
+                owner_of[p.binary()] = i
+    deadline = None if timeout is None else time.monotonic() + timeout
+    want = max(1, num_returns - len(done))
+    while len(done) < num_returns and probes:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready_probes, _ = worker.wait_objects(probes, min(want, len(probes)), remaining)
+        done |= {owner_of[p.binary()] for p in ready_probes}
+        if len(done) >= num_returns or remaining == 0 or want >= len(probes):
+            break
+        want = len(ready_probes) + (num_returns - len(done))
+    ready = [w for i, w in enumerate(waitables) if i in done][:num_returns]
+    ready_ids = {id(w) for w in ready}
+    return ready, [w for w in waitables if id(w) not in ready_ids]
 
 
 def _check_timeout(timeout: Any, what: str) -> None:

@@ -126,20 +126,35 @@ class ObjectRefGenerator:
         self._owner = owner
         self._worker = worker
         self._next_index = 1
+        self._exhausted = False
+
+    def _probe_refs(self) -> list[ObjectRef]:
+        """Uncounted refs to what makes this generator ready for ``ray.wait``: its next item,
+        or the end marker its task stores after the last item."""
+        from microray import ids
+
+        return [ObjectRef(ids.object_id(self._task_id, self._next_index), self._owner, _count=False),
+                ObjectRef(ids.object_id(self._task_id, 0xFFFFFFFF), self._owner, _count=False)]
 
     def __iter__(self) -> "ObjectRefGenerator":
         return self
 
     def __next__(self) -> ObjectRef:
+        if self._exhausted:
+            raise StopIteration
         ref = self._worker.next_generator_item(self._task_id, self._next_index, self._owner, None)
         if ref is None:
+            self._exhausted = True
             raise StopIteration
         self._next_index += 1
         return ref
 
     def next(self, timeout: float | None = None) -> ObjectRef:
+        if self._exhausted:
+            raise StopIteration
         ref = self._worker.next_generator_item(self._task_id, self._next_index, self._owner, timeout)
         if ref is None:
+            self._exhausted = True
             raise StopIteration
         self._next_index += 1
         return ref
