@@ -25,6 +25,7 @@ obj = ray.put(1)
 print(list_actors())
 alive = list_actors(filters=[("state", "=", "ALIVE")])
 assert len(alive) >= 2
+assert all(a.state == "ALIVE" for a in alive)
 print(list_tasks())
 print(summarize_tasks())
 print(list_objects())

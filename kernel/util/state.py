@@ -263,8 +263,23 @@ def _host(h: Any) -> dict[str, Any]:
     }
 
 
+class StateRow(dict):
+    """One row of a state listing: a dict whose columns also read as attributes
+    (``row.state``), as Ray's ``ActorState``/``TaskState`` objects are read."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"state row has no column {name!r} (columns: {', '.join(self)})") from None
+
+
+def _rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [StateRow(r) for r in rows]
+
+
 def _apply(rows: Iterable[dict[str, Any]], filters: list[Filter] | None, limit: int) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for row in rows:
         ok = True
         for key, op, value in filters or []:
@@ -273,7 +288,7 @@ def _apply(rows: Iterable[dict[str, Any]], filters: list[Filter] | None, limit: 
                 ok = False
                 break
         if ok:
-            out.append(row)
+            out.append(StateRow(row))
             if len(out) >= limit:
                 break
     return out
@@ -305,7 +320,7 @@ def list_jobs(address: str | None = None, filters: list[Filter] | None = None, l
 def list_tasks(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
     checked = check_filters("tasks", filters)
     with _client(address) as c:
-        return c.tasks(checked, limit, detail=detail)["tasks"]
+        return _rows(c.tasks(checked, limit, detail=detail)["tasks"])
 
 
 def list_workers(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
@@ -330,7 +345,7 @@ def list_placement_groups(address: str | None = None, filters: list[Filter] | No
 def _get(rows: list[dict], key: str, value: str) -> dict | None:
     for row in rows:
         if row.get(key) == value:
-            return row
+            return StateRow(row)
     return None
 
 
@@ -357,12 +372,12 @@ def get_worker(id: str, address: str | None = None) -> dict | None:
 def get_task(id: str, address: str | None = None) -> dict | None:
     with _client(address) as c:
         tasks = c.tasks([("task_id", "=", id)], 1, detail=True)["tasks"]
-        return tasks[0] if tasks else None
+        return StateRow(tasks[0]) if tasks else None
 
 
 def get_objects(id: str, address: str | None = None) -> list[dict]:
     with _client(address) as c:
-        return [o for o in c.objects() if o["object_id"] == id]
+        return _rows(o for o in c.objects() if o["object_id"] == id)
 
 
 def resource_demands(nodes: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

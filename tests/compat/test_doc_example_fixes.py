@@ -127,3 +127,24 @@ def test_register_serializer_checks_its_arguments():
         ray.util.register_serializer(Unpicklable(1), serializer=str, deserializer=str)
     with pytest.raises(TypeError, match="callables"):
         ray.util.register_serializer(Unpicklable, serializer=None, deserializer=str)
+
+
+@ray.remote
+class Named:
+    def ping(self):
+        return 1
+
+
+def test_state_rows_read_as_attributes_and_as_dicts(cluster):
+    from microray.util.state import get_actor, list_actors
+
+    a = Named.options(name="state_row_actor").remote()
+    ray.get(a.ping.remote(), timeout=DEADLINE)
+    rows = [r for r in list_actors(filters=[("state", "=", "ALIVE")]) if r.name == "state_row_actor"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.state == row["state"] == "ALIVE" and row.class_name == "Named"
+    assert get_actor(row.actor_id).name == "state_row_actor"
+    with pytest.raises(AttributeError, match="no column 'nope'"):
+        row.nope
+    ray.kill(a)
