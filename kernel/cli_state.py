@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 
-KINDS = ("nodes", "actors", "tasks", "objects", "jobs", "workers", "placement-groups")
+KINDS = ("nodes", "actors", "tasks", "objects", "jobs", "workers", "placement-groups", "runtime-envs",
+         "cluster-events")
 
 # columns of each kind's table: (header, key or callable)
 _COLUMNS: dict[str, list[tuple[str, Any]]] = {
@@ -38,6 +39,9 @@ _COLUMNS: dict[str, list[tuple[str, Any]]] = {
     "workers": [("WORKER_ID", "worker_id"), ("TYPE", "worker_type"), ("STATE", "state"), ("PID", "pid"),
                 ("NODE_ID", lambda r: (r.get("node_id") or "")[:8])],
     "placement-groups": [("PLACEMENT_GROUP_ID", "placement_group_id"), ("NAME", "name"), ("STATE", "state")],
+    "runtime-envs": [("URI", "uri"), ("SIZE", lambda r: _size(r.get("size")))],
+    "cluster-events": [("TIME", lambda r: _when(r.get("time"))), ("SEVERITY", "severity"), ("TYPE", "type"),
+                       ("MESSAGE", "message")],
 }
 
 
@@ -154,7 +158,8 @@ def _address(address: str | None) -> str:
 @click.option("--detail", is_flag=True, help="Every field (implies --format json unless yaml is asked).")
 @_ADDRESS
 def list_cmd(kind: str, filters: tuple[str, ...], limit: int, fmt: str, detail: bool, address: str | None) -> None:
-    """List cluster state: nodes, actors, tasks, objects, jobs, workers or placement groups."""
+    """List cluster state: nodes, actors, tasks, objects, jobs, workers, placement groups, runtime
+    envs (the packages stored in the cluster) or cluster events (nodes, jobs, actors; newest first)."""
     from microray.util import state
 
     fn = getattr(state, f"list_{kind.replace('-', '_')}")

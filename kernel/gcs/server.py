@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 
 # 2: actor records are ActorTableData messages (protocol/actor_table.proto), no longer pickles
 SCHEMA_VERSION = 2
+CLUSTER_EVENTS_KEPT = 1000  # the newest cluster events the GCS keeps in memory
 
 T_KV = "kv"
 T_NODES = "nodes"
@@ -51,6 +52,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     def __init__(self, store: Any, config: config_mod.Config, cluster_id: str,
                  credentials: rpc.Credentials) -> None:
         self.store = store
+        # what happened to the cluster, for `microray list cluster-events` (bounded)
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=CLUSTER_EVENTS_KEPT)
         self.credentials = credentials  # what the GCS shows raylets and workers it calls
         self.config = config
         self.cluster_id = cluster_id
@@ -161,6 +164,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         await self.store.put(T_NODES, info.node_id.encode(), info.SerializeToString())
         log.info("node_registered", node_id=info.node_id, address=f"{info.ip}:{info.raylet_port}")
         self._node_table_changed(info.node_id)
+        self._event("INFO", "NODE_ADDED", f"node {info.node_id} at {info.ip} joined" + (" (head)" if info.is_head else ""),
+                    node_id=info.node_id)
         self._notify("microray_node_added", node=_node_dict(info))
         return gcs_pb2.RegisterNodeReply(config_json=self.config_json, cluster_id=self.cluster_id)
 
@@ -233,6 +238,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self._node_table_changed(node_id)
         await self.store.put(T_NODES, node_id.encode(), info.SerializeToString())
         (log.info if reason == "unregistered" else log.warning)("node_dead", node_id=node_id, reason=reason)
+        self._event("INFO" if reason == "unregistered" else "WARNING", "NODE_REMOVED",
+                    f"node {node_id} at {info.ip} is dead: {reason}", node_id=node_id)
         self._notify("microray_node_removed", node=_node_dict(info))
         self.actors.node_died(node_id, reason)
 
@@ -302,6 +309,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         job.state = "RUNNING"
         job.start_time = time.time()
         await self.store.put(T_JOBS, job.job_id.encode(), job.SerializeToString())
+        self._event("INFO", "JOB_STARTED", f"job {job.job_id} started (driver pid {job.driver_pid})", job_id=job.job_id)
         return gcs_pb2.AddJobReply(job_id=job.job_id)
 
     async def MarkJobFinished(self, request, context):
@@ -312,6 +320,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                 job.state = "FINISHED"
                 job.end_time = time.time()
                 await self.store.put(T_JOBS, request.job_id.encode(), job.SerializeToString())
+                self._event("INFO", "JOB_FINISHED", f"job {job.job_id} finished", job_id=job.job_id)
         await self.actors.job_finished(request.job_id)
         return common_pb2.Empty()
 
@@ -388,6 +397,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         if record.get("state") == "DEAD" and record.get("name"):
             key = f"{record.get('namespace', '')}\x00{record['name']}".encode()
             self.actors.spawn_background(self._drop_name(key, record["actor_id"]))
+        if record.get("state") == "DEAD":
+            self._event("INFO", "ACTOR_DIED", f"actor {record.get('class_name')} {record.get('actor_id')} is dead: "
+                        f"{record.get('death_cause') or 'unknown cause'}", actor_id=record.get("actor_id"))
         self._notify("microray_actor_state_changed", actor=_actor_summary(record))
 
     async def _drop_name(self, key: bytes, actor_id: str) -> None:
@@ -396,6 +408,12 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                 await self.store.delete(T_NAMED, key)
 
     # -- observers -----------------------------------------------------------
+    def _event(self, severity: str, kind: str, message: str, **ids: Any) -> None:
+        self.events.append({"time": time.time(), "severity": severity, "type": kind, "message": message, **ids})
+
+    async def GetClusterEvents(self, request, context):
+        return gcs_pb2.ClusterEventsReply(events=pickle.dumps(list(self.events)))
+
     def _notify(self, hook: str, **kwargs: Any) -> None:
         if self.pm.has_observers(hook):
             asyncio.get_running_loop().run_in_executor(None, lambda: self.pm.notify(hook, **kwargs))

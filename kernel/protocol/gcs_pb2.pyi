@@ -275,6 +275,12 @@ class GetTaskEventsReply(_message.Message):
     dropped: int
     def __init__(self, tasks: _Optional[bytes] = ..., total: _Optional[int] = ..., counts: _Optional[bytes] = ..., dropped: _Optional[int] = ...) -> None: ...
 
+class ClusterEventsReply(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: bytes
+    def __init__(self, events: _Optional[bytes] = ...) -> None: ...
+
 class GetClusterHistoryRequest(_message.Message):
     __slots__ = ("since",)
     SINCE_FIELD_NUMBER: _ClassVar[int]

@@ -136,6 +136,11 @@ class GcsStub:
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.FromString,
                 _registered_method=True)
+        self.GetClusterEvents = channel.unary_unary(
+                '/microray.Gcs/GetClusterEvents',
+                request_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_gcs__pb2.ClusterEventsReply.FromString,
+                _registered_method=True)
         self.PublishLogs = channel.unary_unary(
                 '/microray.Gcs/PublishLogs',
                 request_serializer=microray_dot_protocol_dot_gcs__pb2.LogBatch.SerializeToString,
@@ -278,6 +283,14 @@ class GcsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterEvents(self, request, context):
+        """What happened to the cluster (nodes added and removed, jobs started and finished,
+        actors dead), newest last; a bounded list kept by this GCS since it started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PublishLogs(self, request, context):
         """Task output (stdout/stderr lines of workers) on its way to the job's driver:
         workers publish batches; a driver long-polls the lines of its job.
@@ -394,6 +407,11 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.GetClusterHistory,
                     request_deserializer=microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.SerializeToString,
+            ),
+            'GetClusterEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterEvents,
+                    request_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                    response_serializer=microray_dot_protocol_dot_gcs__pb2.ClusterEventsReply.SerializeToString,
             ),
             'PublishLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.PublishLogs,
@@ -947,6 +965,33 @@ class Gcs:
             '/microray.Gcs/GetClusterHistory',
             microray_dot_protocol_dot_gcs__pb2.GetClusterHistoryRequest.SerializeToString,
             microray_dot_protocol_dot_gcs__pb2.ClusterHistoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.Gcs/GetClusterEvents',
+            microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            microray_dot_protocol_dot_gcs__pb2.ClusterEventsReply.FromString,
             options,
             channel_credentials,
             insecure,

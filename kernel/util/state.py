@@ -175,6 +175,27 @@ class StateClient:
         reply = self.gcs.GetClusterHistory(gcs_pb2.GetClusterHistoryRequest(since=since), timeout=TIMEOUT)
         return {"period_s": reply.period_s, "capacity": reply.capacity, "samples": pickle.loads(reply.samples)}
 
+    def cluster_events(self) -> list[dict[str, Any]]:
+        """What happened to the cluster, as the GCS kept it (bounded), newest first."""
+        reply = self.gcs.GetClusterEvents(common_pb2.Empty(), timeout=TIMEOUT)
+        return list(reversed(pickle.loads(reply.events))) if reply.events else []
+
+    def runtime_envs(self) -> list[dict[str, Any]]:
+        """The runtime_env packages (working_dir, py_modules) stored in the cluster."""
+        from microray import runtime_env as renv
+
+        keys = self.gcs.KvKeys(gcs_pb2.KvKeysRequest(ns=renv.KV_NS, prefix=b"pkg:"), timeout=TIMEOUT).keys
+        out = []
+        for key in keys:
+            parts = key.decode().split(":")
+            if len(parts) != 2:  # pkg:<sha>:<i> is a chunk; pkg:<sha> the package
+                continue
+            meta = self.gcs.KvGet(gcs_pb2.KvGetRequest(ns=renv.KV_NS, key=key), timeout=TIMEOUT)
+            info = json.loads(meta.value) if meta.found else {}
+            out.append({"uri": f"{renv.URI_PREFIX}{parts[1]}{renv.URI_SUFFIX}", "size": info.get("size"),
+                        "chunks": info.get("chunks")})
+        return sorted(out, key=lambda r: r["uri"])
+
     def workers(self) -> list[dict[str, Any]]:
         out = []
         for node in self.nodes():
@@ -221,9 +242,11 @@ FILTER_KEYS: dict[str, tuple[str, ...]] = {
     "objects": ("object_id", "object_size", "location", "node_id", "owner_worker_id", "owner_pid", "job_id",
                 "reference_type"),
     "placement_groups": ("placement_group_id", "name", "state"),
+    "cluster_events": ("severity", "type", "node_id", "job_id", "actor_id"),
+    "runtime_envs": ("uri",),
 }
 # keys whose values are upper-case names (states, types): matched whatever the case given
-_ENUM_KEYS = frozenset({"state", "type", "status", "worker_type", "location", "lifetime"})
+_ENUM_KEYS = frozenset({"state", "type", "status", "worker_type", "location", "lifetime", "severity"})
 _BOOL_KEYS = frozenset({"is_head_node", "is_alive"})
 
 
@@ -340,6 +363,21 @@ def list_placement_groups(address: str | None = None, filters: list[Filter] | No
     ``microray.util.placement_group``); the filters are still checked."""
     check_filters("placement_groups", filters)
     return []
+
+
+def list_cluster_events(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    """Nodes added and removed, jobs started and finished, actors dead: newest first (the
+    GCS keeps the latest 1,000 since it started)."""
+    checked = check_filters("cluster_events", filters)
+    with _client(address) as c:
+        return _apply(c.cluster_events(), checked, limit)
+
+
+def list_runtime_envs(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    """The runtime_env packages stored in the cluster (``uri``, ``size`` in bytes)."""
+    checked = check_filters("runtime_envs", filters)
+    with _client(address) as c:
+        return _apply(c.runtime_envs(), checked, limit)
 
 
 def _get(rows: list[dict], key: str, value: str) -> dict | None:

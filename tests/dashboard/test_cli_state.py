@@ -289,3 +289,18 @@ def test_job_log_has_its_tasks_output(head: Any, tmp_path: Path) -> None:
     run("job", "submit", "--working-dir", str(tmp_path), "--submission-id", "printing_job", "--", "python", "job.py")
     logs = run("job", "logs", "printing_job")
     assert any(line.startswith("(shout pid=") and line.endswith(") task says hi") for line in logs.splitlines()), logs
+
+
+def test_list_cluster_events_and_runtime_envs(head: Any, tmp_path: Path) -> None:
+    run = head["run"]
+    events = json.loads(run("list", "cluster-events", "--format", "json"))
+    types = [e["type"] for e in events]
+    assert "NODE_ADDED" in types and "JOB_STARTED" in types, events
+    assert events == sorted(events, key=lambda e: -e["time"])  # newest first
+    added = json.loads(run("list", "cluster-events", "--filter", "type=node_added", "--format", "json"))
+    assert added and all(e["type"] == "NODE_ADDED" for e in added)
+    assert "NODE_ADDED" in run("list", "cluster-events")
+    (tmp_path / "env_job.py").write_text("print('ok')\n")
+    run("job", "submit", "--working-dir", str(tmp_path), "--", "python", "env_job.py")
+    envs = json.loads(run("list", "runtime-envs", "--format", "json"))
+    assert envs and all(e["uri"].startswith("gcs://") and e["size"] > 0 for e in envs), envs
