@@ -176,12 +176,13 @@ def job_submit(working_dir: str, runtime_env_json: str | None, submission_id: st
                                      param_hint="'--entrypoint-resources'") from None
     reply = _http("POST", f"{base}/api/jobs/", token, body)
     sid = reply["submission_id"]
-    click.echo(f"Job '{sid}' submitted successfully.", err=True)
     if no_wait:
+        click.echo(f"Job '{sid}' submitted successfully.", err=True)
         click.echo(f"Follow it with: microray job logs {sid} --follow", err=True)
         click.echo(sid)
         return
-    try:
+    try:  # from the line that says it was submitted on: Ctrl-C leaves the job running
+        click.echo(f"Job '{sid}' submitted successfully.", err=True)
         status = _follow(base, sid, token)
     except KeyboardInterrupt:
         click.echo(f"\nStopped following the logs; job '{sid}' keeps running in the cluster.\n"
