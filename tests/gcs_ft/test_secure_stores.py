@@ -51,7 +51,7 @@ def test_head_on_a_tls_store_with_a_password(request, kind, make_cluster):
     keeper = Counter.options(name="keeper", lifetime="detached").remote(10)
     assert ray.get([keeper.incr.remote(), inc.remote(1)], timeout=60) == [11, 2]
 
-    shown = json.loads(cluster_config(worker.gcs_address))["gcs_store_options"]
+    shown = json.loads(cluster_config(worker.gcs_address, worker.credentials.token))["gcs_store_options"]
     assert shown["password"] == "***" and password not in json.dumps(shown)
     assert _command_lines_with(password) == []
 
