@@ -240,7 +240,7 @@ FILTER_KEYS: dict[str, tuple[str, ...]] = {
               "worker_id", "worker_pid", "attempt", "parent_task_id", "owner", "error_type"),
     "workers": ("worker_id", "pid", "state", "node_id", "ip", "worker_type", "is_alive"),
     "objects": ("object_id", "object_size", "location", "node_id", "owner_worker_id", "owner_pid", "job_id",
-                "reference_type"),
+                "reference_type", "task_status"),
     "placement_groups": ("placement_group_id", "name", "state"),
     "cluster_events": ("severity", "type", "node_id", "job_id", "actor_id"),
     "runtime_envs": ("uri",),

@@ -75,6 +75,8 @@ def test_tasks_filter_and_page_in_the_gcs(dash: Dash) -> None:
     assert dash.get_json("/api/v0/tasks?filter=name!=square&state=FINISHED")["tasks"][0]["name"] != "square"
     assert dash.get("/api/v0/tasks?limit=abc").status == 400
     assert dash.get("/api/v0/tasks?filter=bad").status == 400
+    assert dash.get("/api/v0/tasks?filter=nme=square").status == 400  # an unknown key is an error, not 0 rows
+    assert dash.get_json("/api/v0/tasks?filter=state=finished")["total"] >= N_TASKS  # any case
 
 
 def test_task_detail_has_error_timings_and_events(dash: Dash) -> None:

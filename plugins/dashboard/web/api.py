@@ -64,15 +64,20 @@ def _int(request: web.Request, name: str, default: int, lo: int = 0, hi: int = M
     return max(lo, min(value, hi))
 
 
-def _filters(request: web.Request, keys: tuple[str, ...]) -> list[tuple[str, str, str]]:
-    """``?state=RUNNING&name=f`` plus Ray-style ``?filter=key=value`` / ``?filter=key!=value``."""
+def _filters(request: web.Request, keys: tuple[str, ...], kind: str) -> list[tuple[str, str, str]]:
+    """``?state=RUNNING&name=f`` plus Ray-style ``?filter=key=value`` / ``?filter=key!=value``,
+    checked as the state API checks them: an unknown key is a 400 naming the valid ones;
+    state and type values match in any case."""
     out = [(k, "=", request.query[k]) for k in keys if request.query.get(k)]
     for raw in request.query.getall("filter", []):
         m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)(!=|=)(.*)$", raw)
         if not m:
             raise bad_request("filter must be key=value or key!=value")
         out.append((m.group(1), m.group(2), m.group(3)))
-    return out
+    try:
+        return state_api.check_filters(kind, out)
+    except state_api.InvalidFilterError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def _apply(rows: list[dict[str, Any]], filters: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
@@ -116,7 +121,7 @@ async def nodes(request: web.Request) -> web.Response:
             n["heartbeat_age_s"] = round(now - n["last_heartbeat"], 3) if n["last_heartbeat"] else None
         return rows
 
-    rows = _apply(await _run(request, read), _filters(request, ("state", "node_id")))
+    rows = _apply(await _run(request, read), _filters(request, ("state", "node_id"), "nodes"))
     return _page(request, rows, "nodes")
 
 
@@ -130,7 +135,7 @@ async def node(request: web.Request) -> web.Response:
 
 
 async def workers(request: web.Request) -> web.Response:
-    rows = _apply(await _run(request, lambda c: c.workers()), _filters(request, ("node_id", "worker_type", "state")))
+    rows = _apply(await _run(request, lambda c: c.workers()), _filters(request, ("node_id", "worker_type", "state"), "workers"))
     return _page(request, rows, "workers")
 
 
@@ -139,7 +144,7 @@ async def tasks(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 100, 1)
     offset = _int(request, "offset", 0, 0, 10**9)
     detail = request.query.get("detail") in ("1", "true")
-    filters = _filters(request, TASK_FILTER_KEYS)
+    filters = _filters(request, TASK_FILTER_KEYS, "tasks")
     data = await _run(request, lambda c: c.tasks(filters, limit, offset, detail))
     return json_response({"tasks": data["tasks"], "total": data["total"], "counts": data["counts"],
                           "dropped_from_history": data["dropped"], "limit": limit, "offset": offset})
@@ -190,7 +195,7 @@ async def cancel_task(request: web.Request) -> web.Response:
 
 # -- actors ------------------------------------------------------------------------------------
 async def actors(request: web.Request) -> web.Response:
-    rows = _apply(await _run(request, lambda c: c.actors()), _filters(request, ACTOR_FILTER_KEYS))
+    rows = _apply(await _run(request, lambda c: c.actors()), _filters(request, ACTOR_FILTER_KEYS, "actors"))
     rows.sort(key=lambda a: (a["state"] == "DEAD", -(a.get("start_time") or 0)))
     return _page(request, rows, "actors")
 
@@ -224,7 +229,7 @@ async def kill_actor(request: web.Request) -> web.Response:
 
 # -- objects, placement groups, jobs --------------------------------------------------------------
 async def objects(request: web.Request) -> web.Response:
-    rows = _apply(await _run(request, lambda c: c.objects()), _filters(request, OBJECT_FILTER_KEYS))
+    rows = _apply(await _run(request, lambda c: c.objects()), _filters(request, OBJECT_FILTER_KEYS, "objects"))
     return _page(request, rows, "objects")
 
 
