@@ -26,7 +26,7 @@ import structlog
 
 from microray import ids, serialization
 from microray.config import Config
-from microray.core import context, returns
+from microray.core import context, error_results, returns
 from microray.core.memory_store import IN_STORE, SERIALIZED, VALUE
 from microray.core.object_ref import ObjectRef
 from microray.core.reference_counter import ReferenceCounter
@@ -45,8 +45,7 @@ from microray.core.task_spec import (
     TaskResult,
     TaskSpec,
 )
-from microray.core.user_traceback import format_user_traceback
-from microray.exceptions import RayActorError, RayTaskError, TaskCancelledError
+from microray.exceptions import RayActorError, TaskCancelledError
 from microray.protocol import common_pb2, core_worker_pb2, raylet_pb2
 
 log = structlog.get_logger(__name__)
@@ -186,7 +185,7 @@ class TaskExecutor:
         with self._queued_lock:
             sink = self._queued.pop(task_id, None)
         if sink is not None:  # still waiting here: answer at once, never run it
-            sink(self._error_result_for(task_id, TaskCancelledError(task_id.hex())))
+            sink(error_results.error_result_for(task_id, TaskCancelledError(task_id.hex())))
             return True
         if self.current == task_id:
             if force:
@@ -297,7 +296,7 @@ class TaskExecutor:
             self._enter_job(spec.job_id)
         if spec.task_id in self.cancelled:
             self.cancelled.discard(spec.task_id)
-            sink(self._error_result(spec, TaskCancelledError(spec.task_id.hex())))
+            sink(error_results.error_result(spec, TaskCancelledError(spec.task_id.hex())))
             return
         t0 = time.perf_counter()
         token = context.enter_task(spec)
@@ -323,11 +322,11 @@ class TaskExecutor:
                 self.current = None
             if isinstance(exc, (TaskCancelledError, KeyboardInterrupt)) and spec.task_id in self.cancelled:
                 self.cancelled.discard(spec.task_id)
-                result = self._error_result(spec, TaskCancelledError(spec.task_id.hex()))
+                result = error_results.error_result(spec, TaskCancelledError(spec.task_id.hex()))
             elif isinstance(exc, SystemExit):
                 raise
             else:
-                result = self._app_error(spec, exc)
+                result = error_results.app_error(spec, exc, self.ip)
         finally:
             if in_main:
                 self.current = None
@@ -354,7 +353,7 @@ class TaskExecutor:
                     f"actor method {spec.method_name!r} was called in concurrency group {group!r}, "
                     f"which the actor does not define (its concurrency_groups: {known})")
             except ValueError as exc:
-                sink(self._app_error(spec, exc))
+                sink(error_results.app_error(spec, exc, self.ip))
 
     async def _execute_async(self, spec: TaskSpec, sink: _Sink, sem: asyncio.Semaphore) -> None:
         async with sem:
@@ -374,7 +373,7 @@ class TaskExecutor:
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, SystemExit):
                     raise
-                result = self._app_error(spec, exc)
+                result = error_results.app_error(spec, exc, self.ip)
             finally:
                 context.leave_task(token)
             sink(result)
@@ -407,7 +406,7 @@ class TaskExecutor:
             if isinstance(exc, SystemExit):
                 raise
             self.actor_error = exc
-            err = self._task_error(spec, exc)
+            err = error_results.task_error(spec, exc, self.ip)
             sink(TaskResult(spec.task_id, APP_ERROR, [], err, os.getpid()))
             return
         finally:
@@ -512,7 +511,7 @@ class TaskExecutor:
         if error is None:
             result = TaskResult(spec.task_id, OK, stored, time.perf_counter() - t0, os.getpid())
         else:
-            result = TaskResult(spec.task_id, APP_ERROR, stored, err, os.getpid(), self._retryable(spec, error))
+            result = TaskResult(spec.task_id, APP_ERROR, stored, err, os.getpid(), error_results.retryable(spec, error))
         _split_sizes(result, contained)
         return result
 
@@ -545,39 +544,12 @@ class TaskExecutor:
             if isinstance(exc, SystemExit):
                 raise
             index += 1
-            err = self._task_error(spec, exc)
+            err = error_results.task_error(spec, exc, self.ip)
             sink(TaskResult(spec.task_id, GEN_ITEM, [(ids.object_id(spec.task_id, index), SERIALIZED, err)]))
         sink(TaskResult(spec.task_id, GEN_END, [], index))
 
-    # -- errors ------------------------------------------------------------------------
     def _task_error(self, spec: TaskSpec, exc: BaseException) -> bytes:
-        if isinstance(exc, (RayTaskError, RayActorError)):
-            cause = exc
-        else:
-            name = spec.function_name if spec.kind != ACTOR_METHOD else f"{spec.function_name}.{spec.method_name}"
-            cause = RayTaskError(name, format_user_traceback(exc), exc, os.getpid(), self.ip)
-        return serialization.serialize_error(cause).to_bytes()
-
-    def _retryable(self, spec: TaskSpec, exc: BaseException) -> bool:
-        retry = spec.retry_exceptions
-        if isinstance(retry, bytes):
-            retry = serialization.loads_function(retry)
-        return retry is True or (isinstance(retry, (list, tuple)) and isinstance(exc, tuple(retry)))
-
-    def _app_error(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
-        err = self._task_error(spec, exc)
-        returns = [(oid, SERIALIZED, err) for oid in _return_ids(spec)]
-        return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), self._retryable(spec, exc))
-
-    def _error_result_for(self, task_id: bytes, exc: BaseException) -> TaskResult:
-        """A cancelled task that never started: its owner knows its return ids by task id;
-        the result carries no returns and the owner fills them in (status APP_ERROR)."""
-        return TaskResult(task_id, APP_ERROR, [], serialization.serialize_error(exc).to_bytes(), os.getpid(), False)
-
-    def _error_result(self, spec: TaskSpec, exc: BaseException) -> TaskResult:
-        err = serialization.serialize_error(exc).to_bytes()
-        returns = [(oid, SERIALIZED, err) for oid in _return_ids(spec)]
-        return TaskResult(spec.task_id, APP_ERROR, returns, None, os.getpid(), False)
+        return error_results.task_error(spec, exc, self.ip)
 
 
 def _split_sizes(result: TaskResult, contained: dict) -> None:
@@ -593,10 +565,3 @@ async def _in_task(spec: TaskSpec, coro: Any) -> Any:
         return await coro
     finally:
         context.leave_task(token)
-
-
-
-def _return_ids(spec: TaskSpec) -> list[bytes]:
-    if spec.num_returns == STREAMING:
-        return [ids.object_id(spec.task_id, 1)]
-    return [ids.object_id(spec.task_id, i + 1) for i in range(max(spec.num_returns, 1))]

@@ -20,6 +20,7 @@ from microray import ids
 from microray.core.lineage import CannotRebuild, Lineage
 from microray.core.memory_store import ERROR, IN_STORE, MemoryStore
 from microray.core.reference_counter import ReferenceCounter
+from microray.core.task_spec import return_ids
 from microray.exceptions import ObjectLostError
 from microray.protocol import common_pb2
 
@@ -88,7 +89,7 @@ class ObjectRecovery:
                 host.memory.put(oid, ERROR, plan.error)
             return plan.error
         spec = plan.spec
-        returns = _return_ids(spec)
+        returns = return_ids(spec)
         unheld = [r for r in returns if not host.refs.owns(r)]
         for r in returns:
             host.refs.add_owned(r)  # a return freed before: owned again until the rebuild lands
@@ -166,7 +167,3 @@ class ObjectRecovery:
             log.warning("object_recovery_gcs_unreachable", error=exc.code().name)
             return None
         return {n.node_id for n in reply.nodes if n.state == "ALIVE"}
-
-
-def _return_ids(spec: Any) -> list[bytes]:
-    return [ids.object_id(spec.task_id, i + 1) for i in range(max(spec.num_returns, 1))]

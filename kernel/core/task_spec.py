@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
 
+from microray import ids
+
 # task kinds
 NORMAL = 0
 ACTOR_CREATION = 1
@@ -115,3 +117,10 @@ class TaskResult:
 
 _spec_values = attrgetter(*(f.name for f in fields(TaskSpec)))
 _result_values = attrgetter(*(f.name for f in fields(TaskResult)))
+
+
+def return_ids(spec: TaskSpec) -> list[bytes]:
+    """The object ids of a task's returns (one, the first item, for a streaming task)."""
+    if spec.num_returns == STREAMING:
+        return [ids.object_id(spec.task_id, 1)]
+    return [ids.object_id(spec.task_id, i + 1) for i in range(max(spec.num_returns, 1))]
