@@ -134,9 +134,9 @@ def init(
         t0 = time.perf_counter()
         dashboard_url = None
         if address is None:
-            from microray import process
+            from microray import fork_safety, process
 
-            if process.choose_start_method(cfg.start_method) == "fork":
+            if fork_safety.choose_start_method(cfg.start_method) == "fork":
                 # the node processes are forks of a clean launcher that imported their
                 # modules (they then start in milliseconds): a fork of this process when
                 # nothing but its main thread runs, else a fresh interpreter

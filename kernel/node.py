@@ -27,7 +27,7 @@ import structlog
 from microray import config as config_mod
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
-from microray import process, rpc
+from microray import fork_safety, process, rpc
 from microray import session
 
 log = structlog.get_logger(__name__)
@@ -171,7 +171,7 @@ def _start_head(cfg: config_mod.Config, session_dir: str, embedded: bool, timeou
     node_id = new_hex_id()
     # the config (secrets included) goes to the node processes in a 0600 file, never in argv
     cfg_file = session.write_node_config(session_dir, cfg)
-    method = process.choose_start_method(cfg.start_method, embedded=embedded)
+    method = fork_safety.choose_start_method(cfg.start_method, embedded=embedded)
     gcs_argv = ["--host", ip, "--port", str(gcs_port), "--session-dir", session_dir, "--config-file", cfg_file]
     gcs, gcs_fd = _launch("gcs", "microray.gcs.server:main", gcs_argv, session_dir, embedded, method)
     gcs_address = f"{ip}:{gcs_port}"

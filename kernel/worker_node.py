@@ -21,7 +21,7 @@ import psutil
 import structlog
 
 from microray import config as config_mod
-from microray import process, rpc, session
+from microray import fork_safety, process, rpc, session
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
 from microray.node import ADDRESS_FILE, NodeHandle, _launch, _read_ready, abandon_start
@@ -50,7 +50,7 @@ def _start_worker_node(cfg: config_mod.Config, gcs_address: str, session_dir: st
     # this machine's config (secrets included) in a 0600 file, never in argv; the raylet
     # merges it with the cluster's (config.joining_node_config)
     cfg_file = session.write_node_config(session_dir, cfg)
-    method = process.choose_start_method(cfg.start_method, embedded=False)
+    method = fork_safety.choose_start_method(cfg.start_method, embedded=False)
     argv = ["--gcs-address", gcs_address, "--session-dir", session_dir, "--config-file", cfg_file,
             "--node-id", node_id, "--port", str(cfg.raylet_port)]
     raylet, ready_fd = _launch("raylet", "microray.raylet.__main__:main", argv, session_dir, False, method)

@@ -79,7 +79,7 @@ class CoreWorker:
         self.job_runtime_env: dict[str, Any] = {}
         self.gpu_ids: list[int] = []  # the GPUs of the task running here (set by the executor)
         self.cluster_id = ""
-        from microray.process import mark_grpc_started
+        from microray.fork_safety import mark_grpc_started
 
         mark_grpc_started()
         io = self.io = IoLoop(io_loop)
