@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import structlog
 
@@ -127,13 +128,18 @@ def fork_child(
 
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001
-            pass
-        os._exit(code)
-    raise AssertionError("unreachable")
+        flush_and_exit(code)
+
+
+def flush_and_exit(code: int) -> NoReturn:
+    """End this process now with ``code``, after flushing what it printed; no ``atexit``
+    handler and no caller's ``finally`` runs (a forked child must never return)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 -- a closed stream must not keep the process alive
+        pass
+    os._exit(code)
 
 
 def _close_fds_except(keep: set[int]) -> None:

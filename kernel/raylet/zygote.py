@@ -283,12 +283,7 @@ def _run_worker(req: dict, args: dict, raylet_pid: int) -> None:
 
         traceback.print_exc()
         code = 1
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001
-        pass
-    os._exit(code)
+    process.flush_and_exit(code)
 
 
 def _clean_after_raylet(args: dict, raylet_pid: int) -> None:
