@@ -50,6 +50,19 @@ def gated(tag, x):
     return x * x
 
 
+@ray.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, k):
+        self.n += k
+        return self.n
+
+    def pid(self):
+        return os.getpid()
+
+
 ctx = ray.init(address="auto")
 """
 
@@ -94,19 +107,6 @@ def outer(tag, n):
     refs = [inner.remote(tag, i) for i in range(n)]
     mark(tag)                      # the nested tasks are submitted: this worker owns them
     return sum(ray.get(refs))
-
-
-@ray.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-
-    def add(self, k):
-        self.n += k
-        return self.n
-
-    def pid(self):
-        return os.getpid()
 
 
 counter = Counter.remote()
@@ -208,20 +208,7 @@ def short(i):
     return i
 
 
-@ray.remote
-class Acc:
-    def __init__(self):
-        self.n = 0
-
-    def add(self, k):
-        self.n += k
-        return self.n
-
-    def pid(self):
-        return os.getpid()
-
-
-acc = Acc.remote()
+acc = Counter.remote()
 print(f"ACTOR {ray.get(acc.pid.remote())}", flush=True)
 kept = ray.put(np.ones(2_000_000))  # 16 MB in the store, owned by this driver
 n = 0
