@@ -37,6 +37,7 @@ class HeldLease(Protocol):
 
     dead: bool
     closing: bool
+    yielding: bool  # its raylet asked for it back: no new task; returned once drained
 
     @property
     def inflight(self) -> Collection[Any]: ...  # tasks sent and not finished
@@ -49,13 +50,14 @@ L = TypeVar("L", bound=HeldLease)
 class Plan(Generic[L, T]):
     """What to do now for one scheduling key (made on every pump: kept lean)."""
 
-    __slots__ = ("sends", "request", "cancel_requests", "idle")
+    __slots__ = ("sends", "request", "cancel_requests", "idle", "give_back")
 
     def __init__(self) -> None:
         self.sends: list[tuple[L, list[T]]] = []  # batches to push, per lease
         self.request = 0  # new lease requests to start
         self.cancel_requests = False  # drop the requests still waiting at the raylet
         self.idle: Sequence[L] = ()  # leases with nothing to do: start their return timers
+        self.give_back: list[L] = []  # leases asked back by their raylet, now drained: return them
 
 
 class IdleAction(enum.Enum):
@@ -74,6 +76,9 @@ class LeasePolicy:
     seen yet (a key spans the functions of one resource shape) never waits behind
     another task for its first run. An idle lease is kept ``idle_keep_s`` for the next
     task of its key, then returned (at once, nearly, by an owner blocked in ``get()``).
+    A lease its raylet asked back (``yielding``: other owners' requests wait there) takes
+    no new task and is returned once the tasks it runs are done; with work still
+    queued, the key asks for a lease again and waits its turn at the raylet.
     """
 
     def __init__(self, max_in_flight: int, idle_keep_s: float, *,
@@ -94,7 +99,15 @@ class LeasePolicy:
         function); ``closed``: the submitter is shutting down (ask for nothing).
         Cancelled or finished tasks met at the head of the queue are dropped."""
         plan: Plan[L, T] = Plan()
-        live = [lease for lease in leases if not lease.dead and not lease.closing]
+        live = []
+        for lease in leases:
+            if lease.dead or lease.closing:
+                continue
+            if lease.yielding:  # asked back: it takes no new task, and goes once drained
+                if not lease.inflight:
+                    plan.give_back.append(lease)
+                continue
+            live.append(lease)
         if not queue:  # after results: nothing to send, nothing to ask for
             plan.cancel_requests = requesting > 0 and not closed
             plan.idle = [lease for lease in live if not lease.inflight]
@@ -146,7 +159,7 @@ class LeasePolicy:
     def on_idle_timer(self, lease: HeldLease, queued: int) -> IdleAction:
         """A lease idle for ``idle_keep_s`` (its timer, started for a lease in
         ``Plan.idle``, fired): return it, unless it got work or work is queued."""
-        if lease.inflight or lease.dead or lease.closing:
+        if lease.inflight or lease.dead or lease.closing or lease.yielding:
             return IdleAction.KEEP
         if queued:
             return IdleAction.PUMP

@@ -83,6 +83,12 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
         executor = self.cw.executor
         return core_worker_pb2.LeaseOwnerDiedReply(busy=executor is not None and executor.busy())
 
+    async def YieldLeases(self, request, context):
+        submitter = self.cw.submitter
+        if submitter is not None:
+            submitter.yield_leases(request.lease_ids)
+        return common_pb2.Empty()
+
     async def GetObjectLocations(self, request, context):
         known, nodes, why = self.cw.objects.locations(request.object_id)
         return core_worker_pb2.ObjectLocationsReply(known=known, node_ids=nodes, why=why)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -218,11 +218,34 @@ class TaskSubmitter:
         if plan.cancel_requests:
             # nothing left to run: the raylet should not grant the requests still waiting
             self.loop.create_task(self._cancel_lease_requests(key))
+        for lease in plan.give_back:  # asked back by its raylet (other owners wait), now drained
+            if lease.idle_timer is not None:
+                lease.idle_timer.cancel()
+                lease.idle_timer = None
+            state.leases.remove(lease)
+            self._release(lease, disconnect=False)
         if plan.idle:  # each idle lease goes back on its own after idle_lease_keep_s
             keep = self.policy.idle_keep(self.cw.blocked_in_get())
             for lease in plan.idle:
                 if lease.idle_timer is None:
                     lease.idle_timer = self.loop.call_later(keep, self._return_idle, key, lease)
+
+    def yield_leases(self, lease_ids: Collection[str]) -> None:
+        """The raylet that granted these leases holds other owners' requests it cannot
+        grant: each lease takes no new task and goes back once its running tasks are
+        done (at once when idle). Ids of leases no longer held are ignored."""
+        wanted = set(lease_ids)
+        for key, state in list(self.keys.items()):
+            if state.actor is not None:
+                continue
+            hit = False
+            for lease in state.leases:
+                if lease.lease_id in wanted and not lease.yielding:
+                    lease.yielding = True
+                    hit = True
+            if hit:
+                log.debug("leases_yielded", leases=[lease.lease_id for lease in state.leases if lease.yielding])
+                self._pump(key)
 
     async def _cancel_lease_requests(self, key: tuple) -> None:
         try:

@@ -69,6 +69,7 @@ class TaskStream:
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.dead = False
         self.closing = False
+        self.yielding = False  # a lease its raylet asked back (see LeasePolicy)
         self.reader: asyncio.Task | None = None
 
     async def _requests(self):

@@ -96,6 +96,11 @@ class CoreWorkerStub:
                 request_serializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_core__worker__pb2.RecoverObjectReply.FromString,
                 _registered_method=True)
+        self.YieldLeases = channel.unary_unary(
+                '/microray.CoreWorker/YieldLeases',
+                request_serializer=microray_dot_protocol_dot_core__worker__pb2.YieldLeasesRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -189,6 +194,15 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def YieldLeases(self, request, context):
+        """A raylet holds lease requests of other owners that it cannot grant: return these
+        leases (granted by that raylet) once the tasks they run now are done, and send them
+        no new task. Leases this process no longer holds are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +265,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.RecoverObject,
                     request_deserializer=microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_core__worker__pb2.RecoverObjectReply.SerializeToString,
+            ),
+            'YieldLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.YieldLeases,
+                    request_deserializer=microray_dot_protocol_dot_core__worker__pb2.YieldLeasesRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -578,6 +597,33 @@ class CoreWorker:
             '/microray.CoreWorker/RecoverObject',
             microray_dot_protocol_dot_core__worker__pb2.ObjectLocationsRequest.SerializeToString,
             microray_dot_protocol_dot_core__worker__pb2.RecoverObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def YieldLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.CoreWorker/YieldLeases',
+            microray_dot_protocol_dot_core__worker__pb2.YieldLeasesRequest.SerializeToString,
+            microray_dot_protocol_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from microray.raylet import fair_share
+
 EPS = 1e-9
 DEAD_OWNERS_KEPT = 10_000  # ids of dead lease owners remembered, to refuse their late requests
 
@@ -33,6 +35,9 @@ class WorkerState:
     is_actor: bool = False
     idle_since: float = 0.0
     gpus: dict[int, float] = field(default_factory=dict)  # GPU index -> share held
+    owner_address: str = ""   # the owner's core-worker address while LEASED (to ask the lease back)
+    granted_at: float = 0.0   # when the current lease was granted (monotonic)
+    yield_asked: bool = False  # its owner was asked to return the lease (fair_share)
 
 
 @dataclass
@@ -43,6 +48,7 @@ class PendingLease:
     hold: dict[str, float] | None = None  # what the worker keeps while leased (actors: 0 CPU)
     is_actor: bool = False
     owner: str = ""
+    owner_address: str = ""
     lease_key: str = ""
     created: float = field(default_factory=time.monotonic)
     token: Any = None                     # the raylet's handle to answer the caller
@@ -115,7 +121,7 @@ class LeaseManager:
         # resources left once the leases waiting for a new worker are served: a worker is
         # only started for a lease that could be granted when it arrives
         spare = dict(self.available)
-        for lease in self.pending:
+        for lease in self._in_grant_order():
             if not self.fits(lease.resources):
                 remaining.append(lease)
                 continue
@@ -139,12 +145,36 @@ class LeaseManager:
                 self.starting[env] = self.starting.get(env, 0) + missing
         return grants, to_start
 
+    def _in_grant_order(self) -> list[PendingLease]:
+        """The pending requests, the least-served owner's first (``fair_share``)."""
+        pending = self.pending
+        if len(pending) < 2 or all(p.owner == pending[0].owner for p in pending):
+            return list(pending)
+        shares = fair_share.owner_shares(self.workers.values(), self.total)
+        return fair_share.grant_order(list(pending), shares, self.total)
+
+    def leases_to_yield(self, now: float, min_hold_s: float) -> tuple[list[WorkerState], float | None]:
+        """Leases whose owners should return them, so that the requests pending here get
+        their turn (``fair_share.leases_to_yield``); each is marked ``yield_asked``. Also
+        in how many seconds to ask again, when a lease was passed over for its youth."""
+        if not self.pending:
+            return [], None
+        order = self._in_grant_order()
+        asks, recheck = fair_share.leases_to_yield(order, self.workers.values(), self.available, self.total,
+                                                   now, min_hold_s)
+        for w in asks:
+            w.yield_asked = True
+        return asks, recheck
+
     def _grant(self, lease: PendingLease, worker: WorkerState) -> None:
         hold = lease.resources if lease.hold is None else lease.hold
         self._take(hold)
         worker.state = "LEASED"
         worker.lease_id = lease.lease_id
         worker.owner = lease.owner
+        worker.owner_address = lease.owner_address
+        worker.granted_at = time.monotonic()
+        worker.yield_asked = False
         worker.held = dict(hold)
         worker.is_actor = lease.is_actor
         worker.gpus = self._take_gpus(hold.get("GPU", 0.0))
@@ -218,6 +248,8 @@ class LeaseManager:
         w.blocked = False
         w.lease_id = ""
         w.owner = ""
+        w.owner_address = ""
+        w.yield_asked = False
         w.is_actor = False
         w.state = "IDLE"
         w.idle_since = time.monotonic()

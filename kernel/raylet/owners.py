@@ -9,6 +9,9 @@ that is gone refuses at once, one that lives keeps the new stream open); an owne
 node whose process is known to be gone is dead at once. The raylet's owner-death handler
 then cancels the owner's waiting requests and takes back its workers (``worker_busy``
 says which of them still run the dead owner's tasks and must be killed).
+
+A live owner is asked to return leases when other owners' requests wait for the node
+(``ask_to_yield``; which leases is decided by ``fair_share``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import grpc
 import structlog
 
 from microray.process import pid_alive
-from microray.protocol import common_pb2, core_worker_pb2_grpc
+from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc
 from microray import rpc
+from microray.raylet.leases import LeaseManager
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +34,10 @@ CONFIRM_ATTEMPTS = 4     # failed (re)connects in a row that make a watched owne
 FIRST_RETRY_S = 0.1      # doubled after each failed reconnect (0.1 + 0.2 + 0.4 s)
 ESTABLISHED_S = 1.0      # a stream that lived this long had reached the owner
 BUSY_ASK_TIMEOUT_S = 2.0  # a leased worker that does not answer by then is killed
+YIELD_ASK_TIMEOUT_S = 5.0
+# a lease is asked back for another owner's request only once held this long, so that
+# owners taking turns on a full node each run a while between turns
+YIELD_MIN_HOLD_S = 0.2
 
 
 class OwnerWatcher:
@@ -113,3 +121,62 @@ async def worker_busy(address: str, credentials: rpc.Credentials, timeout: float
         return True
     finally:
         await channel.close(grace=None)
+
+
+async def ask_to_yield(address: str, lease_ids: list[str], credentials: rpc.Credentials,
+                       timeout: float = YIELD_ASK_TIMEOUT_S) -> bool:
+    """Ask the lease owner at ``address`` to return ``lease_ids`` once the tasks they run
+    are done (other owners' requests wait here). False when the owner did not answer."""
+    channel = rpc.channel(address, credentials)
+    try:
+        await core_worker_pb2_grpc.CoreWorkerStub(channel).YieldLeases(
+            core_worker_pb2.YieldLeasesRequest(lease_ids=lease_ids), timeout=timeout)
+        return True
+    except grpc.aio.AioRpcError as exc:
+        log.info("lease_owner_not_asked", address=address, leases=lease_ids, error=exc.code().name)
+        return False
+    finally:
+        await channel.close(grace=None)
+
+
+class LeaseYields:
+    """Asks lease owners to return leases when requests of other owners wait that the
+    node cannot grant (which leases: ``LeaseManager.leases_to_yield``). ``check()`` after
+    every dispatch that left requests pending; it asks again by itself when a lease was
+    passed over for being younger than ``YIELD_MIN_HOLD_S``."""
+
+    def __init__(self, leases: LeaseManager, credentials: rpc.Credentials) -> None:
+        self.leases = leases
+        self.credentials = credentials  # the asks carry the cluster token
+        self._timer: asyncio.TimerHandle | None = None
+
+    def check(self) -> None:
+        asks, recheck = self.leases.leases_to_yield(time.monotonic(), YIELD_MIN_HOLD_S)
+        loop = asyncio.get_running_loop()
+        by_owner: dict[str, list[tuple[str, str]]] = {}
+        for w in asks:
+            by_owner.setdefault(w.owner_address, []).append((w.worker_id, w.lease_id))
+        for address, held in by_owner.items():
+            loop.create_task(self._ask(address, held))
+        if recheck is not None and self._timer is None:
+            self._timer = loop.call_later(recheck + 0.01, self._recheck)
+
+    def _recheck(self) -> None:
+        self._timer = None
+        if self.leases.pending:
+            self.check()
+
+    async def _ask(self, address: str, held: list[tuple[str, str]]) -> None:
+        lease_ids = [lease_id for _, lease_id in held]
+        log.debug("leases_asked_back", owner_address=address, leases=lease_ids)
+        if await ask_to_yield(address, lease_ids, self.credentials):
+            return
+        for worker_id, lease_id in held:  # not reached: it may be asked again
+            w = self.leases.workers.get(worker_id)
+            if w is not None and w.lease_id == lease_id:
+                w.yield_asked = False
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -270,7 +270,8 @@ class LeaseScheduler:
             hold = pickle.loads(request.actor_spec).get("hold", {})
         lease = PendingLease(
             lease_id=lease_id, resources=dict(sreq.resources), env_hash=request.runtime_env_hash, hold=hold,
-            is_actor=is_actor, owner=request.owner_worker_id, lease_key=request.lease_key,
+            is_actor=is_actor, owner=request.owner_worker_id, owner_address=request.owner_address,
+            lease_key=request.lease_key,
             token=sreq if redecide else None,
         )
         if not r.leases.submit(lease):

@@ -26,7 +26,7 @@ from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, ray
 from microray.raylet.host_stats import HostStats
 from microray.raylet.leases import LeaseManager
 from microray.raylet.object_manager import ObjectManager
-from microray.raylet.owners import OwnerWatcher, worker_busy
+from microray.raylet.owners import LeaseYields, OwnerWatcher, worker_busy
 from microray.raylet.runtime_envs import RuntimeEnvs
 from microray.raylet.scheduling import LeaseScheduler
 from microray.raylet.worker_processes import WorkerProcesses
@@ -94,6 +94,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.exit_code = 0  # 1 when the GCS refused this node (declared dead)
         self.runtime_envs = RuntimeEnvs(session_dir, lambda: self.gcs)
         self.host = HostStats(session_dir)
+        self.lease_yields = LeaseYields(self.leases, credentials)  # other owners' requests wait: ask leases back
 
     # -- node info -------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -351,6 +352,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                 self.leases.release(grant.lease.lease_id)
         for env, count in to_start.items():
             self.start_workers(env, count)
+        if self.leases.pending:
+            self.lease_yields.check()
 
     # -- RPCs ------------------------------------------------------------------
     async def RequestWorkerLease(self, request, context):
@@ -521,6 +524,7 @@ async def serve(
     await raylet.stopped.wait()
     heartbeats.cancel()
     raylet.owners.close()
+    raylet.lease_yields.close()
     objects.close()
     watch.cancel()
     if not raylet.exit_code:

@@ -30,6 +30,7 @@ class Lease:
     inflight: list = field(default_factory=list)
     dead: bool = False
     closing: bool = False
+    yielding: bool = False
 
 
 def tasks(n: int, fid: bytes = SHORT) -> deque:
@@ -150,3 +151,24 @@ def test_an_owner_blocked_in_get_keeps_no_idle_lease() -> None:
     assert policy.idle_keep(owner_blocked=False) == 1.5
     assert policy.idle_keep(owner_blocked=True) == BLOCKED_OWNER_IDLE_KEEP_S < 1.5
     assert LeasePolicy(max_in_flight=1, idle_keep_s=0).idle_keep(owner_blocked=True) == 0
+
+
+def test_a_lease_asked_back_takes_no_new_task_and_is_given_back_once_drained() -> None:
+    busy = Lease(inflight=[Task()], yielding=True)
+    other = Lease()
+    queue = tasks(3, LONG)
+    plan = policy.plan(queue, [busy, other], requesting=0, avg_task_s=AVG)
+    assert sent(plan) == {id(other): 1}  # nothing for the yielding lease
+    assert plan.give_back == []  # it still runs a task
+    assert plan.request == 2  # the key asks again for the work left: it waits its turn at the raylet
+    other.inflight.extend(plan.sends[0][1])
+    busy.inflight.clear()
+    plan = policy.plan(queue, [busy, other], requesting=2, avg_task_s=AVG)
+    assert plan.give_back == [busy] and sent(plan) == {}
+
+
+def test_an_idle_lease_asked_back_goes_at_once_and_its_idle_timer_keeps_it_no_more() -> None:
+    lease = Lease(yielding=True)
+    plan = policy.plan(deque(), [lease], requesting=0, avg_task_s=AVG)
+    assert plan.give_back == [lease] and list(plan.idle) == []
+    assert policy.on_idle_timer(lease, queued=0) is IdleAction.KEEP  # given back already
