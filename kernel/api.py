@@ -202,6 +202,7 @@ def init(
                 node.stop_node(_head)
                 _head = None
             raise
+        _DriverExceptHook.install()
         if job_config is not None:
             # read by actor creation (the lifetime of actors created without one)
             setattr(worker, "default_actor_lifetime", job_config.default_actor_lifetime)
@@ -219,6 +220,36 @@ def init(
             setattr(worker, "log_stream", LogStream(worker, cfg.dedup_logs).start())
         log.info("microray_started", seconds=round(time.perf_counter() - t0, 3), session=worker.session_dir)
         return RayContext(_address_info(), dashboard_url=dashboard_url)
+
+
+class _DriverExceptHook:
+    """The driver's ``sys.excepthook``: an uncaught exception that ends the script marks
+    its job FAILED (``KeyboardInterrupt``, as from Ctrl-C: STOPPED) with the exception
+    as the reason, when the driver disconnects at exit; the hook it replaced then prints
+    the traceback as before. At an interactive prompt an uncaught exception ends nothing
+    and changes nothing."""
+
+    MAX_MESSAGE = 1000
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    @classmethod
+    def install(cls) -> None:
+        if not isinstance(sys.excepthook, cls):
+            sys.excepthook = cls(sys.excepthook)
+
+    def __call__(self, exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        try:
+            worker = context.worker
+            if worker is not None and not (hasattr(sys, "ps1") or sys.flags.interactive):
+                if issubclass(exc_type, KeyboardInterrupt):
+                    worker.job_end = ("STOPPED", "the driver was interrupted (KeyboardInterrupt)")
+                else:
+                    text = f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
+                    worker.job_end = ("FAILED", f"the driver raised {text}"[: self.MAX_MESSAGE])
+        finally:
+            self.previous(exc_type, exc, tb)
 
 
 def _job_runtime_env(worker: Any, runtime_env: dict[str, Any] | None) -> dict[str, Any]:

@@ -35,7 +35,7 @@ _COLUMNS: dict[str, list[tuple[str, Any]]] = {
                 ("REFERENCE_TYPE", "reference_type"), ("LOCATION", "location"), ("OWNER_PID", "owner_pid"),
                 ("NODE_ID", lambda r: (r.get("node_id") or "")[:8])],
     "jobs": [("JOB_ID", "job_id"), ("STATUS", "status"), ("DRIVER_PID", "driver_pid"), ("ENTRYPOINT", "entrypoint"),
-             ("START_TIME", lambda r: _when(r.get("start_time")))],
+             ("START_TIME", lambda r: _when(r.get("start_time"))), ("MESSAGE", lambda r: (r.get("message") or "")[:60])],
     "workers": [("WORKER_ID", "worker_id"), ("TYPE", "worker_type"), ("STATE", "state"), ("PID", "pid"),
                 ("NODE_ID", lambda r: (r.get("node_id") or "")[:8])],
     "placement-groups": [("PLACEMENT_GROUP_ID", "placement_group_id"), ("NAME", "name"), ("STATE", "state")],

@@ -79,6 +79,8 @@ class CoreWorker:
         self.job_runtime_env: dict[str, Any] = {}
         self.gpu_ids: list[int] = []  # the GPUs of the task running here (set by the executor)
         self.cluster_id = ""
+        # a driver ended by an uncaught exception: (job state, why) for MarkJobFinished
+        self.job_end: tuple[str, str] | None = None
         from microray.fork_safety import mark_grpc_started
 
         mark_grpc_started()
@@ -265,7 +267,9 @@ class CoreWorker:
         await self.objects.free_remote_owned()
         if self.mode == DRIVER and self.job_id:
             try:
-                await self.gcs.MarkJobFinished(gcs_pb2.JobIdRequest(job_id=self.job_id), timeout=1)
+                state, message = self.job_end or ("", "")
+                await self.gcs.MarkJobFinished(
+                    gcs_pb2.JobIdRequest(job_id=self.job_id, state=state, message=message), timeout=1)
             except grpc.aio.AioRpcError:
                 pass
         await self.server.stop(grace=0)

@@ -42,6 +42,9 @@ T_NODES = "nodes"
 T_JOBS = "jobs"
 T_NAMED = "named_actors"
 T_META = "meta"
+# after a job ended, task events of its processes (flushed every 0.5 s) may still arrive:
+# its unfinished tasks are marked FAILED again after this long
+JOB_END_GRACE_S = 3.0
 
 
 def _kv_key(ns: str, key: bytes) -> bytes:
@@ -295,7 +298,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             job = gcs_pb2.JobInfo.FromString(raw)
             if job.state == "RUNNING" and job.driver_ip == self.host and job.driver_pid and not _pid_alive(job.driver_pid):
                 log.info("driver_died", job_id=job.job_id, pid=job.driver_pid)
-                await self.MarkJobFinished(gcs_pb2.JobIdRequest(job_id=job.job_id), None)
+                await self.MarkJobFinished(gcs_pb2.JobIdRequest(
+                    job_id=job.job_id, state="FAILED",
+                    message=f"the driver (pid {job.driver_pid}) exited without disconnecting (killed, or it crashed)"),
+                    None)
 
     # -- jobs ----------------------------------------------------------------
     async def AddJob(self, request, context):
@@ -313,16 +319,36 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.AddJobReply(job_id=job.job_id)
 
     async def MarkJobFinished(self, request, context):
+        """The job's driver ended: FINISHED, or as ``request.state`` says (FAILED: an
+        uncaught exception or a death without disconnecting; STOPPED: interrupted). Its
+        tasks that did not end are marked FAILED (now, and once more after the grace in
+        which its processes' last task events still arrive), its actors die."""
         raw = await self.store.get(T_JOBS, request.job_id.encode())
+        how = "its driver exited"
         if raw is not None:
             job = gcs_pb2.JobInfo.FromString(raw)
-            if job.state != "FINISHED":
-                job.state = "FINISHED"
+            if job.state == "RUNNING":
+                job.state = request.state or "FINISHED"
+                job.message = request.message
                 job.end_time = time.time()
                 await self.store.put(T_JOBS, request.job_id.encode(), job.SerializeToString())
-                self._event("INFO", "JOB_FINISHED", f"job {job.job_id} finished", job_id=job.job_id)
+                ended = f"job {job.job_id} {job.state.lower()}" + (f": {job.message}" if job.message else "")
+                self._event("INFO", "JOB_FINISHED", ended, job_id=job.job_id)
+                log.info("job_ended", job_id=job.job_id, state=job.state, message=job.message)
+            if job.message:
+                how = f"{how}: {job.message}"
         await self.actors.job_finished(request.job_id)
+        message = f"job {request.job_id} ended ({how}) before the task finished"
+        self._fail_job_tasks(request.job_id, message)
+        asyncio.get_running_loop().call_later(JOB_END_GRACE_S, self._fail_job_tasks, request.job_id, message)
         return common_pb2.Empty()
+
+    def _fail_job_tasks(self, job_id: str, message: str) -> None:
+        keep = {r.worker_id for r in self.actors.records.values()
+                if r.detached and r.state is not ActorState.DEAD and r.worker_id}
+        marked = self.task_store.fail_unfinished(job_id, time.time(), message, keep)
+        if marked:
+            log.info("job_tasks_failed", job_id=job_id, tasks=marked)
 
     async def GetAllJobs(self, request, context):
         jobs = [gcs_pb2.JobInfo.FromString(v) for v in (await self.store.get_all(T_JOBS)).values()]

@@ -8,6 +8,7 @@ are kept), while the per-state counts cover every task ever reported.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from itertools import islice
 from typing import Any
 
@@ -48,6 +49,26 @@ class TaskStore:
                 self._finished.pop(task_id, None)
             self.counts[state] = self.counts.get(state, 0) + 1
         self._evict()
+
+    def fail_unfinished(self, job_id: str, now: float, message: str, keep_owners: Collection[str] = ()) -> int:
+        """Mark FAILED every task of ``job_id`` not in a terminal state: its job ended, so
+        no owner is left to report how it ends (as Ray does, with ``WORKER_DIED``). Tasks
+        owned by a process in ``keep_owners`` (a detached actor's worker: it outlives the
+        job) are left as they are. Returns how many were marked."""
+        marked = 0
+        for task_id, rec in self.tasks.items():
+            old = rec.get("state")
+            if rec.get("job_id") != job_id or old in TERMINAL or rec.get("owner") in keep_owners:
+                continue
+            if old is not None:
+                self.counts[old] -= 1
+            rec.update(state="FAILED", error_type="WORKER_DIED", error_message=message, end_time=now)
+            rec["events"].append(("FAILED", now))
+            self._finished[task_id] = None
+            self.counts["FAILED"] = self.counts.get("FAILED", 0) + 1
+            marked += 1
+        self._evict()
+        return marked
 
     def _evict(self) -> None:
         while len(self.tasks) > self.cap and self._finished:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from microray.protocol import common_pb2 as microray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmicroray/protocol/gcs.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"I\n\x0cKvPutRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\"\x1b\n\nKvPutReply\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x08\"\'\n\x0cKvGetRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"*\n\nKvGetReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\":\n\x0cKvDelRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x11\n\tby_prefix\x18\x03 \x01(\x08\"\x1d\n\nKvDelReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"+\n\rKvKeysRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x0c\"\x1b\n\x0bKvKeysReply\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"=\n\x12\x43lusterConfigReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"M\n\x11RegisterNodeReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\t\" \n\rNodeIdRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xd1\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\tavailable\x18\x02 \x01(\x0b\x32\x15.microray.ResourceMap\x12\x19\n\x11object_store_used\x18\x03 \x01(\x03\x12\x13\n\x0bnum_workers\x18\x04 \x01(\x05\x12)\n\x07\x64\x65mands\x18\x06 \x03(\x0b\x32\x18.microray.ResourceDemand\x12!\n\x04host\x18\x07 \x01(\x0b\x32\x13.microray.HostStatsJ\x04\x08\x05\x10\x06\"B\n\x0eHeartbeatReply\x12\x12\n\nreregister\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"l\n\x08NodeList\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.microray.NodeInfo\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x10\n\x08table_id\x18\x04 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x05 \x01(\x08\"S\n\x11WatchNodesRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x10\n\x08table_id\x18\x04 \x01(\t\"\xb3\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tdriver_ip\x18\x02 \x01(\t\x12\x12\n\ndriver_pid\x18\x03 \x01(\x05\x12\x12\n\nstart_time\x18\x04 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x12\n\nentrypoint\x18\x07 \x01(\t\x12\x11\n\tnamespace\x18\x08 \x01(\t\x12\x15\n\rsubmission_id\x18\t \x01(\t\"\x1d\n\x0b\x41\x64\x64JobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1e\n\x0cJobIdRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"*\n\x07JobList\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.microray.JobInfo\"$\n\x12\x41\x63torRecordRequest\x12\x0e\n\x06record\x18\x01 \x01(\x0c\"A\n\x12RegisterActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08\x65xisting\x18\x03 \x01(\x0c\"G\n\x12\x41\x63torLookupRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"1\n\x10\x41\x63torRecordReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06record\x18\x02 \x01(\x0c\">\n\x11ListActorsRequest\x12\x16\n\x0e\x61ll_namespaces\x18\x01 \x01(\x08\x12\x11\n\tnamespace\x18\x02 \x01(\t\"!\n\x0e\x41\x63torListReply\x12\x0f\n\x07records\x18\x01 \x03(\x0c\"H\n\x10KillActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x12\n\nno_restart\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x0eTaskEventBatch\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\"V\n\x14GetTaskEventsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\x08\"S\n\x12GetTaskEventsReply\x12\r\n\x05tasks\x18\x01 \x01(\x0c\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ounts\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\"$\n\x12\x43lusterEventsReply\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\")\n\x18GetClusterHistoryRequest\x12\r\n\x05since\x18\x01 \x01(\x01\"J\n\x13\x43lusterHistoryReply\x12\x0f\n\x07samples\x18\x01 \x01(\x0c\x12\x10\n\x08period_s\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\"a\n\tLogRecord\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x0e\n\x06is_err\x18\x05 \x01(\x08\x12\r\n\x05lines\x18\x06 \x03(\t\">\n\x08LogBatch\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.microray.LogRecord\x12\x0c\n\x04last\x18\x02 \x01(\x03\"@\n\x0fPollLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x32\xa6\x0b\n\x03Gcs\x12\x35\n\x05KvPut\x12\x16.microray.KvPutRequest\x1a\x14.microray.KvPutReply\x12\x35\n\x05KvGet\x12\x16.microray.KvGetRequest\x1a\x14.microray.KvGetReply\x12\x35\n\x05KvDel\x12\x16.microray.KvDelRequest\x1a\x14.microray.KvDelReply\x12\x38\n\x06KvKeys\x12\x17.microray.KvKeysRequest\x1a\x15.microray.KvKeysReply\x12\x41\n\x10GetClusterConfig\x12\x0f.microray.Empty\x1a\x1c.microray.ClusterConfigReply\x12?\n\x0cRegisterNode\x12\x12.microray.NodeInfo\x1a\x1b.microray.RegisterNodeReply\x12:\n\x0eUnregisterNode\x12\x17.microray.NodeIdRequest\x1a\x0f.microray.Empty\x12\x41\n\tHeartbeat\x12\x1a.microray.HeartbeatRequest\x1a\x18.microray.HeartbeatReply\x12\x32\n\x0bGetAllNodes\x12\x0f.microray.Empty\x1a\x12.microray.NodeList\x12=\n\nWatchNodes\x12\x1b.microray.WatchNodesRequest\x1a\x12.microray.NodeList\x12\x32\n\x06\x41\x64\x64Job\x12\x11.microray.JobInfo\x1a\x15.microray.AddJobReply\x12:\n\x0fMarkJobFinished\x12\x16.microray.JobIdRequest\x1a\x0f.microray.Empty\x12\x30\n\nGetAllJobs\x12\x0f.microray.Empty\x1a\x11.microray.JobList\x12K\n\rRegisterActor\x12\x1c.microray.ActorRecordRequest\x1a\x1c.microray.RegisterActorReply\x12\x44\n\x08GetActor\x12\x1c.microray.ActorLookupRequest\x1a\x1a.microray.ActorRecordReply\x12\x43\n\nListActors\x12\x1b.microray.ListActorsRequest\x1a\x18.microray.ActorListReply\x12\x38\n\tKillActor\x12\x1a.microray.KillActorRequest\x1a\x0f.microray.Empty\x12=\n\x10ReportTaskEvents\x12\x18.microray.TaskEventBatch\x1a\x0f.microray.Empty\x12M\n\rGetTaskEvents\x12\x1e.microray.GetTaskEventsRequest\x1a\x1c.microray.GetTaskEventsReply\x12V\n\x11GetClusterHistory\x12\".microray.GetClusterHistoryRequest\x1a\x1d.microray.ClusterHistoryReply\x12\x41\n\x10GetClusterEvents\x12\x0f.microray.Empty\x1a\x1c.microray.ClusterEventsReply\x12\x32\n\x0bPublishLogs\x12\x12.microray.LogBatch\x1a\x0f.microray.Empty\x12\x39\n\x08PollLogs\x12\x19.microray.PollLogsRequest\x1a\x12.microray.LogBatchb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmicroray/protocol/gcs.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"I\n\x0cKvPutRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\"\x1b\n\nKvPutReply\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x08\"\'\n\x0cKvGetRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"*\n\nKvGetReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\":\n\x0cKvDelRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x11\n\tby_prefix\x18\x03 \x01(\x08\"\x1d\n\nKvDelReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"+\n\rKvKeysRequest\x12\n\n\x02ns\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x0c\"\x1b\n\x0bKvKeysReply\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"=\n\x12\x43lusterConfigReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"M\n\x11RegisterNodeReply\x12\x13\n\x0b\x63onfig_json\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\t\" \n\rNodeIdRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xd1\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\tavailable\x18\x02 \x01(\x0b\x32\x15.microray.ResourceMap\x12\x19\n\x11object_store_used\x18\x03 \x01(\x03\x12\x13\n\x0bnum_workers\x18\x04 \x01(\x05\x12)\n\x07\x64\x65mands\x18\x06 \x03(\x0b\x32\x18.microray.ResourceDemand\x12!\n\x04host\x18\x07 \x01(\x0b\x32\x13.microray.HostStatsJ\x04\x08\x05\x10\x06\"B\n\x0eHeartbeatReply\x12\x12\n\nreregister\x18\x01 \x01(\x08\x12\x0c\n\x04\x64\x65\x61\x64\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"l\n\x08NodeList\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.microray.NodeInfo\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x10\n\x08table_id\x18\x04 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x05 \x01(\x08\"S\n\x11WatchNodesRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x10\n\x08table_id\x18\x04 \x01(\t\"\xc4\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tdriver_ip\x18\x02 \x01(\t\x12\x12\n\ndriver_pid\x18\x03 \x01(\x05\x12\x12\n\nstart_time\x18\x04 \x01(\x01\x12\x10\n\x08\x65nd_time\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x12\n\nentrypoint\x18\x07 \x01(\t\x12\x11\n\tnamespace\x18\x08 \x01(\t\x12\x15\n\rsubmission_id\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\"\x1d\n\x0b\x41\x64\x64JobReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\">\n\x0cJobIdRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"*\n\x07JobList\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.microray.JobInfo\"$\n\x12\x41\x63torRecordRequest\x12\x0e\n\x06record\x18\x01 \x01(\x0c\"A\n\x12RegisterActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08\x65xisting\x18\x03 \x01(\x0c\"G\n\x12\x41\x63torLookupRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\"1\n\x10\x41\x63torRecordReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0e\n\x06record\x18\x02 \x01(\x0c\">\n\x11ListActorsRequest\x12\x16\n\x0e\x61ll_namespaces\x18\x01 \x01(\x08\x12\x11\n\tnamespace\x18\x02 \x01(\t\"!\n\x0e\x41\x63torListReply\x12\x0f\n\x07records\x18\x01 \x03(\x0c\"H\n\x10KillActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x12\n\nno_restart\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x0eTaskEventBatch\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\"V\n\x14GetTaskEventsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\x08\"S\n\x12GetTaskEventsReply\x12\r\n\x05tasks\x18\x01 \x01(\x0c\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ounts\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x03\"$\n\x12\x43lusterEventsReply\x12\x0e\n\x06\x65vents\x18\x01 \x01(\x0c\")\n\x18GetClusterHistoryRequest\x12\r\n\x05since\x18\x01 \x01(\x01\"J\n\x13\x43lusterHistoryReply\x12\x0f\n\x07samples\x18\x01 \x01(\x0c\x12\x10\n\x08period_s\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\"a\n\tLogRecord\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x0e\n\x06is_err\x18\x05 \x01(\x08\x12\r\n\x05lines\x18\x06 \x03(\t\">\n\x08LogBatch\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.microray.LogRecord\x12\x0c\n\x04last\x18\x02 \x01(\x03\"@\n\x0fPollLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x32\xa6\x0b\n\x03Gcs\x12\x35\n\x05KvPut\x12\x16.microray.KvPutRequest\x1a\x14.microray.KvPutReply\x12\x35\n\x05KvGet\x12\x16.microray.KvGetRequest\x1a\x14.microray.KvGetReply\x12\x35\n\x05KvDel\x12\x16.microray.KvDelRequest\x1a\x14.microray.KvDelReply\x12\x38\n\x06KvKeys\x12\x17.microray.KvKeysRequest\x1a\x15.microray.KvKeysReply\x12\x41\n\x10GetClusterConfig\x12\x0f.microray.Empty\x1a\x1c.microray.ClusterConfigReply\x12?\n\x0cRegisterNode\x12\x12.microray.NodeInfo\x1a\x1b.microray.RegisterNodeReply\x12:\n\x0eUnregisterNode\x12\x17.microray.NodeIdRequest\x1a\x0f.microray.Empty\x12\x41\n\tHeartbeat\x12\x1a.microray.HeartbeatRequest\x1a\x18.microray.HeartbeatReply\x12\x32\n\x0bGetAllNodes\x12\x0f.microray.Empty\x1a\x12.microray.NodeList\x12=\n\nWatchNodes\x12\x1b.microray.WatchNodesRequest\x1a\x12.microray.NodeList\x12\x32\n\x06\x41\x64\x64Job\x12\x11.microray.JobInfo\x1a\x15.microray.AddJobReply\x12:\n\x0fMarkJobFinished\x12\x16.microray.JobIdRequest\x1a\x0f.microray.Empty\x12\x30\n\nGetAllJobs\x12\x0f.microray.Empty\x1a\x11.microray.JobList\x12K\n\rRegisterActor\x12\x1c.microray.ActorRecordRequest\x1a\x1c.microray.RegisterActorReply\x12\x44\n\x08GetActor\x12\x1c.microray.ActorLookupRequest\x1a\x1a.microray.ActorRecordReply\x12\x43\n\nListActors\x12\x1b.microray.ListActorsRequest\x1a\x18.microray.ActorListReply\x12\x38\n\tKillActor\x12\x1a.microray.KillActorRequest\x1a\x0f.microray.Empty\x12=\n\x10ReportTaskEvents\x12\x18.microray.TaskEventBatch\x1a\x0f.microray.Empty\x12M\n\rGetTaskEvents\x12\x1e.microray.GetTaskEventsRequest\x1a\x1c.microray.GetTaskEventsReply\x12V\n\x11GetClusterHistory\x12\".microray.GetClusterHistoryRequest\x1a\x1d.microray.ClusterHistoryReply\x12\x41\n\x10GetClusterEvents\x12\x0f.microray.Empty\x1a\x1c.microray.ClusterEventsReply\x12\x32\n\x0bPublishLogs\x12\x12.microray.LogBatch\x1a\x0f.microray.Empty\x12\x39\n\x08PollLogs\x12\x19.microray.PollLogsRequest\x1a\x12.microray.LogBatchb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,45 +63,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHNODESREQUEST']._serialized_start=993
   _globals['_WATCHNODESREQUEST']._serialized_end=1076
   _globals['_JOBINFO']._serialized_start=1079
-  _globals['_JOBINFO']._serialized_end=1258
-  _globals['_ADDJOBREPLY']._serialized_start=1260
-  _globals['_ADDJOBREPLY']._serialized_end=1289
-  _globals['_JOBIDREQUEST']._serialized_start=1291
-  _globals['_JOBIDREQUEST']._serialized_end=1321
-  _globals['_JOBLIST']._serialized_start=1323
-  _globals['_JOBLIST']._serialized_end=1365
-  _globals['_ACTORRECORDREQUEST']._serialized_start=1367
-  _globals['_ACTORRECORDREQUEST']._serialized_end=1403
-  _globals['_REGISTERACTORREPLY']._serialized_start=1405
-  _globals['_REGISTERACTORREPLY']._serialized_end=1470
-  _globals['_ACTORLOOKUPREQUEST']._serialized_start=1472
-  _globals['_ACTORLOOKUPREQUEST']._serialized_end=1543
-  _globals['_ACTORRECORDREPLY']._serialized_start=1545
-  _globals['_ACTORRECORDREPLY']._serialized_end=1594
-  _globals['_LISTACTORSREQUEST']._serialized_start=1596
-  _globals['_LISTACTORSREQUEST']._serialized_end=1658
-  _globals['_ACTORLISTREPLY']._serialized_start=1660
-  _globals['_ACTORLISTREPLY']._serialized_end=1693
-  _globals['_KILLACTORREQUEST']._serialized_start=1695
-  _globals['_KILLACTORREQUEST']._serialized_end=1767
-  _globals['_TASKEVENTBATCH']._serialized_start=1769
-  _globals['_TASKEVENTBATCH']._serialized_end=1801
-  _globals['_GETTASKEVENTSREQUEST']._serialized_start=1803
-  _globals['_GETTASKEVENTSREQUEST']._serialized_end=1889
-  _globals['_GETTASKEVENTSREPLY']._serialized_start=1891
-  _globals['_GETTASKEVENTSREPLY']._serialized_end=1974
-  _globals['_CLUSTEREVENTSREPLY']._serialized_start=1976
-  _globals['_CLUSTEREVENTSREPLY']._serialized_end=2012
-  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_start=2014
-  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_end=2055
-  _globals['_CLUSTERHISTORYREPLY']._serialized_start=2057
-  _globals['_CLUSTERHISTORYREPLY']._serialized_end=2131
-  _globals['_LOGRECORD']._serialized_start=2133
-  _globals['_LOGRECORD']._serialized_end=2230
-  _globals['_LOGBATCH']._serialized_start=2232
-  _globals['_LOGBATCH']._serialized_end=2294
-  _globals['_POLLLOGSREQUEST']._serialized_start=2296
-  _globals['_POLLLOGSREQUEST']._serialized_end=2360
-  _globals['_GCS']._serialized_start=2363
-  _globals['_GCS']._serialized_end=3809
+  _globals['_JOBINFO']._serialized_end=1275
+  _globals['_ADDJOBREPLY']._serialized_start=1277
+  _globals['_ADDJOBREPLY']._serialized_end=1306
+  _globals['_JOBIDREQUEST']._serialized_start=1308
+  _globals['_JOBIDREQUEST']._serialized_end=1370
+  _globals['_JOBLIST']._serialized_start=1372
+  _globals['_JOBLIST']._serialized_end=1414
+  _globals['_ACTORRECORDREQUEST']._serialized_start=1416
+  _globals['_ACTORRECORDREQUEST']._serialized_end=1452
+  _globals['_REGISTERACTORREPLY']._serialized_start=1454
+  _globals['_REGISTERACTORREPLY']._serialized_end=1519
+  _globals['_ACTORLOOKUPREQUEST']._serialized_start=1521
+  _globals['_ACTORLOOKUPREQUEST']._serialized_end=1592
+  _globals['_ACTORRECORDREPLY']._serialized_start=1594
+  _globals['_ACTORRECORDREPLY']._serialized_end=1643
+  _globals['_LISTACTORSREQUEST']._serialized_start=1645
+  _globals['_LISTACTORSREQUEST']._serialized_end=1707
+  _globals['_ACTORLISTREPLY']._serialized_start=1709
+  _globals['_ACTORLISTREPLY']._serialized_end=1742
+  _globals['_KILLACTORREQUEST']._serialized_start=1744
+  _globals['_KILLACTORREQUEST']._serialized_end=1816
+  _globals['_TASKEVENTBATCH']._serialized_start=1818
+  _globals['_TASKEVENTBATCH']._serialized_end=1850
+  _globals['_GETTASKEVENTSREQUEST']._serialized_start=1852
+  _globals['_GETTASKEVENTSREQUEST']._serialized_end=1938
+  _globals['_GETTASKEVENTSREPLY']._serialized_start=1940
+  _globals['_GETTASKEVENTSREPLY']._serialized_end=2023
+  _globals['_CLUSTEREVENTSREPLY']._serialized_start=2025
+  _globals['_CLUSTEREVENTSREPLY']._serialized_end=2061
+  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_start=2063
+  _globals['_GETCLUSTERHISTORYREQUEST']._serialized_end=2104
+  _globals['_CLUSTERHISTORYREPLY']._serialized_start=2106
+  _globals['_CLUSTERHISTORYREPLY']._serialized_end=2180
+  _globals['_LOGRECORD']._serialized_start=2182
+  _globals['_LOGRECORD']._serialized_end=2279
+  _globals['_LOGBATCH']._serialized_start=2281
+  _globals['_LOGBATCH']._serialized_end=2343
+  _globals['_POLLLOGSREQUEST']._serialized_start=2345
+  _globals['_POLLLOGSREQUEST']._serialized_end=2409
+  _globals['_GCS']._serialized_start=2412
+  _globals['_GCS']._serialized_end=3858
 # @@protoc_insertion_point(module_scope)

@@ -148,7 +148,7 @@ class WatchNodesRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ..., wait_s: _Optional[float] = ..., seq: _Optional[int] = ..., table_id: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "driver_ip", "driver_pid", "start_time", "end_time", "state", "entrypoint", "namespace", "submission_id")
+    __slots__ = ("job_id", "driver_ip", "driver_pid", "start_time", "end_time", "state", "entrypoint", "namespace", "submission_id", "message")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DRIVER_IP_FIELD_NUMBER: _ClassVar[int]
     DRIVER_PID_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,7 @@ class JobInfo(_message.Message):
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     driver_ip: str
     driver_pid: int
@@ -167,7 +168,8 @@ class JobInfo(_message.Message):
     entrypoint: str
     namespace: str
     submission_id: str
-    def __init__(self, job_id: _Optional[str] = ..., driver_ip: _Optional[str] = ..., driver_pid: _Optional[int] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., state: _Optional[str] = ..., entrypoint: _Optional[str] = ..., namespace: _Optional[str] = ..., submission_id: _Optional[str] = ...) -> None: ...
+    message: str
+    def __init__(self, job_id: _Optional[str] = ..., driver_ip: _Optional[str] = ..., driver_pid: _Optional[int] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., state: _Optional[str] = ..., entrypoint: _Optional[str] = ..., namespace: _Optional[str] = ..., submission_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class AddJobReply(_message.Message):
     __slots__ = ("job_id",)
@@ -176,10 +178,14 @@ class AddJobReply(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobIdRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "state", "message")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    state: str
+    message: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs",)

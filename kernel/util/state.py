@@ -152,7 +152,7 @@ class StateClient:
             {
                 "job_id": j.job_id, "status": j.state, "driver_ip": j.driver_ip, "driver_pid": j.driver_pid,
                 "start_time": j.start_time, "end_time": j.end_time or None, "entrypoint": j.entrypoint,
-                "namespace": j.namespace, "submission_id": j.submission_id or None,
+                "namespace": j.namespace, "submission_id": j.submission_id or None, "message": j.message,
             }
             for j in reply.jobs
         ]

@@ -384,6 +384,7 @@
           { label: "Namespace", value: (j) => MR.short(j.namespace, 12) },
           { label: "Started", value: (j) => MR.time(j.start_time) },
           { label: "Ended", value: (j) => MR.time(j.end_time) },
+          { label: "Message", value: (j) => j.message || "—" },
         ], data.drivers, { empty: "No drivers." }));
       };
     },
