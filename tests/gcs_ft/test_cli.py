@@ -124,8 +124,8 @@ def test_cli_head_on_redis_survives_restart_gcs(cli_root, redis_server, monkeypa
     address = handle.gcs_address
     # this process is a client of the cluster as one on another machine would be
     monkeypatch.setenv("MICRORAY_TOKEN", session.read_token(handle.session_dir))
-    wait_for(lambda: {j["job_id"]: j["status"] for j in list_jobs(address=address)}[orphan_job] == "FINISHED",
-             timeout=30, what="the dead driver's job to be FINISHED")
+    wait_for(lambda: {j["job_id"]: j["status"] for j in list_jobs(address=address)}[orphan_job] == "FAILED",
+             timeout=30, what="the dead driver's job to be FAILED (it died without saying how it ended)")
     wait_for(lambda: {a["actor_id"]: a["state"] for a in list_actors(address=address)}[owned] == "DEAD",
              timeout=30, what="the dead driver's actor to be DEAD")
 
