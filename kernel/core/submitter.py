@@ -43,7 +43,7 @@ from microray.core.task_spec import (
     TaskSpec,
     runtime_env_key,
 )
-from microray.core.task_stream import KeyState, Lease, TaskEntry, TaskStream
+from microray.core.task_stream import KeyState, Lease, RefLike, TaskEntry, TaskStream, task_name
 from microray.exceptions import RaySystemError, TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 
@@ -162,7 +162,7 @@ class TaskSubmitter:
             if got is None:
                 # a borrowed object already in this node's store lands at once, before
                 # on_ready is registered (which then returns True and calls nothing)
-                self.cw.fetch_borrowed([_RefLike(oid, arg[2])])
+                self.cw.fetch_borrowed([RefLike(oid, arg[2])])
                 entry.unresolved += 1  # before on_ready: it may call _dep_ready right away
                 if not memory.on_ready(oid, lambda _o, e=entry: self.cw.call_in_loop(self._dep_ready, e)):
                     continue
@@ -236,15 +236,11 @@ class TaskSubmitter:
         done (at once when idle). Ids of leases no longer held are ignored."""
         wanted = set(lease_ids)
         for key, state in list(self.keys.items()):
-            if state.actor is not None:
-                continue
-            hit = False
-            for lease in state.leases:
-                if lease.lease_id in wanted and not lease.yielding:
-                    lease.yielding = True
-                    hit = True
-            if hit:
-                log.debug("leases_yielded", leases=[lease.lease_id for lease in state.leases if lease.yielding])
+            asked = [lease for lease in state.leases if lease.lease_id in wanted and not lease.yielding]
+            for lease in asked:
+                lease.yielding = True
+            if asked:
+                log.debug("leases_yielded", leases=[lease.lease_id for lease in asked])
                 self._pump(key)
 
     async def _cancel_lease_requests(self, key: tuple) -> None:
@@ -270,7 +266,7 @@ class TaskSubmitter:
                     owner_address=self.cw.address,
                     grant_or_reject=grant_or_reject,
                     runtime_env_hash=state.env,
-                    task_name=_task_name(state.queue[0].spec) if state.queue else "",
+                    task_name=task_name(state.queue[0].spec) if state.queue else "",
                     report_infeasible=shape not in self.infeasible_shapes,
                     exclude_nodes=exclude,
                 )
@@ -333,7 +329,7 @@ class TaskSubmitter:
         total = dict(sorted(reply.cluster_total.amounts.items()))
         log.warning(
             "infeasible_task",
-            task=_task_name(state.queue[0].spec) if state.queue else "",
+            task=task_name(state.queue[0].spec) if state.queue else "",
             demand=demand,
             cluster_total=total,
             hint=(f"The following resource request cannot be scheduled right now: {demand}. No node of the "
@@ -593,23 +589,3 @@ class TaskSubmitter:
             )
         except grpc.aio.AioRpcError:
             pass
-
-
-class _RefLike:
-    """Just enough of an ObjectRef for ``fetch_borrowed`` (no ref counting)."""
-
-    __slots__ = ("_id", "owner_address")
-
-    def __init__(self, oid: bytes, owner: str) -> None:
-        self._id = oid
-        self.owner_address = owner
-
-    def binary(self) -> bytes:
-        return self._id
-
-
-
-def _task_name(spec: TaskSpec) -> str:
-    """The name a lease request carries (for the raylet's logs and the scheduling
-    policy): the task's own name if it was given one, else its function's name."""
-    return spec.name or spec.function_name

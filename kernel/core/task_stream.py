@@ -134,3 +134,22 @@ class Lease(TaskStream):
         self.pid = reply.worker_pid
         self.raylet = raylet
         self.idle_timer: asyncio.TimerHandle | None = None
+
+
+class RefLike:
+    """Just enough of an ObjectRef for ``fetch_borrowed`` (no ref counting)."""
+
+    __slots__ = ("_id", "owner_address")
+
+    def __init__(self, oid: bytes, owner: str) -> None:
+        self._id = oid
+        self.owner_address = owner
+
+    def binary(self) -> bytes:
+        return self._id
+
+
+def task_name(spec: TaskSpec) -> str:
+    """The name a lease request carries (for the raylet's logs and the scheduling
+    policy): the task's own name if it was given one, else its function's name."""
+    return spec.name or spec.function_name
