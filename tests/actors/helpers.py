@@ -3,14 +3,13 @@ driver subprocesses and the observer-hook event file."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from microray.testing import processes
+from microray.testing import event_files, processes
 from microray.testing.processes import pid_alive  # noqa: F401 -- used by the tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,9 +78,4 @@ def read_marker(proc: subprocess.Popen, marker: str, timeout: float = 60.0) -> s
 
 def read_events(path: str | None = None) -> list[dict]:
     """The events the test plugin (``actor_event_plugin``) appended, one JSON object a line."""
-    path = path or os.environ[EVENTS_ENV]
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return event_files.read_events(path or os.environ[EVENTS_ENV])

@@ -9,12 +9,12 @@ for the test only: a real policy does none).
 
 from __future__ import annotations
 
-import json
 import os
 
 from microray.hookspecs import hookimpl
 from microray.interfaces import ClusterView, SchedulingRequest
 from microray.registrations import SchedulingPolicyRegistration
+from microray.testing.event_files import append_event, read_events
 
 ENV = "TEST_POLICY_CALLS_FILE"
 
@@ -24,15 +24,8 @@ class CountingPolicy:
 
     def select_node(self, request: SchedulingRequest, cluster: ClusterView) -> str | None:
         chosen = self._choose(request, cluster)
-        path = os.environ.get(ENV)
-        if path:
-            line = json.dumps({"resources": dict(request.resources), "nodes": sorted(cluster.nodes),
-                               "local": cluster.local_node_id, "chosen": chosen, "pid": os.getpid()})
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, (line + "\n").encode())
-            finally:
-                os.close(fd)
+        append_event(ENV, {"resources": dict(request.resources), "nodes": sorted(cluster.nodes),
+                            "local": cluster.local_node_id, "chosen": chosen, "pid": os.getpid()})
         return chosen
 
     @staticmethod
@@ -52,11 +45,8 @@ class CountingPolicy:
 
 
 def read_calls(path: str) -> list[dict]:
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    """The ``select_node`` calls recorded in ``path`` so far."""
+    return read_events(path)
 
 
 @hookimpl

@@ -7,28 +7,17 @@ the event as one JSON line to the file named by ``TEST_NODE_EVENTS_FILE``.
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 
 from microray.hookspecs import hookimpl
+from microray.testing.event_files import append_event
 
 ENV = "TEST_NODE_EVENTS_FILE"
-_lock = threading.Lock()
 
 
 def _record(kind: str, node: dict) -> None:
-    path = os.environ.get(ENV)
-    if not path:
-        return
-    line = json.dumps({"hook": kind, **node, "recorded_at": time.time(), "recorder_pid": os.getpid()}) + "\n"
-    with _lock:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+    append_event(ENV, {"hook": kind, **node, "recorded_at": time.time(), "recorder_pid": os.getpid()})
 
 
 @hookimpl
@@ -39,11 +28,3 @@ def microray_node_added(node):
 @hookimpl
 def microray_node_removed(node):
     _record("microray_node_removed", node)
-
-
-def read_events(path: str) -> list[dict]:
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []

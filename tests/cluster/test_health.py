@@ -20,10 +20,11 @@ from microray.cli_state import status_cmd
 from microray.config import Config
 from microray import rpc, session
 from microray.protocol import common_pb2, raylet_pb2_grpc
+from microray.testing.event_files import read_events
 from microray.testing.processes import pid_alive, wait_for
 from microray.util.state import list_nodes
 
-from .node_event_plugin import ENV, read_events
+from .node_event_plugin import ENV
 
 PLUGIN = "tests.cluster.node_event_plugin"
 DEAD_AFTER = Config().node_dead_after_s  # the default: the tests use it as it is

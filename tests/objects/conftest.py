@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import json
 import os
 import shutil
 import sys
@@ -35,7 +34,7 @@ import psutil
 import pytest
 
 import microray as ray
-from microray.testing import processes
+from microray.testing import event_files, processes
 from microray.testing.clusters import EmbeddedClusters, StartedCluster
 from microray.testing.processes import wait_for
 
@@ -138,11 +137,7 @@ def gate(tmp_path) -> Gate:
 
 # -- the observer plugin's event file --------------------------------------------------------
 def read_events() -> list[dict]:
-    try:
-        with open(os.environ[EVENTS_ENV]) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+    return event_files.read_events(os.environ[EVENTS_ENV])
 
 
 # -- leak checks ------------------------------------------------------------------------------

@@ -8,21 +8,16 @@ written when it is unset, so the plugin is harmless in other tests of the sessio
 
 from __future__ import annotations
 
-import json
 import os
 
 from microray.hookspecs import hookimpl
+from microray.testing.event_files import append_event
 
 EVENTS_ENV = "TEST_OBJECT_EVENTS_FILE"
 
 
 def _write(event: str, obj: dict) -> None:
-    path = os.environ.get(EVENTS_ENV)
-    if not path:
-        return
-    line = json.dumps({"event": event, "pid": os.getpid(), **obj}, default=str) + "\n"
-    with open(path, "a") as f:  # O_APPEND: one short write per line, safe across processes
-        f.write(line)
+    append_event(EVENTS_ENV, {"event": event, "pid": os.getpid(), **obj})
 
 
 @hookimpl
