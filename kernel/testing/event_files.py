@@ -34,3 +34,16 @@ def read_events(path: str) -> list[dict[str, Any]]:
             return [json.loads(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def read_log_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The JSON records of a process's log file, passing over the lines that are not JSON
+    (a traceback, a line a crash cut short)."""
+    out = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out

@@ -3,13 +3,12 @@ and workers write no event below it to their logs."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import structlog
 
 import microray as ray
+from microray.testing.event_files import read_log_records
 from microray.testing.processes import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -23,23 +22,13 @@ def log_both(tag: str) -> int:
     return 1
 
 
-def _records(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def test_log_level_warning_applies_to_workers_gcs_and_raylet(make_cluster):
     info = make_cluster(num_cpus=1, log_level="warning")
     assert ray.get(log_both.remote("probe-1"), timeout=60) == 1
 
     def worker_log_with_the_warning():
         for path in info.logs.glob("worker-*.log"):
-            records = _records(path)
+            records = read_log_records(path)
             if any(r.get("event") == "user_warning_event" and r.get("tag") == "probe-1" for r in records):
                 return records
         return None
@@ -50,7 +39,7 @@ def test_log_level_warning_applies_to_workers_gcs_and_raylet(make_cluster):
     assert "worker_started" not in events  # the worker's own info events are held back too
     for pattern in ("worker-*.log", "raylet-*.log", "gcs.log"):
         for path in info.logs.glob(pattern):
-            below = [r for r in _records(path) if r.get("level") in ("debug", "info")]
+            below = [r for r in read_log_records(path) if r.get("level") in ("debug", "info")]
             assert not below, f"{path.name} has events below 'warning': {below[:3]}"
 
 
@@ -60,7 +49,7 @@ def test_log_level_info_keeps_info_events(make_cluster):
 
     def info_event_logged():
         for path in info.logs.glob("worker-*.log"):
-            if any(r.get("event") == "user_info_event" and r.get("tag") == "probe-2" for r in _records(path)):
+            if any(r.get("event") == "user_info_event" and r.get("tag") == "probe-2" for r in read_log_records(path)):
                 return True
         return False
 

@@ -6,13 +6,13 @@ worker that ended other than by the raylet's own hand."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import pytest
 
 import microray as ray
+from microray.testing.event_files import read_log_records
 
 from .conftest import MB
 
@@ -44,14 +44,7 @@ def put_and_read(fill, ref_list):
 
 
 def _events(session_dir: str, pattern: str) -> list[dict]:
-    out = []
-    for path in Path(session_dir, "logs").glob(pattern):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
+    return [record for path in Path(session_dir, "logs").glob(pattern) for record in read_log_records(path)]
 
 
 def _unexpected_worker_ends(session_dir: str) -> list[dict]:
