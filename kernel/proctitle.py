@@ -6,16 +6,21 @@ shows what it runs: ``microray::IDLE``, ``microray::f`` during a task,
 ``microray::Counter`` for an actor and ``microray::Counter.inc`` during a call.
 
 ``setproctitle`` rewrites the process's argv memory (what ``/proc/PID/cmdline``, ``ps``
-and ``top`` read) and its 15-character ``comm`` name; a title is written only when it
+and ``top`` read; never the environment) and its 15-character ``comm`` name; a title is written only when it
 changes, so a worker running the same function over and over pays one comparison per task.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from typing import Callable
+# Keep the environment block intact: by default setproctitle moves the environment away to
+# lengthen the title, and /proc/PID/environ then reads as garbage (operators and tools read
+# it to tell which session a process belongs to). Titles are then as long as the process's
+# original command line, which every microray process's is long enough for.
+os.environ.setdefault("SPT_NOENV", "1")
 
 _set: Callable[[str], None] | None
 _set_comm: Callable[[str], None] | None
