@@ -14,7 +14,7 @@ import contextlib
 import json
 import pickle
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -322,22 +322,25 @@ def _client(address: str | None, client: StateClient | None = None) -> Any:
     return contextlib.nullcontext(client) if client is not None else StateClient(address)
 
 
-def list_nodes(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
-    checked = check_filters("nodes", filters)  # before any call: a bad key is an error, not an empty list
+def _listed(kind: str, address: str | None, filters: list[Filter] | None, limit: int,
+            fetch: Callable[[StateClient], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The rows ``fetch`` reads of one kind, filtered and cut to ``limit``; the filters are
+    checked before any call (a bad key is an error, not an empty list)."""
+    checked = check_filters(kind, filters)
     with _client(address) as c:
-        return _apply(c.nodes(), checked, limit)
+        return _apply(fetch(c), checked, limit)
+
+
+def list_nodes(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
+    return _listed("nodes", address, filters, limit, StateClient.nodes)
 
 
 def list_actors(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
-    checked = check_filters("actors", filters)  # before any call: a bad key is an error, not an empty list
-    with _client(address) as c:
-        return _apply(c.actors(), checked, limit)
+    return _listed("actors", address, filters, limit, StateClient.actors)
 
 
 def list_jobs(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
-    checked = check_filters("jobs", filters)  # before any call: a bad key is an error, not an empty list
-    with _client(address) as c:
-        return _apply(c.jobs(), checked, limit)
+    return _listed("jobs", address, filters, limit, StateClient.jobs)
 
 
 def list_tasks(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
@@ -347,15 +350,11 @@ def list_tasks(address: str | None = None, filters: list[Filter] | None = None, 
 
 
 def list_workers(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
-    checked = check_filters("workers", filters)  # before any call: a bad key is an error, not an empty list
-    with _client(address) as c:
-        return _apply(c.workers(), checked, limit)
+    return _listed("workers", address, filters, limit, StateClient.workers)
 
 
 def list_objects(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
-    checked = check_filters("objects", filters)  # before any call: a bad key is an error, not an empty list
-    with _client(address) as c:
-        return _apply(c.objects(), checked, limit)
+    return _listed("objects", address, filters, limit, StateClient.objects)
 
 
 def list_placement_groups(address: str | None = None, filters: list[Filter] | None = None, limit: int = DEFAULT_LIMIT, detail: bool = False, **_: Any) -> list[dict]:
