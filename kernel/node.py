@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -137,6 +138,15 @@ def _read_ready(fd: int, proc: "process.Child", name: str, deadline: float, sess
     return line
 
 
+def ready_handle(line: str, ip: str, procs: list[process.StartedProcess], **fields: Any) -> NodeHandle:
+    """The handle of a node whose raylet reported ready with ``line`` ("port node_id
+    store_namespace"), holding ``procs`` (stopped with it) and the other ``fields``."""
+    raylet_port, _node, store_ns = line.split()
+    handle = NodeHandle(raylet_address=f"{ip}:{raylet_port}", store_namespace=store_ns, **fields)
+    handle._procs = procs  # type: ignore[attr-defined]
+    return handle
+
+
 def abandon_start(cfg: config_mod.Config, procs: tuple["process.Child", ...], fds: tuple[int, ...],
                   raylet_pid: int, node_id: str, session_dir: str) -> None:
     """A node did not start: kill its processes, close the ready pipes still open and
@@ -188,18 +198,9 @@ def _start_head(cfg: config_mod.Config, session_dir: str, embedded: bool, timeou
     except BaseException:
         abandon_start(cfg, (raylet, gcs), (gcs_fd, raylet_fd), raylet.pid, node_id, session_dir)
         raise
-    raylet_port, _node, store_ns = line.split()
-    handle = NodeHandle(
-        gcs_address=gcs_address,
-        raylet_address=f"{ip}:{raylet_port}",
-        node_id=node_id,
-        session_dir=session_dir,
-        store_namespace=store_ns,
-        pids={"gcs": gcs.pid, "raylet": raylet.pid},
-        embedded=embedded,
-        gcs_argv=gcs_argv,
-    )
-    handle._procs = [raylet, gcs]  # type: ignore[attr-defined]
+    handle = ready_handle(line, ip, [raylet, gcs], gcs_address=gcs_address, node_id=node_id,
+                          session_dir=session_dir, pids={"gcs": gcs.pid, "raylet": raylet.pid},
+                          embedded=embedded, gcs_argv=gcs_argv)
     if cfg.dashboard != "none":
         try:
             _start_dashboard(handle, cfg, cfg_file, method)

@@ -24,7 +24,7 @@ from microray import config as config_mod
 from microray import fork_safety, process, rpc, session
 from microray.exceptions import RaySystemError
 from microray.ids import new_hex_id
-from microray.node import ADDRESS_FILE, NodeHandle, _launch, _read_ready, abandon_start
+from microray.node import ADDRESS_FILE, NodeHandle, _launch, _read_ready, abandon_start, ready_handle
 
 log = structlog.get_logger(__name__)
 
@@ -60,16 +60,8 @@ def _start_worker_node(cfg: config_mod.Config, gcs_address: str, session_dir: st
     except BaseException:
         abandon_start(cfg, (raylet,), (ready_fd,), raylet.pid, node_id, session_dir)
         raise
-    raylet_port, _node, store_ns = line.split()
-    handle = NodeHandle(
-        gcs_address=gcs_address,
-        raylet_address=f"{cfg.node_ip}:{raylet_port}",
-        node_id=node_id,
-        session_dir=session_dir,
-        store_namespace=store_ns,
-        pids={"raylet": raylet.pid},
-    )
-    handle._procs = [raylet]  # type: ignore[attr-defined]
+    handle = ready_handle(line, cfg.node_ip, [raylet], gcs_address=gcs_address, node_id=node_id,
+                          session_dir=session_dir, pids={"raylet": raylet.pid})
     session.write_private(Path(session_dir) / ADDRESS_FILE, handle.to_json())
     return handle
 
