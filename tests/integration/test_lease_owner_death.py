@@ -30,6 +30,7 @@ from microray.testing.processes import (
     wait_for,
 )
 
+from .busy_driver import FOREVER, busy_rounds
 from .test_cli import StartedHead, env  # noqa: F401 -- env is a fixture used here
 
 pytestmark = pytest.mark.timeout(240)
@@ -57,21 +58,7 @@ ray.shutdown()
 
 # The issue's workload: rounds of ten short tasks; "LOOPING" once it runs. ``ROUND`` is
 # one round (it may raise).
-BUSY_DRIVER = """
-ray.init(address="auto")
-
-@ray.remote
-def f(i):
-    time.sleep(0.05)
-    return i
-
-def one_round():
-    assert ray.get([f.remote(i) for i in range(10)], timeout=5) == list(range(10))
-
-for _ in range(3):
-    one_round()
-print("LOOPING", flush=True)
-"""
+BUSY_DRIVER = busy_rounds(10, 5)
 
 FREE_WITHIN_S = 15.0  # well above the few seconds it should take, for a loaded machine
 
@@ -102,7 +89,7 @@ def check_freed(env: dict, cwd: Path) -> dict:
 
 def test_leases_of_a_killed_driver_come_back(head, env, tmp_path):
     """A driver with tasks in flight is killed -9: its leases come back, a new task runs."""
-    driver = start_driver(BUSY_DRIVER + "while True:\n    one_round()\n", env, tmp_path)
+    driver = start_driver(BUSY_DRIVER + FOREVER, env, tmp_path)
     try:
         read_marker(driver, "LOOPING", timeout=90)
         os.kill(driver.pid, signal.SIGKILL)

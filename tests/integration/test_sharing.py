@@ -16,28 +16,13 @@ import pytest
 
 from microray.testing.processes import read_marker, run_driver, start_driver
 
+from .busy_driver import FOREVER, busy_rounds
 from .test_cli import StartedHead, env  # noqa: F401 -- env is a fixture used here
 
 pytestmark = pytest.mark.timeout(240)
 
 # Keeps both CPUs busy until killed: rounds of four 50 ms tasks.
-BUSY_DRIVER = """
-ray.init(address="auto")
-
-@ray.remote
-def f(i):
-    time.sleep(0.05)
-    return i
-
-def one_round():
-    assert ray.get([f.remote(i) for i in range(4)], timeout=60) == list(range(4))
-
-for _ in range(3):
-    one_round()
-print("LOOPING", flush=True)
-while True:
-    one_round()
-"""
+BUSY_DRIVER = busy_rounds(4, 60) + FOREVER
 
 FIRST_TASK_WITHIN_S = 2.0
 
@@ -113,9 +98,7 @@ def test_a_job_submitted_while_a_driver_is_busy_gets_its_cpus(head, busy_driver,
 def test_three_drivers_on_two_cpus_all_make_progress(head, busy_driver, tmp_path):
     """Owners take turns on a full node: two more busy drivers both finish rounds while
     the first keeps going (none waits for another to end)."""
-    body = BUSY_DRIVER.replace('print("LOOPING", flush=True)\nwhile True:\n    one_round()\n',
-                               'print("ROUNDS_DONE", flush=True)\n')
-    assert body != BUSY_DRIVER
+    body = busy_rounds(4, 60) + 'print("ROUNDS_DONE", flush=True)\n'
     others = [start_driver(body, head.env, tmp_path) for _ in range(2)]
     try:
         for driver in others:
