@@ -9,20 +9,14 @@ import signal
 
 import pytest
 
+import common_actors
 import microray as ray
 from microray.util.state import list_actors
 
 from .helpers import actor_state, read_marker, run_driver, start_driver, wait_for, wait_state
 
 
-@ray.remote
-class Counter:
-    def __init__(self, start=0):
-        self.n = start
-
-    def incr(self):
-        self.n += 1
-        return self.n
+Counter = ray.remote(common_actors.Counter)
 
 
 def _by_name(name, namespace):
@@ -116,15 +110,9 @@ def test_handle_going_out_of_scope_kills_a_non_detached_actor(cluster):
 
 
 DRIVER_CREATES = """
+from tests.common_actors import Counter as _Counter
 ray.init(address={address!r}, namespace="life")
-
-@ray.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-    def incr(self):
-        self.n += 1
-        return self.n
+Counter = ray.remote(_Counter)
 
 @ray.remote
 def make_in_task():

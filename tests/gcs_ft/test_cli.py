@@ -36,14 +36,8 @@ def square(x):
     return x * x
 assert ray.get([square.remote(i) for i in range(20)], timeout=60) == [i * i for i in range(20)]
 
-@ray.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-    def incr(self):
-        self.n += 1
-        return self.n
-c = Counter.options(name="ops-counter", lifetime="detached").remote()
+from tests.common_actors import Counter
+c = ray.remote(Counter).options(name="ops-counter", lifetime="detached").remote()
 assert ray.get([c.incr.remote() for _ in range(3)], timeout=60) == [1, 2, 3]
 w = ray.api._worker
 w.call(w.gcs.KvPut, gcs_pb2.KvPutRequest(ns="ops", key=b"k", value=b"before-restart"))

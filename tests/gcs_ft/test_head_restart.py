@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import common_actors
 import microray as ray
 from microray import node
 from microray.protocol import gcs_pb2
@@ -30,19 +31,7 @@ def inc(x):
     return x + 1
 
 
-@ray.remote
-class Counter:
-    def __init__(self, start=0):
-        self.n = start
-
-    def incr(self):
-        self.n += 1
-        return self.n
-
-    def pid(self):
-        import os
-
-        return os.getpid()
+Counter = ray.remote(common_actors.Counter)
 
 
 def _kv_put(worker, key: bytes, value: bytes) -> None:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import common_actors
 import microray as ray
 from microray import node
 from microray.exceptions import GcsUnavailableError, GetTimeoutError, RaySystemError
@@ -26,14 +27,7 @@ def long_task(marker: str) -> str:
     return "finished"
 
 
-@ray.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-
-    def incr(self):
-        self.n += 1
-        return self.n
+Counter = ray.remote(common_actors.Counter)
 
 
 def _running_long_task(tmp_path) -> ray.ObjectRef:

@@ -8,6 +8,7 @@ import pytest
 import json
 import os
 
+import common_actors
 import microray as ray
 from microray.protocol import gcs_pb2
 from microray.util.state import list_actors, list_jobs, list_nodes
@@ -26,12 +27,8 @@ ray.init(num_cpus=1, include_dashboard=False, namespace="tenant", gcs_store=os.e
          gcs_store_options=opts)
 w = ray.api._worker
 
-@ray.remote
-class Holder:
-    def __init__(self, value):
-        self.value = value
-    def get(self):
-        return self.value
+from tests.common_actors import Holder as _Holder
+Holder = ray.remote(_Holder)
 
 def kv_get(key):
     r = w.call(w.gcs.KvGet, gcs_pb2.KvGetRequest(ns="tenant_kv", key=key))
@@ -58,13 +55,7 @@ ray.shutdown()
 """
 
 
-@ray.remote
-class Holder:
-    def __init__(self, value):
-        self.value = value
-
-    def get(self):
-        return self.value
+Holder = ray.remote(common_actors.Holder)
 
 
 def _kv(worker, key: bytes) -> str | None:
