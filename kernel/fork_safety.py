@@ -24,9 +24,13 @@ def mark_grpc_started() -> None:
 def fork_hazards() -> list[str]:
     """Why forking this process now would be unsafe; empty when it is safe.
 
-    Asks the kernel, not Python: every thread of the process (``/proc/self/task``)
-    besides the main one -- Python threads, gRPC's core threads, a BLAS pool -- and,
-    while gRPC is loaded, any open epoll instance (its event engine's)."""
+    Asks the kernel, not Python: every thread of the process (``/proc/self/task``) besides
+    the main one that is a Python thread or a named native thread (gRPC's core names its
+    own: ``grpc_global_tim``, ``event_engine``, ...), and, while gRPC is loaded, any open
+    epoll instance (its event engine's). Unnamed native threads -- they keep the process's
+    own name, as OpenBLAS's pool does -- are not a hazard: such pools re-create themselves
+    in a child (pthread_atfork), and forking past them keeps numpy's pages shared with the
+    node processes instead of loading a second copy."""
     reasons = []
     if _grpc_started:
         reasons.append("microray's gRPC client or server ran in this process")
@@ -36,29 +40,38 @@ def fork_hazards() -> list[str]:
         if threading.active_count() > 1:
             reasons.append(f"{threading.active_count() - 1} Python thread(s) besides the main thread")
         return reasons
-    if tids:
-        reasons.append(f"{len(tids)} thread(s) besides the main thread: {', '.join(_thread_names(tids))}")
+    hazardous = _named_threads(tids)
+    if hazardous:
+        reasons.append(f"{sum(hazardous.values())} thread(s) besides the main thread: "
+                       + ", ".join(name if n == 1 else f"{name} x{n}" for name, n in sorted(hazardous.items())))
     if "grpc" in sys.modules and _epoll_fds():
         reasons.append("gRPC is loaded and an epoll instance is open (gRPC's core may hold it)")
     return reasons
 
 
-def _thread_names(tids: list[str]) -> list[str]:
-    """Each thread's name: a Python thread's own (``Python thread 'name'``), else the
-    kernel's (``grpc_global_tim``, ``event_engine``, ...); "name xN" for repeats."""
+def _comm(tid: int | str) -> str | None:
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None  # exited meanwhile
+
+
+def _named_threads(tids: list[str]) -> dict[str, int]:
+    """The threads that make a fork unsafe, by name with their count: Python threads
+    (``Python thread 'name'``) and native threads named otherwise than the main thread."""
     python = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    main = _comm(os.getpid())
     counts: dict[str, int] = {}
     for tid in tids:
         if int(tid) in python:
-            name = f"Python thread {python[int(tid)]!r}"
+            name: str | None = f"Python thread {python[int(tid)]!r}"
         else:
-            try:
-                with open(f"/proc/self/task/{tid}/comm") as f:
-                    name = f.read().strip()
-            except OSError:
-                continue  # exited meanwhile
+            name = _comm(tid)
+            if name is None or name == main:
+                continue  # gone, or an unnamed native pool (BLAS): safe to fork past
         counts[name] = counts.get(name, 0) + 1
-    return [name if n == 1 else f"{name} x{n}" for name, n in sorted(counts.items())]
+    return counts
 
 
 def _epoll_fds() -> int:
