@@ -65,11 +65,12 @@ def _named_threads(tids: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for tid in tids:
         if int(tid) in python:
-            name: str | None = f"Python thread {python[int(tid)]!r}"
+            name = f"Python thread {python[int(tid)]!r}"
         else:
-            name = _comm(tid)
-            if name is None or name == main:
+            comm = _comm(tid)
+            if comm is None or comm == main:
                 continue  # gone, or an unnamed native pool (BLAS): safe to fork past
+            name = comm
         counts[name] = counts.get(name, 0) + 1
     return counts
 
