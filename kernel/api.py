@@ -535,12 +535,9 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def cluster_resources() -> dict[str, float]:
-    total: dict[str, float] = {}
-    for n in _global_worker().get_all_nodes():
-        if n.state == "ALIVE":
-            for k, v in n.total.amounts.items():
-                total[k] = total.get(k, 0.0) + v
-    return total
+    from microray.interfaces.scheduling import sum_resources
+
+    return sum_resources(n.total.amounts for n in _global_worker().get_all_nodes() if n.state == "ALIVE")
 
 
 def available_resources() -> dict[str, float]:

@@ -9,9 +9,18 @@ of a few hundred nodes).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+
+def sum_resources(maps: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Resource maps added up, name by name (e.g. the totals of every live node)."""
+    out: dict[str, float] = {}
+    for m in maps:
+        for k, v in m.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
 
 
 @dataclass(frozen=True)

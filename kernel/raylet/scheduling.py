@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from microray.interfaces.scheduling import ClusterView, NodeView, SchedulingPolicy, SchedulingRequest
+from microray.interfaces.scheduling import ClusterView, NodeView, SchedulingPolicy, SchedulingRequest, sum_resources
 from microray.protocol import common_pb2, raylet_pb2
 from microray.raylet.leases import PendingLease
 
@@ -219,7 +219,7 @@ class LeaseScheduler:
             self._warn_infeasible(sreq, request)
             if request.report_infeasible:  # the owner warns its user, then asks again to wait
                 return raylet_pb2.LeaseReply(infeasible=True, cluster_total=common_pb2.ResourceMap(
-                    amounts=_summed(n.total for n in view.nodes.values() if n.alive)))
+                    amounts=sum_resources(n.total for n in view.nodes.values() if n.alive)))
         local = decision.kind == LOCAL or (decision.kind == WAIT and decision.node_id == r.node_id)
         if local and request.runtime_env_hash and request.runtime_env_hash not in r.runtime_envs.ready:
             problem = await r.runtime_envs.prepare(request.runtime_env_hash)  # packages unpacked here
@@ -366,11 +366,3 @@ class LeaseScheduler:
             if fut is not None and not fut.done():
                 fut.set_result(self._spill(node_id))
         log.debug("queued_leases_spilled", count=len(moved))
-
-
-def _summed(maps: Any) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for m in maps:
-        for k, v in m.items():
-            out[k] = out.get(k, 0.0) + v
-    return out

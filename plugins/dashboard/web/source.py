@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from microray.interfaces.scheduling import sum_resources
 from microray.util.state import StateClient, resource_demands
 
 log = structlog.get_logger(__name__)
@@ -96,20 +97,12 @@ def snapshot(client: StateClient) -> dict[str, Any]:
     }
 
 
-def _sum_resources(maps: Any) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for m in maps:
-        for k, v in m.items():
-            out[k] = out.get(k, 0.0) + v
-    return out
-
-
 def cluster_summary(latest: dict[str, Any], actors: list[dict[str, Any]]) -> dict[str, Any]:
     """The Overview's numbers from a snapshot and the actor list."""
     nodes = latest.get("nodes", [])
     alive = [n for n in nodes if n["state"] == "ALIVE"]
-    total = _sum_resources(n["resources_total"] for n in alive)
-    avail = _sum_resources(n["resources_available"] for n in alive)
+    total = sum_resources(n["resources_total"] for n in alive)
+    avail = sum_resources(n["resources_available"] for n in alive)
     actor_states: dict[str, int] = {}
     for a in actors:
         actor_states[a["state"]] = actor_states.get(a["state"], 0) + 1
