@@ -396,7 +396,8 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
             "To have an object outlive this process, put it from inside the actor that should "
             "own it (call an actor method that does microray.put and returns the ref)."
         )
-    return _global_worker().put_object(value)
+    worker = context.worker or context.current_worker()  # the attribute first: put is a hot path
+    return worker.put_object(value)
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
@@ -404,7 +405,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     (at most ``timeout`` seconds when given: None or a number >= 0)."""
     if timeout is not None:
         _check_timeout(timeout, "get")
-    worker = _global_worker()
+    worker = context.worker or context.current_worker()  # the attribute first: get is a hot path
     if isinstance(object_refs, ObjectRef):
         return worker.get_objects([object_refs], timeout)[0]
     if isinstance(object_refs, ObjectRefGenerator):

@@ -145,12 +145,20 @@ class Objects:
     # -- get / wait ----------------------------------------------------------------
     def get(self, refs: Sequence[ObjectRef], timeout: float | None = None) -> list[Any]:
         """The values of ``refs``, waiting up to ``timeout`` for them (GetTimeoutError)."""
-        ids_ = [r.binary() for r in refs]
         entries = self.memory.entries
+        if len(refs) == 1:  # a hot path: one ref whose value is here or in this node's store
+            oid = refs[0].binary()
+            entry = entries.get(oid)
+            if entry is not None:
+                if entry[0] == VALUE:
+                    return [entry[1]]
+                if entry[0] != IN_STORE or entry[1] == self.host.node_id:
+                    return [self.value_of(oid)]
+        ids_ = [r.binary() for r in refs]
         missing = [r for r in refs if r.binary() not in entries]
         if missing:
             self.fetch_borrowed(missing)  # objects already in the local store land at once
-        if any(oid not in entries for oid in ids_):
+        if missing and any(oid not in entries for oid in ids_):
             blocked = self._notify_blocked()
             try:
                 still = self.memory.wait(ids_, len(set(ids_)), timeout)
