@@ -23,28 +23,28 @@ _unpack_index = struct.Struct(">I").unpack
 
 
 class _IdSource:
+    """The id prefix and counter of this process; a forked child starts afresh (the
+    fork hook below), so it never reuses its parent's ids."""
+
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.prefix = os.urandom(8)
         self.counter = itertools.count(1)
-        self.pid = os.getpid()
 
     def task_id(self) -> bytes:
-        if os.getpid() != self.pid:  # forked: never reuse the parent's ids
-            self.reset()
         return self.prefix + _pack_counter(next(self.counter))
 
 
 _source = _IdSource()
 _lock = threading.Lock()
+# a fork hook rather than an os.getpid() per id: ids are made on the put and submit paths
+os.register_at_fork(after_in_child=_source.reset)
 
 
 def process_prefix() -> bytes:
     """The 8 bytes every task and object id made by this process starts with."""
-    if os.getpid() != _source.pid:
-        _source.reset()
     return _source.prefix
 
 
