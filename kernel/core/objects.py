@@ -96,11 +96,18 @@ class Objects:
                 "wrap the ObjectRef in a list and call 'put' on it."
             )
         oid = ids.object_id(ids.new_task_id(), 0)
-        self.refs.add_owned(oid)
         address = self.host.address
         if serialization.is_simple(value):
+            if context.worker is self.host:  # a hot path: count the new ref with its ownership
+                self.refs.add_owned_local(oid)
+                self.memory.put(oid, VALUE, value)
+                ref = ObjectRef(oid, address, _count=False)
+                ref._counted = True
+                return ref
+            self.refs.add_owned(oid)
             self.memory.put(oid, VALUE, value)
             return ObjectRef(oid, address)
+        self.refs.add_owned(oid)
         ser = serialization.serialize(value, what=what)
         if ser.contained_refs:
             self.refs.add_contained(oid, [r.binary() for r in ser.contained_refs])

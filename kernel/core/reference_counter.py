@@ -48,6 +48,12 @@ class ReferenceCounter:
         with self._lock:
             self._owned.add(object_id)
 
+    def add_owned_local(self, object_id: bytes) -> None:
+        """``add_owned`` and ``add_local`` in one go (one lock): a put's new ref."""
+        with self._lock:
+            self._owned.add(object_id)
+            self._local[object_id] = self._local.get(object_id, 0) + 1
+
     def owns(self, object_id: bytes) -> bool:
         return object_id in self._owned  # one set lookup: atomic, and on the get path
 
