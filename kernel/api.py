@@ -433,21 +433,29 @@ def wait(
     if isinstance(num_returns, bool) or not isinstance(num_returns, int):
         raise TypeError(f"wait(): 'num_returns' must be an integer >= 1, got {num_returns!r} "
                         f"(a {type(num_returns).__name__})")
+    generators = False  # one pass over the refs (wait of many refs is a hot path)
     for r in object_refs:
-        if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
-            raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, got an element "
-                            f"{type(r).__name__}")
+        if not isinstance(r, ObjectRef):
+            if not isinstance(r, ObjectRefGenerator):
+                raise TypeError(f"wait() expects a list of ObjectRefs or ObjectRefGenerators, got an element "
+                                f"{type(r).__name__}")
+            generators = True
     if not object_refs:
         return [], []
-    if len(set(r.binary() if isinstance(r, ObjectRef) else id(r) for r in object_refs)) != len(object_refs):
+    if generators:
+        distinct = len({r.binary() if isinstance(r, ObjectRef) else id(r) for r in object_refs})
+    else:
+        distinct = len({r.binary() for r in object_refs})
+    if distinct != len(object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if num_returns <= 0:
         raise ValueError("Invalid number of objects to return %d." % num_returns)
     if num_returns > len(object_refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided to wait()")
-    if any(isinstance(r, ObjectRefGenerator) for r in object_refs):
+    if generators:
         return _wait_with_generators(list(object_refs), num_returns, timeout)
-    return _global_worker().wait_objects(list(object_refs), num_returns, timeout)
+    worker = context.worker or context.current_worker()
+    return worker.wait_objects(list(object_refs), num_returns, timeout)
 
 
 def _wait_with_generators(

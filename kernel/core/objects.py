@@ -223,7 +223,7 @@ class Objects:
         """``(ready, not_ready)`` once ``num_returns`` refs are ready or ``timeout`` passed."""
         ids_ = [r.binary() for r in refs]
         entries = self.memory.entries
-        missing = [r for r in refs if r.binary() not in entries]
+        missing = [r for r, oid in zip(refs, ids_) if oid not in entries]
         if missing:
             self.fetch_borrowed(missing)
             missing = [r for r in missing if r.binary() not in entries]
@@ -233,6 +233,8 @@ class Objects:
         finally:
             if blocked:
                 self._notify_unblocked()
+        if not still and num_returns >= len(refs):
+            return list(refs), []  # all ready, all asked for
         ready: list[ObjectRef] = []
         not_ready: list[ObjectRef] = []
         for r in refs:
