@@ -144,12 +144,20 @@ def leases_to_yield(
     as much as the request's owner holds: the most-served owner's oldest lease first.
     When even that cannot make room for a request, nothing is asked for it."""
     workers = list(workers)
+    # only a lease that holds something, of an owner other than the asker, is ever asked:
+    # with none (one owner's requests, the common case), nothing is (checked after every
+    # dispatch that leaves requests pending, so this is on the lease path)
+    owners = {p.owner for p in pending}
+    candidates = [w for w in workers if _counts(w) and not w.yield_asked and w.owner_address
+                  and (len(owners) > 1 or w.owner not in owners)
+                  and any(v > EPS for v in holding(w).values())]
+    if not candidates:
+        return [], None
     free = dict(available)
     for w in workers:
         if w.state == LEASED and w.yield_asked:
             _add(free, holding(w))
     shares = owner_shares((w for w in workers if not w.yield_asked), total)
-    candidates = [w for w in workers if _counts(w) and not w.yield_asked and w.owner_address]
     taken: set[int] = set()
     asks: list[W] = []
     recheck: float | None = None
