@@ -348,10 +348,9 @@ class ActorHandle:
             worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
             worker.submitter.submit_actor_call(spec, conn, arg_refs)
             return ObjectRefGenerator(task_id, worker.address, worker)
-        return_ids = [ids.object_id(task_id, i + 1) for i in range(1 if num_returns == DYNAMIC else num_returns)]
-        for oid in return_ids:
-            worker.refs.add_owned(oid)
-        refs = [ObjectRef(oid, worker.address) for oid in return_ids]
+        counter, owner = worker.refs, worker.address  # worker is the current one: its counter
+        refs = [ObjectRef.new_owned(ids.object_id(task_id, i + 1), owner, counter)
+                for i in range(1 if num_returns == DYNAMIC else num_returns)]
         worker.submitter.submit_actor_call(spec, conn, arg_refs)
         if num_returns == 1 or num_returns == DYNAMIC:
             return refs[0]

@@ -235,13 +235,9 @@ class RemoteFunction:
             worker.refs.add_owned(ids.object_id(task_id, 0xFFFFFFFF))
             worker.submitter.submit(spec, prep.key, arg_refs)
             return ObjectRefGenerator(task_id, worker.address, worker)
-        add_owned = worker.refs.add_owned
-        owner = worker.address
-        refs = []
-        for i in range(1 if num_returns == DYNAMIC else num_returns):
-            oid = ids.object_id(task_id, i + 1)
-            add_owned(oid)
-            refs.append(ObjectRef(oid, owner))
+        counter, owner = worker.refs, worker.address  # worker is the current one: its counter
+        refs = [ObjectRef.new_owned(ids.object_id(task_id, i + 1), owner, counter)
+                for i in range(1 if num_returns == DYNAMIC else num_returns)]
         worker.submitter.submit(spec, prep.key, arg_refs)
         if num_returns == 1 or num_returns == DYNAMIC:
             return refs[0]

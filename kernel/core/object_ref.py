@@ -30,6 +30,16 @@ class ObjectRef:
                 worker.refs.add_local(object_id)
                 self._counted = True
 
+    @classmethod
+    def new_owned(cls, object_id: bytes, owner: str, refs: Any) -> "ObjectRef":
+        """The first ref of an object this process just made (a put, a task's return):
+        ``refs`` (the current worker's reference counter, the one ``__del__`` tells)
+        counts it as owned and as this local ref at once (one lock, on the hot paths)."""
+        refs.add_owned_local(object_id)
+        ref = cls(object_id, owner, _count=False)
+        ref._counted = True
+        return ref
+
     # -- identity --------------------------------------------------------
     def binary(self) -> bytes:
         return self._id

@@ -99,10 +99,8 @@ class Objects:
         address = self.host.address
         if serialization.is_simple(value):
             if context.worker is self.host:  # a hot path: count the new ref with its ownership
-                self.refs.add_owned_local(oid)
+                ref = ObjectRef.new_owned(oid, address, self.refs)
                 self.memory.put(oid, VALUE, value)
-                ref = ObjectRef(oid, address, _count=False)
-                ref._counted = True
                 return ref
             self.refs.add_owned(oid)
             self.memory.put(oid, VALUE, value)

@@ -239,3 +239,17 @@ def test_on_free_is_called_outside_the_lock(freed: Freed) -> None:
     rc.remove_local(A)
     rc.remove_local(C)
     assert held_during_free == [False, False, False]
+
+
+def test_add_owned_local_counts_ownership_and_one_local_ref() -> None:
+    freed: list[tuple[bytes, bool, str | None]] = []
+    rc = ReferenceCounter(lambda oid, owned, owner: freed.append((oid, owned, owner)))
+    rc.add_owned_local(b"x")
+    assert rc.counts(b"x") == {"local": 1, "submitted": 0, "contained": 0, "borrowers": 0,
+                               "pinned": False, "owned": True}
+    rc.add_local(b"x")
+    rc.remove_local(b"x")
+    assert freed == []
+    rc.remove_local(b"x")  # the last ref: freed once, as owned
+    assert freed == [(b"x", True, None)]
+    assert not rc.owns(b"x")
