@@ -139,8 +139,13 @@ def init(
             if fork_safety.choose_start_method(cfg.start_method) == "fork":
                 # the node processes are forks of a clean launcher that imported their
                 # modules (they then start in milliseconds): a fork of this process when
-                # nothing but its main thread runs, else a fresh interpreter
-                preload = [*node.NODE_PROCESS_MODULES, *(["uvloop"] if rpc.uvloop_wanted(cfg.io_loop) else [])]
+                # nothing but its main thread runs, else a fresh interpreter. Their modules
+                # include what the zygote imports for its workers: each node's zygote (a
+                # fork of its raylet) finds them loaded instead of importing them again
+                from microray.raylet.zygote import WORKER_MODULES
+
+                preload = [*node.NODE_PROCESS_MODULES, *WORKER_MODULES,
+                           *(["uvloop"] if rpc.uvloop_wanted(cfg.io_loop) else [])]
                 process.launcher(cfg.launcher_idle_s, preload)
                 # atexit runs the last registered hook first: stop this driver's node
                 # gracefully before stop_launcher ends the launcher (whose death

@@ -28,7 +28,11 @@ from microray.plugin_manager import get_plugin_manager
 from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
 from microray.process import pid_alive as _pid_alive, report_start_failure
 from microray import rpc
+from microray.gcs.actor_manager import ActorManager
 from microray.gcs.actor_record import ActorRecord, ActorState
+from microray.gcs.history import ClusterHistory
+from microray.gcs.logs import LogBroker
+from microray.gcs.task_store import TaskStore
 from microray.rpc import bind, make_server
 
 log = structlog.get_logger(__name__)
@@ -79,16 +83,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self._changed_at: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._job_lock = asyncio.Lock()
         self._named_lock = asyncio.Lock()
-        from microray.gcs.actor_manager import ActorManager
-
         self.actors = ActorManager(self)
-        from microray.gcs.task_store import TaskStore
-
         self.task_store = TaskStore(config.task_history_cap)
-        from microray.gcs.history import ClusterHistory
-
-        from microray.gcs.logs import LogBroker
-
         self.logs = LogBroker()
         self.history = ClusterHistory(self.nodes.values, lambda: self.task_store.counts,
                                       config.metrics_sample_period_s, config.metrics_history_points)
