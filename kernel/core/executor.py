@@ -376,6 +376,7 @@ class TaskExecutor:
                 result = error_results.app_error(spec, exc, self.ip)
             finally:
                 context.leave_task(token)
+            await self.cw.output.done_async()
             sink(result)
 
     # -- actors ----------------------------------------------------------------------
@@ -407,6 +408,7 @@ class TaskExecutor:
                 raise
             self.actor_error = exc
             err = error_results.task_error(spec, exc, self.ip)
+            self.cw.output.done()
             sink(TaskResult(spec.task_id, APP_ERROR, [], err, os.getpid()))
             return
         finally:
@@ -429,6 +431,7 @@ class TaskExecutor:
                 for group, n in {"": concurrency or 1, **groups}.items()
             }
         log.info("actor_created", actor_id=spec.actor_id, mode=self.mode)
+        self.cw.output.done()
         sink(TaskResult(spec.task_id, OK, [], None, os.getpid()))
 
     def _start_actor_loop(self) -> asyncio.AbstractEventLoop:

@@ -20,7 +20,9 @@ from microray.protocol import gcs_pb2
 log = structlog.get_logger(__name__)
 
 POLL_WAIT_S = 1.0
-STOP_WAIT_S = 0.05  # at shutdown: lines a task printed just before its result are in flight
+# at shutdown the last poll takes what the GCS holds, without waiting: a task's lines are
+# there before its result leaves its worker (core.task_output, OutputCapture.done)
+STOP_WAIT_S = 0.0
 DEDUP_TIP = ("(microray folds identical lines of task output from several workers into one "
              "'[repeated Nx across cluster]' line; set MICRORAY_DEDUP_LOGS=0 to print every line)")
 

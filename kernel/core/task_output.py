@@ -4,8 +4,9 @@ The worker's ``sys.stdout``/``sys.stderr`` are wrapped: every write still goes t
 worker's ``.out``/``.err`` file, and each complete line is also kept, labelled with the job
 and the task or actor it was written under, and sent to the GCS in batches (``PublishLogs``)
 a few tens of milliseconds after the first line of a burst, from the io loop, never from the
-task. At most ``MAX_BUFFERED`` lines wait; beyond that lines are counted and reported as
-dropped. The files get a ``:job_id:``/``:task_name:`` marker line whenever the source
+task; when a task ends, its lines are sent at once and its result waits until the GCS
+holds them (``OutputCapture.done``). At most ``MAX_BUFFERED`` lines wait; beyond that
+lines are counted and reported as dropped. The files get a ``:job_id:``/``:task_name:`` marker line whenever the source
 changes, so every line of a worker's file can be attributed.
 
 Output written by C code or child processes straight to the file descriptors reaches the
@@ -14,17 +15,18 @@ files but not the driver."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sys
 import threading
 from typing import Any, TextIO
 
+import grpc
 import structlog
 
 from microray import proctitle
 from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
 from microray.protocol import gcs_pb2
-from microray.rpc import invoke_logged
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +34,8 @@ MAX_BUFFERED = 10_000  # lines waiting to be sent
 MAX_LINE = 16_384  # characters of one line sent to the driver
 FLUSH_DELAY_S = 0.03
 EXIT_DRAIN_S = 1.0  # a worker that exits waits this long at most for its output to be sent
+DONE_WAIT_S = 1.0  # a task's result waits this long at most for its lines to reach the GCS
+PUBLISH_TIMEOUT_S = 10.0
 
 
 class _Tee:
@@ -80,6 +84,7 @@ class OutputCapture:
         self._dropped = 0
         self._scheduled = False
         self._inflight: set[asyncio.Task] = set()
+        self._gcs_ok = True  # the last publish was answered: ``done`` waits for the next
         self._raw_out: TextIO = sys.stdout
         self._raw_err: TextIO = sys.stderr
 
@@ -124,10 +129,53 @@ class OutputCapture:
         proctitle.set_worker(self.actor_class)
 
     def done(self) -> None:
-        """A task ended: what it printed leaves now, ahead of its result (so a driver that
-        leaves when it has the result still prints it), not after the delay."""
-        if self._records:
-            self.cw.call_in_loop(self.flush)
+        """(the task's thread) A task ended: what it printed is sent now, not after the
+        delay, and this returns once the GCS holds it, so the task's result, sent next,
+        never overtakes its lines: a driver that has the result finds them at the GCS
+        (and one that leaves at once still prints them). Returns at once when nothing
+        waits to be sent; waits ``DONE_WAIT_S`` at most, and not at all while the GCS
+        does not take lines (a restart: the task's result does not wait for it)."""
+        drained = self._drain_soon()
+        if drained is not None and not self.cw.in_loop_thread():
+            try:
+                drained.result(DONE_WAIT_S)
+            except concurrent.futures.TimeoutError:
+                pass
+
+    async def done_async(self) -> None:
+        """``done`` for a task running on an event loop (an async actor's method)."""
+        drained = self._drain_soon()
+        if drained is not None:
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(drained), DONE_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
+
+    def _drain_soon(self) -> concurrent.futures.Future | None:
+        """(any thread) Send what waits; a future done when the GCS holds every line sent
+        so far, or None when there is nothing to wait for."""
+        if not (self._records or self._inflight):
+            return None
+        drained: concurrent.futures.Future | None = concurrent.futures.Future() if self._gcs_ok else None
+        try:
+            self.cw.call_in_loop(self._drain, drained)
+        except RuntimeError:  # the loop is closed: the process is ending
+            return None
+        return drained
+
+    def _drain(self, drained: concurrent.futures.Future | None) -> None:
+        """(io loop) Send what waits; resolve ``drained`` when every publish is answered."""
+        self.flush()
+        if drained is None:
+            return
+        if not self._inflight:
+            drained.set_result(None)
+            return
+        def answered(_: asyncio.Future) -> None:
+            if not drained.done():
+                drained.set_result(None)
+
+        asyncio.ensure_future(asyncio.wait(set(self._inflight))).add_done_callback(answered)
 
     def add(self, is_err: bool, lines: list[str]) -> None:
         """(any thread) Keep ``lines`` for the driver of the current job."""
@@ -172,10 +220,17 @@ class OutputCapture:
                 job_id=last.job_id, name=last.name, pid=self.pid, ip=self.ip, is_err=True,
                 lines=[f"[{dropped} lines of output were dropped: more than {MAX_BUFFERED} waited to be sent]"]))
         if records and self.cw.gcs is not None:
-            task = asyncio.get_running_loop().create_task(
-                invoke_logged(self.cw.gcs.PublishLogs, gcs_pb2.LogBatch(records=records), 10))
+            task = asyncio.get_running_loop().create_task(self._publish(records))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+
+    async def _publish(self, records: list[gcs_pb2.LogRecord]) -> None:
+        try:
+            await self.cw.gcs.PublishLogs(gcs_pb2.LogBatch(records=records), timeout=PUBLISH_TIMEOUT_S)
+            self._gcs_ok = True
+        except grpc.aio.AioRpcError as exc:  # the lines stay in the worker's files
+            self._gcs_ok = False
+            log.debug("publish_logs_failed", error=exc.code().name)
 
     def exit_soon(self, code: int, delay: float = 0.0) -> None:
         """(any thread) End the process with ``code`` after ``delay`` seconds, once what its

@@ -115,3 +115,41 @@ def test_a_line_printed_by_ten_tasks_is_deduplicated(tmp_path: Path) -> None:
     assert len(printed) + sum(repeated) == 10, out
     assert len(printed) < 10
     assert "MICRORAY_DEDUP_LOGS=0" in err  # the first fold says how to see every line
+
+
+def test_lines_printed_before_a_result_reach_a_driver_that_leaves_at_once(tmp_path: Path) -> None:
+    # a task's lines are at the GCS before its result leaves the worker, so a driver that
+    # shuts down the moment it has the results still prints every line: from a task, an
+    # actor's constructor, a sync method and an async method
+    body = """
+    ray.init(num_cpus=2, include_dashboard=False)
+
+    @ray.remote
+    def f():
+        print("line from f", flush=True)
+        return 1
+
+    @ray.remote
+    class Sync:
+        def __init__(self):
+            print("line from Sync.__init__", flush=True)
+
+        def m(self):
+            print("line from Sync.m", file=sys.stderr)
+            return 2
+
+    @ray.remote
+    class Async:
+        async def m(self):
+            print("line from Async.m", flush=True)
+            return 3
+
+    s = Sync.remote()
+    assert ray.get([f.remote(), s.m.remote(), Async.remote().m.remote()]) == [1, 2, 3]
+    ray.shutdown()
+    """
+    proc = run_driver(body, driver_env(), timeout=180, cwd=tmp_path)
+    assert re.search(r"^\(f pid=\d+\) line from f$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^\(Sync pid=\d+\) line from Sync.__init__$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^\(Async pid=\d+\) line from Async.m$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^\(Sync pid=\d+\) line from Sync.m$", proc.stderr, re.M), proc.stderr
