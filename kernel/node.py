@@ -351,8 +351,7 @@ def _stop_processes(handle: NodeHandle, timeout: float) -> None:
         if i == 2 and pids[1]:
             # the raylet unregisters its node on the way out: stop the GCS after it, or a
             # durable store keeps the stopped node ALIVE for the next head on that namespace
-            while time.monotonic() < deadline and process.pid_alive(pids[1]):
-                time.sleep(0.005)
+            process.wait_gone(pids[1], max(0.0, deadline - time.monotonic()))
         if pid:
             try:
                 os.kill(pid, signal.SIGTERM)

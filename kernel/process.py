@@ -20,6 +20,7 @@ import ctypes
 import importlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -213,10 +214,39 @@ class _LauncherChild:
 StartedProcess = Child | _LauncherChild
 
 
+def _wait_pidfd(pid: int, timeout: float | None) -> None:
+    """Sleep until process ``pid`` exits (its pidfd turns readable) or ``timeout`` passes;
+    returns at once where pidfds are not available. The caller checks which it was."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # gone already, or no pidfd (old kernel, not Linux)
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` (any process, not only a child) is gone within ``timeout``
+    seconds: woken by its exit (a pidfd), not by polling, where the kernel can."""
+    deadline = time.monotonic() + timeout
+    if pid_alive(pid):
+        _wait_pidfd(pid, timeout)
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)  # exited, not reaped yet; or no pidfd
+    return True
+
+
 def _poll_until_exit(child: StartedProcess, timeout: float | None) -> int:
-    """``child.wait`` for a process we cannot wait on directly: poll it, backing off from
-    1 ms to 50 ms, until it exits; ``subprocess.TimeoutExpired`` after ``timeout``."""
+    """``child.wait`` for a process we cannot wait on directly: wait for its exit (a pidfd),
+    then poll it, backing off from 1 ms to 50 ms, until it is gone;
+    ``subprocess.TimeoutExpired`` after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    if child.poll() is None:
+        _wait_pidfd(child.pid, timeout)
     delay = 0.001
     while (code := child.poll()) is None:
         if deadline is not None and time.monotonic() > deadline:
@@ -375,7 +405,6 @@ class Launcher:
     @staticmethod
     def _serve(sock, idle_s: float) -> None:
         import pickle
-        import select
         import socket
 
         children: list[int] = []
