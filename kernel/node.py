@@ -167,7 +167,8 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0,
 
     The cluster's token (``token``, else a new random one) goes to
     ``<session>/cluster_token`` (0600), where the node's processes read it."""
-    session_dir = session.new_session_dir(cfg.session_root, cfg.session_keep)
+    # old sessions are pruned while the node's processes start (_start_head), not before
+    session_dir = session.new_session_dir(cfg.session_root, keep=0)
     try:
         session.write_token(session_dir, token or session.new_token())
         return _start_head(cfg, session_dir, embedded, timeout)
@@ -193,6 +194,7 @@ def _start_head(cfg: config_mod.Config, session_dir: str, embedded: bool, timeou
     )
     deadline = time.monotonic() + timeout
     try:
+        session.prune_quietly(cfg.session_root, cfg.session_keep)  # while they start
         _read_ready(gcs_fd, gcs, "GCS", deadline, session_dir)
         line = _read_ready(raylet_fd, raylet, "raylet", deadline, session_dir)
     except BaseException:

@@ -99,12 +99,18 @@ def new_session_dir(root: str, keep: int = 10, latest: bool = True) -> str:
             link.symlink_to(path)
     except OSError:
         pass
+    prune_quietly(root, keep)
+    return str(path)
+
+
+def prune_quietly(root: str, keep: int) -> None:
+    """``prune`` (``keep`` 0: keep all), logging rather than raising a failure: never
+    fail a start over housekeeping."""
     if keep > 0:
         try:
             prune(root, keep)
-        except OSError as exc:  # never fail a start over housekeeping
+        except OSError as exc:
             log.warning("session_prune_failed", root=root, error=str(exc))
-    return str(path)
 
 
 def hold(session_dir: str) -> None:
@@ -136,7 +142,7 @@ def prune(root: str, keep: int) -> list[str]:
             sessions.append(entry.path)
         elif entry.name.startswith(_CREATING):
             leftovers.append(entry.path)  # a start that died before the rename
-    sessions.sort(key=lambda p: (os.path.basename(p), _mtime(p)))
+    sessions.sort(key=os.path.basename)  # names are unique and start with their time
     removed = []
     for path in [*sessions[: max(0, len(sessions) - keep)], *leftovers]:
         if path in _held or not _remove_if_finished(path):
@@ -148,6 +154,8 @@ def prune(root: str, keep: int) -> list[str]:
 
 
 def _remove_if_finished(path: str) -> bool:
+    if time.time() - _mtime(path) < RECENT_S:
+        return False  # checked again under the lock; this spares the lock and the pids
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
