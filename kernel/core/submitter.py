@@ -567,8 +567,9 @@ class TaskSubmitter:
 
     # -- shutdown ----------------------------------------------------------------
     async def close(self) -> None:
+        """Flush the task events, return every lease and cancel the lease requests still
+        pending: independent calls, made at once rather than one after another."""
         self.closed = True
-        await self.events.close()
         returns = []
         for state in self.keys.values():
             if state.actor is not None:
@@ -581,8 +582,12 @@ class TaskSubmitter:
                 if lease.reader is not None:
                     lease.reader.cancel()
                 returns.append(self._return_worker(lease, disconnect=bool(lease.inflight)))
-        if returns:
-            await asyncio.gather(*returns, return_exceptions=True)
+        flushed, *_ = await asyncio.gather(self.events.close(), self._cancel_own_lease_requests(), *returns,
+                                           return_exceptions=True)
+        if isinstance(flushed, BaseException):
+            raise flushed
+
+    async def _cancel_own_lease_requests(self) -> None:
         try:
             await self.cw.raylet.CancelLeaseRequests(
                 raylet_pb2.CancelLeasesRequest(owner_worker_id=self.cw.worker_id), timeout=2
