@@ -251,6 +251,7 @@ class ActorHandle:
         self._escaped = False
         self._detached = False
         self._shapes: dict[str, CallShape | None] = {}  # per method, built at its first call
+        self._defaults: dict[str, dict] = {}  # per method, its default call options (read-only)
 
     @classmethod
     def _from_record(cls, record: dict) -> "ActorHandle":
@@ -260,9 +261,13 @@ class ActorHandle:
     def __getattr__(self, name: str) -> "ActorMethod":
         if name.startswith("_"):
             raise AttributeError(name)
-        if name not in self._methods:
+        info = self._methods.get(name)
+        if info is None:
             raise AttributeError(f"'{self._class_name}' actor has no method {name!r}")
-        return ActorMethod(self, name, self._methods[name])
+        options = self._defaults.get(name)
+        if options is None:  # made once: ``handle.method.remote()`` is the actor call's hot path
+            options = self._defaults[name] = ActorMethod.default_options(info)
+        return ActorMethod(self, name, info, options)
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id})"
@@ -371,10 +376,14 @@ class ActorMethod:
     def __init__(self, handle: ActorHandle, name: str, info: dict, options: dict | None = None) -> None:
         self._handle = handle
         self._name = name
-        if options is None:  # the method's defaults (see _method_table)
-            options = {k: v for k, v in info.items() if k not in _METHOD_FACTS}
-            options.setdefault("num_returns", 1)
-        self._options = options
+        self._options = self.default_options(info) if options is None else options  # never changed
+
+    @staticmethod
+    def default_options(info: dict) -> dict:
+        """A method's default call options (see _method_table)."""
+        options = {k: v for k, v in info.items() if k not in _METHOD_FACTS}
+        options.setdefault("num_returns", 1)
+        return options
 
     def remote(self, /, *args: Any, **kwargs: Any) -> Any:
         return self._handle._submit(self._name, args, kwargs, self._options)
