@@ -376,7 +376,9 @@ class TaskExecutor:
                 result = error_results.app_error(spec, exc, self.ip)
             finally:
                 context.leave_task(token)
-            await self.cw.output.done_async()
+            waiting = self.cw.output.done_async()
+            if waiting is not None:
+                await waiting
             sink(result)
 
     # -- actors ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ import concurrent.futures
 import os
 import sys
 import threading
+from collections.abc import Awaitable
 from typing import Any, TextIO
 
 import grpc
@@ -142,14 +143,19 @@ class OutputCapture:
             except concurrent.futures.TimeoutError:
                 pass
 
-    async def done_async(self) -> None:
-        """``done`` for a task running on an event loop (an async actor's method)."""
+    def done_async(self) -> Awaitable[None] | None:
+        """``done`` for a task running on an event loop (an async actor's method): what to
+        await before its result leaves, or None when nothing waits to be sent (no
+        coroutine made for a call that printed nothing)."""
         drained = self._drain_soon()
-        if drained is not None:
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(drained), DONE_WAIT_S)
-            except asyncio.TimeoutError:
-                pass
+        return None if drained is None else self._drained(drained)
+
+    @staticmethod
+    async def _drained(drained: concurrent.futures.Future) -> None:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(drained), DONE_WAIT_S)
+        except asyncio.TimeoutError:
+            pass
 
     def _drain_soon(self) -> concurrent.futures.Future | None:
         """(any thread) Send what waits; a future done when the GCS holds every line sent
