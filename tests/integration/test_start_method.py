@@ -103,6 +103,21 @@ def test_a_clean_driver_forks_its_launcher(tmp_path):
     assert "launcher_spawned" not in result["stdout"]
 
 
+def test_the_launcher_is_forked_with_the_workers_modules(tmp_path):
+    """The driver imports what a worker runs before it forks the launcher: the zygote and
+    its workers then share those pages with every node process (and the driver) instead
+    of the zygote loading a copy of its own after the fork."""
+    after = """
+from microray.raylet import zygote
+missing = sorted(set(zygote.WORKER_MODULES) - set(process._launcher_args[1]))
+print("PRELOAD " + json.dumps(missing), flush=True)
+"""
+    result = run("", after, tmp_path)
+    assert result["how"] == "forked", result["reason"]
+    preload = [line for line in result["stdout"].splitlines() if line.startswith("PRELOAD ")]
+    assert preload and json.loads(preload[-1].removeprefix("PRELOAD ")) == [], result["stdout"]
+
+
 def test_init_again_after_the_launcher_left(tmp_path):
     """A second init once the first launcher left (the driver has run gRPC by then)
     gets a spawned launcher, and works."""
