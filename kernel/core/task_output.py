@@ -79,6 +79,7 @@ class OutputCapture:
         self.job_id = ""
         self.name = ""
         self.actor_class: str | None = None
+        self._title: str | None = None  # the name the process title shows (None: idle or an actor call)
         self._lock = threading.Lock()
         self._records: list[gcs_pb2.LogRecord] = []
         self._count = 0
@@ -117,16 +118,21 @@ class OutputCapture:
         if spec.kind == ACTOR_METHOD:  # an actor's lines stay with the job that created it
             self.set_source(self.job_id, name)
             if main_thread:
+                self._title = None
                 proctitle.set_worker(f"{name}.{spec.method_name}")
             return
         if spec.kind == ACTOR_CREATION:
             self.actor_class = name
-        self.set_source(spec.job_id or self.job_id, name)
-        if main_thread:
+        job_id = spec.job_id or self.job_id
+        if job_id != self.job_id or name != self.name:  # per task: no call when unchanged
+            self.set_source(job_id, name)
+        if main_thread and name != self._title:
+            self._title = name
             proctitle.set_worker(name)
 
     def idle(self) -> None:
         """Nothing runs: the title says ``microray::IDLE`` (an actor's: its class)."""
+        self._title = None
         proctitle.set_worker(self.actor_class)
 
     def done(self) -> None:
@@ -136,6 +142,8 @@ class OutputCapture:
         (and one that leaves at once still prints them). Returns at once when nothing
         waits to be sent; waits ``DONE_WAIT_S`` at most, and not at all while the GCS
         does not take lines (a restart: the task's result does not wait for it)."""
+        if not (self._records or self._inflight):
+            return  # the common case (nothing printed, nothing in flight): no call at all
         drained = self._drain_soon()
         if drained is not None and not self.cw.in_loop_thread():
             try:
