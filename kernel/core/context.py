@@ -61,11 +61,8 @@ def current_task() -> Any:
     return _current_task.get()
 
 
-def enter_task(spec: Any) -> contextvars.Token[Any]:
-    """Mark ``spec`` as the task running here; pass the token to ``leave_task``."""
-    return _current_task.set(spec)
-
-
-def leave_task(token: contextvars.Token[Any]) -> None:
-    """Undo the matching ``enter_task``."""
-    _current_task.reset(token)
+# ``enter_task(spec)`` marks ``spec`` as the task running here and returns the token to
+# pass to ``leave_task``, which undoes it: the context variable's own methods, bound
+# once (they run around every task a worker executes)
+enter_task: Callable[[Any], contextvars.Token[Any]] = _current_task.set
+leave_task: Callable[[contextvars.Token[Any]], None] = _current_task.reset

@@ -19,6 +19,7 @@ import pickle
 import queue
 import threading
 import time
+import types
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -509,7 +510,7 @@ class TaskExecutor:
         error = None
         if spec.num_returns == DYNAMIC:
             stored = returns.dynamic(spec, value, contained, self._store_value, self._task_error)
-        elif spec.num_returns > 0 and inspect.isgenerator(value):
+        elif spec.num_returns > 0 and isinstance(value, types.GeneratorType):  # inspect.isgenerator, inlined
             stored, error, err = returns.static_generator(spec, value, contained, self._store_value, self._task_error)
         else:
             stored = self._store_returns(spec, value, contained)
