@@ -53,6 +53,8 @@ def run(coro: Coroutine[Any, Any, Any], kind: str = "auto") -> Any:
         return runner.run(coro)
 
 MAX_MESSAGE = 512 * 1024 * 1024
+KEEPALIVE_TIME_MS = 5_000      # a connection with calls open is pinged this often
+KEEPALIVE_TIMEOUT_MS = 10_000  # and closed, failing its calls, when a ping is unanswered this long
 
 OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -62,6 +64,20 @@ OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # A peer whose machine vanished (killed, unplugged, its network gone) answers nothing:
+    # no RST, no refusal, and TCP alone would hold a call to it for many minutes. While a
+    # call is open on a connection, each side pings the other every KEEPALIVE_TIME_MS and
+    # closes the connection (failing its calls with UNAVAILABLE) when a ping goes
+    # unanswered for KEEPALIVE_TIMEOUT_MS; idle connections are not pinged. Pings are
+    # answered by gRPC's own threads, so a busy Python process still answers them.
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),  # a long call that sends nothing is still pinged
+    # ... and the servers accept those pings (by default they refuse pings more often
+    # than every 5 minutes and close the connection after two)
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+    ("grpc.http2.max_ping_strikes", 0),
 ]
 
 
