@@ -113,6 +113,12 @@ class NodeNamespace:
         return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True,
                               timeout=timeout)
 
+    def unplug(self) -> None:
+        """Cut this namespace off the bridge (its ``eth0`` down): from now on nothing it
+        sends reaches anyone and nothing reaches it, with no refusal or reset either way,
+        as when a machine loses power or its cable."""
+        _ip("-n", self.name, "link", "set", "eth0", "down")
+
     def pids(self) -> list[int]:
         """The processes running in this namespace now."""
         out = _ip("netns", "pids", self.name, check=False).stdout

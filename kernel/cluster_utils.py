@@ -275,15 +275,25 @@ class Cluster:
     def _session_dirs(root: str) -> list[str]:
         return [str(p) for p in Path(root).glob("session_2*") if p.is_dir()]
 
-    def remove_node(self, node: ClusterNode, allow_graceful: bool = True, timeout: float = 20.0) -> None:
+    def remove_node(self, node: ClusterNode, allow_graceful: bool = True, timeout: float = 20.0,
+                    unplug: bool = False) -> None:
         """Stop ``node``: SIGTERM its processes (its raylet leaves the cluster, stops its
         workers and removes its object store), or with ``allow_graceful=False`` SIGKILL
         each of its process groups at once (the node just dies: the GCS declares it dead
-        after ``node_dead_after_s``). Removing the head stops the GCS too."""
+        after ``node_dead_after_s``). Removing the head stops the GCS too.
+
+        ``unplug=True`` (an isolated node, killed): its network is cut before its processes
+        die, so that the connections of others to it see no close or reset, only silence,
+        as with a machine that lost power."""
         from microray import node as node_mod
         from microray import worker_node
         from microray.process import pid_alive
 
+        if unplug:
+            if node.netns is None or allow_graceful:
+                raise ValueError("remove_node(unplug=True) needs an isolated node (Cluster(isolation='netns')) "
+                                 "and allow_graceful=False")
+            node.netns.unplug()
         order = [node.pids[k] for k in ("dashboard", "raylet", "gcs") if k in node.pids]
         if allow_graceful:
             if node.is_head:

@@ -11,3 +11,12 @@ cannot be made)::
 import pytest
 
 ISOLATIONS = [None, pytest.param("netns", marks=pytest.mark.slow)]
+
+# ``(isolation, unplug)`` for tests that kill a node: ``unplug`` cuts an isolated node's
+# network before its processes die (``Cluster.remove_node(unplug=True)``), so that the
+# others see no close or reset from it, only silence, as from a machine that lost power
+NODE_DEATHS = [
+    pytest.param(None, False, id="loopback"),
+    pytest.param("netns", False, id="netns", marks=pytest.mark.slow),
+    pytest.param("netns", True, id="netns-unplugged", marks=pytest.mark.slow),
+]

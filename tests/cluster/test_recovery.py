@@ -12,7 +12,7 @@ import microray as ray
 from microray.exceptions import ActorDiedError, GcsUnavailableError
 from microray.testing.processes import pid_alive, wait_for
 
-from .isolation import ISOLATIONS
+from .isolation import NODE_DEATHS
 
 # a killed node is declared dead after node_dead_after_s (4 s); deadlines are generous
 DEADLINE = 60
@@ -42,8 +42,8 @@ def where_then_wait(marker_dir: str, go: str) -> str:
     return node_id
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, isolation):
+@pytest.mark.parametrize(("isolation", "unplug"), NODE_DEATHS)
+def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, isolation, unplug):
     cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0}, isolation=isolation)
     a = cluster.add_node(num_cpus=1)
     b = cluster.add_node(num_cpus=1)
@@ -57,9 +57,10 @@ def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, iso
     first = next(markers.glob("attempt-*[0-9]")).read_text()
     victim = _node_by_id(cluster, first)
     assert victim in (a, b)
-    cluster.remove_node(victim, allow_graceful=False)
+    cluster.remove_node(victim, allow_graceful=False, unplug=unplug)
     open(go, "w").close()
-    # the owner saw the worker's stream break and ran the task again, on the node left
+    # the owner saw the worker's stream break (unplugged: its pings go unanswered) and ran
+    # the task again, on the node left
     survivor = b if victim is a else a
     assert ray.get(ref, timeout=DEADLINE) == survivor.node_id
     attempts = sorted(p.read_text() for p in markers.glob("attempt-*[0-9]"))
@@ -78,8 +79,9 @@ class Where:
         return ray.get_runtime_context().get_node_id()
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_actor_on_a_killed_node_restarts_elsewhere_then_dies_when_restarts_are_used_up(make_cluster, isolation):
+@pytest.mark.parametrize(("isolation", "unplug"), NODE_DEATHS)
+def test_actor_on_a_killed_node_restarts_elsewhere_then_dies_when_restarts_are_used_up(make_cluster, isolation,
+                                                                                         unplug):
     cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0}, isolation=isolation)
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -87,13 +89,13 @@ def test_actor_on_a_killed_node_restarts_elsewhere_then_dies_when_restarts_are_u
     actor = Where.remote()
     first = ray.get(actor.node.remote(), timeout=DEADLINE)
     victim = _node_by_id(cluster, first)
-    cluster.remove_node(victim, allow_graceful=False)
+    cluster.remove_node(victim, allow_graceful=False, unplug=unplug)
     # calls made while the actor restarts wait for the new incarnation
     second = ray.get(actor.node.remote(), timeout=DEADLINE)
     survivor = next(n for n in nodes if n is not victim)
     assert second == survivor.node_id
     # max_restarts=1 is used up: the next node death is final, and callers are told so
-    cluster.remove_node(survivor, allow_graceful=False)
+    cluster.remove_node(survivor, allow_graceful=False, unplug=unplug)
     with pytest.raises(ActorDiedError) as info:
         ray.get(actor.node.remote(), timeout=DEADLINE)
     assert "died" in str(info.value), str(info.value)
