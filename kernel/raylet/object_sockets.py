@@ -31,6 +31,7 @@ log = structlog.get_logger(__name__)
 TICKET_BYTES = 16
 TICKET_TTL_S = 30.0  # a ticket not presented by then is dropped
 ACCEPT_POLL_S = 0.5  # how often the accept thread checks that the server is still open
+SEND_STALL_S = 30.0  # a puller that has not taken a whole chunk within this has failed (its machine may be gone)
 
 
 @dataclass
@@ -108,7 +109,7 @@ class DataServer:
             _resolve(t.loop, t.claimed, None)
             error: BaseException | None = None
             try:
-                conn.settimeout(None)
+                conn.settimeout(SEND_STALL_S)  # else a vanished puller holds this thread and the view for good
                 view, chunk = t.view, t.chunk
                 for off in range(0, view.nbytes, chunk):
                     if self.chunk_delay:
