@@ -24,6 +24,7 @@ the core worker costs no more than one on the part itself.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from typing import Any
 
@@ -274,7 +275,10 @@ class CoreWorker:
                 pass
         await self.server.stop(grace=0)
         await self.channels.close()
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        # ours only: gRPC's own tasks (Cython coroutines) end with its server and
+        # channels, and one cancelled from here prints a CancelledError traceback
+        pending = [t for t in asyncio.all_tasks()
+                   if t is not asyncio.current_task() and inspect.iscoroutine(t.get_coro())]
         for task in pending:
             task.cancel()
         if pending:

@@ -200,3 +200,20 @@ print("FREEZE " + json.dumps({"session": session_count, "after": after_shutdown,
     assert counts["after"] == 0, counts
     # still frozen (a few of them were freed meanwhile): not unfrozen by our shutdown
     assert counts["own"] > 1000 and counts["own_after"] > counts["own"] - 1000, counts
+
+
+def test_init_and_shutdown_cycles_print_no_traceback(tmp_path):
+    """Shutdown ends the driver's own io-loop tasks and leaves gRPC's to its server and
+    channels: cancelling those printed a CancelledError traceback at some shutdowns."""
+    after = """
+for _ in range(8):
+    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
+    assert ray.get(square.remote(2)) == 4
+    ray.shutdown()
+print("CYCLES DONE", flush=True)
+"""
+    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
+    proc = processes.run_driver(DRIVER.format(before="", after=after), env, timeout=180,
+                                cwd=tempfile.gettempdir())
+    assert "CYCLES DONE" in proc.stdout
+    assert "Traceback" not in proc.stderr and "CancelledError" not in proc.stderr, proc.stderr
