@@ -336,7 +336,7 @@ class TaskExecutor:
             context.leave_task(token)
         if self._retiring:
             result.worker_exiting = True
-        self.cw.output.done()
+        result.output_seq = self.cw.output.done()
         sink(result)
 
     def _run_in_group(self, spec: TaskSpec, sink: _Sink) -> None:
@@ -377,9 +377,7 @@ class TaskExecutor:
                 result = error_results.app_error(spec, exc, self.ip)
             finally:
                 context.leave_task(token)
-            waiting = self.cw.output.done_async()
-            if waiting is not None:
-                await waiting
+            result.output_seq = self.cw.output.done()
             sink(result)
 
     # -- actors ----------------------------------------------------------------------
@@ -411,8 +409,7 @@ class TaskExecutor:
                 raise
             self.actor_error = exc
             err = error_results.task_error(spec, exc, self.ip)
-            self.cw.output.done()
-            sink(TaskResult(spec.task_id, APP_ERROR, [], err, os.getpid()))
+            sink(TaskResult(spec.task_id, APP_ERROR, [], err, os.getpid(), output_seq=self.cw.output.done()))
             return
         finally:
             context.leave_task(token)
@@ -434,8 +431,7 @@ class TaskExecutor:
                 for group, n in {"": concurrency or 1, **groups}.items()
             }
         log.info("actor_created", actor_id=spec.actor_id, mode=self.mode)
-        self.cw.output.done()
-        sink(TaskResult(spec.task_id, OK, [], None, os.getpid()))
+        sink(TaskResult(spec.task_id, OK, [], None, os.getpid(), output_seq=self.cw.output.done()))
 
     def _start_actor_loop(self) -> asyncio.AbstractEventLoop:
         """An async actor's event loop, on a thread of its own, started before the

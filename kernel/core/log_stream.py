@@ -2,7 +2,14 @@
 ``(f pid=8145) hello``, with ``, ip=A`` for a worker on another node, stdout lines on
 the driver's stdout and stderr lines on its stderr, repeated lines de-duplicated across
 workers (``core.log_dedup``). A thread long-polls the GCS (``PollLogs``) for the job's
-lines; a submitted job's driver output is the job's log, so the lines reach it too."""
+lines; a submitted job's driver output is the job's log, so the lines reach it too.
+
+A driver that leaves right after it got results still prints what their tasks printed:
+a result names the last line its worker had printed for the job (``output_seq``, see
+``core.task_output``), the submitter notes it here (``expect``), and ``stop`` polls until
+it has seen every such line (``STOP_EXPECT_S`` at most). A worker publishes its lines in
+order, one batch at a time, so having seen a worker's line ``seq`` means having all its
+lines before. When no result named a line not yet seen, ``stop`` does not wait."""
 
 from __future__ import annotations
 
@@ -20,9 +27,8 @@ from microray.protocol import gcs_pb2
 log = structlog.get_logger(__name__)
 
 POLL_WAIT_S = 1.0
-# at shutdown the last poll takes what the GCS holds, without waiting: a task's lines are
-# there before its result leaves its worker (core.task_output, OutputCapture.done)
-STOP_WAIT_S = 0.0
+STOP_EXPECT_S = 1.0  # at shutdown: how long to wait at most for lines results followed
+STOP_POLL_S = 0.05  # one poll of that wait (the thread's last poll may take what arrives)
 DEDUP_TIP = ("(microray folds identical lines of task output from several workers into one "
              "'[repeated Nx across cluster]' line; set MICRORAY_DEDUP_LOGS=0 to print every line)")
 
@@ -38,19 +44,41 @@ class LogStream:
         self._stop = threading.Event()
         self._print_lock = threading.Lock()
         self._poll_lock = threading.Lock()
+        # (ip, pid) of a worker -> the number of its last line a result followed / seen here
+        self._expected: dict[tuple[str, int], int] = {}
+        self._seen: dict[tuple[str, int], int] = {}
         self.thread = threading.Thread(target=self._run, name="microray-log-stream", daemon=True)
 
     def start(self) -> "LogStream":
         self.thread.start()
         return self
 
+    def expect(self, address: str, pid: int, seq: int) -> None:
+        """(io loop) A result from the worker at ``address`` (``ip:port``), process ``pid``,
+        followed its line ``seq`` (``TaskResult.output_seq``): ``stop`` prints up to it."""
+        key = (address.rsplit(":", 1)[0], pid)
+        if seq > self._expected.get(key, 0):
+            self._expected[key] = seq
+
+    def unmet(self) -> list[tuple[str, int]]:
+        """The workers whose lines a result followed and this stream has not seen yet."""
+        seen = self._seen
+        return [key for key, seq in list(self._expected.items()) if seen.get(key, 0) < seq]
+
     def stop(self) -> None:
-        """Print what the GCS already holds, then the pending repeat counts; stop polling."""
+        """Print what the GCS holds, waiting (``STOP_EXPECT_S`` at most) for the lines that
+        results followed, then the pending repeat counts; stop polling."""
         self._stop.set()
         try:
-            self._poll(STOP_WAIT_S)
+            self._poll(0.0)
+            deadline = time.monotonic() + STOP_EXPECT_S
+            while self.unmet() and (left := deadline - time.monotonic()) > 0:
+                self._poll(min(left, STOP_POLL_S))  # returns as soon as lines arrive
         except Exception:  # noqa: BLE001 -- leaving: what could not be fetched is in the worker logs
             pass
+        unmet = self.unmet()
+        if unmet:
+            log.debug("task_output_not_seen", workers=unmet)
         if self.dedup is not None:
             self._print(self.dedup.flush(time.monotonic(), everything=True))
 
@@ -77,6 +105,10 @@ class LogStream:
         request = gcs_pb2.PollLogsRequest(job_id=self.job_id, after=after, wait_s=wait_s)
         reply = asyncio.run_coroutine_threadsafe(
             self._call(request, wait_s + 10), self.cw.loop).result(wait_s + 11)
+        self.take(reply, after)
+
+    def take(self, reply: gcs_pb2.LogBatch, after: int) -> None:
+        """Print the records of ``reply`` (a poll after ``after``) not printed yet."""
         with self._poll_lock:  # stop()'s last poll may overlap the thread's: each record once
             records = list(reply.records)
             if reply.last < after:  # the GCS restarted and numbers from 0 again
@@ -84,6 +116,11 @@ class LogStream:
             first = reply.last - len(records) + 1  # the number of records[0]
             records = records[max(0, self.after + 1 - first):]
             self.after = max(self.after, reply.last)
+            seen = self._seen
+            for record in records:
+                key = (record.ip, record.pid)
+                if record.seq > seen.get(key, 0):
+                    seen[key] = record.seq
         out: list[Line] = []
         now = time.monotonic()
         for record in records:

@@ -372,8 +372,11 @@ class TaskSubmitter:
         state = self.keys[lease.key]
         stored = []
         refs = self.cw.refs
+        output = getattr(self.cw, "log_stream", None)  # (a driver's) waits at shutdown for lines results followed
         for res in results:
             status = res.status
+            if res.output_seq and output is not None:
+                output.expect(lease.address, res.worker_pid, res.output_seq)
             if res.sizes:
                 self.cw.object_sizes.update(res.sizes)
             if res.contained:

@@ -4,10 +4,17 @@ The worker's ``sys.stdout``/``sys.stderr`` are wrapped: every write still goes t
 worker's ``.out``/``.err`` file, and each complete line is also kept, labelled with the job
 and the task or actor it was written under, and sent to the GCS in batches (``PublishLogs``)
 a few tens of milliseconds after the first line of a burst, from the io loop, never from the
-task; when a task ends, its lines are sent at once and its result waits until the GCS
-holds them (``OutputCapture.done``). At most ``MAX_BUFFERED`` lines wait; beyond that
-lines are counted and reported as dropped. The files get a ``:job_id:``/``:task_name:`` marker line whenever the source
+task; when a task ends, its lines are sent at once (``OutputCapture.done``). One publish
+is in flight at a time, so the GCS holds a worker's lines in the order they were written.
+At most ``MAX_BUFFERED`` lines wait; beyond that lines are counted and reported as
+dropped. The files get a ``:job_id:``/``:task_name:`` marker line whenever the source
 changes, so every line of a worker's file can be attributed.
+
+Each kept line is numbered (per process); a record carries the number of its last line
+(``LogRecord.seq``) and a task's result the number of the last line its job's tasks
+printed in this process (``TaskResult.output_seq``). The driver that gets the result
+knows which lines to wait for before it leaves (``core.log_stream``), so no result waits
+for its lines to reach the GCS.
 
 Output written by C code or child processes straight to the file descriptors reaches the
 files but not the driver."""
@@ -15,11 +22,9 @@ files but not the driver."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import sys
 import threading
-from collections.abc import Awaitable
 from typing import Any, TextIO
 
 import grpc
@@ -35,7 +40,6 @@ MAX_BUFFERED = 10_000  # lines waiting to be sent
 MAX_LINE = 16_384  # characters of one line sent to the driver
 FLUSH_DELAY_S = 0.03
 EXIT_DRAIN_S = 1.0  # a worker that exits waits this long at most for its output to be sent
-DONE_WAIT_S = 1.0  # a task's result waits this long at most for its lines to reach the GCS
 PUBLISH_TIMEOUT_S = 10.0
 
 
@@ -82,11 +86,13 @@ class OutputCapture:
         self._title: str | None = None  # the name the process title shows (None: idle or an actor call)
         self._lock = threading.Lock()
         self._records: list[gcs_pb2.LogRecord] = []
-        self._count = 0
+        self._count = 0  # lines waiting to be sent
+        self._seq = 0  # lines kept for sending since the process started
+        self._job_seq = 0  # the number of the last line kept for the current job (0: none yet)
         self._dropped = 0
         self._scheduled = False
-        self._inflight: set[asyncio.Task] = set()
-        self._gcs_ok = True  # the last publish was answered: ``done`` waits for the next
+        self._sending: asyncio.Task | None = None  # the publish in flight
+        self._gcs_ok = True  # the last publish was answered: drivers may wait for the lines
         self._raw_out: TextIO = sys.stdout
         self._raw_err: TextIO = sys.stderr
 
@@ -103,6 +109,7 @@ class OutputCapture:
         marker = ""
         if job_id != self.job_id:
             marker += f":job_id:{job_id}\n"
+            self._job_seq = 0
         marker += f":task_name:{name}\n"
         self.job_id, self.name = job_id, name
         for raw in (self._raw_out, self._raw_err):
@@ -135,61 +142,18 @@ class OutputCapture:
         self._title = None
         proctitle.set_worker(self.actor_class)
 
-    def done(self) -> None:
+    def done(self) -> int:
         """(the task's thread) A task ended: what it printed is sent now, not after the
-        delay, and this returns once the GCS holds it, so the task's result, sent next,
-        never overtakes its lines: a driver that has the result finds them at the GCS
-        (and one that leaves at once still prints them). Returns at once when nothing
-        waits to be sent; waits ``DONE_WAIT_S`` at most, and not at all while the GCS
-        does not take lines (a restart: the task's result does not wait for it)."""
-        if not (self._records or self._inflight):
-            return  # the common case (nothing printed, nothing in flight): no call at all
-        drained = self._drain_soon()
-        if drained is not None and not self.cw.in_loop_thread():
+        delay. Returns what its result carries as ``output_seq``: the number of the last
+        line kept for the current job in this process, which the driver waits to have
+        seen before it leaves; 0 when there is none, or while the GCS does not take lines
+        (a restart: a driver leaving then does not wait for them). Never waits."""
+        if self._records:
             try:
-                drained.result(DONE_WAIT_S)
-            except concurrent.futures.TimeoutError:
-                pass
-
-    def done_async(self) -> Awaitable[None] | None:
-        """``done`` for a task running on an event loop (an async actor's method): what to
-        await before its result leaves, or None when nothing waits to be sent (no
-        coroutine made for a call that printed nothing)."""
-        drained = self._drain_soon()
-        return None if drained is None else self._drained(drained)
-
-    @staticmethod
-    async def _drained(drained: concurrent.futures.Future) -> None:
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(drained), DONE_WAIT_S)
-        except asyncio.TimeoutError:
-            pass
-
-    def _drain_soon(self) -> concurrent.futures.Future | None:
-        """(any thread) Send what waits; a future done when the GCS holds every line sent
-        so far, or None when there is nothing to wait for."""
-        if not (self._records or self._inflight):
-            return None
-        drained: concurrent.futures.Future | None = concurrent.futures.Future() if self._gcs_ok else None
-        try:
-            self.cw.call_in_loop(self._drain, drained)
-        except RuntimeError:  # the loop is closed: the process is ending
-            return None
-        return drained
-
-    def _drain(self, drained: concurrent.futures.Future | None) -> None:
-        """(io loop) Send what waits; resolve ``drained`` when every publish is answered."""
-        self.flush()
-        if drained is None:
-            return
-        if not self._inflight:
-            drained.set_result(None)
-            return
-        def answered(_: asyncio.Future) -> None:
-            if not drained.done():
-                drained.set_result(None)
-
-        asyncio.ensure_future(asyncio.wait(set(self._inflight))).add_done_callback(answered)
+                self.cw.call_in_loop(self.flush)
+            except RuntimeError:  # the loop is closed: the process is ending
+                return 0
+        return self._job_seq if self._gcs_ok else 0
 
     def add(self, is_err: bool, lines: list[str]) -> None:
         """(any thread) Keep ``lines`` for the driver of the current job."""
@@ -202,13 +166,16 @@ class OutputCapture:
                 self._dropped += len(lines) - max(room, 0)
                 lines = lines[:max(room, 0)]
             if lines:
+                self._seq += len(lines)
+                self._job_seq = self._seq
                 last = self._records[-1] if self._records else None
                 if (last is not None and last.is_err == is_err and last.job_id == self.job_id
                         and last.name == self.name):
                     last.lines.extend(lines)
+                    last.seq = self._seq
                 else:
-                    self._records.append(gcs_pb2.LogRecord(
-                        job_id=self.job_id, name=self.name, pid=self.pid, ip=self.ip, is_err=is_err, lines=lines))
+                    self._records.append(gcs_pb2.LogRecord(job_id=self.job_id, name=self.name, pid=self.pid,
+                                                           ip=self.ip, is_err=is_err, lines=lines, seq=self._seq))
                 self._count += len(lines)
             if self._scheduled:
                 return
@@ -222,7 +189,10 @@ class OutputCapture:
         asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
 
     def flush(self) -> None:
-        """(io loop) Send what waits."""
+        """(io loop) Send what waits, or, while a publish is in flight, once it is answered
+        (one at a time: a driver that saw a worker's line ``seq`` has all its lines before)."""
+        if self._sending is not None:
+            return
         with self._lock:
             records, self._records = self._records, []
             dropped, self._dropped = self._dropped, 0
@@ -231,12 +201,14 @@ class OutputCapture:
         if dropped and records:
             last = records[-1]
             records.append(gcs_pb2.LogRecord(
-                job_id=last.job_id, name=last.name, pid=self.pid, ip=self.ip, is_err=True,
+                job_id=last.job_id, name=last.name, pid=self.pid, ip=self.ip, is_err=True, seq=last.seq,
                 lines=[f"[{dropped} lines of output were dropped: more than {MAX_BUFFERED} waited to be sent]"]))
-        if records and self.cw.gcs is not None:
-            task = asyncio.get_running_loop().create_task(self._publish(records))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        if not records:
+            return
+        if self.cw.gcs is None:
+            self._gcs_ok = False
+            return
+        self._sending = asyncio.get_running_loop().create_task(self._publish(records))
 
     async def _publish(self, records: list[gcs_pb2.LogRecord]) -> None:
         try:
@@ -245,6 +217,10 @@ class OutputCapture:
         except grpc.aio.AioRpcError as exc:  # the lines stay in the worker's files
             self._gcs_ok = False
             log.debug("publish_logs_failed", error=exc.code().name)
+        finally:
+            self._sending = None
+        if self._records:  # written while this one was in flight
+            self.flush()
 
     def exit_soon(self, code: int, delay: float = 0.0) -> None:
         """(any thread) End the process with ``code`` after ``delay`` seconds, once what its
@@ -255,8 +231,10 @@ class OutputCapture:
         try:
             await asyncio.sleep(delay)
             self.flush()
-            if self._inflight:
-                await asyncio.wait(set(self._inflight), timeout=EXIT_DRAIN_S)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + EXIT_DRAIN_S
+            while self._sending is not None and (left := deadline - loop.time()) > 0:
+                await asyncio.wait({self._sending}, timeout=left)  # it sends what waits next
         finally:
             os._exit(code)
 

@@ -110,6 +110,9 @@ class TaskResult:
     contained: dict | None = None
     sizes: dict | None = None  # sizes of returns written to the node's store: {object id: bytes}
     worker_exiting: bool = False  # the worker retires after this task (max_calls): lease it no more
+    # the number of the last line of task output its job has from this worker process
+    # (OutputCapture.done; 0: none): the driver prints up to it before it leaves
+    output_seq: int = 0
 
     def __reduce__(self):
         return (TaskResult, _result_values(self))

@@ -304,20 +304,22 @@ class ClusterHistoryReply(_message.Message):
     def __init__(self, samples: _Optional[bytes] = ..., period_s: _Optional[float] = ..., capacity: _Optional[int] = ...) -> None: ...
 
 class LogRecord(_message.Message):
-    __slots__ = ("job_id", "name", "pid", "ip", "is_err", "lines")
+    __slots__ = ("job_id", "name", "pid", "ip", "is_err", "lines", "seq")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     IP_FIELD_NUMBER: _ClassVar[int]
     IS_ERR_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     pid: int
     ip: str
     is_err: bool
     lines: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., pid: _Optional[int] = ..., ip: _Optional[str] = ..., is_err: _Optional[bool] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
+    seq: int
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., pid: _Optional[int] = ..., ip: _Optional[str] = ..., is_err: _Optional[bool] = ..., lines: _Optional[_Iterable[str]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class LogBatch(_message.Message):
     __slots__ = ("records", "last")

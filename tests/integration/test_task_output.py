@@ -118,9 +118,11 @@ def test_a_line_printed_by_ten_tasks_is_deduplicated(tmp_path: Path) -> None:
 
 
 def test_lines_printed_before_a_result_reach_a_driver_that_leaves_at_once(tmp_path: Path) -> None:
-    # a task's lines are at the GCS before its result leaves the worker, so a driver that
-    # shuts down the moment it has the results still prints every line: from a task, an
-    # actor's constructor, a sync method and an async method
+    # a result names the last line its worker printed for the job and the driver's
+    # shutdown waits until it has that line, so a driver that shuts down the moment it has
+    # the results still prints every line: from a task, an actor's constructor (followed by
+    # a method that prints nothing), a sync method and an async method, and a task's burst
+    # of lines still on its way to the GCS when its result arrives
     body = """
     ray.init(num_cpus=2, include_dashboard=False)
 
@@ -144,8 +146,22 @@ def test_lines_printed_before_a_result_reach_a_driver_that_leaves_at_once(tmp_pa
             print("line from Async.m", flush=True)
             return 3
 
+    @ray.remote
+    class Quiet:
+        def __init__(self):
+            print("line from Quiet.__init__", flush=True)
+
+        def m(self):
+            return 4
+
+    @ray.remote
+    def burst():
+        print("\\n".join(f"burst line {i} " + "x" * 200 for i in range(5000)))
+        return 5
+
     s = Sync.remote()
-    assert ray.get([f.remote(), s.m.remote(), Async.remote().m.remote()]) == [1, 2, 3]
+    assert ray.get([f.remote(), s.m.remote(), Async.remote().m.remote(), Quiet.remote().m.remote()]) == [1, 2, 3, 4]
+    assert ray.get(burst.remote()) == 5
     ray.shutdown()
     """
     proc = run_driver(body, driver_env(), timeout=180, cwd=tmp_path)
@@ -153,3 +169,6 @@ def test_lines_printed_before_a_result_reach_a_driver_that_leaves_at_once(tmp_pa
     assert re.search(r"^\(Sync pid=\d+\) line from Sync.__init__$", proc.stdout, re.M), proc.stdout
     assert re.search(r"^\(Async pid=\d+\) line from Async.m$", proc.stdout, re.M), proc.stdout
     assert re.search(r"^\(Sync pid=\d+\) line from Sync.m$", proc.stderr, re.M), proc.stderr
+    assert re.search(r"^\(Quiet pid=\d+\) line from Quiet.__init__$", proc.stdout, re.M), proc.stdout[-3000:]
+    burst = re.findall(r"^\(burst pid=\d+\) burst line \d+ x+$", proc.stdout, re.M)
+    assert len(burst) == 5000, (len(burst), proc.stdout[-3000:])
