@@ -53,6 +53,9 @@ log = structlog.get_logger(__name__)
 
 _FINAL = (OK, APP_ERROR, GEN_END, SYSTEM_ERROR)
 RETIRE_GRACE_S = 30.0  # a retiring (max_calls) worker exits by then even if its owner never closes the stream
+# a worker left without work shows its idle title after this long: one submitting a task
+# at a time keeps the task's title (no two title writes per task, each a prctl)
+IDLE_TITLE_AFTER_S = 0.05
 
 
 class _Sink:
@@ -210,9 +213,11 @@ class TaskExecutor:
     def run_forever(self) -> None:
         while True:
             self._taken = False
-            if self.queue.empty():
+            try:
+                spec, sink = self.queue.get(timeout=IDLE_TITLE_AFTER_S)
+            except queue.Empty:
                 self.cw.output.idle()
-            spec, sink = self.queue.get()
+                spec, sink = self.queue.get()
             if spec is None:
                 return
             self._taken = True  # before the task leaves _queued: busy() never misses it
