@@ -73,6 +73,15 @@ def holding(worker: HeldWorker) -> dict[str, float]:
     return {k: v for k, v in worker.held.items() if k != "CPU"}
 
 
+def _holds_some(worker: HeldWorker) -> bool:
+    """Whether a leased worker takes anything from the node now (``holding``)."""
+    blocked = worker.blocked
+    for k, v in worker.held.items():
+        if v > EPS and not (blocked and k == "CPU"):
+            return True
+    return False
+
+
 def _counts(worker: HeldWorker) -> bool:
     return worker.state == LEASED and not worker.is_actor and bool(worker.owner)
 
@@ -146,11 +155,14 @@ def leases_to_yield(
     workers = list(workers)
     # only a lease that holds something, of an owner other than the asker, is ever asked:
     # with none (one owner's requests, the common case), nothing is (checked after every
-    # dispatch that leaves requests pending, so this is on the lease path)
+    # dispatch that leaves requests pending, so this is on the lease path: plain loops)
     owners = {p.owner for p in pending}
-    candidates = [w for w in workers if _counts(w) and not w.yield_asked and w.owner_address
-                  and (len(owners) > 1 or w.owner not in owners)
-                  and any(v > EPS for v in holding(w).values())]
+    only = next(iter(owners)) if len(owners) == 1 else None
+    candidates = []
+    for w in workers:
+        if (w.state == LEASED and w.owner and w.owner != only and not w.is_actor and not w.yield_asked
+                and w.owner_address and _holds_some(w)):
+            candidates.append(w)
     if not candidates:
         return [], None
     free = dict(available)

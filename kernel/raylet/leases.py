@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,13 +145,18 @@ class LeaseManager:
                 self.starting[env] = self.starting.get(env, 0) + missing
         return grants, to_start
 
-    def _in_grant_order(self) -> list[PendingLease]:
-        """The pending requests, the least-served owner's first (``fair_share``)."""
+    def _in_grant_order(self) -> Sequence[PendingLease]:
+        """The pending requests, the least-served owner's first (``fair_share``); not to
+        be changed by the caller (with one owner it is ``pending`` itself: a request
+        comes, goes or is granted on every lease call, so this is on the lease path)."""
         pending = self.pending
-        if len(pending) < 2 or all(p.owner == pending[0].owner for p in pending):
-            return list(pending)
-        shares = fair_share.owner_shares(self.workers.values(), self.total)
-        return fair_share.grant_order(list(pending), shares, self.total)
+        if len(pending) > 1:
+            first = pending[0].owner
+            for p in pending:
+                if p.owner != first:
+                    shares = fair_share.owner_shares(self.workers.values(), self.total)
+                    return fair_share.grant_order(list(pending), shares, self.total)
+        return pending
 
     def leases_to_yield(self, now: float, min_hold_s: float) -> tuple[list[WorkerState], float | None]:
         """Leases whose owners should return them, so that the requests pending here get

@@ -152,6 +152,8 @@ class LeaseYields:
 
     def check(self) -> None:
         asks, recheck = self.leases.leases_to_yield(time.monotonic(), YIELD_MIN_HOLD_S)
+        if not asks and recheck is None:
+            return  # the common case (one owner's requests wait): nothing to ask
         loop = asyncio.get_running_loop()
         by_owner: dict[str, list[tuple[str, str]]] = {}
         for w in asks:

@@ -208,7 +208,9 @@ class LeaseScheduler:
         exclude = frozenset(request.exclude_nodes)
         view = self.cluster_view()
         try:
-            decision = decide(self.policy, sreq, view, exclude, request.grant_or_reject, self._spare())
+            # what is spare here matters only to a spillback target (grant or reject)
+            spare = self._spare() if request.grant_or_reject else None
+            decision = decide(self.policy, sreq, view, exclude, request.grant_or_reject, spare)
         except ValueError as exc:
             return raylet_pb2.LeaseReply(error=f"{request.task_name or 'the task'} cannot be scheduled: {exc}")
         if decision.kind == SPILL:
