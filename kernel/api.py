@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import gc
 import inspect
 import json
 import os
@@ -147,8 +146,7 @@ def init(
 
                 preload = [*node.NODE_PROCESS_MODULES, *WORKER_MODULES,
                            *(["uvloop"] if rpc.uvloop_wanted(cfg.io_loop) else [])]
-                if process.launcher(cfg.launcher_idle_s, preload).how == "forked":
-                    _freeze_shared_objects()
+                process.launcher(cfg.launcher_idle_s, preload)
                 # atexit runs the last registered hook first: stop this driver's node
                 # gracefully before stop_launcher ends the launcher (whose death
                 # SIGKILLs the node processes, leaving their shm store behind)
@@ -350,33 +348,6 @@ def shutdown() -> None:
             from microray import node
 
             node.stop_node(head)
-        _unfreeze_shared_objects()
-
-
-_froze_gc = False
-
-
-def _freeze_shared_objects() -> None:
-    """Keep the pages this driver shares with its node processes shared while they run.
-
-    The launcher, and through it every node process, is a fork of this driver, so they
-    share the pages of every object the driver had then. A full cycle collection here
-    would write to each of those objects' headers and so copy their pages into this
-    process (about 8 MB). ``gc.freeze()`` moves the objects that exist now out of the
-    collector's reach until ``shutdown`` (``_unfreeze_shared_objects``); reference
-    counting still frees them as usual, only cycles among them wait until then. A
-    program that froze objects itself is left as it is."""
-    global _froze_gc
-    if not _froze_gc and gc.get_freeze_count() == 0:
-        gc.freeze()
-        _froze_gc = True
-
-
-def _unfreeze_shared_objects() -> None:
-    global _froze_gc
-    if _froze_gc:
-        gc.unfreeze()
-        _froze_gc = False
 
 
 atexit.register(shutdown)

@@ -172,36 +172,6 @@ print("OK", flush=True)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
-def test_the_driver_keeps_its_shared_pages_while_its_node_runs(tmp_path):
-    """With a forked launcher, the driver's objects of that moment are out of the cycle
-    collector's reach while the node runs (a full collection would copy their pages,
-    shared with every node process), and back in it after shutdown; objects a program
-    froze itself stay frozen."""
-    before = "import gc"
-    after = """
-after_shutdown = gc.get_freeze_count()
-gc.freeze()
-own = gc.get_freeze_count()
-ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
-assert ray.get(square.remote(3)) == 9
-ray.shutdown()
-print("FREEZE " + json.dumps({"session": session_count, "after": after_shutdown,
-                              "own": own, "own_after": gc.get_freeze_count()}), flush=True)
-"""
-    driver = DRIVER.replace("launcher = process._launcher",
-                            "launcher = process._launcher\nsession_count = gc.get_freeze_count()")
-    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
-    proc = processes.run_driver(driver.format(before=before, after=after), env, timeout=120,
-                                cwd=tempfile.gettempdir())
-    result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
-    assert result["how"] == "forked", result["reason"]
-    counts = json.loads([line for line in proc.stdout.splitlines() if line.startswith("FREEZE ")][-1][7:])
-    assert counts["session"] > 1000, counts  # the driver's modules and objects
-    assert counts["after"] == 0, counts
-    # still frozen (a few of them were freed meanwhile): not unfrozen by our shutdown
-    assert counts["own"] > 1000 and counts["own_after"] > counts["own"] - 1000, counts
-
-
 def test_init_and_shutdown_cycles_print_no_traceback(tmp_path):
     """Shutdown ends the driver's own io-loop tasks and leaves gRPC's to its server and
     channels: cancelling those printed a CancelledError traceback at some shutdowns."""
