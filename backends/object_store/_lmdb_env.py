@@ -250,7 +250,7 @@ class SharedEnv:
                     txn.abort()
                 except Exception:  # noqa: BLE001 -- invalidated by a close or resize
                     pass
-        self._maybe_close()
+        self._maybe_close(wait=False)
 
     def copy_pinned(self, pin: _Pin, length: int) -> bytes:
         """The value's bytes, read through LMDB while the pin's snapshot is open."""
@@ -328,20 +328,29 @@ class SharedEnv:
             self.users -= 1
         self._maybe_close()
 
-    def _maybe_close(self) -> None:
+    def _maybe_close(self, wait: bool = True) -> None:
         """Close once no store instance and no view uses the environment.
 
         Takes only the registry lock (never ``_pins_lock``), so a finalizer that
-        runs while a resize holds ``_pins_lock`` cannot deadlock against it.
+        runs while a resize holds ``_pins_lock`` cannot deadlock against it. A
+        finalizer (``wait=False``) may also run in a thread that holds the registry
+        lock itself (the garbage collector ran inside ``open_shared_env``): waiting
+        for it there would never end, so when the lock is taken the check is left to
+        a thread of its own, which takes the lock once its holder lets go.
         """
         if os.getpid() != self.pid:
             return  # never close (and abort the parent's transactions) in a forked child
-        with _ENVS_LOCK:
+        if not _ENVS_LOCK.acquire(blocking=wait):
+            threading.Thread(target=self._maybe_close, name="microray-lmdb-close", daemon=True).start()
+            return
+        try:
             if self.closed or self.users > 0 or self._pins:
                 return
             self.closed = True
             if _ENVS.get(self.path) is self:
                 del _ENVS[self.path]
+        finally:
+            _ENVS_LOCK.release()
         with self._rw.exclusive():
             self.env.close()
             os.close(self.data_fd)
