@@ -8,9 +8,25 @@ session (a plugin module stays registered in a process once a cluster named it).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
+
+
+def name_session_file(env: str, prefix: str) -> str:
+    """Point ``$env`` (unless already set) at ``events.jsonl`` in a new temporary folder,
+    removed when this process exits (its forks leave with ``os._exit`` and keep it), and
+    return the file's path. Call it at collection time, before any cluster starts: node
+    processes inherit the environment of the process that forks their launcher."""
+    if env not in os.environ:
+        folder = tempfile.mkdtemp(prefix=prefix)
+        owner = os.getpid()
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+        os.environ[env] = os.path.join(folder, "events.jsonl")
+    return os.environ[env]
 
 
 def append_event(env: str, record: dict[str, Any]) -> None:

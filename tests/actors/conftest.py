@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import microray as ray
+from microray.testing import event_files
 from microray.testing.clusters import EmbeddedClusters, StartedCluster
 
 from .helpers import (
@@ -46,7 +47,7 @@ if str(REPO_ROOT) not in sys.path:
 # A node process that crashes in C (segfault, abort) writes its stack to its .err
 # log: the forks inherit a faulthandler on fd 2, which they point at that log.
 faulthandler.enable(file=sys.__stderr__, all_threads=True)
-os.environ.setdefault(EVENTS_ENV, os.path.join(tempfile.mkdtemp(prefix="microray-actor-events-"), "events.jsonl"))
+event_files.name_session_file(EVENTS_ENV, "microray-actor-events-")
 
 
 # -- embedded clusters ---------------------------------------------------------------------

@@ -20,12 +20,9 @@ back to the baseline or a deadline passes.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +48,7 @@ SHARED_KWARGS = {"num_cpus": 2, "object_store_memory": 600 * MB}
 # any folder starts a cluster.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-if EVENTS_ENV not in os.environ:
-    _events_dir = tempfile.mkdtemp(prefix="microray-object-events-")
-    os.environ[EVENTS_ENV] = os.path.join(_events_dir, "events.jsonl")
-    atexit.register(shutil.rmtree, _events_dir, True)
+event_files.name_session_file(EVENTS_ENV, "microray-object-events-")
 
 
 # -- the node's object store ---------------------------------------------------------------
