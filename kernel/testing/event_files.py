@@ -24,7 +24,12 @@ def name_session_file(env: str, prefix: str) -> str:
     if env not in os.environ:
         folder = tempfile.mkdtemp(prefix=prefix)
         owner = os.getpid()
-        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+
+        def remove() -> None:
+            if os.getpid() == owner:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(remove)
         os.environ[env] = os.path.join(folder, "events.jsonl")
     return os.environ[env]
 
