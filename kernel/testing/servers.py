@@ -65,6 +65,14 @@ __all__ = [
 ETCD_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
+def _thread_state(task: Path) -> str:
+    """The state letter of a thread (``/proc/PID/task/TID``): ``T`` stopped, ``""`` gone."""
+    try:
+        return task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 class ServerError(RuntimeError):
     """A test server could not be found, started or stopped."""
 
@@ -299,6 +307,14 @@ class ServerProcess:
         if self.process is None or self.process.poll() is not None:
             raise ServerError(f"{self.kind} server at {self.url} is not running")
         os.kill(self.process.pid, signal.SIGSTOP)
+        # the signal stops its threads asynchronously: a request sent at once could still be
+        # answered by a thread running on the other core, so return once every one is stopped
+        task_dir = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + 10
+        while any(_thread_state(t) not in ("T", "t", "") for t in task_dir.iterdir()):
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.kind} server at {self.url} did not stop on SIGSTOP")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT a paused process."""
