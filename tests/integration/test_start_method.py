@@ -187,3 +187,45 @@ print("CYCLES DONE", flush=True)
                                 cwd=tempfile.gettempdir())
     assert "CYCLES DONE" in proc.stdout
     assert "Traceback" not in proc.stderr and "CancelledError" not in proc.stderr, proc.stderr
+
+
+def test_the_driver_keeps_the_pages_it_shares_with_a_forked_launcher(tmp_path):
+    """The launcher (and through it every node process) is a fork of the driver: the
+    driver's objects of that moment stay out of its cycle collector's reach while the
+    launcher lives (a full collection would copy their pages, shared with every node
+    process), and are back in it once the launcher is gone."""
+    before = "import gc"
+    after = """
+after_shutdown = gc.get_freeze_count()
+process.stop_launcher()
+print("FREEZE " + json.dumps({"after_shutdown": after_shutdown, "after_launcher": gc.get_freeze_count()}), flush=True)
+"""
+    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
+    proc = processes.run_driver(DRIVER.format(before=before, after=after), env, timeout=120,
+                                cwd=tempfile.gettempdir())
+    result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    assert result["how"] == "forked", result["reason"]
+    counts = json.loads([line for line in proc.stdout.splitlines() if line.startswith("FREEZE ")][-1][7:])
+    assert counts["after_shutdown"] > 1000, counts  # the driver's modules and objects, launcher still up
+    assert counts["after_launcher"] == 0, counts
+
+
+def test_objects_a_program_froze_itself_stay_frozen(tmp_path):
+    """A program that froze its objects before ``init`` keeps them frozen: neither the
+    launcher's fork nor its end changes what the program froze."""
+    before = """
+import gc
+gc.freeze()
+own = gc.get_freeze_count()
+"""
+    after = """
+process.stop_launcher()
+print("FREEZE " + json.dumps({"own": own, "after": gc.get_freeze_count()}), flush=True)
+"""
+    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
+    proc = processes.run_driver(DRIVER.format(before=before, after=after), env, timeout=120,
+                                cwd=tempfile.gettempdir())
+    counts = json.loads([line for line in proc.stdout.splitlines() if line.startswith("FREEZE ")][-1][7:])
+    assert counts["own"] > 1000, counts
+    # still frozen (some may have been freed meanwhile), not unfrozen by the launcher's end
+    assert counts["after"] > counts["own"] - 1000, counts
