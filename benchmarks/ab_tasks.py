@@ -9,9 +9,10 @@ two of the others (the order flips each round):
     .venv/bin/python benchmarks/ab_tasks.py --rounds 40 \\
         base=/work/base/.venv/bin/python new=.venv/bin/python
 
-Figures, as ``peer_bench`` measures them: ``tasks_sync_per_s`` (``--sync`` times
-``get(noop.remote())``) and ``tasks_async_per_s`` (``--async-tasks`` ``noop.remote()``
-then one ``get``). For each it prints every tree's median and quartiles and, for each
+Figures, as ``peer_bench`` measures them (``--figures`` picks some): ``tasks_sync_per_s``
+(``--sync`` times ``get(noop.remote())``), ``tasks_async_per_s`` (``--async-tasks``
+``noop.remote()`` then one ``get``), ``actor_calls_sync_per_s`` (``--sync`` times
+``get(actor.ping.remote())``) and ``get_gb_per_s`` (10 ``get`` of a 100 MB array). For each it prints every tree's median and quartiles and, for each
 tree after the first, the median of its per-round ratio to the first tree (the
 steadiest figure of a change). Prints one JSON object on stdout; progress on stderr.
 The other trees' idle clusters are up while one is measured, for every tree alike.
@@ -36,8 +37,18 @@ def serve() -> None:
     def noop():
         return None
 
+    @ray.remote
+    class Pinger:
+        def ping(self):
+            return None
+
     ray.init(num_cpus=2)
     ray.get(noop.remote())
+    pinger = Pinger.remote()
+    ray.get(pinger.ping.remote())
+    import numpy as np
+
+    big = ray.put(np.zeros(12_500_000))  # 100 MB: a get is a zero-copy view, so this is call cost
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
@@ -49,6 +60,15 @@ def serve() -> None:
             for _ in range(n):
                 ray.get(noop.remote())
             rate = n / (time.perf_counter() - t)
+        elif words[0] == "actor":
+            for _ in range(n):
+                ray.get(pinger.ping.remote())
+            rate = n / (time.perf_counter() - t)
+        elif words[0] == "getgb":
+            for _ in range(n):
+                x = ray.get(big)
+                del x
+            rate = n * 1e8 / 1e9 / (time.perf_counter() - t)
         else:
             refs = [noop.remote() for _ in range(n)]
             ray.get(refs)
@@ -69,7 +89,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--sync", type=int, default=1000, help="tasks per sync batch")
     parser.add_argument("--async-tasks", type=int, default=10000, help="tasks per async batch")
+    parser.add_argument("--figures", default="tasks_sync_per_s,tasks_async_per_s",
+                        help="comma-separated: tasks_sync_per_s, tasks_async_per_s, actor_calls_sync_per_s, get_gb_per_s")
     args = parser.parse_args()
+    commands = {"tasks_sync_per_s": f"sync {args.sync}", "tasks_async_per_s": f"async {args.async_tasks}",
+                "actor_calls_sync_per_s": f"actor {args.sync}", "get_gb_per_s": "getgb 10"}
+    unknown = [f for f in args.figures.split(",") if f not in commands]
+    if unknown:
+        parser.error(f"unknown figure(s) {', '.join(unknown)}; expected some of {', '.join(commands)}")
     drivers: dict[str, subprocess.Popen] = {}
     try:
         for spec in args.trees:
@@ -89,7 +116,7 @@ def main() -> None:
             proc.stdin.flush()
             return float(proc.stdout.readline())
 
-        figures = {"tasks_sync_per_s": f"sync {args.sync}", "tasks_async_per_s": f"async {args.async_tasks}"}
+        figures = {f: commands[f] for f in args.figures.split(",")}
         for label in drivers:  # warm-up
             for command in figures.values():
                 ask(label, command)
