@@ -215,9 +215,11 @@ class TaskSubmitter:
         for _ in range(plan.request):
             state.requesting += 1
             self.loop.create_task(self._request_lease(key, state))
-        if plan.cancel_requests:
+        if plan.cancel_requests and not state.cancelling:
             # nothing left to run: the raylet should not grant the requests still waiting
-            self.loop.create_task(self._cancel_lease_requests(key))
+            # (one cancel at a time: each pump after a result would send another)
+            state.cancelling = True
+            self.loop.create_task(self._cancel_lease_requests(key, state))
         for lease in plan.give_back:  # asked back by its raylet (other owners wait), now drained
             if lease.idle_timer is not None:
                 lease.idle_timer.cancel()
@@ -243,12 +245,14 @@ class TaskSubmitter:
                 log.debug("leases_yielded", leases=[lease.lease_id for lease in asked])
                 self._pump(key)
 
-    async def _cancel_lease_requests(self, key: tuple) -> None:
+    async def _cancel_lease_requests(self, key: tuple, state: KeyState) -> None:
         try:
             await self.cw.raylet.CancelLeaseRequests(
                 raylet_pb2.CancelLeasesRequest(lease_key=repr(key), owner_worker_id=self.cw.worker_id), timeout=5)
         except grpc.aio.AioRpcError:
             pass
+        finally:
+            state.cancelling = False  # a request that reached the raylet after it is cancelled by the next
 
     async def _request_lease(self, key: tuple, state: KeyState) -> None:
         raylet = local = self.cw.raylet

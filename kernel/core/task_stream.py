@@ -51,6 +51,7 @@ class KeyState:
     queue: deque = field(default_factory=deque)
     leases: list = field(default_factory=list)
     requesting: int = 0
+    cancelling: bool = False  # a CancelLeaseRequests for the key is on its way
     avg_task_s: dict = field(default_factory=dict)  # function id -> moving average run time
     actor: Any = None  # an ActorConnection for an actor's calls (in order, one stream)
 

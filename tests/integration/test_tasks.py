@@ -523,3 +523,46 @@ def test_io_loop_choice_is_the_loop_of_drivers_and_workers(no_cluster, io_loop):
     assert type(ray.api._worker.loop).__module__.split(".")[0] == want
     assert ray.get(loop_type.remote(), timeout=60) == want
     assert ray.get([task_info.remote() for _ in range(20)], timeout=60)
+
+
+@ray.remote
+def _noop():
+    return None
+
+
+@ray.remote
+def _burst_counting_cancels(n):
+    """Submit ``n`` short tasks at once from a worker (which holds no lease yet, so it
+    asks its raylet for several) and say how many times this worker's submitter asked
+    the raylet to drop the lease requests still waiting, over all its bursts so far."""
+    import builtins
+
+    from microray.core import submitter
+
+    counts = getattr(builtins, "_microray_test_cancels", None)
+    if counts is None:
+        counts = builtins._microray_test_cancels = {"cancels": 0, "bursts": 0}
+        original = submitter.TaskSubmitter._cancel_lease_requests
+
+        async def counting(self, *args):
+            counts["cancels"] += 1
+            await original(self, *args)
+
+        submitter.TaskSubmitter._cancel_lease_requests = counting
+    ray.get([_noop.remote() for _ in range(n)])
+    counts["bursts"] += 1
+    return os.getpid(), dict(counts)
+
+
+def test_a_burst_drops_its_waiting_lease_requests_once(cluster):
+    """When a burst of tasks has all been sent, the lease requests still waiting at the
+    raylet are dropped by one call, not by one call per result that came back meanwhile."""
+    ray.get([_noop.remote() for _ in range(4)])  # the function is seen to be short
+    last: dict[int, dict] = {}
+    for _ in range(6):
+        pid, counts = ray.get(_burst_counting_cancels.remote(100))
+        last[pid] = counts
+    bursts = sum(c["bursts"] for c in last.values())
+    cancels = sum(c["cancels"] for c in last.values())
+    assert bursts >= 6, last
+    assert cancels <= 1.5 * bursts, last
