@@ -12,7 +12,9 @@ two of the others (the order flips each round):
 Figures, as ``peer_bench`` measures them (``--figures`` picks some): ``tasks_sync_per_s``
 (``--sync`` times ``get(noop.remote())``), ``tasks_async_per_s`` (``--async-tasks``
 ``noop.remote()`` then one ``get``), ``actor_calls_sync_per_s`` (``--sync`` times
-``get(actor.ping.remote())``) and ``get_gb_per_s`` (10 ``get`` of a 100 MB array). For each it prints every tree's median and quartiles and, for each
+``get(actor.ping.remote())``), ``get_gb_per_s`` (10 ``get`` of a 100 MB array),
+``pass_large_arg_per_s`` (10 tasks given that array, submitted together) and
+``nested_tasks_per_s`` (5 tasks in turn, each running 100 no-op tasks and waiting for them). For each it prints every tree's median and quartiles and, for each
 tree after the first, the median of its per-round ratio to the first tree (the
 steadiest figure of a change). Prints one JSON object on stdout; progress on stderr.
 The other trees' idle clusters are up while one is measured, for every tree alike.
@@ -36,6 +38,15 @@ def serve() -> None:
     @ray.remote
     def noop():
         return None
+
+    @ray.remote
+    def shape_of(a):
+        return tuple(a.shape)
+
+    @ray.remote
+    def nested_parent(n):
+        ray.get([noop.remote() for _ in range(n)])
+        return n
 
     @ray.remote
     class Pinger:
@@ -64,6 +75,13 @@ def serve() -> None:
             for _ in range(n):
                 ray.get(pinger.ping.remote())
             rate = n / (time.perf_counter() - t)
+        elif words[0] == "large":
+            ray.get([shape_of.remote(big) for _ in range(n)])
+            rate = n / (time.perf_counter() - t)
+        elif words[0] == "nested":
+            for _ in range(n):
+                ray.get(nested_parent.remote(100))
+            rate = n * 100 / (time.perf_counter() - t)
         elif words[0] == "getgb":
             for _ in range(n):
                 x = ray.get(big)
@@ -90,10 +108,12 @@ def main() -> None:
     parser.add_argument("--sync", type=int, default=1000, help="tasks per sync batch")
     parser.add_argument("--async-tasks", type=int, default=10000, help="tasks per async batch")
     parser.add_argument("--figures", default="tasks_sync_per_s,tasks_async_per_s",
-                        help="comma-separated: tasks_sync_per_s, tasks_async_per_s, actor_calls_sync_per_s, get_gb_per_s")
+                        help="comma-separated: tasks_sync_per_s, tasks_async_per_s, actor_calls_sync_per_s, get_gb_per_s, "
+                             "pass_large_arg_per_s, nested_tasks_per_s")
     args = parser.parse_args()
     commands = {"tasks_sync_per_s": f"sync {args.sync}", "tasks_async_per_s": f"async {args.async_tasks}",
-                "actor_calls_sync_per_s": f"actor {args.sync}", "get_gb_per_s": "getgb 10"}
+                "actor_calls_sync_per_s": f"actor {args.sync}", "get_gb_per_s": "getgb 10",
+                "pass_large_arg_per_s": "large 10", "nested_tasks_per_s": "nested 5"}
     unknown = [f for f in args.figures.split(",") if f not in commands]
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; expected some of {', '.join(commands)}")
