@@ -206,7 +206,8 @@ class TaskSubmitter:
             state.actor.pump(state)
             return
         plan = self.policy.plan(state.queue, state.leases, state.requesting, state.avg_task_s,
-                                key[-1][0] == "max_calls", self.closed)
+                                key[-1][0] == "max_calls", self.closed,
+                                paced=state.strategy in (None, "DEFAULT"))
         for lease, batch in plan.sends:
             if lease.idle_timer is not None:
                 lease.idle_timer.cancel()

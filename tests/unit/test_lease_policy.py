@@ -52,6 +52,24 @@ def test_with_no_lease_it_asks_for_one_per_queued_task_up_to_the_cap() -> None:
     assert policy.plan(tasks(25), [], requesting=12, avg_task_s=AVG).request == 0
 
 
+def test_paced_short_tasks_ask_for_as_many_leases_as_are_held() -> None:
+    # nothing held: one request, whatever the burst
+    assert policy.plan(tasks(25), [], requesting=0, avg_task_s=AVG, paced=True).request == 1
+    assert policy.plan(tasks(25), [], requesting=1, avg_task_s=AVG, paced=True).request == 0
+    # each round of grants doubles what the key holds or asks for while work is queued
+    held = [Lease(inflight=[Task()] * 4) for _ in range(3)]
+    plan = policy.plan(tasks(25), held, requesting=0, avg_task_s=AVG, paced=True)
+    assert plan.sends == [] and plan.request == 3
+    assert policy.plan(tasks(2), held, requesting=0, avg_task_s=AVG, paced=True).request == 2
+    # a function not seen yet or seen to be long: one request per queued task, as unpaced
+    assert policy.plan(tasks(25, LONG), [], requesting=0, avg_task_s=AVG, paced=True).request == 10
+    assert policy.plan(tasks(25, b"unseen"), [], requesting=0, avg_task_s=AVG, paced=True).request == 10
+    # a lease asked back is not counted as held
+    plan = policy.plan(tasks(25), [Lease(inflight=[Task()], yielding=True)], requesting=0, avg_task_s=AVG,
+                       paced=True)
+    assert plan.request == 1
+
+
 def test_a_free_worker_gets_one_task_and_waiting_requests_are_cancelled() -> None:
     lease, queue = Lease(), tasks(1)
     plan = policy.plan(queue, [lease], requesting=2, avg_task_s=AVG)
