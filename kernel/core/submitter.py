@@ -205,7 +205,9 @@ class TaskSubmitter:
         if state.actor is not None:
             state.actor.pump(state)
             return
-        plan = self.policy.plan(state.queue, state.leases, state.requesting, state.avg_task_s,
+        # requests a cancel on its way drops are no workers to plan with: a burst right
+        # after another is pipelined at once, not one task at a time until the cancel returns
+        plan = self.policy.plan(state.queue, state.leases, state.requesting - state.doomed, state.avg_task_s,
                                 key[-1][0] == "max_calls", self.closed,
                                 paced=state.strategy in (None, "DEFAULT"))
         for lease, batch in plan.sends:
@@ -220,6 +222,7 @@ class TaskSubmitter:
             # nothing left to run: the raylet should not grant the requests still waiting
             # (one cancel at a time: each pump after a result would send another)
             state.cancelling = True
+            state.doomed = state.requesting
             self.loop.create_task(self._cancel_lease_requests(key, state))
         for lease in plan.give_back:  # asked back by its raylet (other owners wait), now drained
             if lease.idle_timer is not None:
@@ -253,7 +256,10 @@ class TaskSubmitter:
         except grpc.aio.AioRpcError:
             pass
         finally:
-            state.cancelling = False  # a request that reached the raylet after it is cancelled by the next
+            # a request that reached the raylet after the cancel waits there again (the next
+            # cancel drops it)
+            state.cancelling = False
+            state.doomed = 0
 
     async def _request_lease(self, key: tuple, state: KeyState) -> None:
         raylet = local = self.cw.raylet
@@ -324,6 +330,8 @@ class TaskSubmitter:
             lease.start()
         finally:
             state.requesting -= 1
+            if state.doomed:
+                state.doomed -= 1
         self._pump(key)
 
     def _warn_infeasible(self, shape: tuple, state: KeyState, reply: Any) -> None:

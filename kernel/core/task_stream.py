@@ -52,6 +52,7 @@ class KeyState:
     leases: list = field(default_factory=list)
     requesting: int = 0
     cancelling: bool = False  # a CancelLeaseRequests for the key is on its way
+    doomed: int = 0  # requests of ``requesting`` that cancel will drop (not counted on)
     avg_task_s: dict = field(default_factory=dict)  # function id -> moving average run time
     actor: Any = None  # an ActorConnection for an actor's calls (in order, one stream)
 

@@ -566,3 +566,32 @@ def test_a_burst_drops_its_waiting_lease_requests_once(cluster):
     cancels = sum(c["cancels"] for c in last.values())
     assert bursts >= 6, last
     assert cancels <= 1.5 * bursts, last
+
+
+@ray.remote
+def _fresh_short():
+    return None
+
+
+def test_a_burst_right_after_another_is_pipelined_at_once(cluster, monkeypatch):
+    """A burst of a function not seen yet asks for a lease per task and, once it is all
+    sent, cancels the requests still waiting. A burst of the (now known short) function
+    right after it is sent whole to a leased worker, without waiting for that cancel:
+    the requests it drops are not counted as workers on their way."""
+    from microray.core import lease_policy
+
+    plans: list[tuple[int, int]] = []
+    original = lease_policy.LeasePolicy.plan
+
+    def recording(self, queue, *args, **kwargs):
+        queued = len(queue)
+        plan = original(self, queue, *args, **kwargs)
+        plans.append((queued, sum(len(batch) for _, batch in plan.sends)))
+        return plan
+
+    monkeypatch.setattr(lease_policy.LeasePolicy, "plan", recording)
+    assert ray.get([_fresh_short.remote() for _ in range(10)]) == [None] * 10
+    plans.clear()
+    assert ray.get([_fresh_short.remote() for _ in range(10)]) == [None] * 10
+    first = next(p for p in plans if p[0] == 10)
+    assert first == (10, 10), plans
