@@ -449,3 +449,27 @@ def test_get_timeout_with_one_ready_and_one_pending_ref(cluster, tmp_path):
     finally:
         release.touch()
     assert ray.get(ref, timeout=60) == "done"
+
+
+@ray.remote
+def _big_return(i):
+    import numpy as np
+
+    return np.full(200_000, i, dtype=np.int64)  # 1.6 MB: in the store, so its task is kept to rebuild it
+
+
+def test_the_lineage_of_freed_returns_is_let_go(cluster):
+    """A task whose return is in the store is kept (to run again if a node loses the
+    return) while a ref to the return lives; refs dropped together, from the user's
+    thread, release all of it."""
+    from microray import ids
+    from microray.core import context
+
+    objects = context.worker.objects
+    for _ in range(3):  # each round's refs are let go of in a batch of their own
+        refs = [_big_return.remote(i) for i in range(20)]
+        assert [int(a[0]) for a in ray.get(refs)] == list(range(20))
+        kept = {ids.task_of(ref.binary()) for ref in refs}
+        assert wait_for(lambda: kept <= set(objects.lineage.entries), 10), "returns in the store keep their task"
+        del refs
+        assert wait_for(lambda: not kept & set(objects.lineage.entries), 10), "freed returns keep their task"
