@@ -62,13 +62,18 @@ assert (a @ a).shape == (300, 300)
 """
 
 
+def tagged(stdout: str, tag: str):
+    """The JSON the driver printed last on a line starting with ``tag``."""
+    lines = [line for line in stdout.splitlines() if line.startswith(tag + " ")]
+    assert lines, stdout
+    return json.loads(lines[-1].removeprefix(tag + " "))
+
+
 def run(before: str, after: str = "", tmp_path=None) -> dict:
     env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
     proc = processes.run_driver(DRIVER.format(before=before, after=after), env, timeout=120,
                                 cwd=tempfile.gettempdir())
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, proc.stdout
-    result = json.loads(lines[-1].removeprefix("RESULT "))
+    result = tagged(proc.stdout, "RESULT")
     result["stdout"] = proc.stdout
     return result
 
@@ -114,8 +119,7 @@ print("PRELOAD " + json.dumps(missing), flush=True)
 """
     result = run("", after, tmp_path)
     assert result["how"] == "forked", result["reason"]
-    preload = [line for line in result["stdout"].splitlines() if line.startswith("PRELOAD ")]
-    assert preload and json.loads(preload[-1].removeprefix("PRELOAD ")) == [], result["stdout"]
+    assert tagged(result["stdout"], "PRELOAD") == [], result["stdout"]
 
 
 def test_init_again_after_the_launcher_left(tmp_path):
@@ -136,7 +140,7 @@ ray.shutdown()
                                 "MICRORAY_LAUNCHER_IDLE_S": "0.2"})
     proc = processes.run_driver(DRIVER.format(before="", after=after), env, timeout=120,
                                 cwd=tempfile.gettempdir())
-    second = json.loads([line for line in proc.stdout.splitlines() if line.startswith("SECOND ")][-1][7:])
+    second = tagged(proc.stdout, "SECOND")
     assert second["how"] == "spawned" and "gRPC" in second["reason"], second
 
 
@@ -200,12 +204,9 @@ after_shutdown = gc.get_freeze_count()
 process.stop_launcher()
 print("FREEZE " + json.dumps({"after_shutdown": after_shutdown, "after_launcher": gc.get_freeze_count()}), flush=True)
 """
-    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
-    proc = processes.run_driver(DRIVER.format(before=before, after=after), env, timeout=120,
-                                cwd=tempfile.gettempdir())
-    result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    result = run(before, after, tmp_path)
     assert result["how"] == "forked", result["reason"]
-    counts = json.loads([line for line in proc.stdout.splitlines() if line.startswith("FREEZE ")][-1][7:])
+    counts = tagged(result["stdout"], "FREEZE")
     assert counts["after_shutdown"] > 1000, counts  # the driver's modules and objects, launcher still up
     assert counts["after_launcher"] == 0, counts
 
@@ -222,10 +223,7 @@ own = gc.get_freeze_count()
 process.stop_launcher()
 print("FREEZE " + json.dumps({"own": own, "after": gc.get_freeze_count()}), flush=True)
 """
-    env = processes.driver_env({"MICRORAY_SESSION_ROOT": str(tmp_path / "sessions")})
-    proc = processes.run_driver(DRIVER.format(before=before, after=after), env, timeout=120,
-                                cwd=tempfile.gettempdir())
-    counts = json.loads([line for line in proc.stdout.splitlines() if line.startswith("FREEZE ")][-1][7:])
+    counts = tagged(run(before, after, tmp_path)["stdout"], "FREEZE")
     assert counts["own"] > 1000, counts
     # still frozen (some may have been freed meanwhile), not unfrozen by the launcher's end
     assert counts["after"] > counts["own"] - 1000, counts
