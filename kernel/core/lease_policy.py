@@ -15,6 +15,11 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 MAX_LEASE_REQUESTS_PER_KEY = 10
+# A lease request spilled back to a node that fails (dead, not yet declared dead) goes
+# back to the local raylet with that node excluded, after this pause; a request carries the
+# latest this many nodes that refused it or failed to answer.
+SPILLBACK_RETRY_S = 0.1
+MAX_EXCLUDED_NODES = 16
 LONG_TASK_S = 0.002  # tasks slower than this on average are not pipelined
 # an owner blocked in get() keeps an idle lease this long at most: enough for a task
 # looping over get(f.remote()) to submit its next call onto it, short against the stall
@@ -177,3 +182,8 @@ class LeasePolicy:
     def average(prev: float | None, sample: float) -> float:
         """The moving average of a function's run time after one more run."""
         return sample if prev is None else 0.8 * prev + 0.2 * sample
+
+
+def excluding(exclude: list[str], node_id: str) -> list[str]:
+    """``exclude`` with ``node_id`` added last (at most ``MAX_EXCLUDED_NODES``, the latest)."""
+    return [*(n for n in exclude if n != node_id), node_id][-MAX_EXCLUDED_NODES:]

@@ -25,7 +25,7 @@ import structlog
 
 from microray import ids, serialization
 from microray.config import Config
-from microray.core.lease_policy import IdleAction, LeasePolicy
+from microray.core.lease_policy import SPILLBACK_RETRY_S, IdleAction, LeasePolicy, excluding
 from microray.core.lineage import Lineage
 from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, MemoryStore
 from microray.core.reference_counter import ReferenceCounter
@@ -48,18 +48,6 @@ from microray.exceptions import RaySystemError, TaskCancelledError, TaskUnschedu
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 
 log = structlog.get_logger(__name__)
-
-# A lease request spilled back to a node that fails (dead, not yet declared dead) goes
-# back to the local raylet with that node excluded, after this pause; a request carries the
-# latest this many nodes that refused it or failed to answer.
-SPILLBACK_RETRY_S = 0.1
-MAX_EXCLUDED_NODES = 16
-
-
-def _excluding(exclude: list[str], node_id: str) -> list[str]:
-    """``exclude`` with ``node_id`` added last (at most ``MAX_EXCLUDED_NODES``, the latest)."""
-    return [*(n for n in exclude if n != node_id), node_id][-MAX_EXCLUDED_NODES:]
-
 
 NODE_STOPPED = ("the node this process is connected to was stopped (its raylet does not answer): "
                 "tasks cannot run; start a cluster and connect again")
@@ -205,9 +193,7 @@ class TaskSubmitter:
         if state.actor is not None:
             state.actor.pump(state)
             return
-        # requests a cancel on its way drops are no workers to plan with: a burst right
-        # after another is pipelined at once, not one task at a time until the cancel returns
-        plan = self.policy.plan(state.queue, state.leases, state.requesting - state.doomed, state.avg_task_s,
+        plan = self.policy.plan(state.queue, state.leases, state.planned_requests(), state.avg_task_s,
                                 key[-1][0] == "max_calls", self.closed,
                                 paced=state.strategy in (None, "DEFAULT"))
         for lease, batch in plan.sends:
@@ -218,11 +204,8 @@ class TaskSubmitter:
         for _ in range(plan.request):
             state.requesting += 1
             self.loop.create_task(self._request_lease(key, state))
-        if plan.cancel_requests and not state.cancelling:
+        if plan.cancel_requests and state.start_cancel():
             # nothing left to run: the raylet should not grant the requests still waiting
-            # (one cancel at a time: each pump after a result would send another)
-            state.cancelling = True
-            state.doomed = state.requesting
             self.loop.create_task(self._cancel_lease_requests(key, state))
         for lease in plan.give_back:  # asked back by its raylet (other owners wait), now drained
             if lease.idle_timer is not None:
@@ -256,10 +239,7 @@ class TaskSubmitter:
         except grpc.aio.AioRpcError:
             pass
         finally:
-            # a request that reached the raylet after the cancel waits there again (the next
-            # cancel drops it)
-            state.cancelling = False
-            state.doomed = 0
+            state.cancel_done()
 
     async def _request_lease(self, key: tuple, state: KeyState) -> None:
         raylet = local = self.cw.raylet
@@ -290,7 +270,7 @@ class TaskSubmitter:
                         # the node a spillback sent us to is gone (or unreachable): ask the
                         # local raylet again, without it, rather than fail the tasks
                         log.info("spillback_target_failed", node_id=spilled_to, error=exc.code().name)
-                        exclude = _excluding(exclude, spilled_to)
+                        exclude = excluding(exclude, spilled_to)
                         raylet, grant_or_reject, spilled_to = local, False, ""
                         await asyncio.sleep(SPILLBACK_RETRY_S)
                         continue
@@ -307,7 +287,7 @@ class TaskSubmitter:
                     grant_or_reject, spilled_to = True, reply.spillback.node_id
                     continue
                 if reply.rejected:  # the spillback target cannot grant it now: ask the policy again
-                    exclude = _excluding(exclude, spilled_to)
+                    exclude = excluding(exclude, spilled_to)
                     raylet, grant_or_reject, spilled_to = local, False, ""
                     continue
                 if reply.infeasible:  # warn once per shape, then ask again: a node may join
@@ -329,9 +309,7 @@ class TaskSubmitter:
             state.leases.append(lease)
             lease.start()
         finally:
-            state.requesting -= 1
-            if state.doomed:
-                state.doomed -= 1
+            state.request_done()
         self._pump(key)
 
     def _warn_infeasible(self, shape: tuple, state: KeyState, reply: Any) -> None:

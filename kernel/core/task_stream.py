@@ -50,11 +50,35 @@ class KeyState:
     env: str
     queue: deque = field(default_factory=deque)
     leases: list = field(default_factory=list)
-    requesting: int = 0
+    requesting: int = 0  # lease requests on their way (each ends in request_done)
     cancelling: bool = False  # a CancelLeaseRequests for the key is on its way
     doomed: int = 0  # requests of ``requesting`` that cancel will drop (not counted on)
     avg_task_s: dict = field(default_factory=dict)  # function id -> moving average run time
     actor: Any = None  # an ActorConnection for an actor's calls (in order, one stream)
+
+    def planned_requests(self) -> int:
+        """The requests still to be counted on as workers on their way: a burst right
+        after another is pipelined at once, not one task at a time until a cancel returns."""
+        return self.requesting - self.doomed
+
+    def start_cancel(self) -> bool:
+        """A cancel of the waiting requests is to be sent: False while one is on its way
+        (each result's pump would send another); else the requests now waiting are doomed."""
+        if self.cancelling:
+            return False
+        self.cancelling, self.doomed = True, self.requesting
+        return True
+
+    def cancel_done(self) -> None:
+        """The cancel returned. A request that reached the raylet after it waits there
+        again, counted on until the next cancel drops it."""
+        self.cancelling, self.doomed = False, 0
+
+    def request_done(self) -> None:
+        """A lease request ended: granted, refused or dropped."""
+        self.requesting -= 1
+        if self.doomed:
+            self.doomed -= 1
 
 
 class TaskStream:

@@ -190,3 +190,27 @@ def test_an_idle_lease_asked_back_goes_at_once_and_its_idle_timer_keeps_it_no_mo
     plan = policy.plan(deque(), [lease], requesting=0, avg_task_s=AVG)
     assert plan.give_back == [lease] and list(plan.idle) == []
     assert policy.on_idle_timer(lease, queued=0) is IdleAction.KEEP  # given back already
+
+
+def test_a_key_counts_on_no_request_a_cancel_on_its_way_drops() -> None:
+    from microray.core.task_stream import KeyState
+
+    state = KeyState({"CPU": 1.0}, "DEFAULT", "")
+    state.requesting = 8
+    assert state.start_cancel() and state.planned_requests() == 0
+    assert not state.start_cancel()  # one cancel at a time
+    state.requesting += 1  # asked again meanwhile: that one is counted on
+    assert state.planned_requests() == 1
+    for _ in range(3):  # dropped requests come back
+        state.request_done()
+    assert (state.requesting, state.doomed, state.planned_requests()) == (6, 5, 1)
+    state.cancel_done()  # what is left (late arrivals at the raylet) waits again
+    assert (state.doomed, state.planned_requests()) == (0, 6) and state.start_cancel()
+
+
+def test_a_spilled_request_excludes_the_latest_refusing_nodes() -> None:
+    from microray.core.lease_policy import MAX_EXCLUDED_NODES, excluding
+
+    assert excluding(["a", "b"], "a") == ["b", "a"]
+    many = [str(i) for i in range(MAX_EXCLUDED_NODES)]
+    assert excluding(many, "new") == [*many[1:], "new"]
