@@ -32,8 +32,11 @@ No ``multiprocessing.shared_memory``
     (``delete``, ``destroy``).
 
 Protocol (every step that changes which files exist runs under the namespace lock)
-    * A process that maps a segment holds ``LOCK_SH`` on its own fd for the
-      lifetime of the mapping (the fd is closed by the mapping's finalizer).
+    * A process that reads or writes a segment holds ``LOCK_SH`` on its own fd
+      while it uses it: a writer for the lifetime of its mapping, a reader while
+      any view ``get`` handed out lives (the fd is closed by a finalizer). A
+      reader's mapping itself may be kept unpinned a little longer, for the next
+      ``get`` of the object (``_read_mappings.py``).
       Reusing, shrinking or spilling a segment needs ``LOCK_EX | LOCK_NB``, so a
       segment anyone still maps is never rewritten. ``delete`` only renames the
       file into the pool: readers keep reading valid data.
@@ -43,7 +46,8 @@ Protocol (every step that changes which files exist runs under the namespace loc
       by the next ``create`` of that id or by the next recount.
     * ``get`` opens ``objects/<hex>``, takes ``LOCK_SH`` and then checks that the
       name still points at the inode it locked (it may have been spilled or
-      deleted in between), and maps it read-only.
+      deleted in between), and maps it read-only (or reads through its kept
+      mapping of that same inode).
     * The counter in ``meta`` is the namespace's resident bytes (objects, tmp
       and pool). Every update happens under the lock; it is recounted from the
       directories when a store opens and before ``ObjectStoreFullError`` is
@@ -59,8 +63,9 @@ Where the code lives
     ``_shm_space.py``: ``ShmSpace``, the namespace's files as every process sees
     them (folders, lock and counter, pool, reserving room, spilling).
     ``_kept_mappings.py``: writes in progress and the writer mappings kept for
-    recycled segments. This module: ``ShmObjectStore``, one process's view (its
-    writes, its read mappings, restoring on ``get``) and the registration.
+    recycled segments. ``_read_mappings.py``: read mappings kept between gets.
+    This module: ``ShmObjectStore``, one process's view (its writes, its read
+    mappings, restoring on ``get``) and the registration.
 
 ``put`` takes the same path as ``create`` but writes with ``pwrite`` and maps
 nothing. Fork: an instance used in a forked child reopens its namespace lock
@@ -93,6 +98,7 @@ from microray.backends.object_store._naming import (
     namespace_dirname,
     object_id_hex,
 )
+from microray.backends.object_store._read_mappings import ReadMappings
 from microray.backends.object_store._shm_space import ShmSpace
 from microray.exceptions import ObjectStoreFullError
 from microray.hookspecs import hookimpl
@@ -143,9 +149,11 @@ class ShmObjectStore:
         self.spill_root = self._space.spill_root
         self._lock = self._space.lock
         self._pending: dict[bytes, PendingWrite] = {}
-        # object id -> (weak mapping, mapped file, its inode): one mapping per object per process;
-        # the file is ``objects/<hex>``, or the spill copy when it was read in place
+        # object id -> (weak mapping, mapped file, its inode): the mappings this process wrote
+        # or restored an object through, or read its spill copy in place with
         self._maps: dict[bytes, tuple[weakref.ref[mmap.mmap], str, int]] = {}
+        # read-only mappings of sealed objects, kept a while after their views are gone
+        self._reads = ReadMappings()
         self._events: list[tuple[str, dict[str, Any]]] = []
         # writable mappings this process wrote large objects through, kept (unpinned) for
         # the next object placed in the same segment once it is recycled
@@ -271,6 +279,10 @@ class ShmObjectStore:
             if mm is not None and seg.inode(cached[1]) == cached[2]:
                 seg.touch(path)
                 return memoryview(mm).toreadonly()
+        view = self._reads.shared_view(object_id, path)
+        if view is not None:
+            seg.touch(path)
+            return view
         for _ in range(_GET_ATTEMPTS):
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -293,9 +305,7 @@ class ShmObjectStore:
             if st.st_size == 0:
                 os.close(fd)
                 return memoryview(b"")
-            mm = seg.map_segment(fd, st.st_size, writable=False)
-            self._maps[object_id] = (weakref.ref(mm), path, st.st_ino)
-            return memoryview(mm)
+            return self._reads.pinned_view(object_id, fd, st.st_size, st.st_ino)
         raise ObjectStoreFullError(
             f"object {hexid} kept being spilled before it could be mapped; "
             f"the store (capacity {self.capacity} bytes) is thrashing"
@@ -343,6 +353,7 @@ class ShmObjectStore:
             except FileNotFoundError:
                 pass
         self._maps.pop(object_id, None)
+        self._reads.forget(object_id)
         return existed
 
     def usage(self) -> ObjectStoreUsage:
@@ -369,6 +380,7 @@ class ShmObjectStore:
         for object_id in list(self._pending):
             self.abort(object_id)
         self._maps.clear()
+        self._reads.clear()
         self._kept.clear()
         self._lock.close()
         self._closed = True
@@ -397,6 +409,7 @@ class ShmObjectStore:
     def _spilled(self, hexid: str, info: dict[str, Any]) -> None:
         """The space spilled an object (namespace lock held): forget our mapping of it."""
         self._maps.pop(bytes.fromhex(hexid), None)
+        self._reads.forget(bytes.fromhex(hexid))
         self._emit("spilled", info)
 
     def _emit(self, kind: str, info: dict[str, Any]) -> None:
