@@ -101,12 +101,16 @@ class ReadMappings:
         try:
             kept = self._kept.get(object_id)
             if kept is None or kept.ino != ino or kept.size != size:  # (a segment is resized only unpinned)
-                kept = _Kept(_map_shared(fd, size), ino, size)
-                self._keep(object_id, kept)
-            exporter = kept.bytes_type.from_buffer(kept.mm)
+                mm = _map_shared(fd, size)
+                kept = _Kept(mm, ino, size) if mm is not None else None
+                if kept is not None:
+                    self._keep(object_id, kept)
+            exporter = kept.bytes_type.from_buffer(kept.mm) if kept is not None else None
         except BaseException:
             os.close(fd)
             raise
+        if exporter is None:  # not writable here: a mapping for this pin alone, which owns fd
+            return memoryview(seg.map_segment(fd, size, writable=False))
         weakref.finalize(exporter, os.close, fd)
         kept.pin = weakref.ref(exporter)
         kept.used = time.monotonic()
@@ -139,11 +143,15 @@ class ReadMappings:
                 self._kept.pop(oid, None)
 
 
-def _map_shared(fd: int, size: int) -> mmap.mmap:
+def _map_shared(fd: int, size: int) -> mmap.mmap | None:
     """Map the file ``fd`` refers to through a descriptor of its own: ``mmap`` keeps a
     duplicate of the descriptor it was given, and a duplicate shares the flock of
-    ``fd``, which would then stay held as long as the mapping."""
-    own = os.open(f"/proc/self/fd/{fd}", os.O_RDWR)
+    ``fd``, which would then stay held as long as the mapping. None when this process
+    may not open the file for writing (a read-only mount, another user's file)."""
+    try:
+        own = os.open(f"/proc/self/fd/{fd}", os.O_RDWR)
+    except OSError:
+        return None
     try:
         return mmap.mmap(own, size)
     finally:

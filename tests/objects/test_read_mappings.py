@@ -217,3 +217,25 @@ def test_a_forked_child_keeps_and_drops_its_own_mappings(factory: StoreFactory) 
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_file_this_process_may_not_write_is_read_without_keeping(
+    factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = factory()
+    data = pattern(2 * MiB, 3)
+    store.put(b"a", data)
+    real_open = os.open
+
+    def no_write(path: str, flags: int, *args: Any) -> int:
+        if path.startswith("/proc/self/fd/") and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_write)
+    view = store.get(b"a")
+    assert view.readonly and crc(view) == crc(data)
+    assert len(store._reads) == 0
+    assert seg.is_pinned(_segment(store, b"a"))
+    del view
+    assert not seg.is_pinned(_segment(store, b"a"))
