@@ -14,8 +14,9 @@ Figures, as ``peer_bench`` measures them (``--figures`` picks some): ``tasks_syn
 ``noop.remote()`` then one ``get``), ``actor_calls_sync_per_s`` (``--sync`` times
 ``get(actor.ping.remote())``), ``get_gb_per_s`` (10 ``get`` of a 100 MB array),
 ``pass_large_arg_per_s`` (10 tasks given that array, submitted together) and
-``nested_tasks_per_s`` (5 tasks in turn, each running 100 no-op tasks and waiting for them). For each it prints every tree's median and quartiles and, for each
-tree after the first, the median of its per-round ratio to the first tree (the
+``nested_tasks_per_s`` (5 tasks in turn, each running 100 no-op tasks and waiting for
+them). For each it prints every tree's median and quartiles and, for each tree after
+the first, the median of its per-round ratio to the first tree (the
 steadiest figure of a change). Prints one JSON object on stdout; progress on stderr.
 The other trees' idle clusters are up while one is measured, for every tree alike.
 """

@@ -497,8 +497,6 @@ def _run_launcher(sock, idle_s: float, preload: Sequence[str]) -> int:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
         for name in preload:
             importlib.import_module(name)
-        import gc
-
         # forks share these objects' pages; a collection would dirty them. No
         # collect() first: it writes to every object's header, copying the pages
         gc.freeze()

@@ -125,10 +125,10 @@ class ReadMappings:
     def clear(self) -> None:
         self._kept.clear()
 
-    def drop_idle(self, now: float | None = None) -> bool:
+    def drop_idle(self) -> bool:
         """Drop the mappings no view uses that went unread for ``LINGER_S``. Returns
         whether any mapping is still kept."""
-        cutoff = (time.monotonic() if now is None else now) - LINGER_S
+        cutoff = time.monotonic() - LINGER_S
         for object_id, kept in list(self._kept.items()):
             if kept.used < cutoff and kept.live_pin() is None:
                 self._kept.pop(object_id, None)
@@ -180,7 +180,8 @@ class _Reaper:
             with self.lock:
                 self.watched.append(weakref.ref(mappings))
             mappings._watched_pid = pid
-        self.wake.set()
+        if not self.wake.is_set():  # (set is a lock and a notify: not on every get)
+            self.wake.set()
 
     def _run(self, wake: threading.Event) -> None:
         while True:
