@@ -233,17 +233,19 @@ class TaskSubmitter:
                 self._pump(key)
 
     async def _cancel_lease_requests(self, key: tuple, state: KeyState) -> None:
+        dropped = 0
         try:
-            await self.cw.raylet.CancelLeaseRequests(
+            reply = await self.cw.raylet.CancelLeaseRequests(
                 raylet_pb2.CancelLeasesRequest(lease_key=repr(key), owner_worker_id=self.cw.worker_id), timeout=5)
+            dropped = reply.dropped
         except grpc.aio.AioRpcError:
             pass
         finally:
-            state.cancel_done()
+            state.cancel_done(dropped)
 
     async def _request_lease(self, key: tuple, state: KeyState) -> None:
         raylet = local = self.cw.raylet
-        grant_or_reject = False
+        grant_or_reject = granted = False
         spilled_to = ""  # the node a spillback sent this request to
         exclude: list[str] = []  # nodes that refused it or did not answer: the policy chooses among the others
         shape = tuple(sorted(state.resources.items()))
@@ -302,14 +304,14 @@ class TaskSubmitter:
                 if state.queue and not self.closed:
                     self.loop.call_soon(self._pump, key)
                 return
-            lease = Lease(self, key, reply, raylet)
+            lease, granted = Lease(self, key, reply, raylet), True
             if self.closed:
                 await raylet.ReturnWorker(raylet_pb2.ReturnWorkerRequest(lease_id=lease.lease_id))
                 return
             state.leases.append(lease)
             lease.start()
         finally:
-            state.request_done()
+            state.request_done(granted)
         self._pump(key)
 
     def _warn_infeasible(self, shape: tuple, state: KeyState, reply: Any) -> None:

@@ -52,32 +52,41 @@ class KeyState:
     leases: list = field(default_factory=list)
     requesting: int = 0  # lease requests on their way (each ends in request_done)
     cancelling: bool = False  # a CancelLeaseRequests for the key is on its way
-    doomed: int = 0  # requests of ``requesting`` that cancel will drop (not counted on)
+    doomed: int = 0  # requests of ``requesting`` dropped by a cancel, answer not back yet
+    dropped_back: int = 0  # requests answered "not granted" since the last cancel was sent
     avg_task_s: dict = field(default_factory=dict)  # function id -> moving average run time
     actor: Any = None  # an ActorConnection for an actor's calls (in order, one stream)
 
     def planned_requests(self) -> int:
         """The requests still to be counted on as workers on their way: a burst right
-        after another is pipelined at once, not one task at a time until a cancel returns."""
+        after another is pipelined at once, not one task at a time until the requests a
+        cancel dropped are answered."""
         return self.requesting - self.doomed
 
     def start_cancel(self) -> bool:
         """A cancel of the waiting requests is to be sent: False while one is on its way
-        (each result's pump would send another); else the requests now waiting are doomed."""
+        (each result's pump would send another); else every request now on its way is
+        doomed until the cancel says how many it dropped."""
         if self.cancelling:
             return False
-        self.cancelling, self.doomed = True, self.requesting
+        self.cancelling, self.doomed, self.dropped_back = True, self.requesting, 0
         return True
 
-    def cancel_done(self) -> None:
-        """The cancel returned. A request that reached the raylet after it waits there
-        again, counted on until the next cancel drops it."""
-        self.cancelling, self.doomed = False, 0
+    def cancel_done(self, dropped: int) -> None:
+        """The cancel returned, having dropped ``dropped`` requests (0 if it failed).
+        Those whose answer has not come back yet stay doomed (the raylet answers them
+        after the cancel, so their answers often arrive after it); a request that reached
+        the raylet after the cancel waits there again, counted on until the next cancel
+        drops it."""
+        self.cancelling = False
+        self.doomed = min(self.requesting, max(0, dropped - self.dropped_back))
 
-    def request_done(self) -> None:
-        """A lease request ended: granted, refused or dropped."""
+    def request_done(self, granted: bool) -> None:
+        """A lease request ended: granted, or not (dropped by a cancel, refused, failed)."""
         self.requesting -= 1
-        if self.doomed:
+        if not granted:
+            self.dropped_back += 1
+        if self.doomed and (self.cancelling or not granted):
             self.doomed -= 1
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from microray.protocol import common_pb2 as microray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emicroray/protocol/raylet.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"\x99\x02\n\x0cLeaseRequest\x12\x11\n\tlease_key\x18\x01 \x01(\t\x12(\n\tresources\x18\x02 \x01(\x0b\x32\x15.microray.ResourceMap\x12\x10\n\x08strategy\x18\x03 \x01(\x0c\x12\x17\n\x0fowner_worker_id\x18\x04 \x01(\t\x12\x17\n\x0fgrant_or_reject\x18\x05 \x01(\x08\x12\x11\n\ttask_name\x18\x06 \x01(\t\x12\x12\n\nactor_spec\x18\x07 \x01(\x0c\x12\x18\n\x10runtime_env_hash\x18\x08 \x01(\t\x12\x15\n\rowner_address\x18\t \x01(\t\x12\x19\n\x11report_infeasible\x18\n \x01(\x08\x12\x15\n\rexclude_nodes\x18\x0b \x03(\t\"\x81\x02\n\nLeaseReply\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12!\n\x06worker\x18\x02 \x01(\x0b\x32\x11.microray.Address\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12$\n\tspillback\x18\x04 \x01(\x0b\x32\x11.microray.Address\x12\x10\n\x08\x63\x61nceled\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\nworker_pid\x18\x07 \x01(\x05\x12\x12\n\ninfeasible\x18\x08 \x01(\x08\x12,\n\rcluster_total\x18\t \x01(\x0b\x32\x15.microray.ResourceMap\x12\x10\n\x08rejected\x18\n \x01(\x08\";\n\x13ReturnWorkerRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ndisconnect\x18\x02 \x01(\x08\"A\n\x13\x43\x61ncelLeasesRequest\x12\x11\n\tlease_key\x18\x01 \x01(\t\x12\x17\n\x0fowner_worker_id\x18\x02 \x01(\t\"{\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x11\n\tis_driver\x18\x04 \x01(\x08\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x11\n\tid_prefix\x18\x06 \x01(\x0c\"\x85\x01\n\x13RegisterWorkerReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\x1e\n\x16object_store_namespace\x18\x03 \x01(\t\x12\x13\n\x0bgcs_address\x18\x04 \x01(\t\x12\x13\n\x0bsession_dir\x18\x05 \x01(\t\"$\n\x0fWorkerIdRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"6\n\x11WorkerExitRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x02\"!\n\x0fWorkerExitReply\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\"\n\x0fWorkerGpusReply\x12\x0f\n\x07gpu_ids\x18\x01 \x03(\x05\"Z\n\x0eNodeStatsReply\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.microray.NodeInfo\x12&\n\x07workers\x18\x02 \x03(\x0b\x32\x15.microray.WorkerStats\"\x82\x01\n\x0bWorkerStats\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x11\n\tis_driver\x18\x06 \x01(\x08\x12\x0e\n\x06job_id\x18\x07 \x01(\t\"5\n\x10\x43lusterViewReply\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.microray.NodeInfo2\xd9\x05\n\x06Raylet\x12\x42\n\x12RequestWorkerLease\x12\x16.microray.LeaseRequest\x1a\x14.microray.LeaseReply\x12>\n\x0cReturnWorker\x12\x1d.microray.ReturnWorkerRequest\x1a\x0f.microray.Empty\x12\x45\n\x13\x43\x61ncelLeaseRequests\x12\x1d.microray.CancelLeasesRequest\x1a\x0f.microray.Empty\x12P\n\x0eRegisterWorker\x12\x1f.microray.RegisterWorkerRequest\x1a\x1d.microray.RegisterWorkerReply\x12;\n\rNotifyBlocked\x12\x19.microray.WorkerIdRequest\x1a\x0f.microray.Empty\x12=\n\x0fNotifyUnblocked\x12\x19.microray.WorkerIdRequest\x1a\x0f.microray.Empty\x12\x39\n\x0cGetNodeStats\x12\x0f.microray.Empty\x1a\x18.microray.NodeStatsReply\x12\x45\n\rGetWorkerGpus\x12\x19.microray.WorkerIdRequest\x1a\x19.microray.WorkerGpusReply\x12=\n\x0eGetClusterView\x12\x0f.microray.Empty\x1a\x1a.microray.ClusterViewReply\x12,\n\x08Shutdown\x12\x0f.microray.Empty\x1a\x0f.microray.Empty\x12G\n\rGetWorkerExit\x12\x1b.microray.WorkerExitRequest\x1a\x19.microray.WorkerExitReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emicroray/protocol/raylet.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"\x99\x02\n\x0cLeaseRequest\x12\x11\n\tlease_key\x18\x01 \x01(\t\x12(\n\tresources\x18\x02 \x01(\x0b\x32\x15.microray.ResourceMap\x12\x10\n\x08strategy\x18\x03 \x01(\x0c\x12\x17\n\x0fowner_worker_id\x18\x04 \x01(\t\x12\x17\n\x0fgrant_or_reject\x18\x05 \x01(\x08\x12\x11\n\ttask_name\x18\x06 \x01(\t\x12\x12\n\nactor_spec\x18\x07 \x01(\x0c\x12\x18\n\x10runtime_env_hash\x18\x08 \x01(\t\x12\x15\n\rowner_address\x18\t \x01(\t\x12\x19\n\x11report_infeasible\x18\n \x01(\x08\x12\x15\n\rexclude_nodes\x18\x0b \x03(\t\"\x81\x02\n\nLeaseReply\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12!\n\x06worker\x18\x02 \x01(\x0b\x32\x11.microray.Address\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12$\n\tspillback\x18\x04 \x01(\x0b\x32\x11.microray.Address\x12\x10\n\x08\x63\x61nceled\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x12\n\nworker_pid\x18\x07 \x01(\x05\x12\x12\n\ninfeasible\x18\x08 \x01(\x08\x12,\n\rcluster_total\x18\t \x01(\x0b\x32\x15.microray.ResourceMap\x12\x10\n\x08rejected\x18\n \x01(\x08\";\n\x13ReturnWorkerRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x12\n\ndisconnect\x18\x02 \x01(\x08\"A\n\x13\x43\x61ncelLeasesRequest\x12\x11\n\tlease_key\x18\x01 \x01(\t\x12\x17\n\x0fowner_worker_id\x18\x02 \x01(\t\"$\n\x11\x43\x61ncelLeasesReply\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x05\"{\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x11\n\tis_driver\x18\x04 \x01(\x08\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x11\n\tid_prefix\x18\x06 \x01(\x0c\"\x85\x01\n\x13RegisterWorkerReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\x1e\n\x16object_store_namespace\x18\x03 \x01(\t\x12\x13\n\x0bgcs_address\x18\x04 \x01(\t\x12\x13\n\x0bsession_dir\x18\x05 \x01(\t\"$\n\x0fWorkerIdRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"6\n\x11WorkerExitRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x02\"!\n\x0fWorkerExitReply\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\"\n\x0fWorkerGpusReply\x12\x0f\n\x07gpu_ids\x18\x01 \x03(\x05\"Z\n\x0eNodeStatsReply\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.microray.NodeInfo\x12&\n\x07workers\x18\x02 \x03(\x0b\x32\x15.microray.WorkerStats\"\x82\x01\n\x0bWorkerStats\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x11\n\tis_driver\x18\x06 \x01(\x08\x12\x0e\n\x06job_id\x18\x07 \x01(\t\"5\n\x10\x43lusterViewReply\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.microray.NodeInfo2\xe5\x05\n\x06Raylet\x12\x42\n\x12RequestWorkerLease\x12\x16.microray.LeaseRequest\x1a\x14.microray.LeaseReply\x12>\n\x0cReturnWorker\x12\x1d.microray.ReturnWorkerRequest\x1a\x0f.microray.Empty\x12Q\n\x13\x43\x61ncelLeaseRequests\x12\x1d.microray.CancelLeasesRequest\x1a\x1b.microray.CancelLeasesReply\x12P\n\x0eRegisterWorker\x12\x1f.microray.RegisterWorkerRequest\x1a\x1d.microray.RegisterWorkerReply\x12;\n\rNotifyBlocked\x12\x19.microray.WorkerIdRequest\x1a\x0f.microray.Empty\x12=\n\x0fNotifyUnblocked\x12\x19.microray.WorkerIdRequest\x1a\x0f.microray.Empty\x12\x39\n\x0cGetNodeStats\x12\x0f.microray.Empty\x1a\x18.microray.NodeStatsReply\x12\x45\n\rGetWorkerGpus\x12\x19.microray.WorkerIdRequest\x1a\x19.microray.WorkerGpusReply\x12=\n\x0eGetClusterView\x12\x0f.microray.Empty\x1a\x1a.microray.ClusterViewReply\x12,\n\x08Shutdown\x12\x0f.microray.Empty\x1a\x0f.microray.Empty\x12G\n\rGetWorkerExit\x12\x1b.microray.WorkerExitRequest\x1a\x19.microray.WorkerExitReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,24 +40,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETURNWORKERREQUEST']._serialized_end=679
   _globals['_CANCELLEASESREQUEST']._serialized_start=681
   _globals['_CANCELLEASESREQUEST']._serialized_end=746
-  _globals['_REGISTERWORKERREQUEST']._serialized_start=748
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=871
-  _globals['_REGISTERWORKERREPLY']._serialized_start=874
-  _globals['_REGISTERWORKERREPLY']._serialized_end=1007
-  _globals['_WORKERIDREQUEST']._serialized_start=1009
-  _globals['_WORKERIDREQUEST']._serialized_end=1045
-  _globals['_WORKEREXITREQUEST']._serialized_start=1047
-  _globals['_WORKEREXITREQUEST']._serialized_end=1101
-  _globals['_WORKEREXITREPLY']._serialized_start=1103
-  _globals['_WORKEREXITREPLY']._serialized_end=1136
-  _globals['_WORKERGPUSREPLY']._serialized_start=1138
-  _globals['_WORKERGPUSREPLY']._serialized_end=1172
-  _globals['_NODESTATSREPLY']._serialized_start=1174
-  _globals['_NODESTATSREPLY']._serialized_end=1264
-  _globals['_WORKERSTATS']._serialized_start=1267
-  _globals['_WORKERSTATS']._serialized_end=1397
-  _globals['_CLUSTERVIEWREPLY']._serialized_start=1399
-  _globals['_CLUSTERVIEWREPLY']._serialized_end=1452
-  _globals['_RAYLET']._serialized_start=1455
-  _globals['_RAYLET']._serialized_end=2184
+  _globals['_CANCELLEASESREPLY']._serialized_start=748
+  _globals['_CANCELLEASESREPLY']._serialized_end=784
+  _globals['_REGISTERWORKERREQUEST']._serialized_start=786
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=909
+  _globals['_REGISTERWORKERREPLY']._serialized_start=912
+  _globals['_REGISTERWORKERREPLY']._serialized_end=1045
+  _globals['_WORKERIDREQUEST']._serialized_start=1047
+  _globals['_WORKERIDREQUEST']._serialized_end=1083
+  _globals['_WORKEREXITREQUEST']._serialized_start=1085
+  _globals['_WORKEREXITREQUEST']._serialized_end=1139
+  _globals['_WORKEREXITREPLY']._serialized_start=1141
+  _globals['_WORKEREXITREPLY']._serialized_end=1174
+  _globals['_WORKERGPUSREPLY']._serialized_start=1176
+  _globals['_WORKERGPUSREPLY']._serialized_end=1210
+  _globals['_NODESTATSREPLY']._serialized_start=1212
+  _globals['_NODESTATSREPLY']._serialized_end=1302
+  _globals['_WORKERSTATS']._serialized_start=1305
+  _globals['_WORKERSTATS']._serialized_end=1435
+  _globals['_CLUSTERVIEWREPLY']._serialized_start=1437
+  _globals['_CLUSTERVIEWREPLY']._serialized_end=1490
+  _globals['_RAYLET']._serialized_start=1493
+  _globals['_RAYLET']._serialized_end=2234
 # @@protoc_insertion_point(module_scope)

@@ -73,6 +73,12 @@ class CancelLeasesRequest(_message.Message):
     owner_worker_id: str
     def __init__(self, lease_key: _Optional[str] = ..., owner_worker_id: _Optional[str] = ...) -> None: ...
 
+class CancelLeasesReply(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    def __init__(self, dropped: _Optional[int] = ...) -> None: ...
+
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "pid", "port", "is_driver", "job_id", "id_prefix")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]

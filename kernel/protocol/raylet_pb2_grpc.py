@@ -49,7 +49,7 @@ class RayletStub:
         self.CancelLeaseRequests = channel.unary_unary(
                 '/microray.Raylet/CancelLeaseRequests',
                 request_serializer=microray_dot_protocol_dot_raylet__pb2.CancelLeasesRequest.SerializeToString,
-                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                response_deserializer=microray_dot_protocol_dot_raylet__pb2.CancelLeasesReply.FromString,
                 _registered_method=True)
         self.RegisterWorker = channel.unary_unary(
                 '/microray.Raylet/RegisterWorker',
@@ -112,7 +112,8 @@ class RayletServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelLeaseRequests(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Drop the caller's lease requests still waiting here; the reply says how many.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -186,7 +187,7 @@ def add_RayletServicer_to_server(servicer, server):
             'CancelLeaseRequests': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelLeaseRequests,
                     request_deserializer=microray_dot_protocol_dot_raylet__pb2.CancelLeasesRequest.FromString,
-                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+                    response_serializer=microray_dot_protocol_dot_raylet__pb2.CancelLeasesReply.SerializeToString,
             ),
             'RegisterWorker': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterWorker,
@@ -310,7 +311,7 @@ class Raylet:
             target,
             '/microray.Raylet/CancelLeaseRequests',
             microray_dot_protocol_dot_raylet__pb2.CancelLeasesRequest.SerializeToString,
-            microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            microray_dot_protocol_dot_raylet__pb2.CancelLeasesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -393,11 +393,13 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
 
         dropped = [p.lease_id for p in self.leases.cancel(lambda p: match(p.owner, p.lease_key))]
         dropped += self.scheduler.cancel(lambda r: match(r.owner_worker_id, r.lease_key))
+        answered = 0
         for lease_id in dropped:
             fut = self._answers.pop(lease_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
-        return common_pb2.Empty()
+                answered += 1
+        return raylet_pb2.CancelLeasesReply(dropped=answered)
 
     async def RegisterWorker(self, request, context):
         if request.id_prefix:

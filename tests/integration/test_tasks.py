@@ -573,11 +573,8 @@ def _fresh_short():
     return None
 
 
-def test_a_burst_right_after_another_is_pipelined_at_once(cluster, monkeypatch):
-    """A burst of a function not seen yet asks for a lease per task and, once it is all
-    sent, cancels the requests still waiting. A burst of the (now known short) function
-    right after it is sent whole to a leased worker, without waiting for that cancel:
-    the requests it drops are not counted as workers on their way."""
+def _record_plans(monkeypatch) -> list[tuple[int, int]]:
+    """(tasks queued, tasks sent) of every lease plan the driver makes from now on."""
     from microray.core import lease_policy
 
     plans: list[tuple[int, int]] = []
@@ -590,8 +587,56 @@ def test_a_burst_right_after_another_is_pipelined_at_once(cluster, monkeypatch):
         return plan
 
     monkeypatch.setattr(lease_policy.LeasePolicy, "plan", recording)
+    return plans
+
+
+def test_a_burst_right_after_another_is_pipelined_at_once(cluster, monkeypatch):
+    """A burst of a function not seen yet asks for a lease per task and, once it is all
+    sent, cancels the requests still waiting. A burst of the (now known short) function
+    right after it is sent whole to a leased worker, without waiting for that cancel:
+    the requests it drops are not counted as workers on their way."""
+    plans = _record_plans(monkeypatch)
     assert ray.get([_fresh_short.remote() for _ in range(10)]) == [None] * 10
     plans.clear()
     assert ray.get([_fresh_short.remote() for _ in range(10)]) == [None] * 10
+    first = next(p for p in plans if p[0] == 10)
+    assert first == (10, 10), plans
+
+
+def test_requests_a_cancel_dropped_are_not_counted_on_while_their_answers_are_late(cluster, monkeypatch):
+    """The raylet answers the requests a cancel dropped after it answers the cancel, so
+    their answers may come in after the cancel's: a burst planned in between still counts
+    none of them as a worker on its way, and is pipelined at once."""
+    import asyncio
+    import threading
+
+    from microray.core import submitter, task_stream
+
+    cancelled = threading.Event()
+    cancel = submitter.TaskSubmitter._cancel_lease_requests
+    request_done = task_stream.KeyState.request_done
+
+    async def cancel_then_tell(self, key, state):
+        await cancel(self, key, state)
+        cancelled.set()
+
+    def late_when_dropped(self, granted):
+        if granted:
+            request_done(self, granted)
+        else:  # the answer of a dropped request comes in half a second late
+            asyncio.get_running_loop().call_later(0.5, request_done, self, granted)
+
+    monkeypatch.setattr(submitter.TaskSubmitter, "_cancel_lease_requests", cancel_then_tell)
+    monkeypatch.setattr(task_stream.KeyState, "request_done", late_when_dropped)
+
+    @ray.remote
+    def short():
+        return None
+
+    plans = _record_plans(monkeypatch)
+    assert ray.get([short.remote() for _ in range(10)]) == [None] * 10
+    assert cancelled.wait(10), "the driver never cancelled the requests left waiting"
+    plans.clear()
+    assert ray.get([short.remote() for _ in range(10)]) == [None] * 10
     first = next(p for p in plans if p[0] == 10)
     assert first == (10, 10), plans

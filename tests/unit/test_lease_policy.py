@@ -202,10 +202,39 @@ def test_a_key_counts_on_no_request_a_cancel_on_its_way_drops() -> None:
     state.requesting += 1  # asked again meanwhile: that one is counted on
     assert state.planned_requests() == 1
     for _ in range(3):  # dropped requests come back
-        state.request_done()
+        state.request_done(granted=False)
     assert (state.requesting, state.doomed, state.planned_requests()) == (6, 5, 1)
-    state.cancel_done()  # what is left (late arrivals at the raylet) waits again
+    state.cancel_done(dropped=3)  # what is left (late arrivals at the raylet) waits again
     assert (state.doomed, state.planned_requests()) == (0, 6) and state.start_cancel()
+
+
+def test_requests_a_cancel_dropped_stay_uncounted_when_the_cancel_returns_before_their_answers() -> None:
+    from microray.core.task_stream import KeyState
+
+    state = KeyState({"CPU": 1.0}, "DEFAULT", "")
+    state.requesting = 8
+    assert state.start_cancel()
+    state.request_done(granted=True)  # granted before the cancel reached the raylet
+    state.request_done(granted=False)  # dropped, answered before the cancel's reply
+    state.cancel_done(dropped=6)  # one request reached the raylet after the cancel: it waits
+    assert (state.requesting, state.doomed, state.planned_requests()) == (6, 5, 1)
+    for _ in range(5):  # the other dropped requests' answers come in after the cancel's
+        state.request_done(granted=False)
+    assert (state.requesting, state.doomed, state.planned_requests()) == (1, 0, 1)
+    state.request_done(granted=True)  # the late one is granted later
+    assert (state.requesting, state.doomed) == (0, 0)
+
+
+def test_a_failed_cancel_leaves_every_request_counted_on() -> None:
+    from microray.core.task_stream import KeyState
+
+    state = KeyState({"CPU": 1.0}, "DEFAULT", "")
+    state.requesting = 4
+    assert state.start_cancel() and state.planned_requests() == 0
+    state.cancel_done(dropped=0)
+    assert state.planned_requests() == 4
+    state.request_done(granted=True)  # a grant after the cancel never makes the count negative
+    assert (state.requesting, state.doomed, state.planned_requests()) == (3, 0, 3)
 
 
 def test_a_spilled_request_excludes_the_latest_refusing_nodes() -> None:
