@@ -640,3 +640,32 @@ def test_requests_a_cancel_dropped_are_not_counted_on_while_their_answers_are_la
     assert ray.get([short.remote() for _ in range(10)]) == [None] * 10
     first = next(p for p in plans if p[0] == 10)
     assert first == (10, 10), plans
+
+
+def _load_slowly():
+    time.sleep(0.1)
+    return "loaded"
+
+
+class _SlowToLoad:
+    """Unpickling it (a worker loading a function that holds it) takes 0.1 s."""
+
+    def __reduce__(self):
+        return _load_slowly, ()
+
+
+def test_a_short_function_slow_to_load_is_still_pipelined(cluster, monkeypatch):
+    """The run time an owner averages to decide pipelining starts once the function is
+    loaded: a short function whose first load in a worker is slow is still pipelined."""
+    held = _SlowToLoad()
+
+    @ray.remote
+    def short_but_slow_to_load():
+        return held
+
+    plans = _record_plans(monkeypatch)
+    assert ray.get([short_but_slow_to_load.remote() for _ in range(10)]) == ["loaded"] * 10
+    plans.clear()
+    assert ray.get([short_but_slow_to_load.remote() for _ in range(10)]) == ["loaded"] * 10
+    first = next(p for p in plans if p[0] == 10)
+    assert first == (10, 10), plans
