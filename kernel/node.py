@@ -19,6 +19,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,8 +400,8 @@ def forget_current(root: str) -> None:
 
 def find_raylet(gcs_address: str, ip: str, credentials: rpc.Credentials) -> tuple[str, str]:
     """Ask the GCS at ``gcs_address`` for the raylet a driver on this machine (``ip``)
-    uses: a live node on this IP (the head's when it runs here too), else the head's
-    raylet, else any live node's."""
+    uses (see ``choose_raylet``); ConnectionError when it cannot be reached or no node
+    runs on this machine."""
     import grpc
 
     from microray.protocol import common_pb2, gcs_pb2_grpc
@@ -417,13 +418,47 @@ def find_raylet(gcs_address: str, ip: str, credentials: rpc.Credentials) -> tupl
             raise ConnectionError(
                 f"could not reach a microray cluster at {gcs_address}: {exc.code().name} {exc.details()}"
             ) from None
-    alive = sorted((n for n in nodes if n.state == "ALIVE"), key=lambda n: (n.ip != ip, not n.is_head))
+    node = choose_raylet(nodes, ip, is_local_address, gcs_address)
+    if node.ip != ip:
+        log.info("no_raylet_on_node_ip", ip=ip, using=f"{node.ip}:{node.raylet_port}", node_id=node.node_id)
+    return f"{node.ip}:{node.raylet_port}", node.node_id
+
+
+def choose_raylet(nodes: Iterable[Any], ip: str, is_local: Callable[[str], bool], gcs_address: str) -> Any:
+    """The live node whose raylet a driver on this machine (``ip``) uses: the one on
+    ``ip``; else one serving on another address of this machine (the head first: a head
+    started with ``--node-ip-address``, a driver whose own ``node_ip`` was left as is).
+
+    A driver needs a node on its own machine (its objects live in that node's shared
+    memory), so a cluster whose live nodes are all elsewhere is a ConnectionError that
+    says so and what to do."""
+    alive = [n for n in nodes if n.state == "ALIVE"]
     if not alive:
         raise ConnectionError(f"the cluster at {gcs_address} has no live node")
-    node = alive[0]
-    if node.ip != ip:
-        log.info("no_local_raylet", ip=ip, using=f"{node.ip}:{node.raylet_port}", node_id=node.node_id)
-    return f"{node.ip}:{node.raylet_port}", node.node_id
+    on_ip = [n for n in alive if n.ip == ip]
+    if on_ip:
+        return min(on_ip, key=lambda n: not n.is_head)
+    here = sorted((n for n in alive if is_local(n.ip)), key=lambda n: not n.is_head)
+    if here:
+        return here[0]
+    seen = ", ".join(sorted({n.ip for n in alive}))
+    raise ConnectionError(
+        f"no node of the microray cluster at {gcs_address} runs on this machine (its live nodes are at {seen}, "
+        "none an address of this machine). A driver runs on a machine with a node, whose shared memory "
+        "holds its objects: start one here with 'microray start --address=" + gcs_address + "' and connect "
+        "with init(address='auto'), or run the driver on a node's machine."
+    )
+
+
+def is_local_address(ip: str) -> bool:
+    """True when ``ip`` is an address of this machine (a socket can bind to it)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 def cluster_token(gcs_address: str, root: str, given: str | None = None) -> str:

@@ -147,6 +147,50 @@ def test_isolated_worker_nodes_run_tasks_and_actors_and_meet_only_over_the_netwo
         node_listener.wait(timeout=30)
 
 
+DRIVER = """
+    import sys
+    import microray as ray
+    try:
+        ray.init(address=sys.argv[1])
+    except ConnectionError as exc:
+        print("REFUSED", exc)
+        sys.exit(3)
+
+    @ray.remote(num_cpus=0.5)
+    def node():
+        return ray.get_runtime_context().get_node_id()
+
+    print("RAN", ray.get_runtime_context().get_node_id(), ray.get(node.options(resources={"head": 1}).remote()))
+"""
+
+
+@pytest.mark.slow
+def test_a_driver_takes_the_node_of_its_machine_and_a_machine_without_one_is_refused(make_cluster, tmp_path):
+    """A driver on a worker node's machine (in its network and mount namespaces) with
+    ``node_ip`` left as is takes that node's raylet; a driver on a machine with no node is
+    refused with an error that says so (its objects would have no shared memory to live in)."""
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}},
+                           isolation="netns")
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(DRIVER))
+    env = {k: v for k, v in cluster.env().items() if k not in ("MICRORAY_NODE_IP", "MICRORAY_ADDRESS")}
+    env["MICRORAY_TOKEN"] = cluster.token
+    argv = [sys.executable, str(script), cluster.address]
+
+    on_worker = subprocess.run(["nsenter", "-t", str(worker.raylet_pid), "-n", "-m", *argv], env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert on_worker.returncode == 0, on_worker.stderr[-3000:]
+    assert on_worker.stdout.split() == ["RAN", worker.node_id, cluster.head_node.node_id], on_worker.stdout
+
+    elsewhere = cluster.network.add_namespace()  # a machine of its own: no node, its own /dev/shm
+    nodeless = subprocess.run(elsewhere.command(argv), env=env, capture_output=True, text=True, timeout=120)
+    assert nodeless.returncode == 3, (nodeless.stdout, nodeless.stderr[-3000:])
+    assert "runs on this machine" in nodeless.stdout and "microray start --address=" in nodeless.stdout
+    assert cluster.network.host_ip in nodeless.stdout and worker.ip in nodeless.stdout
+
+
 @pytest.mark.slow
 def test_killed_isolated_node_takes_its_namespace_and_processes_with_it(make_cluster):
     cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1}, isolation="netns")
