@@ -190,6 +190,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         if request.HasField("host"):  # machine figures: fresh in GetAllNodes, no change for watchers
             info.host.CopyFrom(request.host)
         info.last_heartbeat = time.time()
+        if request.exited_drivers:
+            await self._fail_jobs_of_dead_drivers(info.ip, set(request.exited_drivers))
         return gcs_pb2.HeartbeatReply(reregister=False)
 
     async def GetAllNodes(self, request, context):
@@ -289,15 +291,25 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                 await self._check_drivers()
 
     async def _check_drivers(self) -> None:
-        """A driver on this machine that died without saying so finishes its job."""
+        """A driver on this machine that died without saying so finishes its job (drivers
+        of other machines: their node's raylet says so in its heartbeat)."""
+        await self._fail_jobs_of_dead_drivers(self.host, None)
+
+    async def _fail_jobs_of_dead_drivers(self, ip: str, pids: set[int] | None) -> None:
+        """Every RUNNING job whose driver ran at ``ip`` with a pid in ``pids`` (None: any
+        pid that is no longer alive on this machine) is FAILED."""
         for raw in (await self.store.get_all(T_JOBS)).values():
             job = gcs_pb2.JobInfo.FromString(raw)
-            if job.state == "RUNNING" and job.driver_ip == self.host and job.driver_pid and not _pid_alive(job.driver_pid):
-                log.info("driver_died", job_id=job.job_id, pid=job.driver_pid)
-                await self.MarkJobFinished(gcs_pb2.JobIdRequest(
-                    job_id=job.job_id, state="FAILED",
-                    message=f"the driver (pid {job.driver_pid}) exited without disconnecting (killed, or it crashed)"),
-                    None)
+            if job.state != "RUNNING" or job.driver_ip != ip or not job.driver_pid:
+                continue
+            dead = job.driver_pid in pids if pids is not None else not _pid_alive(job.driver_pid)
+            if not dead:
+                continue
+            log.info("driver_died", job_id=job.job_id, pid=job.driver_pid, ip=ip)
+            await self.MarkJobFinished(gcs_pb2.JobIdRequest(
+                job_id=job.job_id, state="FAILED",
+                message=f"the driver (pid {job.driver_pid}) exited without disconnecting (killed, or it crashed)"),
+                None)
 
     # -- jobs ----------------------------------------------------------------
     async def AddJob(self, request, context):

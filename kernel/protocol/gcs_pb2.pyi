@@ -96,20 +96,22 @@ class NodeIdRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "object_store_used", "num_workers", "demands", "host")
+    __slots__ = ("node_id", "available", "object_store_used", "num_workers", "demands", "host", "exited_drivers")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_STORE_USED_FIELD_NUMBER: _ClassVar[int]
     NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
     DEMANDS_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    EXITED_DRIVERS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _common_pb2.ResourceMap
     object_store_used: int
     num_workers: int
     demands: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResourceDemand]
     host: _common_pb2.HostStats
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., object_store_used: _Optional[int] = ..., num_workers: _Optional[int] = ..., demands: _Optional[_Iterable[_Union[_common_pb2.ResourceDemand, _Mapping]]] = ..., host: _Optional[_Union[_common_pb2.HostStats, _Mapping]] = ...) -> None: ...
+    exited_drivers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Union[_common_pb2.ResourceMap, _Mapping]] = ..., object_store_used: _Optional[int] = ..., num_workers: _Optional[int] = ..., demands: _Optional[_Iterable[_Union[_common_pb2.ResourceDemand, _Mapping]]] = ..., host: _Optional[_Union[_common_pb2.HostStats, _Mapping]] = ..., exited_drivers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("reregister", "dead", "reason")

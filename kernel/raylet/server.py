@@ -88,6 +88,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.stopped = asyncio.Event()
         self.worker_env: dict[str, str] = {}  # worker id -> its runtime env key, until it registers
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
+        self.exited_drivers: list[int] = []  # their pids, until a heartbeat carried them
         self.id_prefixes: dict[str, bytes] = {}  # worker id -> id prefix of the objects it owns
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
         self.owners = OwnerWatcher(self.owner_died, self._local_pid, credentials)
@@ -149,9 +150,12 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             log.info("dead_owner_objects_freed", worker_id=worker_id, objects=len(dead))
 
     def check_drivers(self) -> None:
+        """A driver of this node whose process is gone: its objects and leases are freed,
+        and the next heartbeat tells the GCS (which fails its job if it did not end)."""
         for worker_id, (pid, _address) in list(self.drivers.items()):
             if not pid_alive(pid):
                 self.drivers.pop(worker_id, None)
+                self.exited_drivers.append(pid)
                 self.free_objects_of(worker_id)
                 self.owner_died(worker_id, f"its process (pid {pid}) exited")
 
@@ -231,9 +235,11 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                         num_workers=len(self.leases.workers),
                         demands=self.scheduler.demands(),
                         host=self.host.sample(),
+                        exited_drivers=self.exited_drivers,
                     ),
                     timeout=max(period, 1.0),
                 )
+                self.exited_drivers.clear()  # only this loop adds to it (check_drivers above)
                 if reply.dead:
                     self.refused(reply.reason)
                     return

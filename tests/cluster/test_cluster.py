@@ -96,3 +96,39 @@ def test_driver_on_a_worker_nodes_ip_uses_that_nodes_raylet(make_cluster, monkey
     cluster.connect()
     assert ray.get_runtime_context().get_node_id() == other.node_id
     assert ray.get(node_of_task.options(resources={"custom": 1}).remote()) == other.node_id
+
+
+def test_a_killed_driver_on_a_worker_node_fails_its_job(make_cluster, tmp_path):
+    """The head's GCS checks the pids of drivers on its own machine; a driver on another
+    node's machine (here: that node's IP) is watched by that node's raylet, whose
+    heartbeat tells the GCS when it is gone: its job ends FAILED, not RUNNING for ever."""
+    from microray.testing.processes import read_marker, start_driver, wait_for
+    from microray.util.state import list_jobs
+
+    cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    other = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.2")
+    env = cluster.env({"node_ip": "127.0.0.2"})
+    env["MICRORAY_TOKEN"] = cluster.token
+    driver = start_driver(
+        f"ray.init(address={cluster.address!r})\n"
+        "context = ray.get_runtime_context()\n"
+        "print('STARTED', context.get_node_id(), context.get_job_id(), flush=True)\n"
+        "time.sleep(300)\n",
+        env, tmp_path)
+    try:
+        node_id, job_id = read_marker(driver, "STARTED", timeout=60).split()
+        assert node_id == other.node_id
+
+        def state() -> dict:
+            return {j["job_id"]: j for j in list_jobs(address=cluster.address)}[job_id]
+
+        assert state()["status"] == "RUNNING"
+        driver.kill()
+        driver.wait(timeout=10)
+        job = wait_for(lambda: (j := state())["status"] != "RUNNING" and j, timeout=30,
+                       what=f"job {job_id} of the killed driver to end")
+        assert job["status"] == "FAILED" and "without disconnecting" in job["message"], job
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.communicate(timeout=10)
