@@ -239,7 +239,8 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                     ),
                     timeout=max(period, 1.0),
                 )
-                self.exited_drivers.clear()  # only this loop adds to it (check_drivers above)
+                if not reply.reregister:  # a GCS that did not know this node did not read them
+                    self.exited_drivers.clear()  # only this loop adds to it (check_drivers above)
                 if reply.dead:
                     self.refused(reply.reason)
                     return
