@@ -190,8 +190,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         if request.HasField("host"):  # machine figures: fresh in GetAllNodes, no change for watchers
             info.host.CopyFrom(request.host)
         info.last_heartbeat = time.time()
-        if request.exited_drivers:
-            await self._fail_jobs_of_dead_drivers(info.ip, set(request.exited_drivers))
+        if request.exited_drivers:  # in the background: ending a job (its actors) takes calls
+            self.actors.spawn_background(self._fail_jobs_of_dead_drivers(info.ip, set(request.exited_drivers)))
         return gcs_pb2.HeartbeatReply(reregister=False)
 
     async def GetAllNodes(self, request, context):
