@@ -89,6 +89,12 @@ class CoreWorkerService(core_worker_pb2_grpc.CoreWorkerServicer):
             submitter.yield_leases(request.lease_ids)
         return common_pb2.Empty()
 
+    async def NodesDied(self, request, context):
+        submitter = self.cw.submitter
+        if submitter is not None:
+            submitter.nodes_died(set(request.node_ids))
+        return common_pb2.Empty()
+
     async def GetObjectLocations(self, request, context):
         known, nodes, why = self.cw.objects.locations(request.object_id)
         return core_worker_pb2.ObjectLocationsReply(known=known, node_ids=nodes, why=why)

@@ -219,6 +219,14 @@ class TaskSubmitter:
                 if lease.idle_timer is None:
                     lease.idle_timer = self.loop.call_later(keep, self._return_idle, key, lease)
 
+    def nodes_died(self, node_ids: Collection[str]) -> None:
+        """The cluster declared these nodes dead: the task and actor streams to workers
+        there are lost now (tasks retried or failed as when a worker dies)."""
+        for state in list(self.keys.values()):
+            for stream in [state.actor.stream] if state.actor is not None else list(state.leases):
+                if stream is not None and stream.node_id in node_ids:
+                    stream.abandon(f"its node {stream.node_id} was declared dead")
+
     def yield_leases(self, lease_ids: Collection[str]) -> None:
         """The raylet that granted these leases holds other owners' requests it cannot
         grant: each lease takes no new task and goes back once its running tasks are
@@ -517,14 +525,13 @@ class TaskSubmitter:
             self._pump(lease.key)
 
     async def _worker_died(self, lease: Lease, failed: list[TaskEntry], lost: int) -> None:
-        """Ask the worker's raylet how it ended; log it, and fail the tasks that have no
-        retry left with a ``WorkerCrashedError`` that says so."""
-        reason = ""
+        """Ask the worker's raylet how it ended (unless its node is known dead); log it, and fail
+        the tasks with no retry left with a ``WorkerCrashedError`` that says so."""
+        reason = lease.lost_reason
         try:
-            reply = await lease.raylet.GetWorkerExit(
-                raylet_pb2.WorkerExitRequest(worker_id=lease.worker_id, wait_s=5.0), timeout=10
-            )
-            reason = reply.reason
+            if not reason:
+                ask = raylet_pb2.WorkerExitRequest(worker_id=lease.worker_id, wait_s=5.0)
+                reason = (await lease.raylet.GetWorkerExit(ask, timeout=10)).reason
         except grpc.aio.AioRpcError as exc:
             if lease.raylet is self.cw.raylet and exc.code() in _NODE_GONE_CODES:
                 self._node_stopped()

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+import structlog
 
 from microray.core.task_spec import TaskResult, TaskSpec
 from microray.protocol import core_worker_pb2, core_worker_pb2_grpc, raylet_pb2
+
+log = structlog.get_logger(__name__)
 
 
 class StreamOwner(Protocol):
@@ -90,6 +93,10 @@ class KeyState:
             self.doomed -= 1
 
 
+class StreamLost(Exception):
+    """Why a stream was abandoned (``TaskStream.abandon``), as its owner is told."""
+
+
 class TaskStream:
     """One open ``PushTasks`` stream to a worker: batches out, results back."""
 
@@ -106,6 +113,7 @@ class TaskStream:
         self.closing = False
         self.yielding = False  # a lease its raylet asked back (see LeasePolicy)
         self.reader: asyncio.Task | None = None
+        self.lost_reason = ""  # why it was abandoned (``abandon``): its node died
 
     async def _requests(self):
         while True:
@@ -134,8 +142,11 @@ class TaskStream:
         except grpc.aio.AioRpcError as exc:
             error = exc
         except asyncio.CancelledError:
-            self.close()
-            return
+            if not self.lost_reason:
+                self.close()
+                return
+            call.cancel()
+            error = StreamLost(self.lost_reason)
         self.dead = True
         self.close()  # ends the request generator, so grpc's sending task finishes too
         self.submitter.on_stream_lost(self, error)
@@ -156,6 +167,18 @@ class TaskStream:
         if not self.closing:
             self.closing = True
             self.outbox.put_nowait(None)
+
+    def abandon(self, reason: str) -> None:
+        """The worker is known gone (``reason``: its node was declared dead): the stream is
+        lost now, as if it broke (its tasks are retried or failed by the owner), instead of
+        when its connection fails, which for a machine that vanished is only when keepalive
+        gives up."""
+        if self.dead or self.lost_reason or self.reader is None or self.reader.done():
+            return
+        log.info("task_stream_abandoned", worker_pid=self.pid, node_id=self.node_id, tasks=len(self.inflight),
+                 reason=reason)
+        self.lost_reason = reason
+        self.reader.cancel()
 
 
 class Lease(TaskStream):

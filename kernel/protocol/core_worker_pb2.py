@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from microray.protocol import common_pb2 as microray_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microray/protocol/core_worker.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"\'\n\x12YieldLeasesRequest\x12\x11\n\tlease_ids\x18\x01 \x03(\t\"\x1a\n\tTaskBatch\x12\r\n\x05specs\x18\x01 \x03(\x0c\"\x1e\n\x0bResultBatch\x12\x0f\n\x07results\x18\x01 \x03(\x0c\"6\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"?\n\x0eGetObjectReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"F\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\" \n\x0f\x43\x61ncelTaskReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\",\n\x0b\x45xitRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\rBorrowRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\x0c\x12\x10\n\x08\x62orrower\x18\x02 \x01(\t\"#\n\x13LeaseOwnerDiedReply\x12\x0c\n\x04\x62usy\x18\x01 \x01(\x08\"S\n\x10ObjectsInfoReply\x12\x0f\n\x07objects\x18\x01 \x01(\x0c\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06job_id\x18\x04 \x01(\t\"+\n\x16ObjectLocationsRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\"D\n\x14ObjectLocationsReply\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x0b\n\x03why\x18\x03 \x01(\t\";\n\x15ObjectLocationRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"$\n\x13ObjectLocationReply\x12\r\n\x05known\x18\x01 \x01(\x08\"4\n\x12RecoverObjectReply\x12\r\n\x05\x65rror\x18\x01 \x01(\x0c\x12\x0f\n\x07rebuilt\x18\x02 \x01(\x08\x32\xe1\x06\n\nCoreWorker\x12;\n\tPushTasks\x12\x13.microray.TaskBatch\x1a\x15.microray.ResultBatch(\x01\x30\x01\x12\x41\n\tGetObject\x12\x1a.microray.GetObjectRequest\x1a\x18.microray.GetObjectReply\x12\x44\n\nCancelTask\x12\x1b.microray.CancelTaskRequest\x1a\x19.microray.CancelTaskReply\x12.\n\x04\x45xit\x12\x15.microray.ExitRequest\x1a\x0f.microray.Empty\x12\x37\n\x0b\x41\x64\x64\x42orrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12:\n\x0eRemoveBorrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12=\n\x0eGetObjectsInfo\x12\x0f.microray.Empty\x1a\x1a.microray.ObjectsInfoReply\x12+\n\x05Watch\x12\x0f.microray.Empty\x1a\x0f.microray.Empty0\x01\x12@\n\x0eLeaseOwnerDied\x12\x0f.microray.Empty\x1a\x1d.microray.LeaseOwnerDiedReply\x12V\n\x12GetObjectLocations\x12 .microray.ObjectLocationsRequest\x1a\x1e.microray.ObjectLocationsReply\x12S\n\x11\x41\x64\x64ObjectLocation\x12\x1f.microray.ObjectLocationRequest\x1a\x1d.microray.ObjectLocationReply\x12O\n\rRecoverObject\x12 .microray.ObjectLocationsRequest\x1a\x1c.microray.RecoverObjectReply\x12<\n\x0bYieldLeases\x12\x1c.microray.YieldLeasesRequest\x1a\x0f.microray.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#microray/protocol/core_worker.proto\x12\x08microray\x1a\x1emicroray/protocol/common.proto\"\'\n\x12YieldLeasesRequest\x12\x11\n\tlease_ids\x18\x01 \x03(\t\"$\n\x10NodesDiedRequest\x12\x10\n\x08node_ids\x18\x01 \x03(\t\"\x1a\n\tTaskBatch\x12\r\n\x05specs\x18\x01 \x03(\x0c\"\x1e\n\x0bResultBatch\x12\x0f\n\x07results\x18\x01 \x03(\x0c\"6\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"?\n\x0eGetObjectReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"F\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x11\n\trecursive\x18\x03 \x01(\x08\" \n\x0f\x43\x61ncelTaskReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\",\n\x0b\x45xitRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\rBorrowRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\x0c\x12\x10\n\x08\x62orrower\x18\x02 \x01(\t\"#\n\x13LeaseOwnerDiedReply\x12\x0c\n\x04\x62usy\x18\x01 \x01(\x08\"S\n\x10ObjectsInfoReply\x12\x0f\n\x07objects\x18\x01 \x01(\x0c\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06job_id\x18\x04 \x01(\t\"+\n\x16ObjectLocationsRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\"D\n\x14ObjectLocationsReply\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x0b\n\x03why\x18\x03 \x01(\t\";\n\x15ObjectLocationRequest\x12\x11\n\tobject_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"$\n\x13ObjectLocationReply\x12\r\n\x05known\x18\x01 \x01(\x08\"4\n\x12RecoverObjectReply\x12\r\n\x05\x65rror\x18\x01 \x01(\x0c\x12\x0f\n\x07rebuilt\x18\x02 \x01(\x08\x32\x9b\x07\n\nCoreWorker\x12;\n\tPushTasks\x12\x13.microray.TaskBatch\x1a\x15.microray.ResultBatch(\x01\x30\x01\x12\x41\n\tGetObject\x12\x1a.microray.GetObjectRequest\x1a\x18.microray.GetObjectReply\x12\x44\n\nCancelTask\x12\x1b.microray.CancelTaskRequest\x1a\x19.microray.CancelTaskReply\x12.\n\x04\x45xit\x12\x15.microray.ExitRequest\x1a\x0f.microray.Empty\x12\x37\n\x0b\x41\x64\x64\x42orrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12:\n\x0eRemoveBorrower\x12\x17.microray.BorrowRequest\x1a\x0f.microray.Empty\x12=\n\x0eGetObjectsInfo\x12\x0f.microray.Empty\x1a\x1a.microray.ObjectsInfoReply\x12+\n\x05Watch\x12\x0f.microray.Empty\x1a\x0f.microray.Empty0\x01\x12@\n\x0eLeaseOwnerDied\x12\x0f.microray.Empty\x1a\x1d.microray.LeaseOwnerDiedReply\x12V\n\x12GetObjectLocations\x12 .microray.ObjectLocationsRequest\x1a\x1e.microray.ObjectLocationsReply\x12S\n\x11\x41\x64\x64ObjectLocation\x12\x1f.microray.ObjectLocationRequest\x1a\x1d.microray.ObjectLocationReply\x12O\n\rRecoverObject\x12 .microray.ObjectLocationsRequest\x1a\x1c.microray.RecoverObjectReply\x12<\n\x0bYieldLeases\x12\x1c.microray.YieldLeasesRequest\x1a\x0f.microray.Empty\x12\x38\n\tNodesDied\x12\x1a.microray.NodesDiedRequest\x1a\x0f.microray.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_YIELDLEASESREQUEST']._serialized_start=81
   _globals['_YIELDLEASESREQUEST']._serialized_end=120
-  _globals['_TASKBATCH']._serialized_start=122
-  _globals['_TASKBATCH']._serialized_end=148
-  _globals['_RESULTBATCH']._serialized_start=150
-  _globals['_RESULTBATCH']._serialized_end=180
-  _globals['_GETOBJECTREQUEST']._serialized_start=182
-  _globals['_GETOBJECTREQUEST']._serialized_end=236
-  _globals['_GETOBJECTREPLY']._serialized_start=238
-  _globals['_GETOBJECTREPLY']._serialized_end=301
-  _globals['_CANCELTASKREQUEST']._serialized_start=303
-  _globals['_CANCELTASKREQUEST']._serialized_end=373
-  _globals['_CANCELTASKREPLY']._serialized_start=375
-  _globals['_CANCELTASKREPLY']._serialized_end=407
-  _globals['_EXITREQUEST']._serialized_start=409
-  _globals['_EXITREQUEST']._serialized_end=453
-  _globals['_BORROWREQUEST']._serialized_start=455
-  _globals['_BORROWREQUEST']._serialized_end=508
-  _globals['_LEASEOWNERDIEDREPLY']._serialized_start=510
-  _globals['_LEASEOWNERDIEDREPLY']._serialized_end=545
-  _globals['_OBJECTSINFOREPLY']._serialized_start=547
-  _globals['_OBJECTSINFOREPLY']._serialized_end=630
-  _globals['_OBJECTLOCATIONSREQUEST']._serialized_start=632
-  _globals['_OBJECTLOCATIONSREQUEST']._serialized_end=675
-  _globals['_OBJECTLOCATIONSREPLY']._serialized_start=677
-  _globals['_OBJECTLOCATIONSREPLY']._serialized_end=745
-  _globals['_OBJECTLOCATIONREQUEST']._serialized_start=747
-  _globals['_OBJECTLOCATIONREQUEST']._serialized_end=806
-  _globals['_OBJECTLOCATIONREPLY']._serialized_start=808
-  _globals['_OBJECTLOCATIONREPLY']._serialized_end=844
-  _globals['_RECOVEROBJECTREPLY']._serialized_start=846
-  _globals['_RECOVEROBJECTREPLY']._serialized_end=898
-  _globals['_COREWORKER']._serialized_start=901
-  _globals['_COREWORKER']._serialized_end=1766
+  _globals['_NODESDIEDREQUEST']._serialized_start=122
+  _globals['_NODESDIEDREQUEST']._serialized_end=158
+  _globals['_TASKBATCH']._serialized_start=160
+  _globals['_TASKBATCH']._serialized_end=186
+  _globals['_RESULTBATCH']._serialized_start=188
+  _globals['_RESULTBATCH']._serialized_end=218
+  _globals['_GETOBJECTREQUEST']._serialized_start=220
+  _globals['_GETOBJECTREQUEST']._serialized_end=274
+  _globals['_GETOBJECTREPLY']._serialized_start=276
+  _globals['_GETOBJECTREPLY']._serialized_end=339
+  _globals['_CANCELTASKREQUEST']._serialized_start=341
+  _globals['_CANCELTASKREQUEST']._serialized_end=411
+  _globals['_CANCELTASKREPLY']._serialized_start=413
+  _globals['_CANCELTASKREPLY']._serialized_end=445
+  _globals['_EXITREQUEST']._serialized_start=447
+  _globals['_EXITREQUEST']._serialized_end=491
+  _globals['_BORROWREQUEST']._serialized_start=493
+  _globals['_BORROWREQUEST']._serialized_end=546
+  _globals['_LEASEOWNERDIEDREPLY']._serialized_start=548
+  _globals['_LEASEOWNERDIEDREPLY']._serialized_end=583
+  _globals['_OBJECTSINFOREPLY']._serialized_start=585
+  _globals['_OBJECTSINFOREPLY']._serialized_end=668
+  _globals['_OBJECTLOCATIONSREQUEST']._serialized_start=670
+  _globals['_OBJECTLOCATIONSREQUEST']._serialized_end=713
+  _globals['_OBJECTLOCATIONSREPLY']._serialized_start=715
+  _globals['_OBJECTLOCATIONSREPLY']._serialized_end=783
+  _globals['_OBJECTLOCATIONREQUEST']._serialized_start=785
+  _globals['_OBJECTLOCATIONREQUEST']._serialized_end=844
+  _globals['_OBJECTLOCATIONREPLY']._serialized_start=846
+  _globals['_OBJECTLOCATIONREPLY']._serialized_end=882
+  _globals['_RECOVEROBJECTREPLY']._serialized_start=884
+  _globals['_RECOVEROBJECTREPLY']._serialized_end=936
+  _globals['_COREWORKER']._serialized_start=939
+  _globals['_COREWORKER']._serialized_end=1862
 # @@protoc_insertion_point(module_scope)

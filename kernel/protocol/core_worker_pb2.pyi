@@ -13,6 +13,12 @@ class YieldLeasesRequest(_message.Message):
     lease_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class NodesDiedRequest(_message.Message):
+    __slots__ = ("node_ids",)
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class TaskBatch(_message.Message):
     __slots__ = ("specs",)
     SPECS_FIELD_NUMBER: _ClassVar[int]

@@ -101,6 +101,11 @@ class CoreWorkerStub:
                 request_serializer=microray_dot_protocol_dot_core__worker__pb2.YieldLeasesRequest.SerializeToString,
                 response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.NodesDied = channel.unary_unary(
+                '/microray.CoreWorker/NodesDied',
+                request_serializer=microray_dot_protocol_dot_core__worker__pb2.NodesDiedRequest.SerializeToString,
+                response_deserializer=microray_dot_protocol_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -203,6 +208,15 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NodesDied(self, request, context):
+        """The cluster declared these nodes dead (told by this process's raylet): the task and
+        actor streams to workers there are lost now, without waiting for the connection to
+        fail (an unplugged machine answers nothing until keepalive gives up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +283,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
             'YieldLeases': grpc.unary_unary_rpc_method_handler(
                     servicer.YieldLeases,
                     request_deserializer=microray_dot_protocol_dot_core__worker__pb2.YieldLeasesRequest.FromString,
+                    response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'NodesDied': grpc.unary_unary_rpc_method_handler(
+                    servicer.NodesDied,
+                    request_deserializer=microray_dot_protocol_dot_core__worker__pb2.NodesDiedRequest.FromString,
                     response_serializer=microray_dot_protocol_dot_common__pb2.Empty.SerializeToString,
             ),
     }
@@ -623,6 +642,33 @@ class CoreWorker:
             target,
             '/microray.CoreWorker/YieldLeases',
             microray_dot_protocol_dot_core__worker__pb2.YieldLeasesRequest.SerializeToString,
+            microray_dot_protocol_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NodesDied(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/microray.CoreWorker/NodesDied',
+            microray_dot_protocol_dot_core__worker__pb2.NodesDiedRequest.SerializeToString,
             microray_dot_protocol_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,

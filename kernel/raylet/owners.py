@@ -139,6 +139,24 @@ async def ask_to_yield(address: str, lease_ids: list[str], credentials: rpc.Cred
         await channel.close(grace=None)
 
 
+async def tell_nodes_died(addresses: list[str], node_ids: list[str], credentials: rpc.Credentials,
+                          timeout: float = 2.0) -> None:
+    """Tell the core workers at ``addresses`` (this node's drivers and workers) that the
+    cluster declared ``node_ids`` dead: their streams to workers there are lost at once."""
+    request = core_worker_pb2.NodesDiedRequest(node_ids=node_ids)
+
+    async def tell(address: str) -> None:
+        channel = rpc.channel(address, credentials)
+        try:
+            await core_worker_pb2_grpc.CoreWorkerStub(channel).NodesDied(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:  # exiting, or busy past the timeout: its stream breaks later
+            log.debug("node_death_not_told", address=address, error=exc.code().name)
+        finally:
+            await channel.close(grace=None)
+
+    await asyncio.gather(*(tell(a) for a in addresses))
+
+
 class LeaseYields:
     """Asks lease owners to return leases when requests of other owners wait that the
     node cannot grant (which leases: ``LeaseManager.leases_to_yield``). ``check()`` after

@@ -26,7 +26,7 @@ from microray.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, ray
 from microray.raylet.host_stats import HostStats
 from microray.raylet.leases import LeaseManager
 from microray.raylet.object_manager import ObjectManager
-from microray.raylet.owners import LeaseYields, OwnerWatcher, worker_busy
+from microray.raylet.owners import LeaseYields, OwnerWatcher, tell_nodes_died, worker_busy
 from microray.raylet.runtime_envs import RuntimeEnvs
 from microray.raylet.scheduling import LeaseScheduler
 from microray.raylet.worker_processes import WorkerProcesses
@@ -89,6 +89,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.worker_env: dict[str, str] = {}  # worker id -> its runtime env key, until it registers
         self.drivers: dict[str, tuple[int, str]] = {}  # worker id -> (pid, address)
         self.exited_drivers: list[int] = []  # their pids, until a heartbeat carried them
+        self._telling: set[asyncio.Task] = set()  # node deaths being told to this node's processes
         self.id_prefixes: dict[str, bytes] = {}  # worker id -> id prefix of the objects it owns
         self.actor_leases: dict[str, str] = {}  # actor lease key -> the lease id granted for it
         self.owners = OwnerWatcher(self.owner_died, self._local_pid, credentials)
@@ -292,6 +293,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
 
     def apply_node_table(self, nodes: Any) -> None:
         remote = {}
+        died = []
         for n in nodes:
             if n.node_id == self.node_id:
                 if n.state == "DEAD":
@@ -304,8 +306,15 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
                 log.info("node_joined_view", peer_node_id=n.node_id, address=f"{n.ip}:{n.raylet_port}")
             elif old is not None and old.state == "ALIVE" and n.state != "ALIVE":
                 log.info("node_left_view", peer_node_id=n.node_id, address=f"{n.ip}:{n.raylet_port}")
+                died.append(n.node_id)
         self.remote_nodes = remote
         self.scheduler.redecide(view_changed=True)
+        if died:  # this node's processes drop their streams to workers there now
+            addresses = [w.address for w in self.leases.workers.values() if w.address]
+            addresses += [address for _pid, address in self.drivers.values()]
+            task = asyncio.get_running_loop().create_task(tell_nodes_died(addresses, died, self.credentials))
+            self._telling.add(task)  # held until done (the loop keeps only weak references)
+            task.add_done_callback(self._telling.discard)
 
     # -- zygote / worker pool --------------------------------------------------
     def start_workers(self, env: str, count: int) -> None:

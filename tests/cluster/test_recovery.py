@@ -43,7 +43,12 @@ def where_then_wait(marker_dir: str, go: str) -> str:
 
 
 @pytest.mark.parametrize(("isolation", "unplug"), NODE_DEATHS)
-def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, isolation, unplug):
+def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, monkeypatch, isolation, unplug):
+    from microray.core.submitter import TaskSubmitter
+
+    told: list[str] = []  # node deaths the driver's raylet told it of
+    nodes_died = TaskSubmitter.nodes_died
+    monkeypatch.setattr(TaskSubmitter, "nodes_died", lambda self, ids: (told.extend(ids), nodes_died(self, ids)))
     cluster = make_cluster(initialize_head=True, head_node_args={"num_cpus": 0}, isolation=isolation)
     a = cluster.add_node(num_cpus=1)
     b = cluster.add_node(num_cpus=1)
@@ -59,12 +64,15 @@ def test_task_on_a_killed_node_is_retried_on_another(make_cluster, tmp_path, iso
     assert victim in (a, b)
     cluster.remove_node(victim, allow_graceful=False, unplug=unplug)
     open(go, "w").close()
-    # the owner saw the worker's stream break (unplugged: its pings go unanswered) and ran
-    # the task again, on the node left
+    # the owner saw the worker's stream break (unplugged: its raylet told it the node was
+    # declared dead, long before the connection's pings would have given up) and ran the
+    # task again, on the node left
     survivor = b if victim is a else a
     assert ray.get(ref, timeout=DEADLINE) == survivor.node_id
     attempts = sorted(p.read_text() for p in markers.glob("attempt-*[0-9]"))
     assert attempts == sorted([victim.node_id, survivor.node_id]), attempts
+    if unplug:
+        assert victim.node_id in told, told
 
 
 # max_task_retries: a call already sent when the node was killed (its stream not yet seen
