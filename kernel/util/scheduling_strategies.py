@@ -13,6 +13,14 @@ class NodeAffinitySchedulingStrategy:
     node_id: str
     soft: bool = False
 
+    def __post_init__(self) -> None:
+        node_id: Any = self.node_id
+        if not isinstance(node_id, str):  # a NodeID (``get_runtime_context().node_id``) names its node too
+            if not callable(getattr(node_id, "hex", None)):
+                raise TypeError(f"NodeAffinitySchedulingStrategy node_id must be a node id (a hex string or a "
+                                f"NodeID), got {type(node_id).__name__}")
+            object.__setattr__(self, "node_id", node_id.hex())
+
     def to_wire(self) -> dict[str, Any]:
         return {"type": "node_affinity", "node_id": self.node_id, "soft": self.soft}
 

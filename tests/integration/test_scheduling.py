@@ -36,6 +36,17 @@ def test_hard_affinity_to_this_node_runs_here(cluster) -> None:
     assert ray.get(where_am_i.options(scheduling_strategy=strategy).remote(), timeout=60) == cluster.node_id
 
 
+def test_hard_affinity_takes_the_node_id_object_the_runtime_context_gives(cluster) -> None:
+    """``get_runtime_context().node_id`` is a NodeID, not its hex; Ray's examples pass it as is."""
+    node_id = ray.get_runtime_context().node_id
+    assert not isinstance(node_id, str)
+    strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    assert strategy.node_id == cluster.node_id
+    assert ray.get(where_am_i.options(scheduling_strategy=strategy).remote(), timeout=60) == cluster.node_id
+    with pytest.raises(TypeError, match="node_id must be a node id"):
+        NodeAffinitySchedulingStrategy(node_id=42)
+
+
 @ray.remote
 class Pinned:
     def node(self):
