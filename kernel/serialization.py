@@ -135,11 +135,14 @@ class Serialized:
         return bytes(out)
 
 
-def record_ref(ref: Any) -> None:
-    """Called by ``ObjectRef.__reduce__``: note a ref found inside the value being pickled."""
+def record_ref(ref: Any) -> bool:
+    """Called by ``ObjectRef.__reduce__``: note a ref found inside the value being pickled.
+    False when no microray serialization is under way (the ref is pickled out of band)."""
     refs = getattr(_local, "refs", None)
-    if refs is not None:
-        refs.append(ref)
+    if refs is None:
+        return False
+    refs.append(ref)
+    return True
 
 
 def serialize(value: Any, *, what: str = "value") -> Serialized:

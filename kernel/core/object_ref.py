@@ -82,7 +82,13 @@ class ObjectRef:
                     pass
 
     def __reduce__(self):
-        serialization.record_ref(self)
+        if not serialization.record_ref(self):
+            # pickled out of band (``cloudpickle.dumps(ref)``, ``copy``): nothing can tell
+            # when the bytes are read back, so the object stays as long as this process
+            # lives, as in Ray
+            worker = _context.worker
+            if worker is not None and not self.is_nil():
+                worker.refs.pin((self._id,))
         return (_rebuild_ref, (self._id, self._owner))
 
     # -- futures ---------------------------------------------------------

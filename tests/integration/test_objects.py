@@ -473,3 +473,33 @@ def test_the_lineage_of_freed_returns_is_let_go(cluster):
         assert wait_for(lambda: kept <= set(objects.lineage.entries), 10), "returns in the store keep their task"
         del refs
         assert wait_for(lambda: not kept & set(objects.lineage.entries), 10), "freed returns keep their task"
+
+
+def test_a_ref_pickled_out_of_band_keeps_its_object(cluster):
+    """A ref pickled outside microray (``ray.cloudpickle.dumps(ref)``) can be read back
+    after every other ref is gone: the object is kept while its owner lives, as in Ray.
+    A ref that travels inside a task's arguments is not kept that way."""
+    import gc
+
+    from microray import cloudpickle
+
+    big = np.arange(200_000, dtype=np.int64)  # in the shared-memory store
+    kept = ray.put(big)
+    pickled = cloudpickle.dumps(kept)
+    oid = kept.binary()
+    del kept
+    gc.collect()
+    assert np.array_equal(ray.get(cloudpickle.loads(pickled), timeout=30), big)
+    assert ray.get(cloudpickle.loads(pickled), timeout=30)[-1] == 199_999
+
+    passed = ray.put(big)
+    assert ray.get(echo_len.remote([passed]), timeout=30) == 200_000
+    from microray.core import context
+
+    pinned = context.worker.refs._pinned
+    assert oid in pinned and passed.binary() not in pinned
+
+
+@ray.remote
+def echo_len(refs):
+    return len(ray.get(refs[0]))
