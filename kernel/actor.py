@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import pickle
-from typing import Any
+from typing import Any, Generic, TypeVar, Union
 
-from microray import ids, serialization
+from microray import ids, runtime_context, serialization
 from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, DYNAMIC, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
@@ -22,14 +22,20 @@ from microray.remote_function import CallShape, merged_runtime_env, pack_args, r
 from microray.task_options import ACTOR_OPTIONS, METHOD_OPTIONS, TASK_OPTIONS, validate_options
 
 # what @microray.method(...) sets: the method's default call options
-METHOD_DECORATOR_OPTIONS = ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions")
+METHOD_DECORATOR_OPTIONS = ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
+                            "enable_task_events")
+
+# the method an actor runs to exit once the calls before it are done (``__ray_terminate__``)
+TERMINATE_METHOD = "__microray_terminate__"
+
+T = TypeVar("T")
 
 
 def method(options: dict[str, Any]) -> Any:
     """The decorator ``@microray.method(**options)`` returns: records the method's
     default call options (``num_returns``, ``concurrency_group``, ``max_task_retries``,
-    ``retry_exceptions``); ``.options()`` on a call overrides them. Types and ranges are
-    the options' own (``task_options``)."""
+    ``retry_exceptions``, ``enable_task_events``); ``.options()`` on a call overrides them.
+    Types and ranges are the options' own (``task_options``)."""
     for key in options:
         if key not in METHOD_DECORATOR_OPTIONS:
             raise TypeError(
@@ -101,8 +107,9 @@ def _check_concurrency_groups(options: dict[str, Any], methods: dict[str, dict[s
             )
 
 
-class ActorClass:
-    """What ``@remote`` makes of a class."""
+class ActorClass(Generic[T]):
+    """What ``@remote`` makes of a class. Generic in the class, for type hints, as in Ray:
+    ``Counter: ActorClass[CounterImpl] = microray.remote(CounterImpl)``."""
 
     def __init__(self, cls: type, options: dict[str, Any]) -> None:
         self._cls = cls
@@ -211,7 +218,8 @@ class ActorClass:
             if options.get("get_if_exists") and reply.existing:
                 return ActorHandle._from_record(pickle.loads(reply.existing))
             raise ValueError(reply.error)
-        handle = ActorHandle(actor_id, self._name, self._methods, record["max_task_retries"], original=True)
+        handle: ActorHandle[Any] = ActorHandle(actor_id, self._name, self._methods, record["max_task_retries"],
+                                               original=True)
         handle._detached = record["lifetime"] == "detached"
         return handle
 
@@ -238,8 +246,9 @@ def _check_actor_options(options: dict[str, Any], name: str) -> None:
         raise ValueError(f"The actor name must be specified to use `get_if_exists` (actor class {name}).")
 
 
-class ActorHandle:
-    """A handle to an actor; pass it to tasks and other actors freely."""
+class ActorHandle(Generic[T]):
+    """A handle to an actor; pass it to tasks and other actors freely. Generic in the
+    actor's class, for type hints (``ActorHandle[Counter]``), as in Ray."""
 
     def __init__(self, actor_id: str, class_name: str, methods: dict, max_task_retries: int,
                  original: bool = False) -> None:
@@ -305,6 +314,13 @@ class ActorHandle:
     def _ray_actor_id(self) -> str:
         return self._actor_id
 
+    @property
+    def __ray_terminate__(self) -> "ActorMethod":
+        """``handle.__ray_terminate__.remote()``: the actor exits, for good (no restart),
+        once it has run the calls this caller made before; later calls fail with
+        ``ActorDiedError``. Unlike ``kill()``, calls already sent still run."""
+        return ActorMethod(self, TERMINATE_METHOD, {}, {"num_returns": 1})
+
     def _submit(self, method: str, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         from microray.core.actor_connection import ActorConnection
 
@@ -342,6 +358,7 @@ class ActorHandle:
             method_name=method,
             caller_id=worker.worker_id,
             concurrency_group=options.get("concurrency_group") or "",
+            name=options.get("name") or "",
         )
         conn = worker.actor_connections.get(self._actor_id)
         if conn is None:
@@ -357,11 +374,32 @@ class ActorHandle:
         refs = [ObjectRef.new_owned(ids.object_id(task_id, i + 1), owner, counter)
                 for i in range(1 if num_returns == DYNAMIC else num_returns)]
         worker.submitter.submit_actor_call(spec, conn, arg_refs)
+        if method == TERMINATE_METHOD and refs:
+            _exit_for_good_after(worker, refs[0], self._actor_id)
         if num_returns == 1 or num_returns == DYNAMIC:
             return refs[0]
         if num_returns == 0:
             return None
         return refs
+
+
+# Ray's name for what ``ActorClass[T].remote()`` returns, for type hints: a handle whose
+# methods a type checker reads from the class ``T`` (``ActorProxy[Counter]``)
+ActorProxy = Union[ActorHandle[T], type[T]]
+
+
+def _exit_for_good_after(worker: Any, ref: ObjectRef, actor_id: str) -> None:
+    """The actor exits once it has run the terminate call ``ref`` is the result of: the
+    moment that result arrives, mark the actor killed in the GCS, so that its exit ends it
+    for good instead of counting as a crash to restart from (``max_restarts``)."""
+    request = gcs_pb2.KillActorRequest(
+        actor_id=actor_id, no_restart=True, reason="the actor exited: __ray_terminate__() was called")
+
+    def done(result: Any) -> None:
+        if result.exception() is None and worker.connected:  # failed: the actor died first
+            worker.call_nowait(worker.gcs.KillActor, request)
+
+    ref.future().add_done_callback(done)
 
 
 def _retries(value: int) -> int:
@@ -422,6 +460,20 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     return ActorHandle._from_record(record)
 
 
+def list_named_actors(all_namespaces: bool = False) -> list[str] | list[dict[str, str]]:
+    """The names of the named actors that are not dead (Ray's
+    ``ray.util.list_named_actors``): in this job's namespace, or with
+    ``all_namespaces=True`` in every namespace, as ``{"name": ..., "namespace": ...}``."""
+    worker = context.current_worker()
+    reply = worker.call(worker.gcs.ListActors, gcs_pb2.ListActorsRequest(
+        all_namespaces=bool(all_namespaces), namespace=worker.namespace or ""))
+    named = [(r["namespace"], r["name"]) for r in map(pickle.loads, reply.records)
+             if r.get("name") and r.get("state") != "DEAD"]
+    if all_namespaces:
+        return [{"name": name, "namespace": namespace} for namespace, name in named]
+    return [name for namespace, name in named if namespace == (worker.namespace or "")]
+
+
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's process at once; with ``no_restart=False`` it may restart."""
     if not isinstance(actor, ActorHandle):
@@ -431,7 +483,11 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
         actor_id=actor._actor_id, no_restart=no_restart, reason="killed by microray.kill()"))
 
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "get_actor", "kill", "exit_actor", "ActorDiedError"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorProxy", "get_actor", "kill", "exit_actor",
+           "list_named_actors", "ActorDiedError"]
+
+# the runtime context (a layer below) makes ``current_actor`` handles with this
+runtime_context.set_actor_handle_factory(ActorHandle._from_record)
 
 
 def exit_actor() -> None:

@@ -380,10 +380,17 @@ def _make_remote(obj: Any, options: dict[str, Any]) -> Any:
     return RemoteFunction(obj, options)
 
 
-def method(**options: Any) -> Any:
+def method(*args: Any, **options: Any) -> Any:
     """Annotate an actor method with its default call options: ``num_returns``,
-    ``concurrency_group``, ``max_task_retries``, ``retry_exceptions``
-    (``@microray.method(num_returns=2)``). Other options raise ``TypeError``."""
+    ``concurrency_group``, ``max_task_retries``, ``retry_exceptions``,
+    ``enable_task_events`` (``@microray.method(num_returns=2)``). Other options raise
+    ``TypeError``. Used bare (``@microray.method``) it sets none: the method is returned
+    as it is, as in Ray (where it marks methods for type checkers)."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return args[0]
+    if args:
+        raise TypeError("@microray.method takes either no arguments (@microray.method) or only keyword "
+                        "arguments (@microray.method(num_returns=2))")
     from microray.actor import method as _method
 
     return _method(options)
@@ -420,7 +427,10 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
             if not isinstance(r, ObjectRef):
                 raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got an element {type(r).__name__}")
         return worker.get_objects(list(object_refs), timeout)
-    raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
+    import reprlib  # as Ray: a ValueError, whose sentence programs may match
+
+    raise ValueError(f"'object_refs' must either be an ObjectRef or a list of ObjectRefs. get() was given "
+                     f"an object of type {type(object_refs).__name__}: {reprlib.repr(object_refs)}")
 
 
 def wait(
@@ -567,6 +577,7 @@ def available_resources() -> dict[str, float]:
 
 
 def get_runtime_context() -> Any:
+    import microray.actor  # noqa: F401 -- registers how ``current_actor`` makes a handle
     from microray.runtime_context import RuntimeContext
 
     return RuntimeContext(_global_worker())

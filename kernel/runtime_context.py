@@ -7,11 +7,30 @@ As in Ray, the ``get_*_id()`` methods return hex strings and the ``job_id``,
 
 from __future__ import annotations
 
+import json
+import pickle
+from collections.abc import Callable
 from typing import Any
 
 from microray import ids
 from microray.core import context
 from microray.core.context import current_task
+from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD
+from microray.protocol import gcs_pb2
+from microray.runtime_env import RuntimeEnv
+
+# Makes an actor handle from the GCS's record of an actor (``current_actor``): registered
+# by ``microray.actor``, the layer above this one, when it is imported.
+_actor_handle_factory: Callable[[dict], Any] | None = None
+
+# per actor: the resources it holds for its lifetime (they never change), read once
+_actor_resources: dict[str, dict[str, float]] = {}
+
+
+def set_actor_handle_factory(factory: Callable[[dict], Any]) -> None:
+    """Register what turns an actor's record into a handle (``microray.actor`` does)."""
+    global _actor_handle_factory
+    _actor_handle_factory = factory
 
 
 class RuntimeContext:
@@ -60,11 +79,46 @@ class RuntimeContext:
         return ids.TaskID(task.task_id) if task is not None else None
 
     def get_task_name(self) -> str | None:
+        """The running task's name, as Ray names it: the name given with
+        ``.options(name=...)``, else ``f`` for a task, ``Counter.incr`` for an actor method
+        and ``Counter.__init__`` for an actor's constructor; None outside a task."""
         task = current_task()
-        return task.function_name if task is not None else None
+        if task is None:
+            return None
+        if task.name:
+            return task.name
+        if task.kind == ACTOR_METHOD:
+            return f"{task.function_name}.{task.method_name}"
+        if task.kind == ACTOR_CREATION:
+            return f"{task.function_name}.__init__"
+        return task.function_name
 
     def get_task_function_name(self) -> str | None:
-        return self.get_task_name()
+        """The running task's function, fully qualified: ``module.f`` for a task
+        (``__main__.f`` for one defined in the driver's script), ``module.Counter.incr``
+        for an actor method (``module.Counter.__init__`` in the constructor); None outside
+        a task. A name given with ``.options(name=...)`` does not change it."""
+        task = current_task()
+        if task is None:
+            return None
+        target = self._task_target(task)
+        module = getattr(target, "__module__", None)
+        if task.kind == ACTOR_METHOD:
+            parts = [module, task.function_name, task.method_name]
+        elif task.kind == ACTOR_CREATION:
+            parts = [module, task.function_name, "__init__"]
+        else:
+            parts = [module, getattr(target, "__qualname__", None) or task.function_name]
+        return ".".join(p for p in parts if p)
+
+    def _task_target(self, task: Any) -> Any:
+        """The function (or, for an actor's calls, the class) the task runs, as loaded here."""
+        functions = getattr(self.worker, "functions", None) or {}
+        target = functions.get(task.function_id) if task.function_id else None
+        if target is None and task.kind == ACTOR_METHOD:
+            actor = getattr(getattr(self.worker, "executor", None), "actor", None)
+            target = type(actor) if actor is not None else None
+        return target
 
     def get_actor_id(self) -> str | None:
         """The current actor's id, hex; None outside an actor."""
@@ -81,6 +135,31 @@ class RuntimeContext:
 
     def get_actor_name(self) -> str | None:
         return getattr(self.worker, "actor_name", None)
+
+    def _actor_record(self, what: str, error: type[Exception] = RuntimeError) -> dict:
+        """The GCS's record of the actor this process runs (``what`` names the caller in
+        the error raised outside an actor)."""
+        actor_id = getattr(self.worker, "actor_id", None)
+        if not actor_id:
+            raise error(f"{what} is only available in an actor (this process runs none)")
+        reply = self.worker.call(self.worker.gcs.GetActor, gcs_pb2.ActorLookupRequest(actor_id=actor_id))
+        if not reply.found:
+            raise RuntimeError(f"{what}: the GCS has no record of the actor {actor_id}")
+        return pickle.loads(reply.record)
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        """Whether the current actor has been restarted (its restart count is above 0).
+        Outside an actor, raises ``AssertionError``, as Ray does."""
+        return bool(self._actor_record("was_current_actor_reconstructed", AssertionError).get("num_restarts"))
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the current actor itself. Raises ``RuntimeError`` outside an actor."""
+        record = self._actor_record("current_actor")
+        if _actor_handle_factory is None:
+            raise RuntimeError("current_actor needs the actor API loaded in this process: import microray.actor")
+        return _actor_handle_factory(record)
 
     @property
     def namespace(self) -> str | None:
@@ -99,6 +178,17 @@ class RuntimeContext:
         return False
 
     def get_assigned_resources(self) -> dict[str, float]:
+        """The resources the current task holds (``{"CPU": 1.0}`` for a default task) or,
+        in an actor, those the actor holds for its lifetime: what it asked for with
+        ``num_cpus``/``num_gpus``/``resources`` ({} for a default actor, which holds no
+        CPU once created, as in Ray). {} in a driver."""
+        actor_id = getattr(self.worker, "actor_id", None)
+        if actor_id:
+            held = _actor_resources.get(actor_id)
+            if held is None:
+                record = self._actor_record("get_assigned_resources")
+                held = _actor_resources[actor_id] = {k: float(v) for k, v in (record.get("hold") or {}).items()}
+            return dict(held)
         task = current_task()
         return dict(task.resources) if task is not None else {}
 
@@ -106,17 +196,29 @@ class RuntimeContext:
         """The accelerators the current task or actor was given, by resource name."""
         return {"GPU": [str(i) for i in getattr(self.worker, "gpu_ids", None) or []]}
 
-    def get_runtime_env_string(self) -> str:
-        import json
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this process runs on (``init(labels=...)``,
+        ``microray start --labels``)."""
+        node_id = self.get_node_id()
+        for node in self.worker.get_all_nodes():
+            if node.node_id == node_id:
+                return dict(node.labels)
+        return {}
 
+    def get_runtime_env_string(self) -> str:
+        """The runtime env this task, actor or driver runs in, as JSON: the task's (its
+        own over its job's), else the one this process was started with (a driver: the
+        job's, from ``init(runtime_env=...)``)."""
         task = current_task()
-        return json.dumps(task.runtime_env or {}) if task is not None else "{}"
+        env = task.runtime_env if task is not None and task.runtime_env else None
+        if env is None:
+            env = getattr(self.worker, "job_runtime_env", None)
+        return json.dumps(env or {})
 
     @property
-    def runtime_env(self) -> dict[str, Any]:
-        import json
-
-        return json.loads(self.get_runtime_env_string())
+    def runtime_env(self) -> Any:
+        """The runtime env this task, actor or driver runs in, as a ``RuntimeEnv`` (a dict)."""
+        return RuntimeEnv.deserialize(self.get_runtime_env_string())
 
     @property
     def gcs_address(self) -> str:
@@ -125,11 +227,15 @@ class RuntimeContext:
     def is_canceled(self) -> bool:
         """Whether the running task was cancelled with ``cancel()``. A task that catches
         the cancellation, or a method of a threaded actor (which is not interrupted),
-        checks this to stop. Raises RuntimeError outside a task."""
+        checks this to stop. Raises RuntimeError outside a task and, as in Ray, in an async
+        actor (whose cancelled calls see ``asyncio.CancelledError`` instead)."""
         task = current_task()
         if task is None:
             raise RuntimeError("is_canceled() is only valid inside a task or an actor method")
         executor = getattr(self.worker, "executor", None)
+        if getattr(executor, "mode", None) == "async":
+            raise RuntimeError("is_canceled() is not supported in an async actor: cancel() cancels the call's "
+                               "asyncio task, which sees asyncio.CancelledError")
         return executor is not None and task.task_id in executor.cancelled
 
     def get(self) -> dict[str, Any]:

@@ -13,6 +13,9 @@ and each unpacked ``py_modules`` package on ``sys.path``.
 
 KV layout, per package: ``pkg:<sha1>`` (the manifest: size and chunk count, written
 last, so a manifest means the chunks are all there) and ``pkg:<sha1>:<i>`` (chunk i).
+
+``RuntimeEnv`` and ``RuntimeEnvConfig`` are Ray's classes for writing a runtime env:
+dicts built from keyword arguments, accepted wherever a runtime_env dict is.
 """
 
 from __future__ import annotations
@@ -47,6 +50,93 @@ KvPut = Callable[[bytes, bytes], None]
 
 class RuntimeEnvError(ValueError):
     """A runtime env that cannot be packed, stored or unpacked."""
+
+
+# -- RuntimeEnv: Ray's dict of a runtime env, built from keyword arguments ----------------------
+class RuntimeEnvConfig(dict):
+    """How a runtime env is set up (Ray's ``RuntimeEnvConfig``): ``setup_timeout_seconds``
+    (an int > 0, or -1 for no limit), ``eager_install`` (a bool) and ``log_files`` (a list
+    of str). A dict, given as a runtime env's ``config``; microray starts every worker the
+    same way, so none of them changes how it does."""
+
+    known_fields: set[str] = {"setup_timeout_seconds", "eager_install", "log_files"}
+
+    def __init__(self, setup_timeout_seconds: int = 600, eager_install: bool = True,
+                 log_files: list[str] | None = None) -> None:
+        super().__init__()
+        if isinstance(setup_timeout_seconds, bool) or not isinstance(setup_timeout_seconds, int):
+            raise TypeError("setup_timeout_seconds must be of type int, got "
+                            f"{type(setup_timeout_seconds).__name__}")
+        if setup_timeout_seconds <= 0 and setup_timeout_seconds != -1:
+            raise ValueError("setup_timeout_seconds must be greater than zero or equals to -1, got "
+                             f"{setup_timeout_seconds}")
+        if not isinstance(eager_install, bool):
+            raise TypeError(f"eager_install must be a boolean, got {type(eager_install).__name__}")
+        if log_files is not None and (not isinstance(log_files, list)
+                                      or not all(isinstance(f, str) for f in log_files)):
+            raise TypeError(f"log_files must be a list of strings or None, got {log_files!r}")
+        self["setup_timeout_seconds"] = setup_timeout_seconds
+        self["eager_install"] = eager_install
+        if log_files is not None:
+            self["log_files"] = list(log_files)
+
+
+class RuntimeEnv(dict):
+    """A runtime environment as a dict built from keyword arguments (Ray's ``RuntimeEnv``):
+    ``RuntimeEnv(env_vars={...}, working_dir=".", py_modules=[...])`` equals the dict with
+    those keys, and goes wherever a runtime_env dict does (``init(runtime_env=...)``,
+    ``@remote(runtime_env=...)``, ``.options(runtime_env=...)``, ``JobConfig``).
+
+    Arguments left at None are not set. Any key is kept, as in Ray; a key microray does
+    not support (``pip``, ``conda``, ``container``, ...) is refused where the env is used,
+    with the same error as in a dict. With ``_validate`` (the default) the values of the
+    supported keys are checked here already (``ValueError``)."""
+
+    known_fields: set[str] = {
+        "py_modules", "py_executable", "working_dir", "pip", "conda", "container", "env_vars",
+        "worker_process_setup_hook", "config", "image_uri", "uv", "excludes", "java_jars",
+    }
+
+    def __init__(self, *, py_modules: list[str] | None = None, py_executable: str | None = None,
+                 working_dir: str | None = None, pip: Any = None, conda: Any = None,
+                 container: dict[str, str] | None = None, env_vars: dict[str, str] | None = None,
+                 worker_process_setup_hook: Any = None,
+                 config: dict[str, Any] | RuntimeEnvConfig | None = None, _validate: bool = True,
+                 image_uri: str | None = None, uv: Any = None, **kwargs: Any) -> None:
+        super().__init__()
+        given = {
+            "py_modules": py_modules, "py_executable": py_executable, "working_dir": working_dir,
+            "pip": pip, "conda": conda, "container": container, "env_vars": env_vars,
+            "worker_process_setup_hook": worker_process_setup_hook,
+            "config": config, "image_uri": image_uri, "uv": uv, **kwargs,
+        }
+        for key, value in given.items():
+            if value is not None:
+                self[key] = value
+        if isinstance(self.get("config"), dict) and not isinstance(self["config"], RuntimeEnvConfig):
+            self["config"] = RuntimeEnvConfig(**self["config"])
+        if _validate:
+            from microray.task_options import RUNTIME_ENV_KEYS, runtime_env_problem
+
+            problem = runtime_env_problem({k: v for k, v in self.items() if k in RUNTIME_ENV_KEYS})
+            if problem:
+                raise ValueError(f"RuntimeEnv({', '.join(sorted(self))}): expected {problem}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict copy (``config`` too)."""
+        return {k: dict(v) if isinstance(v, RuntimeEnvConfig) else v for k, v in self.items()}
+
+    def serialize(self) -> str:
+        """The env as JSON text (``RuntimeEnv.deserialize`` reads it back)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def deserialize(cls, serialized: str) -> "RuntimeEnv":
+        return cls(_validate=False, **json.loads(serialized))
+
+    def env_vars(self) -> dict[str, str]:
+        """The ``env_vars`` key's variables ({} when not set)."""
+        return dict(self.get("env_vars") or {})
 
 
 @dataclass(frozen=True)

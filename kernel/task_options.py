@@ -74,7 +74,9 @@ def _resources(value: Any) -> str | None:
 RUNTIME_ENV_KEYS = ("config", "env_vars", "excludes", "py_modules", "working_dir")
 
 
-def _runtime_env(value: Any) -> str | None:
+def runtime_env_problem(value: Any) -> str | None:
+    """What a runtime_env (a dict, or a ``RuntimeEnv``) must be instead, or None when it
+    is fine: only the supported keys, each with a value of its kind."""
     if value is None:
         return None
     unknown = sorted(set(value) - set(RUNTIME_ENV_KEYS))
@@ -139,7 +141,7 @@ RULES: dict[str, OptionRule] = {
     "max_retries": OptionRule((int, NONE), "an integer >= -1", _count(-1)),
     "retry_exceptions": OptionRule((bool, list, tuple), "True, False or a list of exception classes", _retry_exceptions),
     "max_calls": OptionRule((int, NONE), "an integer >= 0", _count(0)),
-    "runtime_env": OptionRule((dict, NONE), "a dict such as {'working_dir': '.', 'env_vars': {...}}", _runtime_env),
+    "runtime_env": OptionRule((dict, NONE), "a dict such as {'working_dir': '.', 'env_vars': {...}}", runtime_env_problem),
     "scheduling_strategy": OptionRule((NONE, str), "None, 'DEFAULT', 'SPREAD' or a strategy object",
                                       _scheduling_strategy),
     "name": _TEXT,
@@ -250,4 +252,5 @@ def validate_options(options: dict[str, Any], allowed: set[str] | frozenset[str]
     return options
 
 
-__all__ = ["ACTOR_OPTIONS", "METHOD_OPTIONS", "RULES", "TASK_OPTIONS", "OptionRule", "validate_options"]
+__all__ = ["ACTOR_OPTIONS", "METHOD_OPTIONS", "RULES", "RUNTIME_ENV_KEYS", "TASK_OPTIONS", "OptionRule",
+           "runtime_env_problem", "validate_options"]

@@ -1,5 +1,6 @@
 """Ray's ``util`` namespace: ActorPool, Queue, scheduling strategies, the state API,
-accelerator names and the placement group names (placement groups are not supported)."""
+accelerator names, named actors, the node's IP and the placement group names
+(placement groups are not supported)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 _LAZY = {
     "ActorPool": "microray.util.actor_pool",
+    "list_named_actors": "microray.actor",
     "scheduling_strategies": None,
     "queue": None,
     "state": None,
@@ -22,6 +24,21 @@ _LAZY = {
     "placement_group_table": "microray.util.placement_group",
     "remove_placement_group": "microray.util.placement_group",
 }
+
+
+def get_node_ip_address(address: str | None = None) -> str:
+    """The IP address of the node this process runs on: its raylet's, once connected;
+    before that, the IP a node started here would use (config key ``node_ip``).
+    ``address`` is accepted as in Ray (where it picks a network to look from) and not
+    needed: a microray node's IP is set, never guessed."""
+    from microray.core import context
+
+    worker = context.worker
+    if worker is not None:
+        return worker.raylet_address.rsplit(":", 1)[0]
+    from microray import config
+
+    return config.resolve().node_ip
 
 
 def __getattr__(name: str) -> Any:
