@@ -18,6 +18,7 @@ import structlog
 from microray import config as config_mod
 from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
+from microray.core.task_spec import ACTOR_METHOD
 from microray.exceptions import RaySystemError
 
 log = structlog.get_logger(__name__)
@@ -517,10 +518,21 @@ def _check_timeout(timeout: Any, what: str) -> None:
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that makes ``ref``. ``get`` on it then raises TaskCancelledError."""
+    """Cancel the task that makes ``ref``; ``get`` on it then raises TaskCancelledError.
+
+    As in Ray: a task or actor call that has not started never runs. A running task is
+    interrupted (``force=True``: its worker is killed, and ``get`` raises
+    WorkerCrashedError). A running actor call is never interrupted: a sync or threaded
+    actor's method sees ``get_runtime_context().is_canceled()`` turn True, an async
+    actor's call has its asyncio task cancelled; ``force=True`` is refused for actor calls."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
     worker = _global_worker()
+    if force:
+        entry = worker.submitter.tasks.get(ref.task_id())
+        if entry is not None and entry.spec.kind == ACTOR_METHOD:
+            raise ValueError("force=True is not supported for actor tasks: an actor's call is never killed "
+                             "(cancel() without force stops it if it has not started yet)")
     worker.call_in_loop(worker.submitter.cancel, ref.task_id(), force)
 
 

@@ -138,6 +138,7 @@ class TaskExecutor:
         self.pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.asems: dict[str, asyncio.Semaphore] = {}
+        self._async_calls: dict[bytes, asyncio.Task | None] = {}  # task id -> its asyncio task (actor's loop)
         self.job: str | None = None  # the job whose tasks run here (cw.job_id, cw.namespace)
 
     # -- io loop side --------------------------------------------------------------
@@ -191,16 +192,21 @@ class TaskExecutor:
         if sink is not None:  # still waiting here: answer at once, never run it
             sink(error_results.error_result_for(task_id, TaskCancelledError(task_id.hex())))
             return True
+        self.cancelled.add(task_id)
+        if self.actor is not None or self.actor_error is not None:
+            # never interrupted (the actor has state): a sync or threaded actor's method sees
+            # is_canceled(); an async actor's call (running or waiting) has its asyncio task cancelled
+            call = self._async_calls.get(task_id)
+            if call is not None and self.aloop is not None:
+                self.aloop.call_soon_threadsafe(call.cancel)
+            return True
         if self.current == task_id:
             if force:
                 log.warning("task_force_cancelled", task_id=task_id.hex())
                 os._exit(1)
-            self.cancelled.add(task_id)
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self.main_thread_id or 0), ctypes.py_object(TaskCancelledError)
             )
-            return True
-        self.cancelled.add(task_id)
         return True
 
     def busy(self) -> bool:
@@ -322,6 +328,8 @@ class TaskExecutor:
             value = fn(*args, **kwargs)
             if in_main:
                 self.current = None
+            if spec.task_id in self.cancelled:  # an actor method cancelled while it ran: its value is dropped
+                raise TaskCancelledError(spec.task_id.hex())
             result = self._result(spec, value, t0)
         except BaseException as exc:  # noqa: BLE001 -- every failure goes back to the owner
             if in_main:
@@ -362,28 +370,46 @@ class TaskExecutor:
                 sink(error_results.app_error(spec, exc, self.ip))
 
     async def _execute_async(self, spec: TaskSpec, sink: _Sink, sem: asyncio.Semaphore) -> None:
-        async with sem:
-            token = context.enter_task(spec)
-            self.cw.output.enter(spec, False)
-            try:
-                fn = self._target(spec)
-                t0 = time.perf_counter()
-                args, kwargs = self._resolve_args(spec)
-                value = fn(*args, **kwargs)
-                if spec.num_returns == STREAMING:  # a generator method, async or not: stream it
-                    await returns.stream_async(spec, value, sink, self._store_value, self._task_error, _split_sizes)
-                    return
-                if inspect.isawaitable(value):
-                    value = await value
-                result = self._result(spec, value, t0)
-            except BaseException as exc:  # noqa: BLE001
-                if isinstance(exc, SystemExit):
-                    raise
+        task_id = spec.task_id
+        self._async_calls[task_id] = asyncio.current_task()  # cancel() cancels it from here on
+        try:
+            if task_id in self.cancelled:  # cancelled before it got here
+                raise asyncio.CancelledError
+            async with sem:
+                await self._run_async(spec, sink)
+        except asyncio.CancelledError:  # cancelled while waiting for its slot
+            if task_id not in self.cancelled:
+                raise
+            sink(error_results.error_result(spec, TaskCancelledError(task_id.hex())))
+        finally:
+            del self._async_calls[task_id]
+            self.cancelled.discard(task_id)
+
+    async def _run_async(self, spec: TaskSpec, sink: _Sink) -> None:
+        token = context.enter_task(spec)
+        self.cw.output.enter(spec, False)
+        try:
+            fn = self._target(spec)
+            t0 = time.perf_counter()
+            args, kwargs = self._resolve_args(spec)
+            value = fn(*args, **kwargs)
+            if spec.num_returns == STREAMING:  # a generator method, async or not: stream it
+                await returns.stream_async(spec, value, sink, self._store_value, self._task_error, _split_sizes)
+                return
+            if inspect.isawaitable(value):
+                value = await value
+            result = self._result(spec, value, t0)
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, SystemExit):
+                raise
+            if isinstance(exc, asyncio.CancelledError) and spec.task_id in self.cancelled:
+                result = error_results.error_result(spec, TaskCancelledError(spec.task_id.hex()))
+            else:
                 result = error_results.app_error(spec, exc, self.ip)
-            finally:
-                context.leave_task(token)
-            result.output_seq = self.cw.output.done()
-            sink(result)
+        finally:
+            context.leave_task(token)
+        result.output_seq = self.cw.output.done()
+        sink(result)
 
     # -- actors ----------------------------------------------------------------------
     def _create_actor(self, spec: TaskSpec, sink: _Sink) -> None:

@@ -220,8 +220,7 @@ class TaskSubmitter:
                     lease.idle_timer = self.loop.call_later(keep, self._return_idle, key, lease)
 
     def nodes_died(self, node_ids: Collection[str]) -> None:
-        """The cluster declared these nodes dead: the task and actor streams to workers
-        there are lost now (tasks retried or failed as when a worker dies)."""
+        """The cluster declared these nodes dead: streams to workers there are lost now."""
         for state in list(self.keys.values()):
             for stream in [state.actor.stream] if state.actor is not None else list(state.leases):
                 if stream is not None and stream.node_id in node_ids:
@@ -243,9 +242,8 @@ class TaskSubmitter:
     async def _cancel_lease_requests(self, key: tuple, state: KeyState) -> None:
         dropped = 0
         try:
-            reply = await self.cw.raylet.CancelLeaseRequests(
-                raylet_pb2.CancelLeasesRequest(lease_key=repr(key), owner_worker_id=self.cw.worker_id), timeout=5)
-            dropped = reply.dropped
+            request = raylet_pb2.CancelLeasesRequest(lease_key=repr(key), owner_worker_id=self.cw.worker_id)
+            dropped = (await self.cw.raylet.CancelLeaseRequests(request, timeout=5)).dropped
         except grpc.aio.AioRpcError:
             pass
         finally:
@@ -503,9 +501,9 @@ class TaskSubmitter:
             self._release(lease, disconnect=True)
         failed: list[TaskEntry] = []
         for entry in lost:
-            if entry.cancelled:
+            if entry.cancelled and not entry.force:
                 self.fail(entry, serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes())
-            elif entry.spec.attempt < entry.spec.max_retries:
+            elif entry.spec.attempt < entry.spec.max_retries and not entry.cancelled:
                 entry.spec.attempt += 1
                 (log.info if self.node_gone else log.warning)(
                     "task_retry", task=entry.spec.function_name, attempt=entry.spec.attempt,
@@ -545,7 +543,10 @@ class TaskSubmitter:
             if entry.done:
                 continue
             err: BaseException
-            if entry.cancelled:
+            if entry.force:
+                err = WorkerCrashedError(f"The task {entry.spec.function_name} was cancelled with force=True: its worker "
+                                         f"(pid {lease.pid}) was killed.")
+            elif entry.cancelled:
                 err = TaskCancelledError(entry.spec.task_id.hex())
             else:
                 err = WorkerCrashedError(
@@ -559,7 +560,7 @@ class TaskSubmitter:
         entry = self.tasks.get(task_id)
         if entry is None or entry.done:
             return False
-        entry.cancelled = True
+        entry.cancelled, entry.force = True, force
         if entry.lease is None:
             self.fail(entry, serialization.serialize_error(TaskCancelledError(task_id.hex())).to_bytes())
             return True

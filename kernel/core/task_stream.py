@@ -41,6 +41,7 @@ class TaskEntry:
     lease: Any = None
     cancelled: bool = False
     done: bool = False
+    force: bool = False  # cancelled with force=True: its worker is killed (WorkerCrashedError)
 
 
 @dataclass
