@@ -271,7 +271,8 @@ def status_cmd(address: str | None) -> None:
             total[k] = total.get(k, 0.0) + v
             avail[k] = avail.get(k, 0.0) + n["resources_available"].get(k, 0.0)
     for k in sorted(total):
-        out.append(f" {total[k] - avail[k]:g}/{total[k]:g} {k}")
+        if not k.startswith("node:"):  # every node's own marker resource: not usage (as Ray's status)
+            out.append(f" {total[k] - avail[k]:g}/{total[k]:g} {k}")
     used = sum(n["object_store_used"] for n in alive)
     cap = sum(n["object_store_capacity"] for n in alive)
     out.append(f" {_size(used)}/{_size(cap)} object_store_memory")
@@ -346,30 +347,22 @@ def memory_cmd(group_by: str, sort_by: str, fmt: str, address: str | None) -> No
 
 
 # -- timeline ------------------------------------------------------------------------------------
-def chrome_trace(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chrome trace events of ended tasks (``microray.util.state.timeline_events``)."""
-    from microray.util.state import timeline_events
-
-    return timeline_events(tasks)
-
-
 @click.command("timeline")
 @click.option("--output", "-o", default=None, help="File to write (default: /tmp/microray-timeline-<time>.json).")
 @_ADDRESS
 def timeline_cmd(output: str | None, address: str | None) -> None:
-    """Write the task history as Chrome trace JSON (open in chrome://tracing or Perfetto)."""
+    """Write the task history as Chrome trace JSON (open in chrome://tracing or Perfetto);
+    the same events as ``microray.timeline()``."""
+    from microray.api import chrome_trace, write_timeline
     from microray.util.state import StateClient
 
     def read() -> list[dict]:
         with StateClient(_address(address)) as c:
-            out = []
-            for state in ("FINISHED", "FAILED"):
-                out += c.tasks([("state", "=", state)], 2_000_000)["tasks"]
-            return out
+            return chrome_trace(lambda filters, limit: c.tasks(filters, limit)["tasks"])
 
-    events = chrome_trace(_state_call(read))
+    events = _state_call(read)
     path = output or f"/tmp/microray-timeline-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
-    Path(path).write_text(json.dumps(events))
+    write_timeline(events, path)
     click.echo(f"Trace of {len(events)} tasks written to {path}")
 
 

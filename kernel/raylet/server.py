@@ -66,7 +66,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.procs.tls = dict(cfg.tls)
         self.procs.log_level = cfg.log_level
         self.is_head = is_head
-        self.total = node_resources(cfg)
+        self.total = node_resources(cfg, is_head)
         self.leases = LeaseManager(self.total)
         pm = get_plugin_manager(cfg.plugins)
         reg = pm.select("scheduling_policy", cfg.scheduling_policy)
@@ -481,13 +481,22 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
         self.procs.kill(pid, why)
 
 
-def node_resources(cfg: config_mod.Config) -> dict[str, float]:
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
+
+def node_resources(cfg: config_mod.Config, is_head: bool = False) -> dict[str, float]:
+    """What a node offers: its CPUs, GPUs and custom resources, plus, as in Ray, 1.0 of
+    ``node:<its IP>`` (and on the head ``node:__internal_head__``), which a task asks a
+    share of to run on that node (``resources={"node:10.0.0.5": 0.01}``)."""
     cpus = cfg.num_cpus if cfg.num_cpus is not None else (os.cpu_count() or 1)
     resources = {"CPU": float(cpus)}
     gpus = cfg.num_gpus or 0
     if gpus:
         resources["GPU"] = float(gpus)
     resources.update({k: float(v) for k, v in cfg.resources.items()})
+    resources.setdefault(f"node:{cfg.node_ip}", 1.0)
+    if is_head:
+        resources.setdefault(HEAD_NODE_RESOURCE, 1.0)
     return resources
 
 

@@ -34,7 +34,9 @@ def test_head_and_two_worker_nodes(make_cluster):
     assert [nid for nid, n in nodes.items() if n["is_head_node"]] == [cluster.head_node.node_id]
     assert nodes[n1.node_id]["labels"] == {"zone": "a"}
     assert nodes[n2.node_id]["labels"] == {"zone": "b", "disk": "ssd"}
-    assert nodes[n2.node_id]["resources_total"] == {"CPU": 1.0, "custom": 1.0}
+    assert nodes[n2.node_id]["resources_total"] == {"CPU": 1.0, "custom": 1.0, "node:127.0.0.1": 1.0}
+    assert nodes[cluster.head_node.node_id]["resources_total"] == {
+        "CPU": 1.0, "node:127.0.0.1": 1.0, "node:__internal_head__": 1.0}
     # each node: its own session folder, raylet port, store namespace and processes
     everything = [cluster.head_node, n1, n2]
     assert len({n.session_dir for n in everything}) == 3
@@ -96,6 +98,13 @@ def test_driver_on_a_worker_nodes_ip_uses_that_nodes_raylet(make_cluster, monkey
     cluster.connect()
     assert ray.get_runtime_context().get_node_id() == other.node_id
     assert ray.get(node_of_task.options(resources={"custom": 1}).remote()) == other.node_id
+    # as in Ray, each node offers 1.0 of "node:<its IP>", the head also "node:__internal_head__"
+    at = {ip: node_of_task.options(num_cpus=0, resources={f"node:{ip}": 0.01}) for ip in ("127.0.0.1", "127.0.0.2")}
+    assert ray.get([at["127.0.0.2"].remote(i) for i in range(4)]) == [other.node_id] * 4
+    assert ray.get([at["127.0.0.1"].remote(i) for i in range(4)]) == [cluster.head_node.node_id] * 4
+    head_only = node_of_task.options(num_cpus=0, resources={"node:__internal_head__": 0.01})
+    assert ray.get(head_only.remote()) == cluster.head_node.node_id
+    assert ray.cluster_resources()["node:127.0.0.2"] == 1.0
 
 
 def test_a_killed_driver_on_a_worker_node_fails_its_job(make_cluster, tmp_path):
