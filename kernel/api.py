@@ -32,7 +32,11 @@ class RayContext:
     """What ``init`` returns (Ray's ``RayContext``)."""
 
     address_info: dict[str, Any] = field(default_factory=dict)
-    dashboard_url: str | None = None
+    dashboard_url: str | None = None  # host:port, without a scheme, as in Ray
+
+    def __post_init__(self) -> None:
+        if self.dashboard_url:
+            self.dashboard_url = self.dashboard_url.removeprefix("http://")
 
     def __getitem__(self, key: str) -> Any:
         return self.address_info[key]

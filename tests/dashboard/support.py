@@ -89,7 +89,7 @@ def start_dashboard_cluster(**kwargs: Any) -> Dash:
         ctx = ray.init(**kwargs)
     session = ray.api._worker.session_dir
     token = (Path(session) / "cluster_token").read_text().strip()
-    d = Dash(url=ctx.dashboard_url, token=token, session_dir=session, context=ctx, init_stderr=err.getvalue())
+    d = Dash(url=f"http://{ctx.dashboard_url}", token=token, session_dir=session, context=ctx, init_stderr=err.getvalue())
     wait_for(lambda: d.get("/api/v0/cluster").status == 200, what="the dashboard to serve")
     return d
 

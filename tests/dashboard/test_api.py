@@ -14,7 +14,7 @@ from .support import N_TASKS, Dash, square, wait_for
 
 def test_init_returns_the_dashboard_url(dash: Dash) -> None:
     assert dash.url.startswith("http://127.0.0.1:")
-    assert dash.context.dashboard_url == dash.url
+    assert f"http://{dash.context.dashboard_url}" == dash.url  # host:port, as Ray's RayContext gives it
     assert dash.token not in dash.url
 
 

@@ -44,7 +44,7 @@ def test_the_dashboard_waits_for_its_first_connection_and_misses_no_history(idle
         gcs.close()
     assert not _serving(pid), "the dashboard imported its web server with nobody connected"
     started_at = time.time()
-    d = Dash(url=idle_head.dashboard_url, token="", session_dir="", context=idle_head)
+    d = Dash(url=f"http://{idle_head.dashboard_url}", token="", session_dir="", context=idle_head)
     data = wait_for(lambda: d.get_json("/api/v0/timeseries"), what="the first page")  # starts it
     assert _serving(pid)
     assert ray.api._head.pids["dashboard"] == pid  # the same process, now serving
