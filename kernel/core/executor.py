@@ -194,8 +194,7 @@ class TaskExecutor:
             return True
         self.cancelled.add(task_id)
         if self.actor is not None or self.actor_error is not None:
-            # never interrupted (the actor has state): a sync or threaded actor's method sees
-            # is_canceled(); an async actor's call (running or waiting) has its asyncio task cancelled
+            # never interrupted: a sync/threaded actor's method sees is_canceled(), an async one is cancelled
             call = self._async_calls.get(task_id)
             if call is not None and self.aloop is not None:
                 self.aloop.call_soon_threadsafe(call.cancel)
@@ -461,6 +460,7 @@ class TaskExecutor:
                 group: concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix=f"microray-actor-{group or 'default'}")
                 for group, n in {"": concurrency or 1, **groups}.items()
             }
+        self.cw.output.actor_created(self.actor)
         log.info("actor_created", actor_id=spec.actor_id, mode=self.mode)
         sink(TaskResult(spec.task_id, OK, [], None, os.getpid(), output_seq=self.cw.output.done()))
 

@@ -83,6 +83,7 @@ class OutputCapture:
         self.job_id = ""
         self.name = ""
         self.actor_class: str | None = None
+        self.actor_label: str | None = None  # repr() of the actor, when its class defines __repr__
         self._title: str | None = None  # the name the process title shows (None: idle or an actor call)
         self._lock = threading.Lock()
         self._records: list[gcs_pb2.LogRecord] = []
@@ -123,7 +124,7 @@ class OutputCapture:
         in the process title: ``microray::f``, ``microray::Counter.inc``."""
         name = spec.function_name
         if spec.kind == ACTOR_METHOD:  # an actor's lines stay with the job that created it
-            self.set_source(self.job_id, name)
+            self.set_source(self.job_id, self.actor_label or name)
             if main_thread:
                 self._title = None
                 proctitle.set_worker(f"{name}.{spec.method_name}")
@@ -136,6 +137,16 @@ class OutputCapture:
         if main_thread and name != self._title:
             self._title = name
             proctitle.set_worker(name)
+
+    def actor_created(self, actor: Any) -> None:
+        """As in Ray, the lines of an actor whose class defines ``__repr__`` are labelled
+        with its ``repr()`` (``(MyActor(index=2) pid=N)``), taken once it is constructed."""
+        if type(actor).__repr__ is object.__repr__:
+            return
+        try:
+            self.actor_label = repr(actor)
+        except Exception as exc:  # noqa: BLE001 -- a broken __repr__ leaves the class name
+            log.warning("actor_repr_failed", error=repr(exc))
 
     def idle(self) -> None:
         """Nothing runs: the title says ``microray::IDLE`` (an actor's: its class)."""

@@ -172,3 +172,35 @@ def test_lines_printed_before_a_result_reach_a_driver_that_leaves_at_once(tmp_pa
     assert re.search(r"^\(Quiet pid=\d+\) line from Quiet.__init__$", proc.stdout, re.M), proc.stdout[-3000:]
     burst = re.findall(r"^\(burst pid=\d+\) burst line \d+ x+$", proc.stdout, re.M)
     assert len(burst) == 5000, (len(burst), proc.stdout[-3000:])
+
+
+def test_an_actor_whose_class_defines_repr_labels_its_lines_with_it(tmp_path: Path) -> None:
+    """As in Ray (``actor-repr.py`` of its logging docs): an actor's method lines carry
+    ``repr(actor)``, so that actors of one class tell apart; others keep the class name."""
+    body = """
+    ray.init(num_cpus=2, include_dashboard=False)
+
+    @ray.remote(num_cpus=0)
+    class MyActor:
+        def __init__(self, index):
+            self.index = index
+
+        def foo(self):
+            print("hello there", flush=True)
+
+        def __repr__(self):
+            return f"MyActor(index={self.index})"
+
+    @ray.remote(num_cpus=0)
+    class Plain:
+        def foo(self):
+            print("plain hello", flush=True)
+
+    ray.get([MyActor.remote(i).foo.remote() for i in range(2)] + [Plain.remote().foo.remote()])
+    ray.shutdown()
+    """
+    proc = run_driver(body, driver_env(), timeout=180, cwd=tmp_path)
+    for i in range(2):
+        # (the second line may come de-duplicated: "... [repeated 1x across cluster]")
+        assert re.search(rf"^\(MyActor\(index={i}\) pid=\d+\) hello there( \[repeated|$)", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^\(Plain pid=\d+\) plain hello$", proc.stdout, re.M), proc.stdout
