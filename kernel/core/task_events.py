@@ -2,7 +2,11 @@
 GCS in batches off it, and handed to ``microray_task_finished`` observers.
 
 States follow Ray's: PENDING_ARGS_AVAIL -> PENDING_NODE_ASSIGNMENT ->
-SUBMITTED_TO_WORKER -> FINISHED | FAILED (| CANCELLED).
+SUBMITTED_TO_WORKER (queued at its worker behind other tasks) -> RUNNING -> FINISHED |
+FAILED (| CANCELLED). The owner infers RUNNING (``TaskStream``): a task sent to a worker
+with nothing in flight runs at once, a queued one once those before it are done; a task
+that started and ended between two result batches goes from SUBMITTED_TO_WORKER straight
+to its end.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ class TaskEntry:
     cancelled: bool = False
     done: bool = False
     force: bool = False  # cancelled with force=True: its worker is killed (WorkerCrashedError)
+    running: bool = False  # reported RUNNING on its current attempt
 
 
 @dataclass
@@ -140,6 +141,7 @@ class TaskStream:
         try:
             async for batch in call:
                 self.submitter.on_results(self, [pickle.loads(r) for r in batch.results])
+                self._head_running()
         except grpc.aio.AioRpcError as exc:
             error = exc
         except asyncio.CancelledError:
@@ -153,16 +155,32 @@ class TaskStream:
         self.submitter.on_stream_lost(self, error)
 
     def send(self, entries: list[TaskEntry]) -> None:
+        """Push ``entries`` to the worker. A task sent to a worker with nothing in flight
+        runs at once: it is reported RUNNING; the others SUBMITTED_TO_WORKER, until the
+        tasks before them are done (``_head_running``)."""
         payload = []
         record = self.submitter.events.state
         worker_id, node_id = self.worker_id, self.node_id
+        running = not self.inflight
         for e in entries:
             e.lease = self
+            e.running = running
             self.inflight[e.spec.task_id] = e
             payload.append(pickle.dumps(e.spec, protocol=5))
-            record(e.spec.task_id, "SUBMITTED_TO_WORKER", worker_id=worker_id, node_id=node_id,
-                   worker_pid=self.pid, attempt=e.spec.attempt)
+            record(e.spec.task_id, "RUNNING" if running else "SUBMITTED_TO_WORKER", worker_id=worker_id,
+                   node_id=node_id, worker_pid=self.pid, attempt=e.spec.attempt)
+            running = False
         self.outbox.put_nowait(payload)
+
+    def _head_running(self) -> None:
+        """After results: the oldest task still in flight is the one the worker runs now (a
+        worker takes its tasks in order; of an actor that runs calls concurrently, the
+        oldest): report it RUNNING, once per attempt."""
+        for e in self.inflight.values():
+            if not e.running:
+                e.running = True
+                self.submitter.events.state(e.spec.task_id, "RUNNING")
+            return
 
     def close(self) -> None:
         if not self.closing:

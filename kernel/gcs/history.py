@@ -22,8 +22,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 TERMINAL = ("FINISHED", "FAILED", "CANCELLED")
-PENDING = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT")
-RUNNING = "SUBMITTED_TO_WORKER"
+PENDING = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER")  # the last: queued at a worker
+RUNNING = "RUNNING"
 
 
 class ClusterHistory:

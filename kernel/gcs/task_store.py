@@ -40,7 +40,9 @@ class TaskStore:
                 if key not in ("time",):
                     rec[key] = value
             rec["events"].append((state, row["time"]))
-            if state == "SUBMITTED_TO_WORKER":
+            if state == "RUNNING":  # started (a task queued at its worker first was SUBMITTED_TO_WORKER)
+                rec["start_time"] = row["time"]
+            elif state == "SUBMITTED_TO_WORKER":
                 rec["start_time"] = rec.get("start_time") or row["time"]
             if state in TERMINAL:
                 rec["end_time"] = row.get("end_time") or row["time"]

@@ -201,7 +201,7 @@ def test_cancel_a_running_task_with_the_token(dash: Dash) -> None:
 
     ref = slow.remote()
     task_id = ref.task_id().hex()
-    wait_for(lambda: dash.get_json(f"/api/v0/tasks?task_id={task_id}&state=SUBMITTED_TO_WORKER")["total"] == 1,
+    wait_for(lambda: dash.get_json(f"/api/v0/tasks?task_id={task_id}&state=RUNNING")["total"] == 1,
              what="the slow task to run")
     reply = dash.post(f"/api/v0/tasks/{task_id}/cancel", token=dash.token)
     assert reply.status == 200 and reply.json()["cancelled"] is True

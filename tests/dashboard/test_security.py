@@ -56,11 +56,11 @@ def test_cancel_task_needs_the_token(dash: Dash) -> None:
 
     ref = slow.remote()
     task_id = ref.task_id().hex()
-    wait_for(lambda: dash.get_json(f"/api/v0/tasks?task_id={task_id}&state=SUBMITTED_TO_WORKER")["total"] == 1,
+    wait_for(lambda: dash.get_json(f"/api/v0/tasks?task_id={task_id}&state=RUNNING")["total"] == 1,
              what="the task to run")
     _refusals(dash, f"/api/v0/tasks/{task_id}/cancel")
     time.sleep(0.3)
-    assert dash.get_json(f"/api/v0/tasks/{task_id}")["state"] == "SUBMITTED_TO_WORKER"
+    assert dash.get_json(f"/api/v0/tasks/{task_id}")["state"] == "RUNNING"
     ready, _ = ray.wait([ref], timeout=0.5)
     assert not ready
     assert dash.post(f"/api/v0/tasks/{task_id}/cancel", token=dash.token).json()["cancelled"] is True

@@ -2,7 +2,7 @@
 
 A head started with ``microray start --head --num-cpus 2``; drivers in separate processes.
 A driver interrupted with Ctrl-C (SIGINT) or killed (SIGKILL) while its tasks run leaves
-no task SUBMITTED_TO_WORKER (or pending) for ever in ``microray list tasks``: when the job
+no task RUNNING (or pending) for ever in ``microray list tasks``: when the job
 ends its unfinished tasks are FAILED, as in Ray. The job is STOPPED after Ctrl-C, FAILED
 after SIGKILL or an uncaught exception (with the exception as its message), and FINISHED
 after a normal exit.
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(240)
 
 UNFINISHED = ("PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "RUNNING")
 
-# Three tasks on two CPUs: two run (SUBMITTED_TO_WORKER), one waits for a CPU.
+# Three tasks on two CPUs: two run (RUNNING), one waits for a CPU.
 SLOW_TASKS = """
 ray.init(address="auto")
 
@@ -70,7 +70,7 @@ def _end_driver_mid_task(head: StartedHead, tmp_path, sig: int) -> str:
     driver = start_driver(SLOW_TASKS, head.env, tmp_path)
     try:
         job_id = read_marker(driver, "JOB", timeout=90)
-        wait_for(lambda: list(task_states(head, job_id).values()).count("SUBMITTED_TO_WORKER") == 2,
+        wait_for(lambda: list(task_states(head, job_id).values()).count("RUNNING") == 2,
                  timeout=60, what="two tasks of the driver to run")
         driver.send_signal(sig)
         driver.wait(timeout=30)
@@ -102,7 +102,7 @@ def test_a_driver_ended_mid_task_leaves_no_task_running_for_ever(head, tmp_path,
     else:
         assert job["status"] == "FAILED" and "without disconnecting" in job["message"], job
     status = run_cli("status", env=head.env, cwd=head.cwd)
-    assert "SUBMITTED_TO_WORKER" not in status.stdout, status.stdout
+    assert "RUNNING" not in status.stdout and "SUBMITTED_TO_WORKER" not in status.stdout, status.stdout
 
 
 def test_a_driver_ended_by_an_uncaught_exception_fails_its_job(head, tmp_path):

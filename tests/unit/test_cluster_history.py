@@ -15,12 +15,13 @@ def _node(state: str, cpu_total: float, cpu_free: float, used: int, cap: int) ->
 
 def test_a_sample_sums_alive_nodes_and_counts_tasks():
     nodes = [_node("ALIVE", 4, 1, 100, 1000), _node("ALIVE", 2, 2, 50, 500), _node("DEAD", 8, 0, 7, 7)]
-    counts = {"FINISHED": 10, "FAILED": 2, "SUBMITTED_TO_WORKER": 3, "PENDING_NODE_ASSIGNMENT": 4,
+    counts = {"FINISHED": 10, "FAILED": 2, "RUNNING": 3, "SUBMITTED_TO_WORKER": 2, "PENDING_NODE_ASSIGNMENT": 4,
               "PENDING_ARGS_AVAIL": 1}
     s = ClusterHistory(lambda: nodes, lambda: counts, 1.0, 10).sample()
     assert (s["cpu_total"], s["cpu_used"]) == (6, 3)
     assert (s["store_used"], s["store_capacity"]) == (150, 1500)
-    assert (s["running"], s["pending"], s["finished_total"], s["failed_total"]) == (3, 5, 10, 2)
+    # tasks queued at a worker (SUBMITTED_TO_WORKER) are pending, not running
+    assert (s["running"], s["pending"], s["finished_total"], s["failed_total"]) == (3, 7, 10, 2)
     assert s["tasks_per_s"] == 0.0  # no earlier sample to compare with
 
 

@@ -44,3 +44,14 @@ def test_failed_tasks_of_an_ended_job_can_be_evicted() -> None:
     store.fail_unfinished("01", 5.0, "job 01 ended")
     store.add([_submitted("c", "02")])
     assert list(store.tasks) == ["b", "c"] and store.dropped == 1
+
+
+def test_a_task_starts_when_it_runs_not_when_it_was_queued_at_its_worker() -> None:
+    store = TaskStore(cap=100)
+    store.add([_submitted("queued", "01"), _submitted("at-once", "01")])
+    store.add([{"task_id": "queued", "state": "SUBMITTED_TO_WORKER", "time": 2.0, "attempt": 0},
+               {"task_id": "at-once", "state": "RUNNING", "time": 2.5, "attempt": 0}])
+    assert store.tasks["queued"]["start_time"] == 2.0  # no RUNNING yet: queued counts as the start
+    store.add([{"task_id": "queued", "state": "RUNNING", "time": 3.0, "attempt": 0}])
+    assert store.tasks["queued"]["start_time"] == 3.0 and store.tasks["at-once"]["start_time"] == 2.5
+    assert store.counts["RUNNING"] == 2 and store.counts["SUBMITTED_TO_WORKER"] == 0

@@ -7,7 +7,7 @@
   const MR = window.MR;
   const h = MR.h;
   const V = (MR.views = {});
-  const TASK_STATES = ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "FINISHED", "FAILED", "CANCELLED"];
+  const TASK_STATES = ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "RUNNING", "FINISHED", "FAILED", "CANCELLED"];
   const ACTOR_STATES = ["DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"];
 
   function region(label) {
@@ -78,11 +78,11 @@
         samples = samples.concat(ts.samples).slice(-ts.capacity);
         const counts = c.tasks.counts || {};
         const cpu = c.resources.CPU || { used: 0, total: 0 };
-        const pending = (counts.PENDING_ARGS_AVAIL || 0) + (counts.PENDING_NODE_ASSIGNMENT || 0);
+        const pending = (counts.PENDING_ARGS_AVAIL || 0) + (counts.PENDING_NODE_ASSIGNMENT || 0) + (counts.SUBMITTED_TO_WORKER || 0);
         fill(stats,
           h("div", { class: "stats" },
             stat("Nodes", String(c.nodes.alive), c.nodes.alive + " alive, " + c.nodes.dead + " dead"),
-            stat("Running tasks", MR.num(counts.SUBMITTED_TO_WORKER || 0), MR.num(pending) + " pending"),
+            stat("Running tasks", MR.num(counts.RUNNING || 0), MR.num(pending) + " pending"),
             stat("Finished tasks", MR.num(counts.FINISHED || 0), MR.num(counts.FAILED || 0) + " failed"),
             stat("Actors", MR.num(c.actors.total), Object.entries(c.actors.by_state).map(([k, v]) => v + " " + k).join(", ") || "none"),
           ),

@@ -1,5 +1,6 @@
-"""A task stream to a worker whose node the cluster declared dead is lost at once
-(``TaskStream.abandon``), not when its connection finally fails."""
+"""A task stream to a worker: lost at once when its node is declared dead
+(``TaskStream.abandon``), not when its connection finally fails; and what it reports of
+its tasks' states (RUNNING for the one the worker runs now)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,41 @@ def test_a_stream_already_ended_is_not_abandoned() -> None:
         assert stream.lost_reason == "" and owner.lost == []
 
     asyncio.run(scenario())
+
+
+class Events:
+    def __init__(self) -> None:
+        self.states: list[tuple[bytes, str]] = []
+
+    def state(self, task_id: bytes, state: str, **_fields: Any) -> None:
+        self.states.append((task_id, state))
+
+
+def test_the_owner_reports_running_the_task_its_worker_runs_now() -> None:
+    """A task sent to a worker with nothing in flight runs at once; one queued behind
+    others runs once those before it are done (the worker takes them in order)."""
+    from types import SimpleNamespace
+
+    from microray.core.task_stream import TaskEntry
+
+    owner = Owner()
+    owner.events = Events()  # type: ignore[assignment]
+    stream = TaskStream(owner, ("key",), "10.0.0.9:7000")  # its outbox is only filled here
+
+    def entry(name: bytes) -> TaskEntry:
+        return TaskEntry(SimpleNamespace(task_id=name, attempt=0), ("key",), [])  # type: ignore[arg-type]
+
+    a, b, c = entry(b"a"), entry(b"b"), entry(b"c")
+    stream.send([a, b])
+    stream.send([c])
+    assert owner.events.states == [(b"a", "RUNNING"), (b"b", "SUBMITTED_TO_WORKER"), (b"c", "SUBMITTED_TO_WORKER")]
+    del stream.inflight[b"a"]  # a's result came in
+    stream._head_running()
+    stream._head_running()  # said once
+    assert owner.events.states[3:] == [(b"b", "RUNNING")]
+    del stream.inflight[b"b"], stream.inflight[b"c"]  # both done in one batch: c never reported
+    stream._head_running()
+    assert len(owner.events.states) == 4
+    d = entry(b"d")
+    stream.send([d])  # the worker is idle again
+    assert owner.events.states[-1] == (b"d", "RUNNING") and d.running
