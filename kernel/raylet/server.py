@@ -151,8 +151,7 @@ class Raylet(raylet_pb2_grpc.RayletServicer):
             log.info("dead_owner_objects_freed", worker_id=worker_id, objects=len(dead))
 
     def check_drivers(self) -> None:
-        """A driver of this node whose process is gone: its objects and leases are freed,
-        and the next heartbeat tells the GCS (which fails its job if it did not end)."""
+        """Drivers gone: their objects and leases are freed; the next heartbeat tells the GCS."""
         for worker_id, (pid, _address) in list(self.drivers.items()):
             if not pid_alive(pid):
                 self.drivers.pop(worker_id, None)
