@@ -39,6 +39,7 @@ _API = {
     "util": None,
     # more of Ray's top-level names
     "get_gpu_ids": "microray.api",
+    "timeline": "microray.api",
     "ObjectID": "microray.core.object_ref",
     "DynamicObjectRefGenerator": "microray.core.object_ref",
     "JobID": "microray.ids",

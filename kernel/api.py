@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from microray import config as config_mod
+from microray.cluster_info import available_resources, cluster_resources, nodes, timeline  # noqa: F401
 from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
 from microray.core.task_spec import ACTOR_METHOD
@@ -551,45 +552,6 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     from microray.actor import kill as _kill
 
     _kill(actor, no_restart=no_restart)
-
-
-# -- cluster info -------------------------------------------------------------------
-def nodes() -> list[dict[str, Any]]:
-    """Every node the GCS knows, in Ray's format."""
-    out = []
-    for n in _global_worker().get_all_nodes():
-        out.append(
-            {
-                "NodeID": n.node_id,
-                "Alive": n.state == "ALIVE",
-                "NodeManagerAddress": n.ip,
-                "NodeManagerHostname": n.ip,
-                "NodeManagerPort": n.raylet_port,
-                "ObjectStoreSocketName": n.object_store_namespace,
-                "Resources": dict(n.total.amounts) if n.state == "ALIVE" else {},
-                "Labels": dict(n.labels),
-                "IsHead": n.is_head,
-            }
-        )
-    return out
-
-
-def cluster_resources() -> dict[str, float]:
-    from microray.interfaces.scheduling import sum_resources
-
-    return sum_resources(n.total.amounts for n in _global_worker().get_all_nodes() if n.state == "ALIVE")
-
-
-def available_resources() -> dict[str, float]:
-    """Resources free now, summed over live nodes. ``CPU`` is always present (0 when
-    every CPU is in use), as in Ray; other resources appear only while some is free."""
-    avail: dict[str, float] = {"CPU": 0.0}
-    for n in _global_worker().get_all_nodes():
-        if n.state == "ALIVE":
-            for k, v in n.available.amounts.items():
-                if v > 0:
-                    avail[k] = avail.get(k, 0.0) + v
-    return avail
 
 
 def get_runtime_context() -> Any:

@@ -353,7 +353,7 @@ def memory_cmd(group_by: str, sort_by: str, fmt: str, address: str | None) -> No
 def timeline_cmd(output: str | None, address: str | None) -> None:
     """Write the task history as Chrome trace JSON (open in chrome://tracing or Perfetto);
     the same events as ``microray.timeline()``."""
-    from microray.api import chrome_trace, write_timeline
+    from microray.cluster_info import chrome_trace, write_timeline
     from microray.util.state import StateClient
 
     def read() -> list[dict]:

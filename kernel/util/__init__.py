@@ -1,6 +1,7 @@
-"""Ray's ``util`` namespace: ActorPool, Queue, scheduling strategies, the state API,
-accelerator names, named actors, the node's IP and the placement group names
-(placement groups are not supported)."""
+"""Ray's ``util`` namespace: ActorPool, Queue, the multiprocessing Pool, scheduling
+strategies, the state API, accelerator names, named actors, the node's IP, serializers
+and the serializability check, and the placement group names (placement groups are not
+supported)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ _LAZY = {
     "accelerators": None,
     "serialization": None,
     "register_serializer": "microray.util.serialization",
+    "check_serialize": None,
+    "inspect_serializability": "microray.util.check_serialize",
+    "multiprocessing": None,
     "deregister_serializer": "microray.util.serialization",
     "PlacementGroup": "microray.util.placement_group",
     "get_current_placement_group": "microray.util.placement_group",

@@ -21,6 +21,7 @@ import grpc
 
 from microray.protocol import common_pb2, core_worker_pb2_grpc, gcs_pb2, gcs_pb2_grpc, raylet_pb2_grpc
 from microray import rpc
+from microray.cluster_info import timeline_events  # noqa: F401 -- the state API's name for it, as before
 
 Filter = tuple[str, str, Any]
 DEFAULT_LIMIT = 100
@@ -478,28 +479,3 @@ def summarize_objects(address: str | None = None, *, client: StateClient | None 
             for n in nodes if n["state"] == "ALIVE"
         },
     }
-
-
-def timeline_events(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chrome trace events ("ph": "X") of the ended tasks among ``tasks`` (rows of
-    ``StateClient.tasks``), oldest first: pid = node, tid = worker. Ray's timeline format
-    (``microray timeline`` writes it; the dashboard's Timeline view draws it)."""
-    events = []
-    for t in tasks:
-        start, end = t.get("start_time"), t.get("end_time")
-        if t.get("state") not in ("FINISHED", "FAILED") or not start or not end:
-            continue
-        events.append({
-            "name": t.get("name") or t.get("func_or_class_name") or "?",
-            "cat": t.get("type") or "task",
-            "ph": "X",
-            "ts": start * 1e6,
-            "dur": max(0.0, (end - start) * 1e6),
-            "pid": f"node {str(t.get('node_id') or '?')[:8]}",
-            "tid": f"worker {t.get('worker_pid') or str(t.get('worker_id') or '?')[:8]}",
-            "args": {"task_id": t.get("task_id"), "state": t.get("state"), "attempt": t.get("attempt", 0),
-                     "job_id": t.get("job_id"), "node_id": t.get("node_id"), "worker_id": t.get("worker_id"),
-                     "worker_pid": t.get("worker_pid")},
-        })
-    events.sort(key=lambda e: e["ts"])
-    return events
