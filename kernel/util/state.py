@@ -438,14 +438,21 @@ def summarize_tasks(address: str | None = None, *, client: StateClient | None = 
     (read through ``client`` when given)."""
     with _client(address, client) as c:
         data = c.tasks([], 1_000_000)
+        actors = len(c.actors())  # the GCS creates actors: their constructors are not task rows
     summary: dict[str, dict[str, Any]] = {}
     for t in data["tasks"]:
         name = t.get("func_or_class_name") or t.get("name") or "?"
         entry = summary.setdefault(name, {"func_or_class_name": name, "type": t.get("type"), "state_counts": Counter()})
         entry["state_counts"][t.get("state")] += 1
+    kinds: Counter = Counter()
     for entry in summary.values():
         entry["state_counts"] = dict(entry["state_counts"])
-    return {"summary": summary, "total_counts": data["counts"], "dropped_from_history": data["dropped"]}
+        kinds[entry["type"]] += sum(entry["state_counts"].values())
+    cluster = {"summary": summary, "total_tasks": kinds["NORMAL_TASK"], "total_actor_tasks": kinds["ACTOR_TASK"],
+               "total_actor_scheduled": kinds["ACTOR_CREATION_TASK"] or actors, "summary_by": "func_name"}
+    # Ray's shape under "cluster"; the top-level keys are microray's (the CLI's)
+    return {"cluster": cluster, "summary": summary, "total_counts": data["counts"],
+            "dropped_from_history": data["dropped"]}
 
 
 def summarize_actors(address: str | None = None, **_: Any) -> dict[str, Any]:
@@ -457,7 +464,8 @@ def summarize_actors(address: str | None = None, **_: Any) -> dict[str, Any]:
         entry["state_counts"][a["state"]] += 1
     for entry in summary.values():
         entry["state_counts"] = dict(entry["state_counts"])
-    return {"summary": summary, "total_actors": len(actors)}
+    cluster = {"summary": summary, "total_actors": len(actors), "summary_by": "class"}
+    return {"cluster": cluster, "summary": summary, "total_actors": len(actors)}  # Ray's shape under "cluster"
 
 
 def summarize_objects(address: str | None = None, *, client: StateClient | None = None, **_: Any) -> dict[str, Any]:

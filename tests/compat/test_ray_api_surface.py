@@ -304,6 +304,41 @@ def test_get_of_something_that_is_not_a_ref_is_a_value_error(cluster):
 
 
 # -- init (last: it stops the shared cluster) --------------------------------------------------------
+@ray.remote
+def summarized_task() -> int:
+    return 1
+
+
+@ray.remote
+class SummarizedActor:
+    def call(self) -> int:
+        return 2
+
+
+def test_summaries_have_rays_cluster_entry(cluster):
+    """Ray's observability docs read ``summarize_tasks()["cluster"]["summary"]`` and the
+    totals beside it; the same holds for actors."""
+    from microray.util.state import summarize_actors, summarize_tasks
+
+    actor = SummarizedActor.remote()
+    assert ray.get([summarized_task.remote() for _ in range(3)] + [actor.call.remote()]) == [1, 1, 1, 2]
+
+    def summarized() -> dict | None:
+        c = summarize_tasks()["cluster"]
+        counts = {name: e["state_counts"] for name, e in c["summary"].items()}
+        done = counts.get("summarized_task", {}).get("FINISHED", 0) >= 3 and any(
+            "SummarizedActor" in name and "call" in name for name in counts)
+        return c if done else None
+
+    tasks = wait_for(summarized, timeout=30, what="the tasks in the summary")
+    assert tasks["summary_by"] == "func_name"
+    assert tasks["summary"]["summarized_task"]["type"] == "NORMAL_TASK"
+    assert tasks["total_tasks"] >= 3 and tasks["total_actor_tasks"] >= 1 and tasks["total_actor_scheduled"] >= 1
+    actors = summarize_actors()["cluster"]
+    assert actors["summary_by"] == "class" and actors["total_actors"] >= 1
+    assert actors["summary"]["SummarizedActor"]["state_counts"].get("ALIVE", 0) >= 1
+
+
 def test_init_refuses_a_runtime_env_with_keys_microray_does_not_support(no_cluster):
     with pytest.raises(ValueError, match="'uv'"):
         ray.init(runtime_env=RuntimeEnv(uv=["requests"]))
