@@ -522,23 +522,28 @@ def _check_timeout(timeout: Any, what: str) -> None:
                          f"without limit). Received {timeout}")
 
 
-def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that makes ``ref``; ``get`` on it then raises TaskCancelledError.
+def cancel(ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``ref`` (a generator task's: its ``ObjectRefGenerator``);
+    ``get`` on it then raises TaskCancelledError (a generator's stream ends with it).
 
     As in Ray: a task or actor call that has not started never runs. A running task is
     interrupted (``force=True``: its worker is killed, and ``get`` raises
     WorkerCrashedError). A running actor call is never interrupted: a sync or threaded
     actor's method sees ``get_runtime_context().is_canceled()`` turn True, an async
     actor's call has its asyncio task cancelled; ``force=True`` is refused for actor calls."""
-    if not isinstance(ref, ObjectRef):
-        raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
+    if isinstance(ref, ObjectRefGenerator):
+        task_id = ref._task_id
+    elif isinstance(ref, ObjectRef):
+        task_id = ref.task_id()
+    else:
+        raise TypeError(f"cancel() expects an ObjectRef or an ObjectRefGenerator, got {type(ref).__name__}")
     worker = _global_worker()
     if force:
-        entry = worker.submitter.tasks.get(ref.task_id())
+        entry = worker.submitter.tasks.get(task_id)
         if entry is not None and entry.spec.kind == ACTOR_METHOD:
             raise ValueError("force=True is not supported for actor tasks: an actor's call is never killed "
                              "(cancel() without force stops it if it has not started yet)")
-    worker.call_in_loop(worker.submitter.cancel, ref.task_id(), force)
+    worker.call_in_loop(worker.submitter.cancel, task_id, force)
 
 
 # -- actors (see microray.actor) --------------------------------------------------

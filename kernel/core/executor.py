@@ -39,14 +39,13 @@ from microray.core.task_spec import (
     ARG_VALUE,
     DYNAMIC,
     GEN_END,
-    GEN_ITEM,
     OK,
     STREAMING,
     SYSTEM_ERROR,
     TaskResult,
     TaskSpec,
 )
-from microray.exceptions import RayActorError, TaskCancelledError
+from microray.exceptions import ActorDiedError, RayActorError, TaskCancelledError
 from microray.protocol import common_pb2, core_worker_pb2, raylet_pb2
 
 log = structlog.get_logger(__name__)
@@ -397,11 +396,13 @@ class TaskExecutor:
                 return
             if inspect.isawaitable(value):
                 value = await value
+            if spec.task_id in self.cancelled:  # (a plain method blocks the loop: the cancel came too late)
+                raise TaskCancelledError(spec.task_id.hex())
             result = self._result(spec, value, t0)
         except BaseException as exc:  # noqa: BLE001
             if isinstance(exc, SystemExit):
                 raise
-            if isinstance(exc, asyncio.CancelledError) and spec.task_id in self.cancelled:
+            if isinstance(exc, (asyncio.CancelledError, TaskCancelledError)) and spec.task_id in self.cancelled:
                 result = error_results.error_result(spec, TaskCancelledError(spec.task_id.hex()))
             else:
                 result = error_results.app_error(spec, exc, self.ip)
@@ -562,24 +563,8 @@ class TaskExecutor:
         return [self._store_value(ids.object_id(spec.task_id, i + 1), v, spec, contained) for i, v in enumerate(values)]
 
     def _run_generator(self, spec: TaskSpec, gen: Any, sink: _Sink) -> None:
-        if not inspect.isgenerator(gen):
-            gen = iter([gen])
-        index = 0
-        try:
-            for value in gen:
-                index += 1
-                contained: dict = {}
-                item = self._store_value(ids.object_id(spec.task_id, index), value, spec, contained)
-                result = TaskResult(spec.task_id, GEN_ITEM, [item])
-                _split_sizes(result, contained)
-                sink(result)
-        except BaseException as exc:  # noqa: BLE001 -- the error becomes the next item
-            if isinstance(exc, SystemExit):
-                raise
-            index += 1
-            err = error_results.task_error(spec, exc, self.ip)
-            sink(TaskResult(spec.task_id, GEN_ITEM, [(ids.object_id(spec.task_id, index), SERIALIZED, err)]))
-        sink(TaskResult(spec.task_id, GEN_END, [], index))
+        returns.stream_sync(spec, gen, sink, self._store_value, self._task_error, _split_sizes, self.cancelled)
+        self.cancelled.discard(spec.task_id)
 
     def _task_error(self, spec: TaskSpec, exc: BaseException) -> bytes:
         return error_results.task_error(spec, exc, self.ip)

@@ -285,6 +285,10 @@ class Objects:
             end_entry = entries.get(end)
             if end_entry is not None:
                 kind, count = end_entry
+                if kind != VALUE:  # the stream ended in an error (cancelled, lost): it is the next item
+                    self.refs.add_owned(item)
+                    self.memory.put_many([(item, kind, count), (end, VALUE, index)])
+                    return ObjectRef(item, owner)
                 if index > count:
                     self.memory.delete(end)  # the generator is used up: forget its marker
                     self.refs.disown(end)

@@ -18,7 +18,7 @@ reads the exception being handled, so it is called inside ``except``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 import structlog
@@ -27,6 +27,7 @@ from microray import ids
 from microray.core.memory_store import SERIALIZED
 from microray.core.object_ref import DynamicObjectRefGenerator, ObjectRef
 from microray.core.task_spec import GEN_END, GEN_ITEM, TaskResult, TaskSpec
+from microray.exceptions import TaskCancelledError
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +95,30 @@ async def stream_async(spec: TaskSpec, values: Any, sink: Callable[[TaskResult],
                 index += 1
                 _send(spec, index, value, sink, store_value, split_sizes)
     except Exception as exc:  # noqa: BLE001 -- the error becomes the next item
+        index += 1
+        sink(TaskResult(spec.task_id, GEN_ITEM, [(ids.object_id(spec.task_id, index), SERIALIZED,
+                                                   task_error(spec, exc))]))
+    sink(TaskResult(spec.task_id, GEN_END, [], index))
+
+
+def stream_sync(spec: TaskSpec, values: Any, sink: Callable[[TaskResult], None], store_value: StoreValue,
+                task_error: TaskError, split_sizes: Callable[[TaskResult, dict], None],
+                cancelled: Container[bytes]) -> None:
+    """Stream what a generator task or a plain actor's generator method yields, one result
+    per value, then the end marker. A cancel (``spec.task_id`` in ``cancelled``) stops it
+    after the item being sent (an actor's method is not interrupted, as in Ray); the
+    cancellation, or what the generator raised, becomes the last item."""
+    index = 0
+    try:
+        for value in values if inspect.isgenerator(values) else iter([values]):
+            index += 1
+            _send(spec, index, value, sink, store_value, split_sizes)
+            if spec.task_id in cancelled:
+                values.close()
+                raise TaskCancelledError(spec.task_id.hex())
+    except BaseException as exc:  # noqa: BLE001 -- the error becomes the next item (a cancel, Ctrl-C too)
+        if isinstance(exc, SystemExit):
+            raise
         index += 1
         sink(TaskResult(spec.task_id, GEN_ITEM, [(ids.object_id(spec.task_id, index), SERIALIZED,
                                                    task_error(spec, exc))]))

@@ -29,20 +29,8 @@ from microray.core.lease_policy import SPILLBACK_RETRY_S, IdleAction, LeasePolic
 from microray.core.lineage import Lineage
 from microray.core.memory_store import ERROR, IN_STORE, SERIALIZED, VALUE, MemoryStore
 from microray.core.reference_counter import ReferenceCounter
-from microray.core.task_spec import (
-    APP_ERROR,
-    ARG_REF,
-    ARG_SERIALIZED,
-    ARG_VALUE,
-    DYNAMIC,
-    GEN_END,
-    GEN_ITEM,
-    OK,
-    STREAMING,
-    TaskResult,
-    TaskSpec,
-    runtime_env_key,
-)
+from microray.core.task_spec import (APP_ERROR, ARG_REF, ARG_SERIALIZED, ARG_VALUE, DYNAMIC, GEN_END, GEN_ITEM, OK,
+                                      STREAMING, TaskResult, TaskSpec, runtime_env_key)
 from microray.core.task_stream import KeyState, Lease, RefLike, TaskEntry, TaskStream, task_name
 from microray.exceptions import RaySystemError, TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
 from microray.protocol import common_pb2, core_worker_pb2, core_worker_pb2_grpc, raylet_pb2, raylet_pb2_grpc
@@ -399,8 +387,9 @@ class TaskSubmitter:
                 state.avg_task_s[fid] = self.policy.average(state.avg_task_s.get(fid), res.extra)
             if entry.cancelled and status != OK:  # a task that finished first keeps its value
                 self._finish(entry)
-                err = serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes()
-                stored.extend((oid, SERIALIZED, err) for oid in self._return_ids(entry.spec))
+                if status != GEN_END:  # (a stream that ended itself keeps its items and its end)
+                    err = serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes()
+                    stored.extend((oid, SERIALIZED, err) for oid in self._return_ids(entry.spec))
                 self.events.state(res.task_id, "CANCELLED")
                 continue
             if status == APP_ERROR and res.retryable and entry.spec.attempt < entry.spec.max_retries:
@@ -500,9 +489,13 @@ class TaskSubmitter:
         if not lease.closing or lost:
             self._release(lease, disconnect=True)
         failed: list[TaskEntry] = []
+        forced = any(e.force for e in lost)  # a cancel with force=True killed the worker
         for entry in lost:
             if entry.cancelled and not entry.force:
                 self.fail(entry, serialization.serialize_error(TaskCancelledError(entry.spec.task_id.hex())).to_bytes())
+            elif forced and not entry.cancelled and not entry.running:  # queued behind it: never started
+                self.events.state(entry.spec.task_id, "PENDING_NODE_ASSIGNMENT", attempt=entry.spec.attempt)
+                state.queue.appendleft(entry)
             elif entry.spec.attempt < entry.spec.max_retries and not entry.cancelled:
                 entry.spec.attempt += 1
                 (log.info if self.node_gone else log.warning)(

@@ -139,3 +139,94 @@ def test_is_canceled_in_an_async_actor_is_an_error(cluster):
 
     answer = ray.get(Asks.remote().ask.remote(), timeout=30)
     assert isinstance(answer, str) and "async actor" in answer, answer
+
+
+# -- generators -------------------------------------------------------------------------
+def _drain(gen, timeout: float = 30) -> tuple[list, BaseException | None]:
+    """The values a streaming generator's refs hold, and the error that ended it (if any)."""
+    values: list = []
+    for ref in gen:
+        try:
+            values.append(ray.get(ref, timeout=timeout))
+        except TaskCancelledError as exc:
+            return values, exc
+    return values, None
+
+
+@ray.remote
+def counting(n: int, started: str):
+    for i in range(n):
+        if i == 1:
+            pathlib.Path(started).touch()
+        yield i
+        time.sleep(0.05)
+
+
+def test_a_cancelled_generator_task_ends_its_stream_with_task_cancelled(cluster, tmp_path):
+    started = tmp_path / "started"
+    gen = counting.options(num_returns="streaming").remote(400, str(started))
+    wait_for(started.exists, timeout=60, what="the generator to yield")
+    ray.cancel(gen)
+    values, error = _drain(gen)
+    assert isinstance(error, TaskCancelledError), (values, error)
+    assert values == list(range(len(values))) and len(values) < 400
+
+
+@ray.remote
+class Streams:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def numbers(self, n: int, started: str):
+        for i in range(n):
+            self.sent = i + 1
+            if i == 1:
+                pathlib.Path(started).touch()
+            yield i
+            time.sleep(0.05)
+
+    def how_many_sent(self) -> int:
+        return self.sent
+
+
+def test_a_cancelled_sync_actor_generator_stops_at_its_next_item(cluster, tmp_path):
+    actor = Streams.remote()
+    started = tmp_path / "started"
+    gen = actor.numbers.options(num_returns="streaming").remote(400, str(started))
+    wait_for(started.exists, timeout=60, what="the generator to yield")
+    ray.cancel(gen)
+    values, error = _drain(gen)
+    assert isinstance(error, TaskCancelledError), (values, error)
+    sent = ray.get(actor.how_many_sent.remote(), timeout=30)
+    assert sent < 400 and values == list(range(len(values))) and len(values) <= sent
+
+
+@ray.remote
+class AsyncStreams:
+    async def numbers(self, n: int):
+        for i in range(n):
+            yield i
+            await asyncio.sleep(0.05)
+
+    def blocking(self, seconds: float) -> str:  # a plain method of an async actor: it blocks the loop
+        time.sleep(seconds)
+        return "value kept"
+
+
+def test_a_cancelled_async_actor_generator_ends_with_task_cancelled(cluster):
+    gen = AsyncStreams.remote().numbers.options(num_returns="streaming").remote(400)
+    first = next(gen)
+    assert ray.get(first, timeout=30) == 0
+    ray.cancel(gen)
+    values, error = _drain(gen)
+    assert isinstance(error, TaskCancelledError), (values, error)
+    assert len(values) < 399
+
+
+def test_a_plain_method_of_an_async_actor_cancelled_while_it_runs_drops_its_value(cluster):
+    actor = AsyncStreams.remote()
+    ref = actor.blocking.remote(1.5)
+    time.sleep(0.5)  # (while it runs: a cancel before it starts would also end TaskCancelledError)
+    ray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        ray.get(ref, timeout=30)

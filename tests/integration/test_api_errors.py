@@ -268,6 +268,29 @@ def test_force_cancel_running_task_kills_its_worker(cluster, tmp_path):
     assert ray.get(double.remote(5), timeout=30) == 10
 
 
+@ray.remote(max_retries=0)
+def sleep_or_not(seconds: float, started: str = "") -> int:
+    if started:
+        Path(started).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_force_cancel_keeps_the_tasks_queued_behind_it_on_its_worker(cluster, tmp_path):
+    """Tasks pipelined behind the one cancelled with force=True never started: its worker's
+    death is not theirs. They run again elsewhere without using a retry (max_retries=0)."""
+    assert len(ray.get([sleep_or_not.remote(0) for _ in range(20)], timeout=60)) == 20  # seen short: pipelined
+    started = tmp_path / "started"
+    long = sleep_or_not.remote(60, str(started))
+    queued = [sleep_or_not.remote(0.2) for _ in range(8)]  # more than the 2 CPUs: some queue behind `long`
+    pid = _started_pid(started)
+    ray.cancel(long, force=True)
+    with pytest.raises(WorkerCrashedError):
+        ray.get(long, timeout=30)
+    pids = ray.get(queued, timeout=60)
+    assert len(pids) == 8 and pid not in pids
+
+
 def test_cancel_finished_task_is_a_no_op(cluster):
     ref = double.remote(3)
     assert ray.get(ref, timeout=30) == 6
