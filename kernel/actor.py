@@ -318,7 +318,8 @@ class ActorHandle(Generic[T]):
     def __ray_terminate__(self) -> "ActorMethod":
         """``handle.__ray_terminate__.remote()``: the actor exits, for good (no restart),
         once it has run the calls this caller made before; later calls fail with
-        ``ActorDiedError``. Unlike ``kill()``, calls already sent still run."""
+        ``ActorDiedError``. Unlike ``kill()``, calls already sent run first (an async or
+        threaded actor's calls still running when it runs end with the process, as in Ray)."""
         return ActorMethod(self, TERMINATE_METHOD, {}, {"num_returns": 1})
 
     def _submit(self, method: str, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:

@@ -131,6 +131,7 @@ class TaskExecutor:
         self.actor: Any = None
         self._plain_methods: dict[str, Any] = {}  # method name -> the class's function, or None
         self.actor_error: BaseException | None = None
+        self.terminating = False  # __ray_terminate__ ran: later calls fail with ActorDiedError
         self.mode = "sync"  # sync | threaded | async
         # per concurrency group ("" is the default group): a thread pool (threaded) or a
         # semaphore (async)
@@ -228,6 +229,10 @@ class TaskExecutor:
             with self._queued_lock:
                 if self._queued.pop(spec.task_id, None) is None:
                     continue  # cancelled while waiting; already answered
+            if self.terminating and spec.kind == ACTOR_METHOD:  # after __ray_terminate__: the actor is exiting
+                sink(error_results.error_result(spec, ActorDiedError(spec.actor_id, (
+                    f"The actor {spec.actor_id} exited: __ray_terminate__() was called before {spec.method_name}()."))))
+                continue
             if spec.kind == ACTOR_METHOD and (self.mode != "sync" or spec.concurrency_group):
                 self._run_in_group(spec, sink)
                 continue
@@ -251,6 +256,7 @@ class TaskExecutor:
             if self.actor_error is not None:
                 raise RayActorError(spec.actor_id, f"The actor's constructor failed: {self.actor_error}")
             if spec.method_name == "__microray_terminate__":
+                self.terminating = True  # no call after it runs
                 self.cw.output.exit_soon(0, delay=0.05)
                 return lambda: None
             return self._actor_method(spec.method_name)

@@ -80,8 +80,12 @@ def test_ray_terminate_exits_after_the_calls_before_it_without_restart(cluster):
     actor = Terminable.remote()
     before = [actor.work.remote(i) for i in range(5)]
     terminated = actor.__ray_terminate__.remote()
+    after = [actor.work.remote(i) for i in range(5, 8)]  # sent behind it: they never run
     # the calls made before it ran, in order, and all of them
     assert ray.get(before, timeout=DEADLINE)[-1] == [0, 1, 2, 3, 4]
+    for ref in after:
+        with pytest.raises(ActorDiedError):
+            ray.get(ref, timeout=DEADLINE)
     ready, _ = ray.wait([terminated], timeout=DEADLINE)
     assert ready == [terminated]
 
