@@ -177,9 +177,28 @@ def start_head(cfg: config_mod.Config, *, embedded: bool, timeout: float = 60.0,
         session.release(session_dir)  # the node's processes hold it now (or it failed)
 
 
+GCS_PORT_ATTEMPTS = 3  # an auto-chosen GCS port another process took first: try another
+
+
 def _start_head(cfg: config_mod.Config, session_dir: str, embedded: bool, timeout: float) -> NodeHandle:
+    """Start the head's processes. The GCS port, when not configured, is one free when
+    chosen; another process may take it before the GCS binds it (the GCS and the raylet
+    start together, so the raylet must be told the port first): then the head starts
+    again on another port."""
+    for attempt in range(1, GCS_PORT_ATTEMPTS + 1):
+        gcs_port = cfg.gcs_port or free_port(cfg.node_ip)
+        try:
+            return _start_head_on(cfg, session_dir, embedded, timeout, gcs_port)
+        except RaySystemError as exc:
+            if cfg.gcs_port or attempt == GCS_PORT_ATTEMPTS or "Failed to bind" not in str(exc):
+                raise
+            log.warning("gcs_port_taken", port=gcs_port, attempt=attempt)
+    raise AssertionError("unreachable")
+
+
+def _start_head_on(cfg: config_mod.Config, session_dir: str, embedded: bool, timeout: float,
+                   gcs_port: int) -> NodeHandle:
     ip = cfg.node_ip
-    gcs_port = cfg.gcs_port or free_port(ip)
     node_id = new_hex_id()
     # the config (secrets included) goes to the node processes in a 0600 file, never in argv
     cfg_file = session.write_node_config(session_dir, cfg)

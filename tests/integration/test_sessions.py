@@ -127,3 +127,33 @@ def test_a_record_others_could_have_written_is_ignored(tmp_path):
     assert node.current_cluster(str(root)) is None
     os.chmod(record, 0o600)
     assert node.current_cluster(str(root)) is not None
+
+
+def test_a_head_whose_gcs_port_was_taken_meanwhile_starts_on_another(make_cluster, monkeypatch):
+    """The GCS port, when not configured, is one free when chosen; another process can
+    take it before the GCS binds it. The head then starts again on another port."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)  # held: the GCS cannot bind it
+    chosen: list[int] = []
+    free_port = node.free_port
+
+    def first_one_taken(host: str) -> int:
+        chosen.append(taken.getsockname()[1] if not chosen else free_port(host))
+        return chosen[-1]
+
+    monkeypatch.setattr(node, "free_port", first_one_taken)
+    try:
+        make_cluster(num_cpus=1)
+        gcs_address = ray.api._worker.gcs_address
+        assert len(chosen) == 2 and gcs_address.endswith(f":{chosen[1]}"), (chosen, gcs_address)
+
+        @ray.remote
+        def one() -> int:
+            return 1
+
+        assert ray.get(one.remote(), timeout=60) == 1
+    finally:
+        taken.close()
