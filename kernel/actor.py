@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar, Union
 from microray import ids, runtime_context, serialization
 from microray.core import context
 from microray.core.object_ref import ObjectRef, ObjectRefGenerator
-from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, DYNAMIC, STREAMING, TaskSpec, runtime_env_key, strategy_to_wire
+from microray.core.task_spec import ACTOR_CREATION, ACTOR_METHOD, DYNAMIC, STREAMING, TERMINATE_METHOD, TaskSpec, runtime_env_key, strategy_to_wire
 from microray.exceptions import ActorDiedError
 from microray.protocol import gcs_pb2
 from microray.remote_function import CallShape, merged_runtime_env, pack_args, resource_shape
@@ -25,8 +25,6 @@ from microray.task_options import ACTOR_OPTIONS, METHOD_OPTIONS, TASK_OPTIONS, v
 METHOD_DECORATOR_OPTIONS = ("num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
                             "enable_task_events")
 
-# the method an actor runs to exit once the calls before it are done (``__ray_terminate__``)
-TERMINATE_METHOD = "__microray_terminate__"
 
 T = TypeVar("T")
 

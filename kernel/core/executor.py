@@ -42,6 +42,7 @@ from microray.core.task_spec import (
     OK,
     STREAMING,
     SYSTEM_ERROR,
+    TERMINATE_METHOD,
     TaskResult,
     TaskSpec,
 )
@@ -255,7 +256,7 @@ class TaskExecutor:
         if spec.kind == ACTOR_METHOD:
             if self.actor_error is not None:
                 raise RayActorError(spec.actor_id, f"The actor's constructor failed: {self.actor_error}")
-            if spec.method_name == "__microray_terminate__":
+            if spec.method_name == TERMINATE_METHOD:
                 self.terminating = True  # no call after it runs
                 self.cw.output.exit_soon(0, delay=0.05)
                 return lambda: None

@@ -13,6 +13,7 @@ from microray import ids
 NORMAL = 0
 ACTOR_CREATION = 1
 ACTOR_METHOD = 2
+TERMINATE_METHOD = "__microray_terminate__"  # the actor call that ends it (``__ray_terminate__``)
 
 # argument entries: (ARG_VALUE, value) | (ARG_SERIALIZED, bytes) | (ARG_REF, object_id, owner)
 ARG_VALUE = 0

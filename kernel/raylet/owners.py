@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import structlog
@@ -109,34 +110,38 @@ class OwnerWatcher:
         self.on_dead(owner_id, reason)
 
 
+async def _call_core_worker(address: str, credentials: rpc.Credentials, method: str, request: Any,
+                            timeout: float) -> Any:
+    """One call to the core worker at ``address``, on a channel of its own closed after it
+    (the raylet's asks of lease holders and owners are rare: no channel is kept)."""
+    channel = rpc.channel(address, credentials)
+    try:
+        return await getattr(core_worker_pb2_grpc.CoreWorkerStub(channel), method)(request, timeout=timeout)
+    finally:
+        await channel.close(grace=None)
+
+
 async def worker_busy(address: str, credentials: rpc.Credentials, timeout: float = BUSY_ASK_TIMEOUT_S) -> bool:
     """Ask a leased worker whose owner died whether it still runs or holds a task.
     A worker that cannot answer counts as busy (it is then killed, not leased again)."""
-    channel = rpc.channel(address, credentials)
     try:
-        reply = await core_worker_pb2_grpc.CoreWorkerStub(channel).LeaseOwnerDied(common_pb2.Empty(), timeout=timeout)
-        return reply.busy
+        return (await _call_core_worker(address, credentials, "LeaseOwnerDied", common_pb2.Empty(), timeout)).busy
     except grpc.aio.AioRpcError as exc:
         log.info("leased_worker_unreachable", address=address, error=exc.code().name)
         return True
-    finally:
-        await channel.close(grace=None)
 
 
 async def ask_to_yield(address: str, lease_ids: list[str], credentials: rpc.Credentials,
                        timeout: float = YIELD_ASK_TIMEOUT_S) -> bool:
     """Ask the lease owner at ``address`` to return ``lease_ids`` once the tasks they run
     are done (other owners' requests wait here). False when the owner did not answer."""
-    channel = rpc.channel(address, credentials)
     try:
-        await core_worker_pb2_grpc.CoreWorkerStub(channel).YieldLeases(
-            core_worker_pb2.YieldLeasesRequest(lease_ids=lease_ids), timeout=timeout)
+        await _call_core_worker(address, credentials, "YieldLeases",
+                                core_worker_pb2.YieldLeasesRequest(lease_ids=lease_ids), timeout)
         return True
     except grpc.aio.AioRpcError as exc:
         log.info("lease_owner_not_asked", address=address, leases=lease_ids, error=exc.code().name)
         return False
-    finally:
-        await channel.close(grace=None)
 
 
 async def tell_nodes_died(addresses: list[str], node_ids: list[str], credentials: rpc.Credentials,
@@ -146,13 +151,10 @@ async def tell_nodes_died(addresses: list[str], node_ids: list[str], credentials
     request = core_worker_pb2.NodesDiedRequest(node_ids=node_ids)
 
     async def tell(address: str) -> None:
-        channel = rpc.channel(address, credentials)
         try:
-            await core_worker_pb2_grpc.CoreWorkerStub(channel).NodesDied(request, timeout=timeout)
+            await _call_core_worker(address, credentials, "NodesDied", request, timeout)
         except grpc.aio.AioRpcError as exc:  # exiting, or busy past the timeout: its stream breaks later
             log.debug("node_death_not_told", address=address, error=exc.code().name)
-        finally:
-            await channel.close(grace=None)
 
     await asyncio.gather(*(tell(a) for a in addresses))
 
