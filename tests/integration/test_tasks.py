@@ -574,8 +574,14 @@ def _fresh_short():
 
 
 def _record_plans(monkeypatch) -> list[tuple[int, int]]:
-    """(tasks queued, tasks sent) of every lease plan the driver makes from now on."""
-    from microray.core import lease_policy
+    """(tasks queued, tasks sent) of every lease plan the driver makes from now on.
+
+    The driver's policy counts a function as short below 50 ms of average run time here
+    (2 ms by default): on a machine busy with other tests a 50 us task's runs can measure a
+    few ms each, and these tests are about when short tasks are pipelined, not the bound."""
+    from microray.core import context, lease_policy
+
+    monkeypatch.setattr(context.worker.submitter.policy, "long_task_s", 0.05)
 
     plans: list[tuple[int, int]] = []
     original = lease_policy.LeasePolicy.plan
@@ -643,12 +649,12 @@ def test_requests_a_cancel_dropped_are_not_counted_on_while_their_answers_are_la
 
 
 def _load_slowly():
-    time.sleep(0.1)
+    time.sleep(0.5)  # counted in the run time, it would make the function long (> 50 ms) for many runs
     return "loaded"
 
 
 class _SlowToLoad:
-    """Unpickling it (a worker loading a function that holds it) takes 0.1 s."""
+    """Unpickling it (a worker loading a function that holds it) takes 0.5 s."""
 
     def __reduce__(self):
         return _load_slowly, ()
